@@ -1,0 +1,90 @@
+/*
+ * config.h - the relay's INI configuration (inih), parsed once at start and on
+ * reload into a plain struct that is read-only afterwards.
+ *
+ * Keys are a table (section, key, parser, field); an unknown section or key is
+ * an error that names the file, the line and the key, and so is a bad value.
+ * Sections and keys that later issues act on ([dpdk], [limits], [delivery],
+ * [cluster]) are parsed and checked now, so a config written for the full
+ * relay loads today.
+ */
+#ifndef VR_CONFIG_H
+#define VR_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <limits.h>
+#include <sys/socket.h>
+
+#define VR_CONFIG_MAX_LISTEN 16
+
+enum vr_io_mode { VR_IO_KERNEL, VR_IO_DPDK };
+
+struct vr_listen {
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	bool implicit_tls;            /* "tls=implicit": TLS from the first byte (port 465) */
+	char text[64];                /* as written, for logs */
+};
+
+struct vr_config {
+	/* [relay] */
+	char hostname[256];
+	struct vr_listen listen[VR_CONFIG_MAX_LISTEN];
+	unsigned n_listen;
+	char spool_dir[PATH_MAX];
+	char accounts[PATH_MAX];
+	char control_socket[PATH_MAX];
+	char log_file[PATH_MAX];      /* "" = stderr */
+	int log_level;                /* enum vr_log_level */
+
+	/* [io] */
+	enum vr_io_mode io_mode;
+	unsigned workers;             /* worker threads / lcores; default 1 */
+
+	/* [dpdk] */
+	char dpdk_eal[1024];
+	char dpdk_ip[64];             /* address/prefix */
+	char dpdk_gateway[64];
+
+	/* [smtp]: protocol limits, each enforced before any work is done */
+	uint64_t max_message_size;    /* octets, SIZE= and DATA/BDAT; default 25 MiB */
+	unsigned max_recipients;      /* per transaction; default 100 */
+	unsigned max_errors;          /* protocol errors before 421; default 10 */
+	unsigned max_conn_per_ip;     /* concurrent connections per IPv4 / IPv6 /64; default 50 */
+	unsigned max_connections;     /* per worker; default 10000 */
+	unsigned idle_timeout_ms;     /* between commands and within DATA; default 300000 */
+	unsigned greet_pause_ms;      /* delay before the banner; talking first is refused; default 0 */
+
+	/* [limits] */
+	unsigned per_minute, per_hour, per_day, per_day_max;
+	char timezone[64];            /* day boundary for per_day; default "UTC" */
+
+	/* [tls] */
+	char tls_cert[PATH_MAX];
+	char tls_key[PATH_MAX];
+
+	/* [delivery] */
+	unsigned delivery_workers;
+	char smarthost[300];          /* host:port, "" = MX routing */
+	char resolver[300];
+	unsigned retry_first_s, retry_max_s, max_age_s;
+
+	/* [cluster] */
+	char redis[300];
+};
+
+/* Fills cfg with the defaults listed above. */
+void vr_config_defaults(struct vr_config *cfg);
+
+/*
+ * Loads path over the defaults. Returns 0, or -1 with a message in err such as
+ * "relay.ini:12: unknown key 'listn' in [relay]". cfg is only written on
+ * success.
+ */
+int vr_config_load(const char *path, struct vr_config *cfg, char *err, size_t errlen);
+
+/* Parses "host:port [tls=implicit]" ("[v6]:port" for IPv6). 0 or -1 + err. */
+int vr_config_parse_listen(const char *text, struct vr_listen *out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,123 @@
+/*
+ * spool.h - the durable queue: per-worker append-only segment files of typed,
+ * length-prefixed, CRC32C-checked records, written by one committer thread
+ * that group-commits (many sessions' records, one write + one fdatasync per
+ * segment) before any session may say 250.
+ *
+ * Threads: each worker thread owns the transactions it begins and its own
+ * submission and completion queues (liburcu wfcqueue: wait-free enqueue, no
+ * lock in the worker); the committer thread owns the segment files. A
+ * transaction belongs to its worker until vr_spool_txn_commit(), to the
+ * committer until its completion is reaped, and is freed by vr_spool_reap().
+ *
+ * Records of one message: ENVELOPE (queue ID, account, client, HELO, sender,
+ * recipients, flags, time), BODY chunks, END. A message without its END
+ * record, or with any record failing its CRC, does not exist after recovery.
+ */
+#ifndef VR_SPOOL_H
+#define VR_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VR_QID_MAX 24           /* queue ID text incl. NUL */
+
+/* Envelope flags */
+#define VR_SPOOL_8BITMIME  0x01u
+#define VR_SPOOL_SMTPUTF8  0x02u
+#define VR_SPOOL_TLS       0x04u
+#define VR_SPOOL_AUTH      0x08u
+#define VR_SPOOL_HOLD      0x10u  /* accepted over quota with over_quota=hold */
+
+struct vr_spool;
+struct vr_spool_txn;
+
+/* What a session knows when DATA/BDAT starts. Strings are copied. */
+struct vr_spool_envelope {
+	const char *account;          /* VPS id */
+	const char *client;           /* client address, text */
+	const char *helo;
+	const char *mail_from;        /* without <>, "" for the null sender */
+	const char *const *rcpts;
+	unsigned n_rcpts;
+	uint32_t flags;
+	uint64_t received_us;         /* wall clock */
+};
+
+struct vr_spool_recovery {
+	uint64_t messages;            /* intact messages found */
+	uint64_t torn;                /* incomplete or corrupt messages dropped */
+	uint64_t segments;
+};
+
+/*
+ * Opens (creating if needed) dir, recovers what is there, and prepares one
+ * fresh segment per worker. NULL + err on failure. Starts no thread.
+ */
+struct vr_spool *vr_spool_open(const char *dir, unsigned n_workers, char *err, size_t errlen);
+const struct vr_spool_recovery *vr_spool_recovered(const struct vr_spool *sp);
+/* Starts the committer thread. 0 or -errno. */
+int vr_spool_start(struct vr_spool *sp);
+/* Commits what was submitted, stops the committer, closes files, frees. */
+void vr_spool_close(struct vr_spool *sp);
+
+/* --- worker side: every call below is from the worker thread `worker` --- */
+
+/* Starts a message; the queue ID is assigned here (so it can go into the
+ * Received header). cookie comes back with the completion. NULL on -ENOMEM. */
+struct vr_spool_txn *vr_spool_txn_begin(struct vr_spool *sp, unsigned worker,
+					const struct vr_spool_envelope *env, void *cookie);
+const char *vr_spool_txn_qid(const struct vr_spool_txn *txn);
+/* Appends message bytes (CRLF lines, already dot-unstuffed). 0 or -ENOMEM. */
+int vr_spool_txn_write(struct vr_spool_txn *txn, const void *p, size_t n);
+/* Forgets the message; nothing reaches the disk. */
+void vr_spool_txn_abort(struct vr_spool_txn *txn);
+/* Hands the message to the committer. Its completion arrives via reap. */
+void vr_spool_txn_commit(struct vr_spool_txn *txn);
+/*
+ * The cookie's owner is gone (connection closed while its commit is in
+ * flight): the completion will be reaped without calling back. Worker only;
+ * the committer never looks at the cookie, so no ordering is needed.
+ */
+void vr_spool_txn_orphan(struct vr_spool_txn *txn);
+
+/* An eventfd, readable while completions for worker wait to be reaped. */
+int vr_spool_done_fd(const struct vr_spool *sp, unsigned worker);
+/*
+ * status 0: durable on disk (fdatasync returned), say 250;
+ * -ENOSPC: disk full, say 452 4.3.1; any other -errno: say 451 4.3.0.
+ */
+typedef void vr_spool_done_fn(void *cookie, int status, const char *qid);
+/* Calls fn for up to max completed transactions of worker, frees them, and
+ * returns how many. */
+unsigned vr_spool_reap(struct vr_spool *sp, unsigned worker, vr_spool_done_fn *fn, unsigned max);
+
+/* --- readers: vmrelay-spool, recovery, later the delivery workers --- */
+
+struct vr_spool_msg {
+	char qid[VR_QID_MAX];
+	char *account, *client, *helo, *mail_from;
+	char **rcpts;
+	unsigned n_rcpts;
+	uint32_t flags;
+	uint64_t received_us;
+	uint64_t size;                /* body bytes */
+	/* where it lives */
+	char *segment;                /* file name inside dir */
+	uint64_t offset;              /* of its ENVELOPE record */
+};
+
+struct vr_spool_scan_stats {
+	uint64_t messages, torn, segments, bad_records;
+};
+
+/* Calls fn for every intact message in dir (each CRC checked); fn returning
+ * non-zero stops the scan and is returned. The msg is valid during fn only. */
+int vr_spool_scan(const char *dir, int (*fn)(const struct vr_spool_msg *msg, void *arg),
+		  void *arg, struct vr_spool_scan_stats *stats);
+/* Streams the body of msg to out, checking every CRC. 0, or -EBADMSG/-errno. */
+int vr_spool_read_body(const char *dir, const struct vr_spool_msg *msg,
+		       int (*out)(const void *p, size_t n, void *arg), void *arg);
+
+#endif

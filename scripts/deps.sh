@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package vmrelay needs to build, test, demo and
+# benchmark. Idempotent: does nothing when all of them are present.
+set -euo pipefail
+
+packages=(
+	# build
+	build-essential meson ninja-build pkg-config clang
+	libdpdk-dev liburcu-dev libinih-dev libjansson-dev libjemalloc-dev
+	libssl-dev libunbound-dev libhiredis-dev libcmocka-dev libclang-rt-14-dev
+	# test peers and tools
+	swaks postfix python3-aiosmtpd python3-dkim openssl iproute2 procps
+	util-linux psmisc
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+		missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps.sh: missing packages: ${missing[*]} (run as root to install)" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Postfix is only a test peer and benchmark subject: no system mail setup.
+echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
