@@ -22,9 +22,18 @@ struct vr_tls_ctx *vr_tls_server_ctx_new(const char *cert_file, const char *key_
 					 char *err, size_t errlen);
 /* Client context for outbound delivery and tests; verify off (opportunistic). */
 struct vr_tls_ctx *vr_tls_client_ctx_new(char *err, size_t errlen);
+/*
+ * Turns verification on for a client context, before its first connection:
+ * the server's chain must lead to a CA in ca_file (NULL: the system store)
+ * and its certificate must name the sni given to vr_tls_new() (a connection
+ * without sni cannot be created then). A failed check fails the handshake
+ * (-EPROTO, vr_tls_error() says why). 0 or -1 + err.
+ */
+int vr_tls_client_ctx_verify(struct vr_tls_ctx *ctx, const char *ca_file, char *err,
+			     size_t errlen);
 void vr_tls_ctx_free(struct vr_tls_ctx *ctx);
 
-/* sni may be NULL; only used by client connections. */
+/* sni may be NULL; only used by client connections. NULL on -ENOMEM. */
 struct vr_tls *vr_tls_new(struct vr_tls_ctx *ctx, bool server, const char *sni);
 void vr_tls_free(struct vr_tls *t);
 
@@ -39,9 +48,14 @@ ssize_t vr_tls_read(struct vr_tls *t, void *out, size_t cap);
 /* Encrypts all n bytes (or fails). Returns 0, -EAGAIN before the handshake
  * completed, or -EPROTO. */
 int vr_tls_write(struct vr_tls *t, const void *p, size_t n);
-/* Moves pending ciphertext into out. Returns bytes moved or -ENOBUFS. */
+/* Moves pending ciphertext into out, as much as out's ceiling allows (the
+ * rest stays pending). Returns bytes moved, or -ENOBUFS when none fit. */
 ssize_t vr_tls_drain(struct vr_tls *t, struct vr_buf *out);
-/* Progresses the handshake without reading application data (client start). */
+/* Ciphertext waiting to be drained. */
+size_t vr_tls_pending(const struct vr_tls *t);
+/* Progresses the handshake without reading application data (client start).
+ * Returns 0 once established, -EAGAIN while it waits for the peer (drain
+ * first), -EPROTO on failure. */
 int vr_tls_handshake(struct vr_tls *t);
 bool vr_tls_established(const struct vr_tls *t);
 /* Sends close_notify (drain afterwards). */
@@ -50,7 +64,7 @@ void vr_tls_shutdown(struct vr_tls *t);
 /* "TLSv1.3", cipher name; valid once established. */
 const char *vr_tls_version(const struct vr_tls *t);
 const char *vr_tls_cipher(const struct vr_tls *t);
-/* Last error as text, for replies and logs. */
+/* Last error as text, for replies and logs ("no error" if none). */
 const char *vr_tls_error(const struct vr_tls *t);
 
 #endif
