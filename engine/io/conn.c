@@ -1,0 +1,380 @@
+/*
+ * conn.c - one accepted TCP connection driving one vr_session: admission
+ * (connection limits), reads bounded by the session's rx space, writes of
+ * its output with EPOLLOUT while the socket is full, the deadline in the
+ * worker's timer heap, and an orderly close.
+ *
+ * Closing is FIN first, then a short linger that reads and drops whatever
+ * the client still sends: closing a socket with unread input makes the kernel
+ * send RST, which can destroy our last reply (a 421 or 521) in the client's
+ * receive queue before it reads it.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "vmrelay/log.h"
+#include "io_impl.h"
+
+#define READS_PER_EVENT 4       /* then let other connections run */
+#define IO_DRAIN_MS 10000       /* a closing session's last output must leave by then */
+
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	const void *a = ss->ss_family == AF_INET
+		? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
+		: (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
+	if (!inet_ntop(ss->ss_family, a, out, (socklen_t)len))
+		snprintf(out, len, "?");
+}
+
+/*
+ * Turns a connection away before any session exists: the reply is written
+ * best-effort (the socket is new, so it fits) and the socket closed. Not on an
+ * implicit-TLS port, where plaintext would only be a TLS protocol error.
+ */
+static void refuse(int fd, const struct vr_listen *l, const char *ip, const char *reason,
+		   const char *reply)
+{
+	char q[256];
+
+	if (!l->implicit_tls) {
+		ssize_t n = send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)n;
+		shutdown(fd, SHUT_WR);
+	}
+	close(fd);
+	vr_log_info("event=refused client=%s reason=%s reply=%s", ip, reason,
+		    vr_log_quote(q, sizeof(q), reply, strcspn(reply, "\r")));
+}
+
+static int conn_interest(struct io_conn *c, uint32_t want)
+{
+	if (want == c->events)
+		return 0;
+	struct epoll_event ev = { .events = want, .data.ptr = &c->h };
+	if (epoll_ctl(c->w->ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+		return -errno;
+	c->events = want;
+	return 0;
+}
+
+static bool conn_closing(const struct io_conn *c)
+{
+	return c->rx_failed || vr_session_closing(c->s);
+}
+
+/* The session asked for a flush from outside rx/tick (a spool completion):
+ * queue the connection; the worker services it after this round of events. */
+static void conn_kick(void *owner)
+{
+	struct io_conn *c = owner;
+
+	if (c->kicked)
+		return;
+	c->kicked = true;
+	c->kick_next = c->w->kicked;
+	c->w->kicked = c;
+}
+
+/* Hands received bytes to the session. -1 if the socket failed. */
+static int conn_read(struct io_conn *c, uint64_t now, int reads)
+{
+	uint8_t *buf = c->w->rbuf;
+
+	while (reads-- > 0 && !c->rd_eof && !conn_closing(c)) {
+		size_t space = vr_session_rx_space(c->s);
+		if (space == 0)
+			break;
+		size_t want = VR_MIN(space, sizeof(c->w->rbuf));
+		ssize_t n = recv(c->fd, buf, want, 0);
+		if (n > 0) {
+			if (vr_session_rx(c->s, buf, (size_t)n, now) != VR_OK)
+				c->rx_failed = true;
+			if ((size_t)n < want)
+				break;          /* the socket is empty */
+		} else if (n == 0) {
+			c->rd_eof = true;
+			vr_session_rx_eof(c->s, now);
+		} else if (errno == EINTR) {
+			reads++;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			break;
+		} else {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Sends the session's output. 0 all sent, 1 the socket is full, -1 failed. */
+static int conn_flush(struct io_conn *c)
+{
+	const uint8_t *p;
+	size_t n;
+
+	while ((n = vr_session_tx_peek(c->s, &p)) > 0) {
+		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+		if (w > 0)
+			vr_session_tx_consume(c->s, (size_t)w);
+		else if (w < 0 && errno == EINTR)
+			continue;
+		else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 1;
+		else
+			return -1;
+	}
+	return 0;
+}
+
+/* The session is finished and its output sent: FIN, then linger. */
+static void conn_finish(struct io_conn *c, uint64_t now)
+{
+	shutdown(c->fd, SHUT_WR);
+	vr_session_free(c->s);
+	c->s = NULL;
+	c->state = CONN_LINGER;
+	if (c->rd_eof || conn_interest(c, EPOLLIN) < 0 ||
+	    vr_timer_set(&c->w->timers, &c->timer, now + IO_LINGER_MS) < 0)
+		vr_io_conn_close(c);
+}
+
+/*
+ * After anything happened to the session: send its output, close if it is
+ * done, and re-register what we wait for (input while it has room, output
+ * while the socket is full) and when (its deadline).
+ */
+static void conn_service(struct io_conn *c, uint64_t now)
+{
+	int rc = conn_flush(c);
+
+	if (rc < 0) {
+		vr_io_conn_close(c);
+		return;
+	}
+	bool closing = conn_closing(c);
+	if (closing && rc == 0) {
+		conn_finish(c, now);
+		return;
+	}
+	uint32_t want = rc > 0 ? EPOLLOUT : 0;
+	if (!closing && !c->rd_eof && vr_session_rx_space(c->s) > 0)
+		want |= EPOLLIN;
+
+	uint64_t deadline = vr_session_deadline(c->s);
+	if (closing) {
+		/* A client that stops reading must not hold a finished session. */
+		if (c->drain_until == 0)
+			c->drain_until = now + IO_DRAIN_MS;
+		deadline = VR_MIN(deadline, c->drain_until);
+	}
+	if (deadline <= now)
+		deadline = now + 1;     /* tick on the next round, never spin */
+	if (conn_interest(c, want) < 0 || vr_timer_set(&c->w->timers, &c->timer, deadline) < 0)
+		vr_io_conn_close(c);
+}
+
+static struct io_conn *conn_alloc(struct io_worker *w)
+{
+	struct io_conn *c = w->pool;
+
+	if (c)
+		w->pool = c->next;
+	else if (!(c = malloc(sizeof(*c))))
+		return NULL;
+	memset(c, 0, sizeof(*c));
+	c->h.kind = IO_CONN;
+	c->w = w;
+	c->fd = -1;
+	return c;
+}
+
+static void conn_recycle(struct io_conn *c)
+{
+	c->next = c->w->pool;
+	c->w->pool = c;
+}
+
+void vr_io_conn_accept(struct io_worker *w, unsigned listen_idx, int fd,
+		       const struct sockaddr_storage *peer, uint64_t now)
+{
+	const struct vr_config *cfg = w->io->cfg;
+	const struct vr_listen *l = &cfg->listen[listen_idx];
+	char ip[VR_ADDRSTRLEN], reply[512];
+	uint64_t *slot = NULL;
+
+	addr_text(peer, ip, sizeof(ip));
+	if (w->n_conns >= cfg->max_connections) {
+		snprintf(reply, sizeof(reply), "421 4.7.0 %s too many connections\r\n",
+			 cfg->hostname);
+		refuse(fd, l, ip, "max_connections", reply);
+		return;
+	}
+	if (w->io->cl) {
+		int rc = vr_connlimit_acquire(w->io->cl,
+					      vr_connlimit_key((const struct sockaddr *)peer), &slot);
+		if (rc < 0) {
+			snprintf(reply, sizeof(reply),
+				 "421 4.7.0 %s too many connections from %s\r\n", cfg->hostname, ip);
+			if (rc != -EUSERS)
+				vr_log_warn("event=connlimit_table client=%s error=%s", ip,
+					    strerror(-rc));
+			refuse(fd, l, ip, rc == -EUSERS ? "max_conn_per_ip" : "connlimit_table",
+			       reply);
+			return;
+		}
+	}
+
+	struct io_conn *c = conn_alloc(w);
+	if (!c) {
+		vr_log_err("event=accept_failed client=%s error=%s", ip, strerror(ENOMEM));
+		goto fail;
+	}
+	c->fd = fd;
+	c->ip_slot = slot;
+	c->peer = *peer;
+	socklen_t len = sizeof(c->local);
+	if (getsockname(fd, (struct sockaddr *)&c->local, &len) < 0)
+		c->local.ss_family = AF_UNSPEC;
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	struct vr_session_params p = {
+		.srv = w->io->srv,
+		.worker = w->id,
+		.peer = (const struct sockaddr *)&c->peer,
+		.local = (const struct sockaddr *)&c->local,
+		.implicit_tls = l->implicit_tls,
+		.kick = conn_kick,
+		.owner = c,
+	};
+	c->s = vr_session_new(&p, now);
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &c->h };
+	if (!c->s || epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		vr_log_err("event=accept_failed client=%s error=%s", ip,
+			   strerror(c->s ? errno : ENOMEM));
+		if (c->s)
+			vr_session_free(c->s);
+		conn_recycle(c);
+		goto fail;
+	}
+	c->events = EPOLLIN;
+	c->state = CONN_OPEN;
+	LIST_INSERT_HEAD(&w->conns, c, link);
+	w->n_conns++;
+
+	/* A client that talks before the banner has usually sent its bytes by
+	 * now: one read hands them over before the first tick greets it. */
+	if (conn_read(c, now, 1) < 0) {
+		vr_io_conn_close(c);
+		return;
+	}
+	vr_session_tick(c->s, now);
+	conn_service(c, now);
+	return;
+fail:
+	if (slot)
+		vr_connlimit_release(w->io->cl, slot);
+	close(fd);
+}
+
+static void conn_linger(struct io_conn *c)
+{
+	for (int i = 0; i < READS_PER_EVENT; i++) {
+		ssize_t n = recv(c->fd, c->w->rbuf, sizeof(c->w->rbuf), 0);
+		if (n > 0)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+			return;
+		break;                  /* EOF or error: the client is done */
+	}
+	vr_io_conn_close(c);
+}
+
+void vr_io_conn_event(struct io_conn *c, uint32_t events, uint64_t now)
+{
+	if (c->state == CONN_DEAD)
+		return;
+	if (c->state == CONN_LINGER) {
+		conn_linger(c);
+		return;
+	}
+	/* With our side still open, a hang-up or error means the peer reset
+	 * the connection: nobody is left to read a reply. */
+	if (events & (EPOLLERR | EPOLLHUP)) {
+		vr_io_conn_close(c);
+		return;
+	}
+	if ((events & EPOLLIN) && conn_read(c, now, READS_PER_EVENT) < 0) {
+		vr_io_conn_close(c);
+		return;
+	}
+	conn_service(c, now);
+}
+
+void vr_io_conn_expire(struct io_conn *c, uint64_t now)
+{
+	if (c->state == CONN_LINGER || (c->drain_until && now >= c->drain_until)) {
+		vr_io_conn_close(c);
+		return;
+	}
+	vr_session_tick(c->s, now);
+	conn_service(c, now);
+}
+
+void vr_io_conn_kicked(struct io_conn *c, uint64_t now)
+{
+	c->kicked = false;
+	if (c->state == CONN_OPEN)
+		conn_service(c, now);
+}
+
+void vr_io_conn_close(struct io_conn *c)
+{
+	struct io_worker *w = c->w;
+
+	if (c->state == CONN_DEAD)
+		return;
+	if (c->s) {
+		vr_session_free(c->s);  /* orphans a commit in flight */
+		c->s = NULL;
+	}
+	close(c->fd);               /* also leaves the epoll set */
+	c->fd = -1;
+	vr_timer_cancel(&w->timers, &c->timer);
+	if (c->ip_slot)
+		vr_connlimit_release(w->io->cl, c->ip_slot);
+	c->ip_slot = NULL;
+	LIST_REMOVE(c, link);
+	w->n_conns--;
+	/* Events of this round may still name c, and it may sit on the kicked
+	 * list: it is reused only after the round (vr_io_conn_bury). */
+	c->state = CONN_DEAD;
+	c->next = w->dead;
+	w->dead = c;
+}
+
+void vr_io_conn_bury(struct io_worker *w)
+{
+	while (w->dead) {
+		struct io_conn *c = w->dead;
+		w->dead = c->next;
+		conn_recycle(c);
+	}
+}
+
+void vr_io_conn_pool_free(struct io_worker *w)
+{
+	vr_io_conn_bury(w);
+	while (w->pool) {
+		struct io_conn *c = w->pool;
+		w->pool = c->next;
+		free(c);
+	}
+}
