@@ -1,1 +1,305 @@
-int main(void) { return 0; }
+/*
+ * main.c - the vmrelay binary: vmrelay -c relay.ini [--io kernel|dpdk] [--check]
+ *
+ * Loads the configuration, the accounts table and the TLS key, opens and
+ * recovers the spool, then runs the kernel-socket transport until SIGTERM or
+ * SIGINT. SIGHUP reloads the accounts file; a bad file is logged with its
+ * line and the table in force stays. --check validates the same inputs and
+ * exits without touching the spool or the network.
+ *
+ * Signals are blocked in every thread and taken synchronously by the main
+ * thread (sigwaitinfo), so reloading may allocate and log freely; the io runs
+ * in a thread of its own and tells the main thread when it ends by itself.
+ *
+ * Exit status: 0 after a clean stop or a good --check, 2 for a bad command
+ * line or bad inputs, 1 for a failure while running.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmrelay/config.h"
+#include "vmrelay/io.h"
+#include "vmrelay/log.h"
+#include "vmrelay/policy.h"
+#include "vmrelay/smtp.h"
+#include "vmrelay/spool.h"
+#include "vmrelay/tls.h"
+
+#define EXIT_USAGE 2
+
+struct relay {
+	const char *config_path;
+	struct vr_config cfg;
+	struct vr_tls_ctx *tls;
+	struct vr_spool *spool;
+	struct vr_smtp_stats *stats;
+	struct vr_smtpd srv;
+	struct vr_io *io;
+	pthread_t main_thread;
+	int io_rc;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: vmrelay -c relay.ini [--io kernel|dpdk] [--check]\n"
+		     "  -c, --config FILE  configuration (INI)\n"
+		     "      --io MODE      transport: kernel (epoll) or dpdk; overrides [io] mode\n"
+		     "      --check        validate configuration, accounts and TLS files, then exit\n"
+		     "  -V, --version      print the version\n");
+}
+
+/* Parses argv into r and *check; exits on a usage error. */
+static void parse_args(int argc, char **argv, struct relay *r, int *check, const char **io)
+{
+	enum { OPT_IO = 256, OPT_CHECK };
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "io", required_argument, NULL, OPT_IO },
+		{ "check", no_argument, NULL, OPT_CHECK },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': r->config_path = optarg; break;
+		case OPT_IO: *io = optarg; break;
+		case OPT_CHECK: *check = 1; break;
+		case 'V': printf("vmrelay %s\n", VR_VERSION); exit(0);
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); exit(EXIT_USAGE);
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "vmrelay: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		exit(EXIT_USAGE);
+	}
+	if (!r->config_path) {
+		fprintf(stderr, "vmrelay: no configuration given (-c relay.ini)\n");
+		usage(stderr);
+		exit(EXIT_USAGE);
+	}
+}
+
+/* The inputs --check validates: config, io mode, accounts, TLS files.
+ * 0, or -1 after telling stderr why. */
+static int load_inputs(struct relay *r, const char *io_mode, struct vr_accounts **accounts)
+{
+	char err[1024];
+
+	if (vr_config_load(r->config_path, &r->cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vmrelay: %s\n", err);
+		return -1;
+	}
+	if (io_mode) {
+		if (strcmp(io_mode, "kernel") == 0) {
+			r->cfg.io_mode = VR_IO_KERNEL;
+		} else if (strcmp(io_mode, "dpdk") == 0) {
+			r->cfg.io_mode = VR_IO_DPDK;
+		} else {
+			fprintf(stderr, "vmrelay: --io '%s': use kernel or dpdk\n", io_mode);
+			return -1;
+		}
+	}
+	if (r->cfg.io_mode == VR_IO_DPDK) {
+		fprintf(stderr, "vmrelay: the DPDK transport is not built yet (it comes with a "
+				"later issue); run with --io kernel or [io] mode = kernel\n");
+		return -1;
+	}
+	*accounts = vr_accounts_load(r->cfg.accounts, r->cfg.per_day, err, sizeof(err));
+	if (!*accounts) {
+		fprintf(stderr, "vmrelay: %s\n", err);
+		return -1;
+	}
+	if (r->cfg.tls_cert[0]) {
+		r->tls = vr_tls_server_ctx_new(r->cfg.tls_cert, r->cfg.tls_key, err, sizeof(err));
+		if (!r->tls) {
+			fprintf(stderr, "vmrelay: %s\n", err);
+			vr_accounts_free(*accounts);
+			*accounts = NULL;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* "127.0.0.1:25,0.0.0.0:465 tls=implicit", for the start line. */
+static void listen_text(const struct vr_config *cfg, char *out, size_t len)
+{
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (unsigned i = 0; i < cfg->n_listen && n < len; i++)
+		n += (size_t)snprintf(out + n, len - n, "%s%s", i ? "," : "", cfg->listen[i].text);
+}
+
+static void reload_accounts(struct relay *r)
+{
+	char err[1024];
+	struct vr_accounts *t = vr_accounts_load(r->cfg.accounts, r->cfg.per_day, err, sizeof(err));
+
+	if (!t) {
+		char q[1100];
+		vr_log_err("event=reload_failed accounts=%s error=%s", r->cfg.accounts,
+			   vr_log_quote(q, sizeof(q), err, strlen(err)));
+		return;
+	}
+	unsigned n = vr_accounts_count(t);
+	vr_policy_publish(t);
+	vr_log_info("event=reload accounts=%u", n);
+}
+
+static void *io_thread(void *arg)
+{
+	struct relay *r = arg;
+
+	r->io_rc = vr_io_run(r->io);
+	/* Wakes the main thread if the io ended without being asked to. */
+	pthread_kill(r->main_thread, SIGUSR1);
+	return NULL;
+}
+
+/* Takes signals until a stop; returns the signal that ended it (0: the io
+ * ended by itself). */
+static int wait_signals(struct relay *r, const sigset_t *set)
+{
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(set, &si);
+		if (sig < 0)
+			continue;           /* EINTR */
+		if (sig == SIGHUP) {
+			reload_accounts(r);
+			continue;
+		}
+		if (sig == SIGUSR1)
+			return 0;
+		vr_log_info("event=stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
+		vr_io_stop(r->io);
+		return sig;
+	}
+}
+
+static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *set)
+{
+	char err[1024], listen[VR_CONFIG_MAX_LISTEN * 72], q[sizeof(listen) + 8];
+	const struct vr_config *cfg = &r->cfg;
+
+	r->spool = vr_spool_open(cfg->spool_dir, cfg->workers, err, sizeof(err));
+	if (!r->spool) {
+		vr_log_err("event=spool_failed dir=%s error=%s", cfg->spool_dir,
+			   vr_log_quote(q, sizeof(q), err, strlen(err)));
+		fprintf(stderr, "vmrelay: %s\n", err);
+		vr_accounts_free(accounts);
+		return 1;
+	}
+	const struct vr_spool_recovery *rec = vr_spool_recovered(r->spool);
+	vr_log_info("event=spool_recovered dir=%s messages=%llu torn=%llu segments=%llu",
+		    cfg->spool_dir, (unsigned long long)rec->messages,
+		    (unsigned long long)rec->torn, (unsigned long long)rec->segments);
+
+	r->stats = calloc(cfg->workers, sizeof(*r->stats));
+	r->srv = (struct vr_smtpd){
+		.cfg = cfg, .tls = r->tls, .spool = r->spool, .stats = r->stats,
+		.n_workers = cfg->workers,
+	};
+	int rc = r->stats ? vr_spool_start(r->spool) : -ENOMEM;
+	if (rc < 0) {
+		vr_log_err("event=spool_failed error=\"%s\"", strerror(-rc));
+		vr_accounts_free(accounts);
+		return 1;
+	}
+	r->io = vr_io_kernel_new(&r->srv, err, sizeof(err));
+	if (!r->io) {
+		vr_log_err("event=io_failed error=%s", vr_log_quote(q, sizeof(q), err, strlen(err)));
+		fprintf(stderr, "vmrelay: %s\n", err);
+		vr_accounts_free(accounts);
+		return 1;
+	}
+	vr_policy_publish(accounts);
+
+	listen_text(cfg, listen, sizeof(listen));
+	vr_log_info("event=start version=%s pid=%d io=kernel workers=%u listen=%s accounts=%u "
+		    "tls=%s", VR_VERSION, (int)getpid(), cfg->workers,
+		    vr_log_quote(q, sizeof(q), listen, strlen(listen)),
+		    vr_accounts_count(accounts), r->tls ? "yes" : "no");
+
+	pthread_t t;
+	r->main_thread = pthread_self();
+	if ((rc = pthread_create(&t, NULL, io_thread, r)) != 0) {
+		vr_log_err("event=io_failed error=\"%s\"", strerror(rc));
+		return 1;
+	}
+	int sig = wait_signals(r, set);
+	pthread_join(t, NULL);
+	if (r->io_rc < 0 || sig == 0) {
+		vr_log_err("event=io_failed error=\"%s\"",
+			   r->io_rc < 0 ? strerror(-r->io_rc) : "workers ended unasked");
+		return 1;
+	}
+	return 0;
+}
+
+static void shut_down(struct relay *r)
+{
+	vr_io_free(r->io);
+	/* Commits everything already submitted before it returns. */
+	if (r->spool)
+		vr_spool_close(r->spool);
+	vr_policy_publish(NULL);
+	vr_tls_ctx_free(r->tls);
+	free(r->stats);
+}
+
+int main(int argc, char **argv)
+{
+	struct relay r = { 0 };
+	struct vr_accounts *accounts = NULL;
+	const char *io_mode = NULL;
+	int check = 0;
+
+	parse_args(argc, argv, &r, &check, &io_mode);
+	if (load_inputs(&r, io_mode, &accounts) < 0)
+		return EXIT_USAGE;
+	if (check) {
+		printf("%s: ok: %u listen address%s, %u worker%s, %u accounts, TLS %s\n",
+		       r.config_path, r.cfg.n_listen, r.cfg.n_listen == 1 ? "" : "es",
+		       r.cfg.workers, r.cfg.workers == 1 ? "" : "s", vr_accounts_count(accounts),
+		       r.tls ? "on" : "off");
+		vr_accounts_free(accounts);
+		vr_tls_ctx_free(r.tls);
+		return 0;
+	}
+	int rc = vr_log_open(r.cfg.log_file, (enum vr_log_level)r.cfg.log_level);
+	if (rc < 0) {
+		fprintf(stderr, "vmrelay: log_file %s: %s\n", r.cfg.log_file, strerror(-rc));
+		vr_accounts_free(accounts);
+		vr_tls_ctx_free(r.tls);
+		return EXIT_USAGE;
+	}
+
+	/* Before any thread exists, so every thread inherits the mask. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	rc = start(&r, accounts, &set);
+	shut_down(&r);
+	vr_log_info("event=stop status=%d", rc);
+	vr_log_close();
+	return rc;
+}
