@@ -11,6 +11,9 @@ packages=(
 	# test peers and tools
 	swaks postfix python3-aiosmtpd python3-dkim openssl iproute2 procps
 	util-linux psmisc
+	# swaks speaks TLS (STARTTLS, --tls-on-connect) only with Net::SSLeay,
+	# which its package merely recommends
+	libnet-ssleay-perl
 )
 
 missing=()
