@@ -42,6 +42,7 @@ struct vr_smtp_stats {
 	uint64_t refused_starttls_injection;
 	uint64_t refused_auth;
 	uint64_t refused_spool;       /* 451/452 from the spool */
+	uint64_t refused_content;     /* NUL or over-long line in DATA */
 	uint64_t timeouts;
 	uint64_t tls_handshakes;
 };
@@ -68,7 +69,8 @@ struct vr_session_params {
 	void *owner;
 };
 
-/* NULL on -ENOMEM. Produces no output until the first vr_session_tick(). */
+/* NULL with errno ENOMEM, or EINVAL for implicit TLS without srv->tls.
+ * Produces no output until the first vr_session_tick(). */
 struct vr_session *vr_session_new(const struct vr_session_params *p, uint64_t now_ms);
 /*
  * Frees the session. If a commit is in flight the transaction is orphaned

@@ -1,0 +1,160 @@
+/*
+ * reply.c - the reply table and what each reply entails (see reply.h).
+ *
+ * Texts carry RFC 3463 enhanced status codes (RFC 2034: every 2xx/4xx/5xx
+ * reply but the greeting and the EHLO/HELO answer) and say why: which
+ * limit, which address. A reply's printf arguments are listed beside it.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "vmrelay/log.h"
+
+#include "session.h"
+
+#define R_ERROR  0x01u    /* a protocol error: counts towards max_errors */
+#define R_CLOSE  0x02u    /* the session ends after it */
+
+/* A counter in struct vr_smtp_stats, as offset + 1 so 0 means none. */
+#define STAT(field) (offsetof(struct vr_smtp_stats, field) + 1)
+
+struct reply_def {
+	const char *text;      /* printf format, without CRLF */
+	unsigned flags;
+	const char *reason;    /* non-NULL: log "event=refused reason=..." */
+	size_t stat;
+};
+
+static const struct reply_def replies[VR_R__COUNT] = {
+	/* hostname */
+	[VR_R_BANNER] = { "220 %s ESMTP vmrelay" },
+	[VR_R_PREGREET] = { "554 5.5.1 %s protocol error: talked before the greeting",
+		R_CLOSE, "pregreet", STAT(refused_pregreet) },
+	[VR_R_TIMEOUT] = { "421 4.4.2 %s timeout exceeded", R_CLOSE, NULL, STAT(timeouts) },
+	[VR_R_TOO_MANY_ERRORS] = { "421 4.7.0 %s too many errors", R_CLOSE, "errors" },
+	[VR_R_BARE_LF] = { "521 5.5.2 %s bare <LF> received: refused (SMTP smuggling protection)",
+		R_CLOSE, "bare_lf", STAT(refused_smuggling) },
+	[VR_R_BARE_CR] = { "521 5.5.2 %s bare <CR> received: refused (SMTP smuggling protection)",
+		R_CLOSE, "bare_cr", STAT(refused_smuggling) },
+	[VR_R_BYE] = { "221 2.0.0 %s closing connection", R_CLOSE },
+	[VR_R_NOMEM] = { "421 4.3.0 %s out of memory, closing connection", R_CLOSE, "memory" },
+
+	[VR_R_OK] = { "250 2.0.0 Ok" },
+	[VR_R_LINE_TOO_LONG] = { "500 5.5.2 line too long", R_ERROR, NULL, STAT(refused_syntax) },
+	[VR_R_NUL] = { "500 5.5.2 NUL character in command", R_ERROR, NULL, STAT(refused_syntax) },
+	[VR_R_UNKNOWN] = { "500 5.5.1 command unrecognized", R_ERROR, NULL, STAT(refused_syntax) },
+	/* usage */
+	[VR_R_SYNTAX] = { "501 5.5.4 syntax: %s", R_ERROR, NULL, STAT(refused_syntax) },
+	[VR_R_NEED_HELO] = { "503 5.5.1 send EHLO or HELO first", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	[VR_R_HELO_BAD] = { "501 5.5.4 invalid domain name in EHLO/HELO", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	[VR_R_HELP] = { "214 2.0.0 commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY "
+		"HELP STARTTLS AUTH" },
+	[VR_R_VRFY] = { "252 2.1.5 cannot VRFY user, but will accept message and attempt delivery" },
+	[VR_R_EXPN] = { "502 5.5.1 EXPN not supported", R_ERROR },
+
+	[VR_R_TLS_GO] = { "220 2.0.0 ready to start TLS" },
+	[VR_R_TLS_UNAVAILABLE] = { "502 5.5.1 STARTTLS not available", R_ERROR },
+	[VR_R_TLS_ACTIVE] = { "503 5.5.1 TLS already active", R_ERROR, NULL, STAT(refused_syntax) },
+	[VR_R_TLS_TEMP] = { "454 4.7.0 TLS not available due to local problem" },
+	/* hostname */
+	[VR_R_TLS_INJECTION] = { "554 5.5.1 %s protocol error: commands pipelined after STARTTLS",
+		R_CLOSE, "starttls_injection", STAT(refused_starttls_injection) },
+
+	[VR_R_AUTH_OK] = { "235 2.7.0 authentication successful" },
+	[VR_R_AUTH_FAILED] = { "535 5.7.8 authentication credentials invalid", R_ERROR, "auth",
+		STAT(refused_auth) },
+	[VR_R_AUTH_CANCELLED] = { "501 5.0.0 authentication cancelled", R_ERROR },
+	[VR_R_AUTH_BASE64] = { "501 5.5.2 cannot decode response", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	[VR_R_AUTH_TWICE] = { "503 5.5.1 already authenticated", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	[VR_R_AUTH_IN_MAIL] = { "503 5.5.1 AUTH not permitted during a mail transaction", R_ERROR,
+		NULL, STAT(refused_syntax) },
+	[VR_R_AUTH_MECH] = { "504 5.5.4 unrecognized authentication mechanism", R_ERROR },
+	[VR_R_AUTH_NEED_TLS] = { "538 5.7.11 encryption required for requested authentication "
+		"mechanism", R_ERROR, "auth_plaintext", STAT(refused_auth) },
+
+	[VR_R_MAIL_OK] = { "250 2.1.0 Ok" },
+	[VR_R_MAIL_NESTED] = { "503 5.5.1 nested MAIL command", R_ERROR, NULL, STAT(refused_syntax) },
+	[VR_R_MAIL_BAD] = { "501 5.1.7 bad sender address syntax", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	[VR_R_MAIL_TOO_LONG] = { "501 5.1.7 sender address too long", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	[VR_R_MAIL_NO_DOMAIN] = { "501 5.1.7 sender address must include a domain", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	/* client address */
+	[VR_R_RELAY_DENIED] = { "550 5.7.1 relay access denied: %s is not a registered VPS "
+		"(use SMTP AUTH over TLS)", R_ERROR, "relay", STAT(refused_relay) },
+	[VR_R_RCPT_OK] = { "250 2.1.5 Ok" },
+	[VR_R_NEED_MAIL] = { "503 5.5.1 need MAIL command", R_ERROR, NULL, STAT(refused_syntax) },
+	[VR_R_RCPT_BAD] = { "501 5.1.3 bad recipient address syntax", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	[VR_R_RCPT_TOO_LONG] = { "501 5.1.3 recipient address too long", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	[VR_R_RCPT_NO_DOMAIN] = { "550 5.1.1 recipient address must include a domain "
+		"(this server only relays)", R_ERROR },
+	/* RFC 5321 §4.5.3.1.10: clients send the rest in a later transaction,
+	 * so this is no protocol error. */
+	[VR_R_RCPT_TOO_MANY] = { "452 4.5.3 too many recipients" },
+	[VR_R_UTF8] = { "553 5.6.7 non-ASCII address requires SMTPUTF8", R_ERROR },
+	/* keyword length, keyword */
+	[VR_R_PARAM_UNKNOWN] = { "555 5.5.4 unsupported parameter %.*s", R_ERROR },
+	[VR_R_PARAM_BAD] = { "501 5.5.4 bad value for parameter %.*s", R_ERROR, NULL,
+		STAT(refused_syntax) },
+	/* the limit (uint64_t) */
+	[VR_R_SIZE] = { "552 5.3.4 message size exceeds fixed limit of %" PRIu64 " octets",
+		0, "size", STAT(refused_size) },
+
+	[VR_R_DATA_GO] = { "354 End data with <CR><LF>.<CR><LF>" },
+	[VR_R_NO_RCPTS] = { "554 5.5.1 no valid recipients", R_ERROR },
+	[VR_R_DATA_AFTER_BDAT] = { "503 5.5.1 DATA and BDAT cannot be mixed in one transaction",
+		R_ERROR, NULL, STAT(refused_syntax) },
+	/* RFC 3030 §3: without a valid count the next command cannot be
+	 * found; guessing would let chunk content run as commands. */
+	[VR_R_BDAT_SYNTAX] = { "501 5.5.4 syntax: BDAT octets [LAST]; closing connection",
+		R_ERROR | R_CLOSE, NULL, STAT(refused_syntax) },
+	/* chunk size (uint64_t) */
+	[VR_R_BDAT_OK] = { "250 2.0.0 %" PRIu64 " octets received" },
+	[VR_R_MSG_NUL] = { "554 5.6.0 message refused: it contains a NUL character", 0, "nul",
+		STAT(refused_content) },
+	[VR_R_MSG_LONG_LINE] = { "554 5.6.0 message refused: a line is longer than 1000 octets",
+		0, "long_line", STAT(refused_content) },
+	/* queue ID */
+	[VR_R_QUEUED] = { "250 2.0.0 Ok: queued as %s" },
+	[VR_R_QUEUE_ERROR] = { "451 4.3.0 queue write error", 0, "spool", STAT(refused_spool) },
+	[VR_R_QUEUE_FULL] = { "452 4.3.1 insufficient system storage", 0, "spool_full",
+		STAT(refused_spool) },
+};
+
+void vr_smtp_reply(struct vr_session *s, enum vr_smtp_reply r, ...)
+{
+	const struct reply_def *d = &replies[r];
+	char text[VR_SMTP_LINE_MAX];
+	va_list ap;
+
+	if (s->phase == VR_SMTP_CLOSED)
+		return;
+	va_start(ap, r);
+	vsnprintf(text, sizeof(text), d->text, ap);
+	va_end(ap);
+	vr_smtp_printf(s, "%s", text);
+
+	if (d->stat)
+		(*(uint64_t *)((char *)s->stats + d->stat - 1))++;
+	if (d->reason) {
+		char quoted[2 * VR_SMTP_LINE_MAX];
+		vr_log_info("event=refused client=%s reason=%s reply=%s", s->client, d->reason,
+			    vr_log_quote(quoted, sizeof(quoted), text, strlen(text)));
+	}
+	if (d->flags & R_CLOSE) {
+		vr_smtp_close(s);
+		return;
+	}
+	if ((d->flags & R_ERROR) && s->cfg->max_errors && ++s->errors >= s->cfg->max_errors)
+		vr_smtp_reply(s, VR_R_TOO_MANY_ERRORS, s->cfg->hostname);
+}
