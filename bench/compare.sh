@@ -229,7 +229,14 @@ start_sink() {
 	wait_listen "$port" "$SINK_PID" || die "smtp-sink did not start on port $port: $(tail -n 3 "$out")"
 }
 
-tail_of() { tail -n "${2:-5}" "$1" 2>/dev/null | sed 's/^/    /'; }
+# The last lines of a log, indented, for an error message.
+tail_of() {
+	if [[ -s $1 ]]; then
+		tail -n "${2:-5}" "$1" | sed 's/^/    /'
+	else
+		echo "    ($1 is empty)"
+	fi
+}
 
 meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
 
@@ -285,7 +292,7 @@ start_vmrelay() {
 	local dir=$1 quota=$(((WARMUP + MESSAGES) * 2)) how st
 	PORT=$(free_port)
 	subst "$BENCH_DIR/vmrelay/relay.ini.in" "$dir/relay.ini" DIR="$dir" PORT="$PORT" \
-		WORKERS="$WORKERS" MAX_CONN=$((SESSIONS + 16)) QUOTA="$quota"
+		WORKERS="$WORKERS" MAX_CONN=$((SESSIONS + 16)) QUOTA="$quota" RATE=$((quota < 1000000 ? quota : 1000000))
 	subst "$BENCH_DIR/vmrelay/accounts.jsonl.in" "$dir/accounts.jsonl" QUOTA="$quota"
 	"$VMRELAY" -c "$dir/relay.ini" --io kernel >"$dir/vmrelay.log" 2>&1 &
 	VR_PID=$!
@@ -503,6 +510,7 @@ if has_engine vmrelay; then
 fi
 
 meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+meta loadavg_start "$(cut -d' ' -f1 /proc/loadavg)"
 meta nproc "$(nproc)"
 meta cpu "$(grep -m 1 '^model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
 meta kernel "$(uname -srm)"
@@ -534,6 +542,7 @@ if has_engine vmrelay; then
 		sed -E "s|$WORK/vmrelay-r1|\$DIR|g; s|^(listen = .*:)[0-9]+|\1\$PORT|")
 fi
 ((PF_BACKLOG_RUNS == 0)) || meta note "In $PF_BACKLOG_RUNS of $ROUNDS Postfix runs qmgr warned that the relay's active queue entries were all in use: mail arrived faster than Postfix relayed it and its queue backed up; every message was still relayed, as checked."
+meta loadavg_end "$(cut -d' ' -f1 /proc/loadavg)"
 [[ $(etc_postfix_sum) == "$ETC_POSTFIX_BEFORE" ]] || die "/etc/postfix changed during the run: this is a bug in compare.sh"
 
 echo

@@ -119,6 +119,8 @@ def markdown(out, runs, summary, meta, text):
         f"- date: {one('date')}",
         f"- CPUs: {one('nproc')} x {one('cpu')}",
         f"- kernel: {one('kernel')}",
+        f"- load average (1 min) before / after: {one('loadavg_start')} / {one('loadavg_end')}"
+        " (anything else running skews every engine; the rotation spreads it)",
         f"- spool / queue disk: {one('disk')}",
         f"- fdatasync of a 6000-byte write there: {one('fsync_ms')} ms",
         f"- command: `{one('command')}`",
