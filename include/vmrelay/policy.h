@@ -26,6 +26,22 @@ struct vr_domain {
 	bool verified;
 };
 
+enum vr_dkim_alg { VR_DKIM_RSA_SHA256, VR_DKIM_ED25519_SHA256 };
+
+/* One signing key of a domain; the key file is only named here, the dkim
+ * module loads it. */
+struct vr_dkim_key {
+	char *selector;              /* lower case */
+	enum vr_dkim_alg alg;
+	char *key;                   /* absolute path of the PEM private key */
+};
+
+struct vr_dkim_domain {
+	char *name;                  /* lower case; one of the account's domains or its hostname */
+	struct vr_dkim_key *keys;    /* in the order written; at least one */
+	unsigned n_keys;
+};
+
 struct vr_account {
 	char id[VR_ACCOUNT_ID_MAX];
 	char *hostname;              /* lower case; may be NULL */
@@ -35,6 +51,8 @@ struct vr_account {
 	enum vr_over_quota over_quota;
 	bool has_auth;
 	uint8_t auth_sha256[32];     /* SHA-256 of the AUTH token */
+	struct vr_dkim_domain *dkim;
+	unsigned n_dkim;
 };
 
 struct vr_accounts;
@@ -43,11 +61,25 @@ struct vr_accounts;
  * Loads a JSON Lines file. Blank lines and lines starting with '#' are
  * skipped. NULL on error with err saying "accounts.jsonl:7: ..." (file, line,
  * what is wrong); duplicate ids or addresses are errors too.
+ *
+ * One object a line: "id" (required: 1-63 of A-Z a-z 0-9 . _ -), "ips"
+ * (IPv4 addresses, IPv6 addresses standing for their /64, prefixes
+ * "a.b.c.d/n" / "x::/n"), "hostname", "domains" (names, or {"name": ...,
+ * "verified": false} for one pending its DNS check), "daily_quota" (default
+ * default_daily_quota), "over_quota" ("defer" or "hold"), "auth_sha256" (64
+ * hex digits), "dkim" ({"domain": [{"selector", "algorithm", "key"}]}). An
+ * unknown key or a value of the wrong type is an error.
  */
 struct vr_accounts *vr_accounts_load(const char *path, uint32_t default_daily_quota,
 				     char *err, size_t errlen);
+/* The same, and a daily_quota above max_daily_quota ([limits] per_day_max)
+ * is an error; vr_accounts_load() only insists on at least 1. */
+struct vr_accounts *vr_accounts_load_max(const char *path, uint32_t default_daily_quota,
+					 uint32_t max_daily_quota, char *err, size_t errlen);
 void vr_accounts_free(struct vr_accounts *t);
 unsigned vr_accounts_count(const struct vr_accounts *t);
+/* The i-th account in file order, i < vr_accounts_count(): for listings. */
+const struct vr_account *vr_accounts_at(const struct vr_accounts *t, unsigned i);
 
 /* IPv4 by exact address, IPv6 by the longest listed prefix (a bare address
  * means its /64). IPv4-mapped IPv6 is treated as IPv4. NULL if unknown. */
