@@ -295,12 +295,12 @@ bad:
 	return -1;
 }
 
-static int parse_port(const char *s, uint16_t *port)
+static int parse_port(const char *s, uint16_t *port, bool zero_ok)
 {
 	uint64_t n;
 	const char *end;
 
-	if (parse_u64(s, &n, &end) < 0 || *end != '\0' || n == 0 || n > 65535)
+	if (parse_u64(s, &n, &end) < 0 || *end != '\0' || (n == 0 && !zero_ok) || n > 65535)
 		return -1;
 	*port = (uint16_t)n;
 	return 0;
@@ -359,7 +359,8 @@ int vr_config_parse_listen(const char *text, struct vr_listen *out, char *err, s
 	*colon = '\0';
 	uint16_t port;
 	why = "bad port";
-	if (parse_port(colon + 1, &port) < 0)
+	/* Port 0 takes any free port: for tests, which ask the transport. */
+	if (parse_port(colon + 1, &port, true) < 0)
 		goto bad;
 
 	why = "not an IPv4 address or [IPv6]";
@@ -383,6 +384,14 @@ bad:
 	return -1;
 }
 
+static uint16_t port_of(const struct vr_listen *l)
+{
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&l->addr;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&l->addr;
+
+	return ntohs(l->addr.ss_family == AF_INET ? sin->sin_port : sin6->sin6_port);
+}
+
 static int parse_listen_list(const struct key *k, const char *v, struct vr_config *cfg,
 			     char *err, size_t errlen)
 {
@@ -400,7 +409,7 @@ static int parse_listen_list(const struct key *k, const char *v, struct vr_confi
 		snprintf(item, sizeof(item), "%.*s", (int)VR_MIN(len, sizeof(item) - 1), p);
 		if (vr_config_parse_listen(item, &out[n], err, errlen) < 0)
 			return -1;
-		for (unsigned i = 0; i < n; i++) {
+		for (unsigned i = 0; i < n && port_of(&out[n]) != 0; i++) {
 			if (out[i].addrlen == out[n].addrlen &&
 			    memcmp(&out[i].addr, &out[n].addr, out[n].addrlen) == 0) {
 				snprintf(err, errlen, "'%s' listed twice", out[n].text);
@@ -486,7 +495,7 @@ static int parse_hostport(const struct key *k, const char *v, struct vr_config *
 
 	if (*v == '\0')
 		return store_str(k, v, cfg, err, errlen);
-	if (!colon || colon == v || parse_port(colon + 1, &port) < 0 ||
+	if (!colon || colon == v || parse_port(colon + 1, &port, false) < 0 ||
 	    (v[0] == '[' && colon[-1] != ']') ||
 	    (v[0] != '[' && memchr(v, ':', (size_t)(colon - v)))) {
 		snprintf(err, errlen, "'%s' is not host:port or [IPv6]:port", v);

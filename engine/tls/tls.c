@@ -108,7 +108,8 @@ struct vr_tls_ctx *vr_tls_server_ctx_new(const char *cert_file, const char *key_
 	 * type; the final check catches a key of another type. */
 	if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key_file, SSL_FILETYPE_PEM) != 1) {
 		unsigned long e = ERR_peek_error();
-		if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+		if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+		    ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
 			goto mismatch;
 		ctx_error(err, errlen, key_file, "cannot load private key");
 		goto fail;

@@ -306,10 +306,16 @@ static void test_config_listen(void **state)
 
 	assert_int_equal(vr_config_parse_listen("127.0.0.1:25", &l, err, sizeof(err)), 0);
 	assert_false(l.implicit_tls);
+	/* Port 0: any free port, for tests; two of them are not duplicates. */
+	struct vr_config cfg;
+	assert_int_equal(vr_config_load(write_ini("[relay]\nhostname = relay.test\n"
+		"listen = 127.0.0.1:0, 127.0.0.1:0\nspool_dir = /s\naccounts = /a\n"), &cfg, err,
+		sizeof(err)), 0);
+	assert_int_equal(cfg.n_listen, 2);
+	assert_int_equal(((struct sockaddr_in *)&cfg.listen[1].addr)->sin_port, 0);
 
 	static const struct { const char *in, *err; } bad[] = {
 		{ "127.0.0.1", "bad listen address '127.0.0.1': missing port" },
-		{ "127.0.0.1:0", "bad listen address '127.0.0.1:0': bad port" },
 		{ "127.0.0.1:65536", "bad listen address '127.0.0.1:65536': bad port" },
 		{ "127.0.0.1:x25", "bad listen address '127.0.0.1:x25': bad port" },
 		{ "::1:25", "bad listen address '::1:25': not an IPv4 address or [IPv6]" },
