@@ -3,10 +3,15 @@
  * reload into a plain struct that is read-only afterwards.
  *
  * Keys are a table (section, key, parser, field); an unknown section or key is
- * an error that names the file, the line and the key, and so is a bad value.
- * Sections and keys that later issues act on ([dpdk], [limits], [delivery],
- * [cluster]) are parsed and checked now, so a config written for the full
- * relay loads today.
+ * an error that names the file, the line and the key, and so is a bad value,
+ * a key given twice, or a missing required key ([relay] hostname, listen,
+ * spool_dir, accounts). Sections and keys that later issues act on ([dpdk],
+ * [limits], [delivery], [cluster]) are parsed and checked now, so a config
+ * written for the full relay loads today.
+ *
+ * Syntax: "key = value", "; comment" lines and "value ; comment" after a
+ * blank; indentation is ignored (no continuation lines); a line may hold
+ * at most 198 characters (Debian's inih). Sizes take k, m or g ("25m").
  */
 #ifndef VR_CONFIG_H
 #define VR_CONFIG_H
@@ -84,7 +89,8 @@ void vr_config_defaults(struct vr_config *cfg);
  */
 int vr_config_load(const char *path, struct vr_config *cfg, char *err, size_t errlen);
 
-/* Parses "host:port [tls=implicit]" ("[v6]:port" for IPv6). 0 or -1 + err. */
+/* Parses "host:port [tls=implicit]" ("[v6]:port" for IPv6); host is an
+ * address, not a name; port 0 means any free port (for tests). 0 or -1 + err. */
 int vr_config_parse_listen(const char *text, struct vr_listen *out, char *err, size_t errlen);
 
 #endif
