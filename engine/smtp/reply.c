@@ -104,7 +104,7 @@ static const struct reply_def replies[VR_R__COUNT] = {
 	[VR_R_UTF8] = { "553 5.6.7 non-ASCII address requires SMTPUTF8", R_ERROR },
 	/* keyword length, keyword */
 	[VR_R_PARAM_UNKNOWN] = { "555 5.5.4 unsupported parameter %.*s", R_ERROR },
-	[VR_R_PARAM_BAD] = { "501 5.5.4 bad value for parameter %.*s", R_ERROR, NULL,
+	[VR_R_PARAM_BAD] = { "501 5.5.4 invalid or repeated parameter %.*s", R_ERROR, NULL,
 		STAT(refused_syntax) },
 	/* the limit (uint64_t) */
 	[VR_R_SIZE] = { "552 5.3.4 message size exceeds fixed limit of %" PRIu64 " octets",

@@ -211,6 +211,7 @@ static void test_data_line_length(void **state)
 	char *in = malloc(3000);
 	struct result r;
 
+	assert_non_null(in);
 	/* 1000 octets with CRLF is the most */
 	memset(in, 'x', 998);
 	memcpy(in + 998, "\r\n.\r\n", 5);
