@@ -208,10 +208,9 @@ static void test_data_nul(void **state)
 
 static void test_data_line_length(void **state)
 {
-	char *in = malloc(3000);
+	static char in[3000];
 	struct result r;
 
-	assert_non_null(in);
 	/* 1000 octets with CRLF is the most */
 	memset(in, 'x', 998);
 	memcpy(in + 998, "\r\n.\r\n", 5);
@@ -233,7 +232,6 @@ static void test_data_line_length(void **state)
 	memcpy(in + 999, "\r\n.\r\n", 5);
 	decode_all(&DATA, in, 1004, &r);
 	assert_int_equal(r.flags, VR_SMTP_DATA_LONG);
-	free(in);
 }
 
 static void test_data_size(void **state)
