@@ -49,6 +49,7 @@ struct vr_spool_recovery {
 	uint64_t messages;            /* intact messages found */
 	uint64_t torn;                /* incomplete or corrupt messages dropped */
 	uint64_t segments;
+	uint64_t bad_segments;        /* segment files left alone, unreadable */
 };
 
 /*
@@ -59,17 +60,35 @@ struct vr_spool *vr_spool_open(const char *dir, unsigned n_workers, char *err, s
 const struct vr_spool_recovery *vr_spool_recovered(const struct vr_spool *sp);
 /* Starts the committer thread. 0 or -errno. */
 int vr_spool_start(struct vr_spool *sp);
-/* Commits what was submitted, stops the committer, closes files, frees. */
+/* Commits what was submitted (in the caller's thread if the committer never
+ * started), stops the committer, closes files, frees. Completions not yet
+ * reaped are freed without calling back. */
 void vr_spool_close(struct vr_spool *sp);
+
+/* What the committer has done; any thread, any time (counters read one by
+ * one, so two of them may be a batch apart). */
+struct vr_spool_stats {
+	uint64_t batches;             /* rounds that found transactions */
+	uint64_t fsyncs;              /* fdatasync calls on segments */
+	uint64_t committed;           /* transactions made durable */
+	uint64_t failed;              /* transactions given an error status */
+	uint64_t bytes;               /* record bytes made durable */
+	uint64_t segments;            /* segment files created */
+	uint64_t abandoned;           /* segments given up after an I/O error */
+};
+void vr_spool_stats(const struct vr_spool *sp, struct vr_spool_stats *st);
 
 /* --- worker side: every call below is from the worker thread `worker` --- */
 
 /* Starts a message; the queue ID is assigned here (so it can go into the
- * Received header). cookie comes back with the completion. NULL on -ENOMEM. */
+ * Received header). cookie comes back with the completion. NULL and errno:
+ * ENOMEM, or EINVAL (worker out of range, or an envelope no record can hold:
+ * a string over 65535 bytes, over 1 MiB in all). */
 struct vr_spool_txn *vr_spool_txn_begin(struct vr_spool *sp, unsigned worker,
 					const struct vr_spool_envelope *env, void *cookie);
 const char *vr_spool_txn_qid(const struct vr_spool_txn *txn);
-/* Appends message bytes (CRLF lines, already dot-unstuffed). 0 or -ENOMEM. */
+/* Appends message bytes (CRLF lines, already dot-unstuffed). 0 or -ENOMEM;
+ * after a failure the txn can only be aborted (a commit fails with it). */
 int vr_spool_txn_write(struct vr_spool_txn *txn, const void *p, size_t n);
 /* Forgets the message; nothing reaches the disk. */
 void vr_spool_txn_abort(struct vr_spool_txn *txn);
@@ -82,7 +101,8 @@ void vr_spool_txn_commit(struct vr_spool_txn *txn);
  */
 void vr_spool_txn_orphan(struct vr_spool_txn *txn);
 
-/* An eventfd, readable while completions for worker wait to be reaped. */
+/* An eventfd, readable while completions for worker wait to be reaped;
+ * vr_spool_reap() reads it, so the transport need not. */
 int vr_spool_done_fd(const struct vr_spool *sp, unsigned worker);
 /*
  * status 0: durable on disk (fdatasync returned), say 250;
@@ -109,14 +129,27 @@ struct vr_spool_msg {
 };
 
 struct vr_spool_scan_stats {
-	uint64_t messages, torn, segments, bad_records;
+	uint64_t messages;            /* intact messages */
+	uint64_t torn;                /* messages dropped: incomplete or damaged */
+	uint64_t segments;            /* segment files */
+	uint64_t bad_records;         /* damaged places inside segments */
+	uint64_t tails;               /* torn messages cut off by the end of their
+				       * segment: what a crash mid-write leaves */
+	uint64_t bad_segments;        /* files unreadable: damaged header, newer
+				       * format version, read error */
 };
 
-/* Calls fn for every intact message in dir (each CRC checked); fn returning
- * non-zero stops the scan and is returned. The msg is valid during fn only. */
+/*
+ * Calls fn for every intact message in dir (each CRC checked), oldest
+ * segment first; fn returning non-zero stops the scan and is returned.
+ * The msg is valid during fn only. Otherwise 0, or -errno if dir is not a
+ * readable spool (-ENOENT: no dir/seg). stats may be NULL.
+ */
 int vr_spool_scan(const char *dir, int (*fn)(const struct vr_spool_msg *msg, void *arg),
 		  void *arg, struct vr_spool_scan_stats *stats);
-/* Streams the body of msg to out, checking every CRC. 0, or -EBADMSG/-errno. */
+/* Streams the body of msg to out, checking every CRC. 0, or -EBADMSG/-errno,
+ * or out's non-zero return, which stops it. On an error out may have seen
+ * part of the body. */
 int vr_spool_read_body(const char *dir, const struct vr_spool_msg *msg,
 		       int (*out)(const void *p, size_t n, void *arg), void *arg);
 
