@@ -71,7 +71,8 @@ static void decode(const struct opts *o, const uint8_t *in, size_t n, const size
 	r->flags = d.flags;
 	r->err = d.err;
 	assert_true(vr_buf_len(&k.out) < sizeof(r->out));
-	memcpy(r->out, vr_buf_head(&k.out), vr_buf_len(&k.out));
+	if (vr_buf_len(&k.out))
+		memcpy(r->out, vr_buf_head(&k.out), vr_buf_len(&k.out));
 	r->out_len = vr_buf_len(&k.out);
 	assert_int_equal(d.size >= r->out_len, true);
 	vr_buf_free(&k.out);
