@@ -163,6 +163,11 @@ static void conv_kick(void *owner)
 
 void conv_open(struct conv *c, const char *addr, bool implicit_tls)
 {
+	conv_open_mode(c, addr, implicit_tls, implicit_tls);
+}
+
+void conv_open_mode(struct conv *c, const char *addr, bool implicit_tls, bool client_tls)
+{
 	struct sockaddr_storage peer = { 0 }, local = { 0 };
 	struct sockaddr_in *v4 = (struct sockaddr_in *)&peer;
 	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&peer;
@@ -188,7 +193,7 @@ void conv_open(struct conv *c, const char *addr, bool implicit_tls)
 	vr_buf_init(&c->out, 0);
 	assert_non_null(c->s = vr_session_new(&p, 0));
 	vr_session_tick(c->s, 0);
-	if (implicit_tls) {
+	if (client_tls) {
 		assert_non_null(c->tls = vr_tls_new(drv.tls_client, false, DRV_HOSTNAME));
 		assert_int_equal(vr_tls_handshake(c->tls), -EAGAIN);
 		client_tls_flush(c);
@@ -336,10 +341,12 @@ void conv_wait(struct conv *c, uint64_t ms)
 
 const char *conv_said(struct conv *c)
 {
-	static char text[1 << 16];
-	size_t n = VR_MIN(vr_buf_len(&c->out) - c->seen, sizeof(text) - 1);
+	static char text[1 << 18];
+	size_t n = vr_buf_len(&c->out) - c->seen;
 
-	memcpy(text, vr_buf_head(&c->out) + c->seen, n);
+	assert_true(n < sizeof(text));
+	if (n)
+		memcpy(text, vr_buf_head(&c->out) + c->seen, n);
 	text[n] = '\0';
 	c->seen = vr_buf_len(&c->out);
 	return text;

@@ -57,8 +57,11 @@ struct conv {
 	int kicks;
 };
 
-/* Opens a session from addr (IPv4 or IPv6 text) and ticks it at time 0. */
+/* Opens a session from addr (IPv4 or IPv6 text) and ticks it at time 0;
+ * with implicit_tls the client does the TLS handshake. */
 void conv_open(struct conv *c, const char *addr, bool implicit_tls);
+/* The same, choosing separately whether the client speaks TLS. */
+void conv_open_mode(struct conv *c, const char *addr, bool implicit_tls, bool client_tls);
 void conv_close(struct conv *c);
 /* Sends bytes as the client, step octets per vr_session_rx() at most (the
  * session's rx_space permitting), waiting for the spool when it must. */
