@@ -210,7 +210,8 @@ class Relay:
 
     def queue(self):
         """The queued messages, {qid: record} from vmrelay-spool --json."""
-        out = self.spool("--json").stdout.decode()
+        out = subprocess.run([SPOOL_TOOL, "--json", self.spool_dir], check=True,
+                             stdout=subprocess.PIPE, timeout=60).stdout.decode()
         recs = [json.loads(line) for line in out.splitlines() if line.strip()]
         return {r["qid"]: r for r in recs}
 

@@ -53,7 +53,7 @@ class LimitsTest(unittest.TestCase):
             self.assertIn("4.5.3", text)
             c.expect(354, "DATA\r\n")
             qid = queued_qid(c.expect(250, msg + b".\r\n"))
-        self.assertEqual(self.relay.queue()[qid]["rcpts"],
+        self.assertEqual(self.relay.queue()[qid]["recipients"],
                          ["r0@example.net", "r1@example.net", "r2@example.net"])
 
     def test_size_parameter_over_limit(self):

@@ -89,35 +89,40 @@ class SecurityTest(unittest.TestCase):
     # --- smuggling ---
 
     def test_smuggling_variants(self):
-        """A second transaction hidden behind a false end of DATA never runs;
-        nothing is queued; the connection ends (521) or, for a NUL, the
-        message is refused at the real end."""
+        """A second transaction hidden behind a false end of DATA never runs
+        and nothing is queued. A bare CR or LF ends the session (521); a NUL
+        keeps DATA going to the real <CRLF>.<CRLF> (the smuggled message's
+        own), where the whole message is refused (554)."""
         before = self.queued()
+        smuggled = (b"MAIL FROM:<user@example.com>\r\nRCPT TO:<victim@example.net>\r\n"
+                    b"DATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
         for ending in SMUGGLING:
             with self.subTest(ending=ending):
-                smuggled = (b"MAIL FROM:<user@example.com>\r\nRCPT TO:<victim@example.net>\r\n"
-                            b"DATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n.\r\n")
                 with self.relay.connect() as c:
                     c.hello()
                     c.expect(250, "MAIL FROM:<user@example.com>\r\n")
                     c.expect(250, "RCPT TO:<rcpt@example.net>\r\n")
                     c.expect(354, "DATA\r\n")
+                    # NOOP marks the end: its 250 is the only one allowed.
+                    c.send(b"Subject: carrier\r\n\r\ncarrier" + ending + smuggled + b"NOOP\r\n")
+                    replies = []
                     try:
-                        c.send(b"Subject: carrier\r\n\r\ncarrier" + ending + smuggled
-                               + b"more\r\n.\r\n")
-                        code, text = c.reply()
+                        while not replies or replies[-1][0] != 250:
+                            replies.append(c.reply())
+                    except EOFError:
+                        pass
                     except (ConnectionResetError, BrokenPipeError) as e:
-                        self.fail("connection reset before the refusal: %s" % e)
-                    self.assertIsNone(queued_qid(text), text)
+                        self.fail("reset instead of a refusal: %s (got %r)" % (e, replies))
+                    codes = [code for code, _ in replies]
                     if b"\x00" in ending:
-                        self.assertEqual(code, 554, text)
-                        self.assertIn("NUL", text)
-                        c.expect(250, "NOOP\r\n")   # the session goes on
+                        self.assertEqual(codes[0], 554, replies)
+                        self.assertIn("NUL", replies[0][1])
+                        self.assertEqual(codes[-1], 250, "the session should go on")
+                        self.assertTrue(all(500 <= x < 600 for x in codes[1:-1]), replies)
                     else:
-                        self.assertEqual(code, 521, text)
-                        self.assertIn("SMTP smuggling", text)
+                        self.assertEqual(codes, [521], replies)
+                        self.assertIn("SMTP smuggling", replies[0][1])
                         self.assertTrue(c.closed(), "still open after 521")
-                        self.assertNotIn(b"250", c.buf)
         self.assertEqual(self.queued(), before)
 
     def test_bare_lf_in_command(self):
