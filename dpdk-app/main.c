@@ -14,6 +14,7 @@
  * Exit status: 0 after a clean stop or a good --check, 2 for a bad command
  * line or bad inputs, 1 for a failure while running.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -132,14 +133,28 @@ static int load_inputs(struct relay *r, const char *io_mode, struct vr_accounts 
 	return 0;
 }
 
-/* "127.0.0.1:25,0.0.0.0:465 tls=implicit", for the start line. */
-static void listen_text(const struct vr_config *cfg, char *out, size_t len)
+/*
+ * "127.0.0.1:25,[::1]:25,0.0.0.0:465 tls=implicit" for the start line, with
+ * the ports actually bound (a configured port 0 becomes the kernel's pick).
+ */
+static void listen_text(const struct vr_config *cfg, const struct vr_io *io, char *out,
+			size_t len)
 {
 	size_t n = 0;
 
 	out[0] = '\0';
-	for (unsigned i = 0; i < cfg->n_listen && n < len; i++)
-		n += (size_t)snprintf(out + n, len - n, "%s%s", i ? "," : "", cfg->listen[i].text);
+	for (unsigned i = 0; i < cfg->n_listen && n < len; i++) {
+		const struct vr_listen *l = &cfg->listen[i];
+		char host[INET6_ADDRSTRLEN];
+		const void *a = l->addr.ss_family == AF_INET
+			? (const void *)&((const struct sockaddr_in *)&l->addr)->sin_addr
+			: (const void *)&((const struct sockaddr_in6 *)&l->addr)->sin6_addr;
+		if (!inet_ntop(l->addr.ss_family, a, host, sizeof(host)))
+			snprintf(host, sizeof(host), "?");
+		n += (size_t)snprintf(out + n, len - n, l->addr.ss_family == AF_INET6 ?
+				      "%s[%s]:%u%s" : "%s%s:%u%s", i ? "," : "", host,
+				      vr_io_bound_port(io, i), l->implicit_tls ? " tls=implicit" : "");
+	}
 }
 
 static void reload_accounts(struct relay *r)
@@ -227,7 +242,7 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 	}
 	vr_policy_publish(accounts);
 
-	listen_text(cfg, listen, sizeof(listen));
+	listen_text(cfg, r->io, listen, sizeof(listen));
 	vr_log_info("event=start version=%s pid=%d io=kernel workers=%u listen=%s accounts=%u "
 		    "tls=%s", VR_VERSION, (int)getpid(), cfg->workers,
 		    vr_log_quote(q, sizeof(q), listen, strlen(listen)),

@@ -66,12 +66,6 @@ def client_tls():
     return ctx
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def queued_qid(text):
     """The queue ID in a '250 2.0.0 Ok: queued as QID' reply, or None."""
     if isinstance(text, bytes):
@@ -104,19 +98,18 @@ class Relay:
     def __init__(self, smtp=None, workers=2, tls=True, accounts=None, spool_dir=None,
                  listen_v6=False):
         self.dir = tempfile.mkdtemp(prefix="vr-e2e-")
-        self.port = free_port()
-        self.tls_port = free_port() if tls else None
+        self.port = self.tls_port = None    # known once started (port 0 below)
         self.spool_dir = spool_dir or os.path.join(self.dir, "spool")
         self.accounts_path = os.path.join(self.dir, "accounts.jsonl")
         self.config_path = os.path.join(self.dir, "relay.ini")
         self.log_path = os.path.join(self.dir, "relay.log")
         self.proc = None
         self.write_accounts(ACCOUNTS if accounts is None else accounts)
-        listen = ["127.0.0.1:%d" % self.port]
+        listen = ["127.0.0.1:0"]
         if listen_v6:
-            listen.append("[::1]:%d" % self.port)
+            listen.append("[::1]:0")
         if tls:
-            listen.append("127.0.0.1:%d tls=implicit" % self.tls_port)
+            listen.append("127.0.0.1:0 tls=implicit")
         lines = ["[relay]", "hostname = " + HOSTNAME, "listen = " + ", ".join(listen),
                  "spool_dir = " + self.spool_dir, "accounts = " + self.accounts_path,
                  "log_level = info", "", "[io]", "mode = kernel", "workers = %d" % workers,
@@ -137,7 +130,9 @@ class Relay:
 
     def start(self, timeout=10):
         """Starts the relay and returns once it logged event=start (its
-        listeners are bound by then)."""
+        listeners are bound by then). The first start binds free ports (port
+        0) and learns them from that line; the configuration is then pinned
+        to them, so a restart listens where clients expect it."""
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([VMRELAY, "-c", self.config_path, "--io", "kernel"],
@@ -145,7 +140,9 @@ class Relay:
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "event=start " in self.log(offset):
+            m = re.search(r'event=start .*listen="([^"]*)"', self.log(offset))
+            if m:
+                self._learn_ports(m.group(1))
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError("vmrelay exited with %d:\n%s"
@@ -153,6 +150,18 @@ class Relay:
             time.sleep(0.02)
         self.kill()
         raise RuntimeError("vmrelay did not start within %ds:\n%s" % (timeout, self.log(offset)))
+
+    def _learn_ports(self, listen):
+        for item in listen.split(","):
+            port = int(re.match(r"(?:\[[^]]*\]|[^:]*):(\d+)", item).group(1))
+            if item.endswith("tls=implicit"):
+                self.tls_port = port
+            else:
+                self.port = port
+        with open(self.config_path) as f:
+            text = f.read()
+        with open(self.config_path, "w") as f:
+            f.write(re.sub(r"(?m)^listen = .*$", "listen = " + listen, text))
 
     def stop(self, timeout=15):
         """SIGTERM and wait; returns the exit status."""

@@ -8,7 +8,7 @@ import smtplib
 import subprocess
 import unittest
 
-from relay import OUTSIDER, Relay, TOKEN, client_tls, queued_qid
+from relay import OUTSIDER, Relay, TOKEN, client_tls
 
 RELAY_DENIED = "550 5.7.1 relay access denied: %s is not a registered VPS" % OUTSIDER
 
