@@ -110,7 +110,7 @@ static int feed(struct assembler *a, const struct vr_rec *rec, uint64_t off)
 	case VR_REC_ENVELOPE:
 		if (a->state == IN_MSG) {
 			drop(a, IDLE);
-			damage(a, off, 0, false, "message without END");
+			damage(a, a->msg.offset, off - a->msg.offset, false, "message without END");
 		}
 		msg_open(a, rec, off);
 		return 0;
@@ -134,7 +134,8 @@ static int feed(struct assembler *a, const struct vr_rec *rec, uint64_t off)
 		/* A later version's record: fine between messages. */
 		if (a->state == IN_MSG) {
 			drop(a, ORPHAN);
-			damage(a, off, 0, false, "foreign record inside a message");
+			damage(a, a->msg.offset, off - a->msg.offset, false,
+			       "foreign record inside a message");
 		} else {
 			a->state = IDLE;
 		}
@@ -143,7 +144,8 @@ static int feed(struct assembler *a, const struct vr_rec *rec, uint64_t off)
 }
 
 /* Reads one segment through the assembler. */
-static int scan_segment(int dirfd, struct vr_spool_seg_info *info, const struct vr_spool_scan_ops *ops)
+static int scan_segment(int dirfd, struct vr_spool_seg_info *info,
+			const struct vr_spool_scan_ops *ops)
 {
 	struct assembler a = { .ops = ops, .info = info, .state = IDLE };
 	struct vr_seg_reader r;

@@ -24,7 +24,7 @@
 #include "segment.h"
 
 /* Room for the largest record plus as much again, so sequential reads go to
- * the kernel in large pieces. */
+ * the kernel in large pieces; a smaller file gets a buffer its size. */
 #define READ_BUF (2 * (VR_REC_HDR_SIZE + VR_REC_PAYLOAD_MAX))
 
 void vr_seg_name(char out[VR_SEG_NAME_MAX], unsigned worker, uint64_t seq)
@@ -169,34 +169,42 @@ static int read_full(int fd, void *p, size_t n, uint64_t off, size_t *got)
 	return 0;
 }
 
-int vr_seg_reader_open(struct vr_seg_reader *r, int dirfd, const char *name)
+/* Reads and checks the header: 0 or what vr_seg_reader_open() returns. */
+static int header_read(struct vr_seg_reader *r)
 {
 	uint8_t hdr[VR_SEG_HDR_SIZE];
-	struct stat st;
 	size_t got;
+	int rc = read_full(r->fd, hdr, sizeof(hdr), 0, &got);
+
+	if (rc < 0)
+		return rc;
+	if (got < sizeof(hdr))
+		return -ENODATA;
+	if (vr_seg_hdr_parse(hdr, got, &r->hdr) != VR_OK)
+		return -EBADMSG;
+	return r->hdr.version == VR_SEG_VERSION ? 0 : -EPROTONOSUPPORT;
+}
+
+int vr_seg_reader_open(struct vr_seg_reader *r, int dirfd, const char *name)
+{
+	struct stat st;
 	int rc;
 
 	memset(r, 0, sizeof(*r));
 	r->fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
 	if (r->fd < 0)
 		return -errno;
-	if (fstat(r->fd, &st) < 0)
-		rc = -errno;
-	else if ((rc = read_full(r->fd, hdr, sizeof(hdr), 0, &got)) < 0)
-		;
-	else if (got < sizeof(hdr))
-		rc = -ENODATA;
-	else if (vr_seg_hdr_parse(hdr, got, &r->hdr) != VR_OK)
-		rc = -EBADMSG;
-	else if (r->hdr.version != VR_SEG_VERSION)
-		rc = -EPROTONOSUPPORT;
-	else if (!(r->buf = malloc(READ_BUF)))
-		rc = -ENOMEM;
+	rc = fstat(r->fd, &st) < 0 ? -errno : header_read(r);
+	if (rc == 0) {
+		r->size = (uint64_t)st.st_size;
+		r->cap = (size_t)VR_MIN((uint64_t)READ_BUF, VR_MAX(r->size, (uint64_t)VR_SEG_HDR_SIZE));
+		r->buf = malloc(r->cap);
+		rc = r->buf ? 0 : -ENOMEM;
+	}
 	if (rc < 0) {
 		vr_seg_reader_close(r);
 		return rc;
 	}
-	r->size = (uint64_t)st.st_size;
 	r->pos = VR_SEG_HDR_SIZE;
 	return 0;
 }
@@ -225,7 +233,7 @@ static int window(struct vr_seg_reader *r, uint64_t off, size_t want, const uint
 	uint64_t end = off + VR_MIN((uint64_t)want, r->size - off);
 
 	if (off < r->base || end > r->base + r->len) {
-		size_t n = (size_t)VR_MIN((uint64_t)READ_BUF, r->size - off), got;
+		size_t n = (size_t)VR_MIN((uint64_t)r->cap, r->size - off), got;
 		int rc = read_full(r->fd, r->buf, n, off, &got);
 		if (rc < 0)
 			return rc;
@@ -250,7 +258,7 @@ static int resync(struct vr_seg_reader *r, uint64_t from, uint64_t *next)
 	int rc;
 
 	while (from < r->size) {
-		if ((rc = window(r, from, READ_BUF, &p, &avail)) < 0)
+		if ((rc = window(r, from, r->cap, &p, &avail)) < 0)
 			return rc;
 		size_t i = vr_rec_find_magic(p, avail);
 		if (i == avail) {

@@ -57,7 +57,7 @@ struct vr_seg_reader {
 	uint64_t bad_off, bad_len;    /* the last region reported */
 	uint8_t *buf;                 /* file bytes [base, base + len) */
 	uint64_t base;
-	size_t len;
+	size_t len, cap;
 };
 
 /*

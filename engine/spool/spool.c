@@ -43,31 +43,27 @@ struct recovery {
 	struct vr_spool *sp;
 	uint64_t qid_floor;           /* latest queue-ID time seen */
 	uint64_t max_seq;
-	int error;                    /* first failure to remove an empty segment */
 };
 
 static int recover_message(const struct vr_spool_msg *msg, void *arg)
 {
-	struct recovery *rc = arg;
+	struct recovery *rv = arg;
 	uint64_t t;
 
-	if (vr_qid_time(msg->qid, &t) && t > rc->qid_floor)
-		rc->qid_floor = t;
+	if (vr_qid_time(msg->qid, &t) && t > rv->qid_floor)
+		rv->qid_floor = t;
 	return 0;
 }
 
 static void recover_damage(const struct vr_spool_seg_info *seg, uint64_t off, uint64_t len,
 			   bool tail, const char *what, void *arg)
 {
-	struct recovery *rc = arg;
+	struct recovery *rv = arg;
 
-	if (tail)
-		vr_log_info("event=spool_torn_tail dir=%s segment=%s offset=%llu bytes=%llu",
-			    rc->sp->dir, seg->name, (unsigned long long)off, (unsigned long long)len);
-	else
-		vr_log_warn("event=spool_damage dir=%s segment=%s offset=%llu bytes=%llu what=\"%s\"",
-			    rc->sp->dir, seg->name, (unsigned long long)off, (unsigned long long)len,
-			    what);
+	vr_log(tail ? VR_LOG_INFO : VR_LOG_WARN,
+	       "event=spool_%s dir=%s segment=%s offset=%llu bytes=%llu what=\"%s\"",
+	       tail ? "torn_tail" : "damage", rv->sp->dir, seg->name, (unsigned long long)off,
+	       (unsigned long long)len, what);
 }
 
 /*
@@ -77,44 +73,42 @@ static void recover_damage(const struct vr_spool_seg_info *seg, uint64_t off, ui
  */
 static void recover_segment(const struct vr_spool_seg_info *seg, void *arg)
 {
-	struct recovery *rc = arg;
+	struct recovery *rv = arg;
 
-	if (seg->seq > rc->max_seq)
-		rc->max_seq = seg->seq;
+	if (seg->seq > rv->max_seq)
+		rv->max_seq = seg->seq;
 	if (seg->error < 0 && seg->error != -ENODATA) {
-		vr_log_err("event=spool_bad_segment dir=%s segment=%s error=\"%s\"", rc->sp->dir,
+		vr_log_err("event=spool_bad_segment dir=%s segment=%s error=\"%s\"", rv->sp->dir,
 			   seg->name, seg->error == -EBADMSG ? "damaged header" : strerror(-seg->error));
 		return;
 	}
-	if (seg->error == -ENODATA || (seg->records == 0 && seg->size == VR_SEG_HDR_SIZE)) {
-		if (unlinkat(rc->sp->dirfd, seg->name, 0) < 0 && !rc->error)
-			rc->error = -errno;
-	}
+	if ((seg->error == -ENODATA || (seg->records == 0 && seg->size == VR_SEG_HDR_SIZE)) &&
+	    unlinkat(rv->sp->dirfd, seg->name, 0) < 0)
+		vr_log_warn("event=spool_unlink_error dir=%s segment=%s error=\"%s\"", rv->sp->dir,
+			    seg->name, strerror(errno));
 }
 
 static int recover(struct vr_spool *sp, char *err, size_t errlen)
 {
-	struct recovery rc = { .sp = sp };
+	struct recovery rv = { .sp = sp };
 	const struct vr_spool_scan_ops ops = {
 		.message = recover_message, .damage = recover_damage,
-		.segment = recover_segment, .arg = &rc,
+		.segment = recover_segment, .arg = &rv,
 	};
 	struct vr_spool_scan_stats st;
 
-	int r = vr_spool_scan_ops(sp->dir, &ops, &st);
-	if (r == 0)
-		r = rc.error;
-	if (r < 0) {
-		set_err(err, errlen, "spool %s: recovery failed: %s", sp->dir, strerror(-r));
-		return r;
+	int rc = vr_spool_scan_ops(sp->dir, &ops, &st);
+	if (rc < 0) {
+		set_err(err, errlen, "spool %s: recovery failed: %s", sp->dir, strerror(-rc));
+		return rc;
 	}
 	sp->recovered = (struct vr_spool_recovery){
 		.messages = st.messages, .torn = st.torn, .segments = st.segments,
 		.bad_segments = st.bad_segments,
 	};
-	sp->next_seq = rc.max_seq + 1;
+	sp->next_seq = rv.max_seq + 1;
 	for (unsigned i = 0; i < sp->n_workers; i++)
-		sp->w[i].qid_last_us = rc.qid_floor;
+		sp->w[i].qid_last_us = rv.qid_floor;
 	return 0;
 }
 

@@ -86,8 +86,9 @@ static void on_done(void *cookie, int status, const char *qid)
 }
 
 /* Begins, writes body in pieces of piece bytes, commits. */
-static struct vr_spool_txn *put(struct vr_spool *sp, unsigned w, const struct vr_spool_envelope *env,
-				const uint8_t *body, size_t n, size_t piece, void *cookie)
+static struct vr_spool_txn *put(struct vr_spool *sp, unsigned w,
+				const struct vr_spool_envelope *env, const uint8_t *body, size_t n,
+				size_t piece, void *cookie)
 {
 	struct vr_spool_txn *txn = vr_spool_txn_begin(sp, w, env, cookie);
 
@@ -1122,8 +1123,17 @@ static void test_disk_full_tmpfs(void **state)
 	assert_true(st.torn == 0 && st.bad_records == 0);
 	found_free(&f);
 	free(big);
-	assert_int_equal(umount2(mnt, MNT_DETACH), 0);
+}
+
+/* Unmounts the tmpfs however its test ended. */
+static int tmpfs_teardown(void **state)
+{
+	char mnt[300];
+
+	snprintf(mnt, sizeof(mnt), "%s/tmpfs", tmpdir);
+	umount2(mnt, MNT_DETACH);
 	rmdir(mnt);
+	return 0;
 }
 
 static int setup(void **state)
@@ -1160,7 +1170,7 @@ int main(void)
 		cmocka_unit_test_setup(test_bad_segment_header, test_setup),
 		cmocka_unit_test_setup(test_crash, test_setup),
 		cmocka_unit_test_setup(test_file_size_limit, test_setup),
-		cmocka_unit_test_setup(test_disk_full_tmpfs, test_setup),
+		cmocka_unit_test_setup_teardown(test_disk_full_tmpfs, test_setup, tmpfs_teardown),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
