@@ -25,6 +25,7 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,36 @@ static char tmpdir[] = "/tmp/vr_test_spool.XXXXXX";
 static char dir[400];           /* this test's spool */
 
 /* --- helpers --- */
+
+/*
+ * Fault injection: these stand in for libc's fdatasync and ftruncate in the
+ * whole test process (the spool library is linked into it statically) and
+ * fail with the errno set here, 0 meaning "work".
+ */
+static int fail_fdatasync, fail_ftruncate;
+
+int fdatasync(int fd)
+{
+	int e = __atomic_load_n(&fail_fdatasync, __ATOMIC_RELAXED);
+
+	if (e)
+		return errno = e, -1;
+	return (int)syscall(SYS_fdatasync, fd);
+}
+
+int ftruncate(int fd, off_t len)
+{
+	int e = __atomic_load_n(&fail_ftruncate, __ATOMIC_RELAXED);
+
+	if (e)
+		return errno = e, -1;
+	return (int)syscall(SYS_ftruncate, fd, len);
+}
+
+static void fail_set(int *which, int err)
+{
+	__atomic_store_n(which, err, __ATOMIC_RELAXED);
+}
 
 static uint32_t rnd(uint32_t *s)
 {
@@ -1012,6 +1043,95 @@ static void test_crash(void **state)
 		      CYCLES, checked, (unsigned long long)tails);
 }
 
+/* --- I/O errors --- */
+
+/*
+ * A failed fdatasync: the batch gets -EIO, never 0; the segment is given up
+ * (what it held durably stays readable) and the next commit goes to a fresh
+ * segment and succeeds.
+ */
+static void test_fdatasync_failure(void **state)
+{
+	struct vr_spool *sp = spool_open(1);
+	struct done d[3] = { 0 };
+	struct vr_spool_stats ss;
+
+	assert_int_equal(vr_spool_start(sp), 0);
+	put(sp, 0, &env_default, (const uint8_t *)"first", 5, 5, &d[0]);
+	reap_n(sp, 0, 1);
+	fail_set(&fail_fdatasync, EIO);
+	put(sp, 0, &env_default, (const uint8_t *)"second", 6, 6, &d[1]);
+	reap_n(sp, 0, 1);
+	fail_set(&fail_fdatasync, 0);
+	put(sp, 0, &env_default, (const uint8_t *)"third", 5, 5, &d[2]);
+	reap_n(sp, 0, 1);
+	vr_spool_stats(sp, &ss);
+	vr_spool_close(sp);
+	assert_int_equal(d[0].status, 0);
+	assert_int_equal(d[1].status, -EIO);
+	assert_int_equal(d[2].status, 0);
+	assert_int_equal(ss.abandoned, 1);
+	assert_int_equal(ss.segments, 2);
+
+	struct vr_spool_scan_stats st;
+	struct found f = scan_all(&st);
+	assert_int_equal(f.n, 2);
+	assert_non_null(find(&f, d[0].qid));
+	assert_null(find(&f, d[1].qid));
+	assert_non_null(find(&f, d[2].qid));
+	assert_string_not_equal(find(&f, d[0].qid)->m.segment, find(&f, d[2].qid)->m.segment);
+	assert_true(st.torn == 0 && st.bad_records == 0);
+	found_free(&f);
+}
+
+/*
+ * A failed write whose cut-back fails too: the segment ends in the failed
+ * batch's bytes, so it is given up; they read as a torn tail, never as a
+ * message, and new commits go to a fresh segment.
+ */
+static void test_truncate_failure(void **state)
+{
+	struct vr_spool *sp = spool_open(1);
+	struct done d[3] = { 0 };
+	uint8_t *big = body_make(300000, 9);
+	struct rlimit old, lim;
+	struct vr_spool_stats ss;
+
+	assert_int_equal(vr_spool_start(sp), 0);
+	put(sp, 0, &env_default, big, 1000, 1000, &d[0]);
+	reap_n(sp, 0, 1);
+	signal(SIGXFSZ, SIG_IGN);
+	getrlimit(RLIMIT_FSIZE, &old);
+	lim = old;
+	lim.rlim_cur = 200000;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	fail_set(&fail_ftruncate, EIO);
+	put(sp, 0, &env_default, big, 300000, 300000, &d[1]);
+	reap_n(sp, 0, 1);
+	fail_set(&fail_ftruncate, 0);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	put(sp, 0, &env_default, big, 300000, 300000, &d[2]);
+	reap_n(sp, 0, 1);
+	vr_spool_stats(sp, &ss);
+	vr_spool_close(sp);
+	assert_int_equal(d[0].status, 0);
+	assert_int_equal(d[1].status, -EFBIG);
+	assert_int_equal(d[2].status, 0);
+	assert_int_equal(ss.abandoned, 1);
+
+	struct vr_spool_scan_stats st;
+	struct found f = scan_all(&st);
+	assert_int_equal(f.n, 2);
+	assert_null(find(&f, d[1].qid));
+	assert_memory_equal(find(&f, d[2].qid)->body, big, 300000);
+	assert_int_equal(st.tails, 1);
+	assert_int_equal(st.torn, 1);
+	assert_int_equal(st.bad_records, 0);
+	found_free(&f);
+	free(big);
+}
+
 /* --- disk full --- */
 
 /*
@@ -1169,6 +1289,8 @@ int main(void)
 		cmocka_unit_test_setup(test_unknown_record_skipped, test_setup),
 		cmocka_unit_test_setup(test_bad_segment_header, test_setup),
 		cmocka_unit_test_setup(test_crash, test_setup),
+		cmocka_unit_test_setup(test_fdatasync_failure, test_setup),
+		cmocka_unit_test_setup(test_truncate_failure, test_setup),
 		cmocka_unit_test_setup(test_file_size_limit, test_setup),
 		cmocka_unit_test_setup_teardown(test_disk_full_tmpfs, test_setup, tmpfs_teardown),
 	};
