@@ -75,19 +75,25 @@ say "fuzz harnesses, ${FUZZ_SECONDS}s each (build-fuzz/, clang)"
 if [ -f tests/fuzz/meson.build ]; then
 	if [ ! -f build-fuzz/build.ninja ]; then
 		CC=clang meson setup build-fuzz --buildtype=debugoptimized -Dfuzz=true \
-			-Db_lundef=false >/dev/null 2>&1
+			-Db_sanitize=address,undefined -Db_lundef=false >/dev/null 2>&1
 	fi
 	if ensure_build build-fuzz -Dfuzz=true; then
 		harnesses=$(find build-fuzz/tests/fuzz -maxdepth 1 -type f -name 'fuzz_*' \
 			-perm -u+x | sort)
 		[ -n "$harnesses" ] || echo "no harness built"
+		# A crashing input is kept here, to replay: HARNESS FILE
+		mkdir -p build-fuzz/artifacts
 		for h in $harnesses; do
 			name=$(basename "$h")
 			corpus=$(mktemp -d)
+			# Seeds in tests/fuzz/corpus/<harness>, a dictionary per module
+			# (tests/fuzz/smtp.dict for fuzz_smtp_*), both optional.
+			opts=(-artifact_prefix=build-fuzz/artifacts/"$name"-)
 			seeds=tests/fuzz/corpus/${name#fuzz_}
-			[ -d "$seeds" ] || seeds=
+			dict=tests/fuzz/$(cut -d_ -f2 <<<"$name").dict
+			[ -f "$dict" ] && opts+=("-dict=$dict")
 			if out=$("$h" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 \
-				"$corpus" $seeds 2>&1); then
+				"${opts[@]}" "$corpus" $([ -d "$seeds" ] && echo "$seeds") 2>&1); then
 				runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' <<<"$out" |
 					grep -o '[0-9]*$')
 				echo "ok    fuzz $name (${runs:-?} runs)"
