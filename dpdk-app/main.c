@@ -91,6 +91,12 @@ static void parse_args(int argc, char **argv, struct relay *r, int *check, const
 	}
 }
 
+/* An operator may raise a quota up to [limits] per_day_max, not beyond. */
+static struct vr_accounts *load_accounts(const struct vr_config *cfg, char *err, size_t errlen)
+{
+	return vr_accounts_load_max(cfg->accounts, cfg->per_day, cfg->per_day_max, err, errlen);
+}
+
 /* The inputs --check validates: config, io mode, accounts, TLS files.
  * 0, or -1 after telling stderr why. */
 static int load_inputs(struct relay *r, const char *io_mode, struct vr_accounts **accounts)
@@ -116,7 +122,7 @@ static int load_inputs(struct relay *r, const char *io_mode, struct vr_accounts 
 				"later issue); run with --io kernel or [io] mode = kernel\n");
 		return -1;
 	}
-	*accounts = vr_accounts_load(r->cfg.accounts, r->cfg.per_day, err, sizeof(err));
+	*accounts = load_accounts(&r->cfg, err, sizeof(err));
 	if (!*accounts) {
 		fprintf(stderr, "vmrelay: %s\n", err);
 		return -1;
@@ -160,7 +166,7 @@ static void listen_text(const struct vr_config *cfg, const struct vr_io *io, cha
 static void reload_accounts(struct relay *r)
 {
 	char err[1024];
-	struct vr_accounts *t = vr_accounts_load(r->cfg.accounts, r->cfg.per_day, err, sizeof(err));
+	struct vr_accounts *t = load_accounts(&r->cfg, err, sizeof(err));
 
 	if (!t) {
 		char q[1100];

@@ -58,6 +58,13 @@ class BinaryTest(unittest.TestCase):
             self.assertEqual(code, 2)
             self.assertIn("accounts.jsonl:3:", err)
 
+    def test_quota_over_cap(self):
+        self.relay.write_accounts(ACCOUNTS + [{"id": "big", "ips": ["192.0.2.99"],
+                                               "daily_quota": 10001}])
+        code, _, err = run("-c", self.relay.config_path, "--check")
+        self.assertEqual(code, 2)
+        self.assertIn("accounts.jsonl:3:", err)
+
     def test_missing_tls_key(self):
         with open(self.relay.config_path) as f:
             text = f.read()
