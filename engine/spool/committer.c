@@ -15,7 +15,9 @@
  * or the fdatasync fails, the file's state is unknown, so the segment is
  * abandoned (what it holds durably stays valid) and a fresh one is created
  * at the next batch. Disk full therefore costs the transactions in flight
- * and nothing else: when space returns the next batch just works.
+ * and nothing else: when space returns the next batch just works. A file
+ * that hit a size limit (EFBIG) is closed after the cut, so the next batch
+ * starts a new one.
  */
 #include <errno.h>
 #include <limits.h>
@@ -163,6 +165,8 @@ static int batch_write(struct vr_spool *sp, unsigned worker)
 		vr_log_err("event=spool_write_error segment=%s error=\"%s\"", w->seg.name, strerror(-rc));
 		if (ftruncate(w->seg.fd, (off_t)w->seg.len) < 0)
 			segment_abandon(sp, w, "ftruncate", errno);
+		else if (rc == -EFBIG)
+			vr_seg_close(&w->seg);  /* this file can grow no more: next batch, a new one */
 		return rc;
 	}
 	w->batch_len = w->seg.len + total;
@@ -182,9 +186,9 @@ static int batch_sync(struct vr_spool *sp, struct spool_worker *w)
 	/* After a failed fdatasync the kernel may have dropped the dirty
 	 * pages, and a retry would report success: never trust this file
 	 * again. Cutting off the batch is only a courtesy to readers. */
-	if (ftruncate(w->seg.fd, (off_t)w->seg.len) < 0) {
-		/* abandoned below either way */
-	}
+	if (ftruncate(w->seg.fd, (off_t)w->seg.len) < 0)
+		vr_log_warn("event=spool_truncate_error segment=%s error=\"%s\"", w->seg.name,
+			    strerror(errno));
 	segment_abandon(sp, w, "fdatasync", err);
 	return -EIO;
 }

@@ -241,7 +241,9 @@ struct vr_spool *vr_spool_open(const char *dir, unsigned n_workers, char *err, s
 		errno = EINVAL;
 		return NULL;
 	}
-	struct vr_spool *sp = calloc(1, sizeof(*sp));
+	struct vr_spool *sp = aligned_alloc(VR_CACHE_LINE, sizeof(*sp));
+	if (sp)
+		memset(sp, 0, sizeof(*sp));
 	if (!sp || !(sp->dir = strdup(dir))) {
 		set_err(err, errlen, "spool %s: out of memory", dir);
 		free(sp);

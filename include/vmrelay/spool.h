@@ -53,8 +53,9 @@ struct vr_spool_recovery {
 };
 
 /*
- * Opens (creating if needed) dir, recovers what is there, and prepares one
- * fresh segment per worker. NULL + err on failure. Starts no thread.
+ * Opens (creating if needed) dir, locks it (one relay per spool: DIR/lock),
+ * recovers what is there, and prepares one fresh segment per worker (1 to
+ * 1024 workers). NULL + err (and errno) on failure. Starts no thread.
  */
 struct vr_spool *vr_spool_open(const char *dir, unsigned n_workers, char *err, size_t errlen);
 const struct vr_spool_recovery *vr_spool_recovered(const struct vr_spool *sp);
@@ -81,7 +82,8 @@ void vr_spool_stats(const struct vr_spool *sp, struct vr_spool_stats *st);
 /* --- worker side: every call below is from the worker thread `worker` --- */
 
 /* Starts a message; the queue ID is assigned here (so it can go into the
- * Received header). cookie comes back with the completion. NULL and errno:
+ * Received header): 13 characters of [0-9A-Z], in time order, unique across
+ * workers and restarts. cookie comes back with the completion. NULL and errno:
  * ENOMEM, or EINVAL (worker out of range, or an envelope no record can hold:
  * a string over 65535 bytes, over 1 MiB in all). */
 struct vr_spool_txn *vr_spool_txn_begin(struct vr_spool *sp, unsigned worker,

@@ -1136,8 +1136,8 @@ static void test_truncate_failure(void **state)
 
 /*
  * The file-size limit gives EFBIG where a full disk gives ENOSPC, through
- * the same path: the batch fails, the segment is cut back, and once the
- * limit is lifted the next commit succeeds in the same segment.
+ * the same path: the batch fails and the segment is cut back. A file at its
+ * size limit takes no more, so the next commits go to a new segment.
  */
 static void test_file_size_limit(void **state)
 {
@@ -1181,12 +1181,15 @@ static void test_file_size_limit(void **state)
 	vr_spool_stats(sp, &ss);
 	assert_int_equal(ss.failed, 1);
 	assert_int_equal(ss.abandoned, 0);
+	assert_int_equal(ss.segments, 2);
 	vr_spool_close(sp);
 
 	struct vr_spool_scan_stats sst;
 	f = scan_all(&sst);
 	assert_int_equal(f.n, 3);
 	assert_null(find(&f, d[1].qid));
+	assert_string_not_equal(find(&f, d[0].qid)->m.segment, find(&f, d[2].qid)->m.segment);
+	assert_memory_equal(find(&f, d[3].qid)->body, big, 200000);
 	assert_true(sst.torn == 0 && sst.bad_records == 0);
 	found_free(&f);
 	free(big);
