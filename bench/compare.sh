@@ -312,13 +312,21 @@ start_vmrelay() {
 
 settle_vmrelay() { :; }   # a 250 from vmrelay means on disk: nothing drains
 
+# The spool must hold exactly the messages that got a 250, each of the bench
+# account and at least the payload's size, and every record must check out.
 verify_vmrelay() {
-	local dir=$1 expect=$2 listed bad
+	local dir=$1 expect=$2 listed ours small bad
 	kill -0 "$VR_PID" 2>/dev/null || die "vmrelay died during the run; its log:"$'\n'"$(tail_of "$dir/vmrelay.log" 10)"
-	"$VMRELAY_SPOOL" "$dir/spool" >"$dir/spool.list" 2>"$dir/spool.err" ||
-		die "vmrelay-spool $dir/spool failed:"$'\n'"$(tail_of "$dir/spool.err")"
-	listed=$(wc -l <"$dir/spool.list")
+	"$VMRELAY_SPOOL" --json "$dir/spool" >"$dir/spool.json" 2>"$dir/spool.err" ||
+		die "vmrelay-spool --json $dir/spool failed:"$'\n'"$(tail_of "$dir/spool.err")"
+	listed=$(grep -c '^{"qid":' "$dir/spool.json") || true
+	ours=$(grep -c '"account":"bench"' "$dir/spool.json") || true
+	small=$(grep -oE '"size":[0-9]+' "$dir/spool.json" | cut -d: -f2 | awk -v s="$SIZE" '$1 < s' | wc -l)
 	((listed == expect)) || die "vmrelay: the spool lists $listed messages, smtp-source got 250 for $expect"
+	((ours == listed && small == 0)) ||
+		die "vmrelay: of $listed spooled messages $((listed - ours)) are not the bench account's and $small are shorter than $SIZE bytes"
+	"$VMRELAY_SPOOL" "$dir/spool" check >"$dir/spool.check" 2>&1 ||
+		die "vmrelay-spool check found damage:"$'\n'"$(tail_of "$dir/spool.check")"
 	bad=$(grep -cE '^[^ ]+ (err|warn) ' "$dir/vmrelay.log") || true
 	((bad == 0)) || die "vmrelay logged $bad err/warn lines, e.g.:"$'\n'"$(grep -m 3 -E '^[^ ]+ (err|warn) ' "$dir/vmrelay.log")"
 	VERIFIED=$listed
@@ -523,7 +531,7 @@ meta warmup "$WARMUP"
 PF_VERSION=$(postconf -d -h mail_version)
 has_engine sink && meta engine_note "smtp-sink (Postfix $PF_VERSION's discarding server, -c counter): accepts and throws away; every run its counter showed every message."
 has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance (own config, queue and data directories under the work directory; master as root, daemons as user postfix; settings below), durable queue, relaying to a second smtp-sink; every run: its log showed each message accepted by cleanup and status=sent, no reject, deferral, warning or error, the relay sink counted every message and the queue was empty."
-has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers (configuration below); every run: \`vmrelay-spool\` listed exactly the messages smtp-source got a 250 for (warm-up included), and its log had no err or warn line."
+has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers (configuration below); every run: \`vmrelay-spool --json\` listed exactly the messages smtp-source got a 250 for (warm-up included), all of the bench account and of full size, \`vmrelay-spool DIR check\` found every record intact, and the log had no err or warn line."
 
 say "work directory $WORK; engines: ${ENGINES[*]}; $ROUNDS rounds of $MESSAGES messages"
 for ((round = 1; round <= ROUNDS; round++)); do
