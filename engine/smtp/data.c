@@ -7,6 +7,8 @@
  * says to delete. So output is the input minus those dots and the final
  * ".CRLF", emitted as runs between them without copying.
  */
+#include <string.h>
+
 #include "data.h"
 
 enum {
@@ -50,16 +52,46 @@ static int data_fail(struct vr_smtp_data *d, enum vr_smtp_data_err err, size_t i
 	return VR_ERR;
 }
 
+/* Octets of a line, counted on the wire in DATA mode. */
+static void data_line(struct vr_smtp_data *d, size_t n)
+{
+	d->line += (uint32_t)VR_MIN(n, (size_t)UINT32_MAX - d->line);
+	if (d->line > VR_SMTP_TEXT_LINE_MAX)
+		d->flags |= VR_SMTP_DATA_LONG;
+}
+
+/*
+ * Inside a line almost every octet is plain text, so the text state jumps
+ * to the next CR with memchr and checks the span in bulk for the octets
+ * that matter (LF, NUL); the other states go octet by octet.
+ */
 int vr_smtp_data_parse(struct vr_smtp_data *d, const uint8_t *p, size_t n, size_t *used)
 {
 	size_t run = 0;     /* first octet not yet emitted */
+	size_t i = 0;
 
-	for (size_t i = 0; i < n; i++) {
+	while (i < n) {
+		if (d->state == ds_text) {
+			const uint8_t *cr = memchr(p + i, '\r', n - i);
+			size_t end = cr ? (size_t)(cr - p) : n;
+			const uint8_t *lf = memchr(p + i, '\n', end - i);
+			if (lf)
+				return data_fail(d, VR_SMTP_DATA_BARE_LF, (size_t)(lf - p), used);
+			if (d->dot) {
+				if (!(d->flags & VR_SMTP_DATA_NUL) && memchr(p + i, '\0', end - i))
+					d->flags |= VR_SMTP_DATA_NUL;
+				data_line(d, end - i + (cr != NULL));
+			}
+			if (!cr)
+				break;
+			d->state = ds_cr;
+			i = end + 1;
+			continue;
+		}
+
 		uint8_t c = p[i];
-
-		if (d->dot && ++d->line > VR_SMTP_TEXT_LINE_MAX)
-			d->flags |= VR_SMTP_DATA_LONG;
-
+		if (d->dot)
+			data_line(d, 1);
 		switch (d->state) {
 		case ds_bol:
 			if (c == '.' && d->dot) {
@@ -69,7 +101,6 @@ int vr_smtp_data_parse(struct vr_smtp_data *d, const uint8_t *p, size_t n, size_
 				break;
 			}
 			/* fallthrough */
-		case ds_text:
 		case ds_dot:
 			switch (c) {
 			case '\r':
@@ -104,6 +135,7 @@ int vr_smtp_data_parse(struct vr_smtp_data *d, const uint8_t *p, size_t n, size_
 			*used = i + 1;
 			return VR_OK;
 		}
+		i++;
 	}
 	data_emit(d, p + run, n - run);
 	*used = n;

@@ -13,7 +13,6 @@
 struct vr_session;
 
 enum vr_smtp_reply {
-	VR_R_NONE = 0,
 	/* connection */
 	VR_R_BANNER,
 	VR_R_PREGREET,

@@ -211,7 +211,8 @@ void vr_smtp_close(struct vr_session *s)
 	session_flush(s);
 }
 
-void vr_smtp_forget(struct vr_session *s)
+/* Forgets EHLO/HELO, AUTH and the transaction (after STARTTLS). */
+static void session_forget(struct vr_session *s)
 {
 	vr_smtp_txn_reset(s);
 	s->helo[0] = '\0';
@@ -247,7 +248,7 @@ static void tls_ready(struct vr_session *s)
 		return;
 	}
 	/* RFC 3207 §4.2: nothing learnt before TLS survives it. */
-	vr_smtp_forget(s);
+	session_forget(s);
 	s->phase = VR_SMTP_CMD;
 	s->idle_at = s->now;
 }
@@ -458,7 +459,8 @@ size_t vr_session_rx_space(const struct vr_session *s)
 
 size_t vr_session_tx_peek(const struct vr_session *s, const uint8_t **p)
 {
-	*p = vr_buf_head(&s->tx);
+	/* An empty vr_buf may have no memory at all: no pointer to offer. */
+	*p = vr_buf_len(&s->tx) ? vr_buf_head(&s->tx) : NULL;
 	return vr_buf_len(&s->tx);
 }
 

@@ -102,8 +102,6 @@ struct vr_session {
 void vr_smtp_printf(struct vr_session *s, const char *fmt, ...) VR_PRINTF(2, 3);
 /* Ends the session: aborts a transaction, closes TLS politely. */
 void vr_smtp_close(struct vr_session *s);
-/* Forgets EHLO/HELO, AUTH and the transaction (after STARTTLS). */
-void vr_smtp_forget(struct vr_session *s);
 /* STARTTLS accepted: says 220 in plaintext, then the handshake starts. */
 void vr_smtp_starttls(struct vr_session *s);
 /* Processes buffered input and flushes output (after a spool completion). */

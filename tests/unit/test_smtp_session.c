@@ -414,7 +414,8 @@ static const char *peek(struct conv *c)
 	size_t n = vr_session_tx_peek(c->s, &p);
 
 	assert_true(n < sizeof(buf));
-	memcpy(buf, p, n);
+	if (n)
+		memcpy(buf, p, n);
 	buf[n] = '\0';
 	vr_session_tx_consume(c->s, n);
 	return buf;
