@@ -98,7 +98,7 @@ class Relay:
     def __init__(self, smtp=None, workers=2, tls=True, accounts=None, spool_dir=None,
                  listen_v6=False):
         self.dir = tempfile.mkdtemp(prefix="vr-e2e-")
-        self.port = self.tls_port = None    # known once started (port 0 below)
+        self.port = self.port6 = self.tls_port = None   # known once started (port 0)
         self.spool_dir = spool_dir or os.path.join(self.dir, "spool")
         self.accounts_path = os.path.join(self.dir, "accounts.jsonl")
         self.config_path = os.path.join(self.dir, "relay.ini")
@@ -156,6 +156,8 @@ class Relay:
             port = int(re.match(r"(?:\[[^]]*\]|[^:]*):(\d+)", item).group(1))
             if item.endswith("tls=implicit"):
                 self.tls_port = port
+            elif item.startswith("["):
+                self.port6 = port
             else:
                 self.port = port
         with open(self.config_path) as f:

@@ -19,7 +19,7 @@ class ClientsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.relay = Relay().start()
+        cls.relay = Relay(listen_v6=True).start()
 
     @classmethod
     def tearDownClass(cls):
@@ -73,6 +73,19 @@ class ClientsTest(unittest.TestCase):
             qid = self.smtplib_send(s, msg, rcpts=["a@example.net", "b@example.org"])
         self.assertQueued(qid, msg, sender="user@example.com",
                           rcpts=["a@example.net", "b@example.org"])
+
+    def test_smtplib_ipv6(self):
+        """vps1 is registered by ::1 (its /64) too."""
+        msg = message("over IPv6")
+        try:
+            s = smtplib.SMTP("::1", self.relay.port6, timeout=10)
+        except OSError as e:
+            self.skipTest("no IPv6 loopback: %s" % e)
+        with s:
+            s.ehlo("vps1.example.com")
+            qid = self.smtplib_send(s, msg)
+        self.assertQueued(qid, msg)
+        self.assertEqual(self.relay.queue()[qid]["client"], "::1")
 
     def test_smtplib_several_messages_one_session(self):
         sent = {}
