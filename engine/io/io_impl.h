@@ -75,6 +75,7 @@ struct io_worker {
 	bool accept_paused;
 	uint64_t grace_until;     /* stopping: close what is left at this time */
 	uint64_t accept_resume;   /* accept_paused: listen again at this time */
+	unsigned accept_failures; /* accept errors since the last success */
 	struct vr_timer_heap timers;
 	LIST_HEAD(, io_conn) conns;
 	unsigned n_conns;

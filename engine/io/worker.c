@@ -56,6 +56,11 @@ static void worker_accept(struct io_worker *w, unsigned i, uint64_t now)
 		int fd = accept4(w->lfd[i], (struct sockaddr *)&peer, &len,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
+			if (w->accept_failures) {
+				vr_log_info("event=accept_resumed worker=%u failures=%u", w->id,
+					    w->accept_failures);
+				w->accept_failures = 0;
+			}
 			vr_io_conn_accept(w, i, fd, &peer, now);
 			continue;
 		}
@@ -65,9 +70,12 @@ static void worker_accept(struct io_worker *w, unsigned i, uint64_t now)
 			return;
 		/* Out of descriptors or memory: the pending connection stays
 		 * queued and the listener readable, so stop listening for a
-		 * moment instead of spinning on it. */
-		vr_log_warn("event=accept_failed worker=%u listen=%s error=\"%s\"", w->id,
-			    w->io->cfg->listen[i].text, strerror(errno));
+		 * moment instead of spinning on it. Logged once a streak (and
+		 * every 100th time), not ten times a second. */
+		if (w->accept_failures++ % 100 == 0)
+			vr_log_warn("event=accept_failed worker=%u listen=%s error=\"%s\" "
+				    "failures=%u pause_ms=%u", w->id, w->io->cfg->listen[i].text,
+				    strerror(errno), w->accept_failures, IO_ACCEPT_PAUSE_MS);
 		worker_listen(w, false);
 		w->accept_resume = now + IO_ACCEPT_PAUSE_MS;
 		return;

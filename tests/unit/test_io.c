@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -574,6 +575,54 @@ static void test_io_stop(void **state)
 	free(r);
 }
 
+static uint64_t cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 +
+	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/*
+ * Out of descriptors: the pending connection stays queued and its listener
+ * readable, so a naive loop would spin on accept. The io pauses accepting
+ * instead (no CPU burnt meanwhile) and takes the client once a descriptor
+ * is free again.
+ */
+static void test_io_out_of_descriptors(void **state)
+{
+	struct relay *r = relay_new(1);
+	relay_start(r);
+
+	struct rlimit old, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	int next = dup(0);                      /* the lowest free descriptor */
+	close(next);
+	low = old;
+	low.rlim_cur = (rlim_t)next + 3;        /* client a, its server side, client b */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+
+	int a = dial(r, 0, 0);
+	expect_prefix(a, "220 ");
+	int b = dial(r, 0, 0);                  /* queued: the relay has no descriptor */
+	assert_true(b >= 0);
+	uint64_t cpu0 = cpu_ms();
+	struct timeval tv = { .tv_usec = 300000 };
+	setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char line[256];
+	assert_int_equal(read_line(b, line, sizeof(line)), -1);
+	assert_true(cpu_ms() - cpu0 < 150);     /* 300 ms waited, not spent */
+
+	close(a);                               /* frees both of a's descriptors */
+	tv.tv_sec = 5;
+	setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	expect_prefix(b, "220 relay.test");
+	close(b);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	relay_stop(r, 1000);
+}
+
 /* A second relay on the same port is an error, not a silent share. */
 static void test_io_port_in_use(void **state)
 {
@@ -607,6 +656,7 @@ int main(void)
 		cmocka_unit_test(test_io_conn_per_ip),
 		cmocka_unit_test(test_io_max_connections),
 		cmocka_unit_test(test_io_stop),
+		cmocka_unit_test(test_io_out_of_descriptors),
 		cmocka_unit_test(test_io_port_in_use),
 	};
 
