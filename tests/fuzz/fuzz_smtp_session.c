@@ -15,6 +15,7 @@
  *        (the spool lives under $TMPDIR, /dev/shm is a good choice)
  */
 #include <arpa/inet.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
@@ -37,10 +38,23 @@ static struct vr_config cfg;
 static struct vr_smtp_stats stats[1];
 static struct vr_smtpd srv;
 static struct vr_spool *spool;
+static char dir[256];
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+/* libFuzzer ends with exit(): the spool goes, and its directory with it. */
+static void cleanup(void)
+{
+	vr_spool_close(spool);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char dir[256], path[300], err[256];
+	char path[300], err[256];
 	const char *tmp = getenv("TMPDIR");
 	FILE *f;
 
@@ -59,6 +73,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	snprintf(path, sizeof(path), "%s/spool", dir);
 	spool = vr_spool_open(path, 1, err, sizeof(err));
 	CHECK(spool && vr_spool_start(spool) == 0);
+	atexit(cleanup);
 
 	vr_config_defaults(&cfg);
 	snprintf(cfg.hostname, sizeof(cfg.hostname), "relay.fuzz");
