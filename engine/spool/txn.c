@@ -7,8 +7,9 @@
  * Nothing here blocks or takes a lock: enqueueing is wait-free, dequeueing
  * the done queue never waits for a committer caught mid-enqueue (it stops
  * and the committer's eventfd write brings the worker back), and the only
- * system calls are the eventfd read in vr_spool_reap() and, when the
- * committer sleeps, one futex wake per batch.
+ * system calls are the eventfd read in vr_spool_reap() (and a write when it
+ * stops at max with more waiting) and, when the committer sleeps, one futex
+ * wake per batch.
  */
 #include <errno.h>
 #include <stdlib.h>
