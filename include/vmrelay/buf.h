@@ -22,7 +22,11 @@ struct vr_buf {
 	size_t max;   /* ceiling for len; 0 means SIZE_MAX */
 };
 
-static inline const uint8_t *vr_buf_head(const struct vr_buf *b) { return b->data + b->off; }
+/* NULL + 0 is undefined in C: an unallocated buffer's head is NULL itself. */
+static inline const uint8_t *vr_buf_head(const struct vr_buf *b)
+{
+	return b->data ? b->data + b->off : NULL;
+}
 static inline size_t vr_buf_len(const struct vr_buf *b) { return b->len; }
 
 void vr_buf_init(struct vr_buf *b, size_t max);
