@@ -166,9 +166,11 @@ void vr_smtp_reply(struct vr_session *s, enum vr_smtp_reply r, ...)
 	if (s->phase == VR_SMTP_CLOSED)
 		return;
 	va_start(ap, r);
-	vsnprintf(text, sizeof(text), d->text, ap);
+	int n = vsnprintf(text, sizeof(text) - 2, d->text, ap);
 	va_end(ap);
-	vr_smtp_printf(s, "%s", text);
+	if (n < 0)
+		return;
+	vr_smtp_write(s, text, VR_MIN((size_t)n, sizeof(text) - 3));
 
 	if (d->stat)
 		(*(uint64_t *)((char *)s->stats + d->stat - 1))++;

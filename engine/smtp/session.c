@@ -156,24 +156,33 @@ void vr_session_free(struct vr_session *s)
 	free(s);
 }
 
-void vr_smtp_printf(struct vr_session *s, const char *fmt, ...)
+void vr_smtp_write(struct vr_session *s, const char *line, size_t n)
 {
 	/* Once TLS is on, replies wait in out for one encryption per flush,
 	 * so a pipelined group's replies share TLS records. */
 	struct vr_buf *b = s->tls_on ? &s->out : &s->tx;
+	uint8_t *w = vr_buf_reserve(b, n + 2);
+
+	if (!w) {
+		session_fail(s, "output_overflow");
+		return;
+	}
+	memcpy(w, line, n);
+	w[n] = '\r';
+	w[n + 1] = '\n';
+	vr_buf_commit(b, n + 2);
+}
+
+void vr_smtp_printf(struct vr_session *s, const char *fmt, ...)
+{
 	char line[VR_SMTP_LINE_MAX];
 	va_list ap;
 
 	va_start(ap, fmt);
 	int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return;
-	n = VR_MIN(n, (int)sizeof(line) - 3);
-	line[n++] = '\r';
-	line[n++] = '\n';
-	if (vr_buf_append(b, line, (size_t)n) < 0)
-		session_fail(s, "output_overflow");
+	if (n >= 0)
+		vr_smtp_write(s, line, VR_MIN((size_t)n, sizeof(line) - 3));
 }
 
 /* Moves replies through TLS and TLS output into tx. */

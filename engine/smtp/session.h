@@ -99,6 +99,7 @@ struct vr_session {
 
 /* session.c */
 /* Appends a reply line (CRLF added) to the output. */
+void vr_smtp_write(struct vr_session *s, const char *line, size_t n);
 void vr_smtp_printf(struct vr_session *s, const char *fmt, ...) VR_PRINTF(2, 3);
 /* Ends the session: aborts a transaction, closes TLS politely. */
 void vr_smtp_close(struct vr_session *s);
