@@ -249,9 +249,9 @@ void vr_session_commit_done(void *cookie, int status, const char *qid)
 	s->phase = VR_SMTP_CMD;
 	s->idle_at = s->now;   /* the wait was ours, not the client's */
 	if (status == 0) {
-		s->stats->messages_accepted++;
-		s->stats->recipients_accepted += s->n_rcpt;
-		s->stats->bytes_accepted += s->data.size;
+		vr_smtp_count(&s->stats->messages_accepted, 1);
+		vr_smtp_count(&s->stats->recipients_accepted, s->n_rcpt);
+		vr_smtp_count(&s->stats->bytes_accepted, s->data.size);
 		log_accepted(s, qid);
 		vr_smtp_reply(s, VR_R_QUEUED, qid);
 	} else {

@@ -173,7 +173,7 @@ void vr_smtp_reply(struct vr_session *s, enum vr_smtp_reply r, ...)
 	vr_smtp_write(s, text, VR_MIN((size_t)n, sizeof(text) - 3));
 
 	if (d->stat)
-		(*(uint64_t *)((char *)s->stats + d->stat - 1))++;
+		vr_smtp_count((uint64_t *)((char *)s->stats + d->stat - 1), 1);
 	if (d->reason) {
 		char quoted[2 * VR_SMTP_LINE_MAX];
 		vr_log_info("event=refused client=%s reason=%s reply=%s", s->client, d->reason,

@@ -60,6 +60,21 @@ static void session_fail(struct vr_session *s, const char *what)
 	vr_smtp_close(s);
 }
 
+/* TLS broke: nothing more can be said on this connection. */
+static void session_tls_failed(struct vr_session *s)
+{
+	char quoted[256];
+	const char *e = vr_tls_error(s->tls);
+
+	vr_log_info("event=tls_error client=%s error=%s", s->client,
+		    vr_log_quote(quoted, sizeof(quoted), e, strlen(e)));
+	if (s->txn) {
+		vr_spool_txn_abort(s->txn);
+		s->txn = NULL;
+	}
+	s->phase = VR_SMTP_CLOSED;
+}
+
 static void client_text(struct vr_session *s, const struct sockaddr *sa)
 {
 	const void *a = NULL;
@@ -124,8 +139,8 @@ struct vr_session *vr_session_new(const struct vr_session_params *p, uint64_t no
 		s->implicit_tls = true;
 		s->phase = VR_SMTP_TLS;
 	}
-	s->stats->connections++;
-	s->stats->sessions_active++;
+	vr_smtp_count(&s->stats->connections, 1);
+	vr_smtp_count(&s->stats->sessions_active, 1);
 	vr_log_debug("event=connect client=%s tls=%s", s->client, p->implicit_tls ? "implicit" : "no");
 	return s;
 nomem:
@@ -152,7 +167,7 @@ void vr_session_free(struct vr_session *s)
 	vr_buf_free(&s->env);
 	free(s->rcpt_off);
 	free(s->rcpt_ptr);
-	s->stats->sessions_active--;
+	vr_smtp_count(&s->stats->sessions_active, (uint64_t)-1);
 	free(s);
 }
 
@@ -193,14 +208,12 @@ static void session_flush(struct vr_session *s)
 	if (s->tls_on && vr_buf_len(&s->out)) {
 		int rc = vr_tls_write(s->tls, vr_buf_head(&s->out), vr_buf_len(&s->out));
 		vr_buf_reset(&s->out);
-		if (rc < 0) {
-			s->phase = VR_SMTP_CLOSED;
-			vr_log_info("event=tls_error client=%s error=\"%s\"", s->client,
-				    vr_tls_error(s->tls));
-		}
+		if (rc < 0)
+			session_tls_failed(s);
 	}
+	/* tx has room for all TLS makes of what out may hold (TX_MAX). */
 	if (vr_tls_drain(s->tls, &s->tx) < 0)
-		s->phase = VR_SMTP_CLOSED;
+		session_tls_failed(s);
 }
 
 void vr_smtp_close(struct vr_session *s)
@@ -246,7 +259,7 @@ void vr_smtp_starttls(struct vr_session *s)
 static void tls_ready(struct vr_session *s)
 {
 	s->tls_on = true;
-	s->stats->tls_handshakes++;
+	vr_smtp_count(&s->stats->tls_handshakes, 1);
 	vr_log_debug("event=tls client=%s version=%s cipher=%s", s->client,
 		     vr_tls_version(s->tls), vr_tls_cipher(s->tls));
 	if (s->implicit_tls) {
@@ -286,13 +299,10 @@ static bool tls_pull(struct vr_session *s)
 		}
 		if (r > 0)
 			continue;
-		if (r == -EPIPE) {
-			s->eof = true;
-		} else if (r < 0) {
-			vr_log_info("event=tls_error client=%s error=\"%s\"", s->client,
-				    vr_tls_error(s->tls));
-			s->phase = VR_SMTP_CLOSED;
-		}
+		if (r == -EPIPE)
+			s->eof = true;         /* close_notify: like a TCP FIN */
+		else if (r < 0)
+			session_tls_failed(s);
 		break;
 	}
 	session_flush(s);
@@ -425,7 +435,7 @@ void vr_session_tick(struct vr_session *s, uint64_t now_ms)
 	case VR_SMTP_TLS:
 		if (idle && now_ms >= s->idle_at + idle) {
 			/* Mid-handshake there is no channel for a 421. */
-			s->stats->timeouts++;
+			vr_smtp_count(&s->stats->timeouts, 1);
 			vr_smtp_close(s);
 			return;
 		}

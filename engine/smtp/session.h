@@ -97,6 +97,13 @@ struct vr_session {
 	bool bdat_discard;                 /* chunk of a failed transaction */
 };
 
+/* Bumps one of this worker's counters. One writer (this thread); others
+ * read with relaxed loads, so a relaxed store of the new value suffices. */
+static inline void vr_smtp_count(uint64_t *counter, uint64_t n)
+{
+	__atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
+}
+
 /* session.c */
 /* Appends a reply line (CRLF added) to the output. */
 void vr_smtp_write(struct vr_session *s, const char *line, size_t n);
