@@ -139,8 +139,9 @@ static const struct reply_def replies[VR_R__COUNT] = {
 		.flags = R_ERROR },
 	[VR_R_DATA_AFTER_BDAT] = { .text = "503 5.5.1 DATA and BDAT cannot be mixed in one transaction",
 		.flags = R_ERROR, .stat = STAT(refused_syntax) },
-	/* RFC 3030 §3: without a valid count the next command cannot be
-	 * found; guessing would let chunk content run as commands. */
+	/* XXX RFC 5321 §3.8: we close after a 5xx, not a 421: without a valid
+	 * count (RFC 3030 §3) the next command cannot be found, and guessing
+	 * would let chunk content run as commands. */
 	[VR_R_BDAT_SYNTAX] = { .text = "501 5.5.4 syntax: BDAT octets [LAST]; closing connection",
 		.flags = R_ERROR | R_CLOSE, .stat = STAT(refused_syntax) },
 	/* chunk size (uint64_t) */

@@ -60,12 +60,15 @@ static void received(char *out, size_t len, const struct drv_msg *m, const char 
 	strftime(day, sizeof(day), "%a", &tm);
 	strftime(rest, sizeof(rest), "%b %Y %H:%M:%S", &tm);
 	snprintf(date, sizeof(date), "%s, %d %s +0000", day, tm.tm_mday, rest);
+	/* the client as an RFC 5321 address literal */
+	char literal[80];
+	snprintf(literal, sizeof(literal), strchr(m->client, ':') ? "[IPv6:%s]" : "[%s]", m->client);
 	if (m->n_rcpts == 1)
-		snprintf(out, len, "Received: from %s ([%s])\r\n\tby " DRV_HOSTNAME " (vmrelay) with %s "
-			 "id %s\r\n\tfor <%s>; %s\r\n", helo, m->client, with, qid, m->rcpt[0], date);
+		snprintf(out, len, "Received: from %s (%s)\r\n\tby " DRV_HOSTNAME " (vmrelay) with %s "
+			 "id %s\r\n\tfor <%s>; %s\r\n", helo, literal, with, qid, m->rcpt[0], date);
 	else
-		snprintf(out, len, "Received: from %s ([%s])\r\n\tby " DRV_HOSTNAME " (vmrelay) with %s "
-			 "id %s;\r\n\t%s\r\n", helo, m->client, with, qid, date);
+		snprintf(out, len, "Received: from %s (%s)\r\n\tby " DRV_HOSTNAME " (vmrelay) with %s "
+			 "id %s;\r\n\t%s\r\n", helo, literal, with, qid, date);
 }
 
 static void expect_body(const struct drv_msg *m, const char *hdr, const char *body, size_t n)
@@ -166,6 +169,42 @@ static void test_spool_bdat_exact(void **state)
 	expect_body(&m, hdr, all, sizeof(chunk1) + sizeof(chunk2) - 2);
 	drv_msg_free(&m);
 	conv_close(&c);
+}
+
+/* The Received header names the protocol (RFC 3848, RFC 6531 §3.7.3). */
+static void test_received_protocols(void **state)
+{
+	static const struct {
+		bool tls;
+		const char *dialogue, *helo, *with;
+		uint32_t flags;
+	} cases[] = {
+		{ false, "HELO old.example\r\nMAIL FROM:<s@example.com>\r\n", "old.example", "SMTP", 0 },
+		{ false, "EHLO new.example\r\nMAIL FROM:<j\xc3\xb6@example.com> SMTPUTF8\r\n",
+		  "new.example", "UTF8SMTP", VR_SPOOL_SMTPUTF8 },
+		{ true, "EHLO tls.example\r\nMAIL FROM:<s@example.com>\r\n", "tls.example", "ESMTPS",
+		  VR_SPOOL_TLS },
+		{ true, "EHLO tls.example\r\nMAIL FROM:<s@example.com> SMTPUTF8 BODY=8BITMIME\r\n",
+		  "tls.example", "UTF8SMTPS", VR_SPOOL_TLS | VR_SPOOL_SMTPUTF8 | VR_SPOOL_8BITMIME },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct conv c;
+		struct drv_msg m;
+		char qid[VR_QID_MAX], hdr[1024];
+
+		conv_open(&c, DRV_VPS1_ADDR6, cases[i].tls);
+		conv_sendf(&c, "%sRCPT TO:<r@example.net>\r\nDATA\r\nx\r\n.\r\n", cases[i].dialogue);
+		queued(&c, qid, sizeof(qid));
+		assert_true(drv_spool_find(qid, &m));
+		assert_int_equal(m.flags, cases[i].flags);
+		assert_string_equal(m.client, DRV_VPS1_ADDR6);
+		received(hdr, sizeof(hdr), &m, cases[i].helo, cases[i].with, qid);
+		assert_non_null(strstr(hdr, "([IPv6:" DRV_VPS1_ADDR6 "])"));
+		expect_body(&m, hdr, "x\r\n", 3);
+		drv_msg_free(&m);
+		conv_close(&c);
+	}
 }
 
 /* Whatever was refused never reaches the spool. */
@@ -704,6 +743,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_spool_data_exact, reset),
 		cmocka_unit_test_setup(test_spool_bdat_exact, reset),
+		cmocka_unit_test_setup(test_received_protocols, reset),
 		cmocka_unit_test_setup(test_spool_nothing_refused, reset),
 		cmocka_unit_test_setup(test_starttls_auth_plain, reset),
 		cmocka_unit_test_setup(test_auth_variants, reset),
