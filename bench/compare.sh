@@ -170,8 +170,8 @@ cleanup() {
 	exit $rc
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'say "interrupted: stopping everything"; exit 130' INT
+trap 'say "terminated: stopping everything"; exit 143' TERM
 
 forget_child() {
 	local pid=$1 i
@@ -230,6 +230,20 @@ start_sink() {
 }
 
 # The last lines of a log, indented, for an error message.
+# Runs a command as a background child and waits for it, returning its exit
+# status. A signal to this script then interrupts the wait at once (a
+# foreground child would delay the traps until it ended) and cleanup() stops
+# the child with the others.
+run_child() {
+	local pid rc=0
+	"$@" &
+	pid=$!
+	CHILDREN+=("$pid")
+	wait "$pid" || rc=$?
+	forget_child "$pid"
+	return $rc
+}
+
 tail_of() {
 	if [[ -s $1 ]]; then
 		tail -n "${2:-5}" "$1" | sed 's/^/    /'
@@ -246,7 +260,7 @@ LOAD_ARGS=(-d -s "$SESSIONS" -l "$SIZE" -M bench.example -f bench@bench.example 
 # Sends count messages as warm-up (not measured). Dies if smtp-source fails.
 warm_up() {
 	local engine=$1 dir=$2 port=$3 count=$4 rc=0
-	timeout "$TIMEOUT" smtp-source "${LOAD_ARGS[@]}" -m "$count" "127.0.0.1:$port" \
+	run_child timeout "$TIMEOUT" smtp-source "${LOAD_ARGS[@]}" -m "$count" "127.0.0.1:$port" \
 		>"$dir/warmup.out" 2>"$dir/warmup.err" || rc=$?
 	((rc == 0)) && [[ ! -s $dir/warmup.err ]] ||
 		die "$engine: warm-up smtp-source failed (exit $rc):"$'\n'"$(tail_of "$dir/warmup.err")"
@@ -327,22 +341,31 @@ verify_vmrelay() {
 		die "vmrelay: of $listed spooled messages $((listed - ours)) are not the bench account's and $small are shorter than $SIZE bytes"
 	"$VMRELAY_SPOOL" "$dir/spool" check >"$dir/spool.check" 2>&1 ||
 		die "vmrelay-spool check found damage:"$'\n'"$(tail_of "$dir/spool.check")"
-	bad=$(grep -cE '^[^ ]+ (err|warn) ' "$dir/vmrelay.log") || true
-	((bad == 0)) || die "vmrelay logged $bad err/warn lines, e.g.:"$'\n'"$(grep -m 3 -E '^[^ ]+ (err|warn) ' "$dir/vmrelay.log")"
+	vmrelay_log_clean "$dir"
 	VERIFIED=$listed
+}
+
+# Every line of vmrelay's stderr must be one of its log records, none at err
+# or warn: anything else (a sanitizer report, a stray printf) is a failure.
+VR_LOG_LINE='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z (info|debug) '
+vmrelay_log_clean() {
+	local log=$1/vmrelay.log bad
+	bad=$(grep -cvE "$VR_LOG_LINE" "$log") || true
+	((bad == 0)) || die "vmrelay wrote $bad lines that are errors, warnings or no log records, e.g.:"$'\n'"$(grep -m 5 -vE "$VR_LOG_LINE" "$log" | sed 's/^/    /')"
 }
 
 stop_vmrelay() {
 	local dir=$1 rc=0
 	stop_child "$VR_PID" || rc=$?
 	forget_child "$VR_PID"
-	((rc == 0)) || say "warning: vmrelay exited with status $rc on SIGTERM (log: $dir/vmrelay.log)"
+	((rc == 0)) || die "vmrelay exited with status $rc on SIGTERM; its log:"$'\n'"$(tail_of "$dir/vmrelay.log" 10)"
+	vmrelay_log_clean "$dir"
 }
 
 # --- Postfix: a private instance, its queue drained into a relay smtp-sink ------
 
 start_postfix() {
-	local dir=$1 master
+	local dir=$1 master qmgr='' i
 	mkdir -p "$dir/etc" "$dir/queue" "$dir/data"
 	chown postfix "$dir/data"
 	RELAY_PORT=$(free_port)
@@ -360,8 +383,13 @@ start_postfix() {
 	master=$(tr -d ' \n' <"$dir/queue/pid/master.pid") || die "Postfix wrote no master.pid"
 	wait_listen "$PORT" "$master" ||
 		die "Postfix does not listen on 127.0.0.1:$PORT:"$'\n'"$(tail_of "$dir/maillog")"
-	[[ $(ps -o user= -p "$(pgrep -P "$master" -x qmgr | head -n 1)") == postfix ]] ||
-		die "Postfix's qmgr does not run as user postfix"
+	# The daemons run as mail_owner; qmgr, forked right after master, shows it.
+	for ((i = 0; i < 50; i++)); do
+		qmgr=$(pgrep -P "$master" -x qmgr) && break
+		sleep 0.1
+	done
+	[[ -n $qmgr && $(ps -o user= -p "$qmgr" | xargs) == postfix ]] ||
+		die "Postfix's qmgr is not running as user postfix"
 	TREE=("$master")
 }
 
@@ -454,10 +482,11 @@ run_engine() {
 		total=$WARMUP
 		"settle_$e" "$dir" "$total"
 	fi
-	out=$("$PY" "$BENCH_DIR/measure.py" run "${TREE[@]/#/--tree=}" --timeout "$TIMEOUT" -- \
-		smtp-source "${LOAD_ARGS[@]}" -m "$MESSAGES" "127.0.0.1:$PORT" 2>"$dir/load.err") ||
+	run_child "$PY" "$BENCH_DIR/measure.py" run "${TREE[@]/#/--tree=}" --timeout "$TIMEOUT" -- \
+		smtp-source "${LOAD_ARGS[@]}" -m "$MESSAGES" "127.0.0.1:$PORT" \
+		>"$dir/measure.out" 2>"$dir/load.err" ||
 		die "$name: measure.py failed:"$'\n'"$(tail_of "$dir/load.err")"
-	read -r wall cpu rc <<<"$(sed -E 's/[a-z_]+=//g' <<<"$out")"
+	read -r wall cpu rc <<<"$(sed -E 's/[a-z_]+=//g' "$dir/measure.out")"
 	((rc != 124)) || die "$name: smtp-source timed out after $TIMEOUT s:"$'\n'"$(tail_of "$dir/load.err")"
 	((rc == 0)) || die "$name: smtp-source exited with status $rc:"$'\n'"$(tail_of "$dir/load.err")"
 	[[ ! -s $dir/load.err ]] || die "$name: smtp-source reported errors:"$'\n'"$(tail_of "$dir/load.err")"
@@ -523,7 +552,7 @@ meta nproc "$(nproc)"
 meta cpu "$(grep -m 1 '^model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
 meta kernel "$(uname -srm)"
 meta disk "$(disk_of "$WORK")"
-meta fsync_ms "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
+meta fsync_ms_start "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
 meta command "$COMMAND"
 meta load "smtp-source ${LOAD_ARGS[*]} -m $MESSAGES 127.0.0.1:PORT"
 meta rounds "$ROUNDS"
@@ -551,6 +580,7 @@ if has_engine vmrelay; then
 fi
 ((PF_BACKLOG_RUNS == 0)) || meta note "In $PF_BACKLOG_RUNS of $ROUNDS Postfix runs qmgr warned that the relay's active queue entries were all in use: mail arrived faster than Postfix relayed it and its queue backed up; every message was still relayed, as checked."
 meta loadavg_end "$(cut -d' ' -f1 /proc/loadavg)"
+meta fsync_ms_end "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
 [[ $(etc_postfix_sum) == "$ETC_POSTFIX_BEFORE" ]] || die "/etc/postfix changed during the run: this is a bug in compare.sh"
 
 echo

@@ -19,6 +19,7 @@
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -68,7 +69,17 @@ def tree_ticks(roots):
 def cmd_run(args):
     before = tree_ticks(args.tree)
     t0 = time.monotonic()
-    proc = subprocess.Popen(args.cmd)
+    # The load generator's own output goes to stderr: stdout is the result.
+    proc = subprocess.Popen(args.cmd, stdout=sys.stderr)
+
+    def stop(signum, frame):
+        # Stopped by compare.sh's cleanup: take the load generator along.
+        proc.kill()
+        proc.wait()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         rc = proc.wait(timeout=args.timeout)
     except subprocess.TimeoutExpired:

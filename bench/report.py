@@ -122,7 +122,9 @@ def markdown(out, runs, summary, meta, text):
         f"- load average (1 min) before / after: {one('loadavg_start')} / {one('loadavg_end')}"
         " (anything else running skews every engine; the rotation spreads it)",
         f"- spool / queue disk: {one('disk')}",
-        f"- fdatasync of a 6000-byte write there: {one('fsync_ms')} ms",
+        f"- write(6000 bytes) + fdatasync there, mean of 200, before / after: "
+        f"{one('fsync_ms_start')} / {one('fsync_ms_end')} ms (a durable queue waits for this;"
+        " it varies with other I/O on the disk)",
         f"- command: `{one('command')}`",
         f"- load, per engine and round: `{one('load')}`",
         f"- rounds: {one('rounds')}; warm-up before each measured run: {one('warmup')} messages",
