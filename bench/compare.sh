@@ -106,7 +106,7 @@ fi
 
 # --- preconditions -----------------------------------------------------------
 
-(($(id -u) == 0)) || die "must run as root (Postfix's master and the sinks' -u need it)"
+(($(id -u) == 0)) || die "must run as root (a private Postfix instance needs it)"
 for tool in smtp-source smtp-sink postfix postconf ss timeout "$PY"; do
 	command -v "$tool" >/dev/null || die "'$tool' not found: run scripts/deps.sh"
 done
@@ -221,7 +221,7 @@ sink_count() {
 }
 
 # Starts smtp-sink on port, counting into out; sets SINK_PID.
-start_sink() {
+launch_sink() {
 	local port=$1 out=$2 maxconn=$((SESSIONS + 16 > 256 ? SESSIONS + 16 : 256))
 	smtp-sink -u nobody -c -m "$maxconn" "127.0.0.1:$port" "$maxconn" >"$out" 2>&1 &
 	SINK_PID=$!
@@ -229,7 +229,6 @@ start_sink() {
 	wait_listen "$port" "$SINK_PID" || die "smtp-sink did not start on port $port: $(tail -n 3 "$out")"
 }
 
-# The last lines of a log, indented, for an error message.
 # Runs a command as a background child and waits for it, returning its exit
 # status. A signal to this script then interrupts the wait at once (a
 # foreground child would delay the traps until it ended) and cleanup() stops
@@ -244,6 +243,7 @@ run_child() {
 	return $rc
 }
 
+# The last lines of a log, indented, for an error message.
 tail_of() {
 	if [[ -s $1 ]]; then
 		tail -n "${2:-5}" "$1" | sed 's/^/    /'
@@ -278,10 +278,14 @@ resolve_vmrelay() {
 	if [[ -n $VMRELAY ]]; then
 		[[ -x $VMRELAY ]] || die "--vmrelay $VMRELAY: not an executable file"
 		if [[ -z $VMRELAY_SPOOL ]]; then
-			VMRELAY_SPOOL=$(find "$(dirname "$VMRELAY")/.." -name vmrelay-spool -type f -perm -u+x -print -quit)
+			# the build directory it came from: BUILD/dpdk-app/vmrelay
+			VMRELAY_SPOOL=$(find "$(dirname "$VMRELAY")/.." -maxdepth 3 -name vmrelay-spool \
+				-type f -perm -u+x -print -quit)
 		fi
 	else
 		local build=$ROOT/build-bench vr sp
+		command -v meson >/dev/null && command -v ninja >/dev/null ||
+			die "meson and ninja are needed to build vmrelay: run scripts/deps.sh, or give --vmrelay"
 		if [[ ! -f $build/build.ninja ]]; then
 			say "setting up $build (release)"
 			meson setup "$build" "$ROOT" --buildtype=release >"$WORK/meson-setup.log" 2>&1 ||
@@ -329,7 +333,7 @@ settle_vmrelay() { :; }   # a 250 from vmrelay means on disk: nothing drains
 # The spool must hold exactly the messages that got a 250, each of the bench
 # account and at least the payload's size, and every record must check out.
 verify_vmrelay() {
-	local dir=$1 expect=$2 listed ours small bad
+	local dir=$1 expect=$2 listed ours small
 	kill -0 "$VR_PID" 2>/dev/null || die "vmrelay died during the run; its log:"$'\n'"$(tail_of "$dir/vmrelay.log" 10)"
 	"$VMRELAY_SPOOL" --json "$dir/spool" >"$dir/spool.json" 2>"$dir/spool.err" ||
 		die "vmrelay-spool --json $dir/spool failed:"$'\n'"$(tail_of "$dir/spool.err")"
@@ -369,7 +373,7 @@ start_postfix() {
 	mkdir -p "$dir/etc" "$dir/queue" "$dir/data"
 	chown postfix "$dir/data"
 	RELAY_PORT=$(free_port)
-	start_sink "$RELAY_PORT" "$dir/relay-sink.out"
+	launch_sink "$RELAY_PORT" "$dir/relay-sink.out"
 	RELAY_PID=$SINK_PID
 	PORT=$(free_port)
 	subst "$BENCH_DIR/postfix/main.cf.in" "$dir/etc/main.cf" DIR="$dir" RELAY_PORT="$RELAY_PORT"
@@ -441,10 +445,10 @@ stop_postfix() {
 
 # --- smtp-sink: the ceiling -----------------------------------------------------
 
-start_sink_engine() {
+start_sink() {
 	local dir=$1
 	PORT=$(free_port)
-	start_sink "$PORT" "$dir/sink.out"
+	launch_sink "$PORT" "$dir/sink.out"
 	CEIL_PID=$SINK_PID
 	TREE=("$CEIL_PID")
 }
@@ -469,14 +473,12 @@ name_of() { [[ $1 == sink ]] && echo smtp-sink || echo "$1"; }
 
 # run_engine ENGINE ROUND: fresh instance, warm-up, measured load, checks, stop.
 run_engine() {
-	local e=$1 round=$2 name dir total=0 out wall cpu rc
+	local e=$1 round=$2 name dir total=0 wall cpu rc
 	name=$(name_of "$e")
 	dir=$WORK/$e-r$round
+	rm -rf "$dir"    # a --workdir used before: start from nothing
 	mkdir -p "$dir"
-	case $e in
-	sink) start_sink_engine "$dir" ;;
-	*) "start_$e" "$dir" ;;
-	esac
+	"start_$e" "$dir"
 	if ((WARMUP > 0)); then
 		warm_up "$name" "$dir" "$PORT" "$WARMUP"
 		total=$WARMUP
@@ -541,6 +543,7 @@ ETC_POSTFIX_BEFORE=$(etc_postfix_sum)
 if has_engine vmrelay; then
 	resolve_vmrelay
 	# Fail now, not after the other engines' rounds, if vmrelay cannot start.
+	rm -rf "$WORK/vmrelay-preflight"
 	mkdir -p "$WORK/vmrelay-preflight"
 	start_vmrelay "$WORK/vmrelay-preflight"
 	stop_vmrelay "$WORK/vmrelay-preflight"
