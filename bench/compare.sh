@@ -473,7 +473,7 @@ name_of() { [[ $1 == sink ]] && echo smtp-sink || echo "$1"; }
 
 # run_engine ENGINE ROUND: fresh instance, warm-up, measured load, checks, stop.
 run_engine() {
-	local e=$1 round=$2 name dir total=0 wall cpu rc
+	local e=$1 round=$2 name dir total=0 fsync_ms wall cpu rc
 	name=$(name_of "$e")
 	dir=$WORK/$e-r$round
 	rm -rf "$dir"    # a --workdir used before: start from nothing
@@ -484,6 +484,9 @@ run_engine() {
 		total=$WARMUP
 		"settle_$e" "$dir" "$total"
 	fi
+	# What a durable commit costs on the disk right now: it moves with other
+	# I/O on the machine, and a durable queue's throughput moves with it.
+	fsync_ms=$("$PY" "$BENCH_DIR/measure.py" fsync "$dir")
 	run_child "$PY" "$BENCH_DIR/measure.py" run "${TREE[@]/#/--tree=}" --timeout "$TIMEOUT" -- \
 		smtp-source "${LOAD_ARGS[@]}" -m "$MESSAGES" "127.0.0.1:$PORT" \
 		>"$dir/measure.out" 2>"$dir/load.err" ||
@@ -495,9 +498,9 @@ run_engine() {
 	total=$((total + MESSAGES))
 	"verify_$e" "$dir" "$total"
 	"stop_$e" "$dir"
-	printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$MESSAGES" "$wall" "$cpu" >>"$RUNS"
-	say "$(awk -v r="$round" -v n="$name" -v m="$MESSAGES" -v w="$wall" -v c="$cpu" -v v="$VERIFIED" \
-		'BEGIN { printf "round %d: %-9s %6.0f msgs/s  %6.2f s  server CPU %.2f s  (%d messages verified)", r, n, m / w, w, c, v }')"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$MESSAGES" "$wall" "$cpu" "$fsync_ms" >>"$RUNS"
+	say "$(awk -v r="$round" -v n="$name" -v m="$MESSAGES" -v w="$wall" -v c="$cpu" -v f="$fsync_ms" -v v="$VERIFIED" \
+		'BEGIN { printf "round %d: %-9s %6.0f msgs/s  %6.2f s  server CPU %5.2f s  fdatasync %.2f ms  (%d messages verified)", r, n, m / w, w, c, f, v }')"
 }
 
 # --- the machine, as RESULTS.md describes it ----------------------------------------

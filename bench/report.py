@@ -4,7 +4,8 @@
   report.py RUNS META [--markdown OUT]
 
 RUNS holds one verified measurement a line, "engine round messages wall_s
-cpu_s" (tab separated). META holds "key<TAB>value" lines written by
+cpu_s fsync_ms" (tab separated; fsync_ms is the disk's write + fdatasync
+latency probed just before the run). META holds "key<TAB>value" lines written by
 compare.sh (machine, command, load, per-engine verification, file
 attachments). Prints the comparison table: per engine the median msgs/s,
 the median wall time, the median server CPU seconds per 1000 messages, and
@@ -27,11 +28,12 @@ def read_runs(path):
     with open(path) as f:
         for n, line in enumerate(f, 1):
             fields = line.split()
-            if len(fields) != 5 or fields[0] not in ENGINES:
+            if len(fields) != 6 or fields[0] not in ENGINES:
                 sys.exit(f"report.py: {path}:{n}: malformed run line")
-            engine, rnd, msgs, wall, cpu = fields
+            engine, rnd, msgs, wall, cpu, fsync = fields
             runs.setdefault(engine, []).append(
-                {"round": int(rnd), "msgs": int(msgs), "wall": float(wall), "cpu": float(cpu)})
+                {"round": int(rnd), "msgs": int(msgs), "wall": float(wall), "cpu": float(cpu),
+                 "fsync": float(fsync)})
     return runs
 
 
@@ -148,13 +150,16 @@ def markdown(out, runs, meta, text):
         "",
         "## Every run",
         "",
-        "| engine | round | messages | wall s | msgs/s | server CPU s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "fdatasync ms: the disk's write(6000 bytes) + fdatasync latency, probed just",
+        "before the run; vmrelay's and Postfix's figures move with it.",
+        "",
+        "| engine | round | messages | wall s | msgs/s | server CPU s | fdatasync ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for engine in ENGINES:
         for r in sorted(runs.get(engine, []), key=lambda r: r["round"]):
             md.append(f"| {engine} | {r['round']} | {r['msgs']} | {r['wall']:.3f} "
-                      f"| {r['msgs'] / r['wall']:.0f} | {r['cpu']:.2f} |")
+                      f"| {r['msgs'] / r['wall']:.0f} | {r['cpu']:.2f} | {r['fsync']:.3f} |")
     for key, title in (("postfix_conf", "Postfix settings (`postconf -n` of the private instance)"),
                        ("vmrelay_conf", "vmrelay configuration")):
         if key in meta:
