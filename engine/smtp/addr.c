@@ -13,42 +13,12 @@
 #include <strings.h>
 
 #include "vmrelay/common.h"
+#include "vmrelay/utf8.h"
 
 #include "addr.h"
 
 #define LABEL_MAX   63        /* RFC 1035 §2.3.4 */
 #define DOMAIN_MAX  255
-
-/* Length of the well-formed UTF-8 sequence at p (p[0] >= 0x80), or 0.
- * RFC 3629 §4: no overlongs, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_seq(const uint8_t *p, size_t n)
-{
-	uint8_t c = p[0], lo = 0x80, hi = 0xbf;
-	size_t len;
-
-	if (c >= 0xc2 && c <= 0xdf)
-		len = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		len = 3;
-	else if (c >= 0xf0 && c <= 0xf4)
-		len = 4;
-	else
-		return 0;
-	if (c == 0xe0)
-		lo = 0xa0;
-	else if (c == 0xed)
-		hi = 0x9f;
-	else if (c == 0xf0)
-		lo = 0x90;
-	else if (c == 0xf4)
-		hi = 0x8f;
-	if (n < len || p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return len;
-}
 
 static bool is_alnum(uint8_t c)
 {
@@ -67,7 +37,7 @@ static size_t scan_char(const uint8_t *p, size_t n, bool (*ok)(uint8_t), bool *u
 {
 	if (p[0] < 0x80)
 		return ok(p[0]) ? 1 : 0;
-	size_t k = utf8_seq(p, n);
+	size_t k = vr_utf8_seq(p, n);
 	if (k)
 		*utf8 = true;
 	return k;

@@ -22,6 +22,7 @@
 #include "vmrelay/config.h"
 #include "vmrelay/crc32c.h"
 #include "vmrelay/log.h"
+#include "vmrelay/utf8.h"
 
 static char tmpdir[] = "/tmp/vr_test_core.XXXXXX";
 
@@ -417,6 +418,28 @@ static int teardown(void **state)
 	return rmdir(tmpdir);
 }
 
+/* RFC 3629 boundaries: the first and last of each length, and the forms
+ * that look like UTF-8 but are not (overlong, surrogate, > U+10FFFF,
+ * truncated, stray continuation). */
+static void test_utf8_seq(void **state)
+{
+	static const struct { const char *in; size_t n, want; } cases[] = {
+		{ "A", 1, 1 }, { "", 1, 1 },
+		{ "\xc2\x80", 2, 2 }, { "\xdf\xbf", 2, 2 },
+		{ "\xe0\xa0\x80", 3, 3 }, { "\xef\xbf\xbf", 3, 3 },
+		{ "\xf0\x90\x80\x80", 4, 4 }, { "\xf4\x8f\xbf\xbf", 4, 4 },
+		{ "\xc0\x80", 2, 0 }, { "\xc1\xbf", 2, 0 },          /* overlong */
+		{ "\xe0\x9f\xbf", 3, 0 }, { "\xf0\x8f\xbf\xbf", 4, 0 },
+		{ "\xed\xa0\x80", 3, 0 },                            /* surrogate */
+		{ "\xf4\x90\x80\x80", 4, 0 }, { "\xf5\x80\x80\x80", 4, 0 },
+		{ "\x80", 1, 0 }, { "\xe2\x82", 2, 0 }, { "\xe2\x82\x41", 3, 0 },
+	};
+	(void)state;
+	assert_int_equal(vr_utf8_seq((const uint8_t *)"A", 0), 0);
+	for (size_t i = 0; i < VR_ARRAY_SIZE(cases); i++)
+		assert_int_equal(vr_utf8_seq((const uint8_t *)cases[i].in, cases[i].n), cases[i].want);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -425,6 +448,7 @@ int main(void)
 		cmocka_unit_test(test_buf_printf_long),
 		cmocka_unit_test(test_crc32c_vectors),
 		cmocka_unit_test(test_crc32c_incremental_unaligned),
+		cmocka_unit_test(test_utf8_seq),
 		cmocka_unit_test(test_log_levels_and_quote),
 		cmocka_unit_test(test_log_file),
 		cmocka_unit_test(test_config_design_example),
