@@ -411,14 +411,17 @@ settle_postfix() {
 	done
 }
 
-# Log lines that say something went wrong, and those among them that only say
-# the queue backs up: qmgr's "mail for X is using up N of N active queue
-# entries" and the advice that follows it (qmgr_clog_warn_time), which means
-# that mail arrives faster than it is relayed, not that any mail is harmed.
+# Log lines that say something went wrong, and two kinds among them that
+# harm no mail and are only noted in RESULTS.md: qmgr saying the queue backs
+# up ("mail for X is using up N of N active queue entries" and the advice
+# that follows, see qmgr_clog_warn_time), i.e. mail arrives faster than it is
+# relayed; and cleanup finding the file system clock ahead of the system
+# clock (virtual machines), which costs Postfix a utime() per queue file.
 PF_BAD='reject:|status=(deferred|bounced|expired)|(warning|error|fatal|panic):'
 PF_CLOG='mail for .* is using up [0-9]+ of [0-9]+ active queue entries|this may slow down other mail|you may need |so that Postfix |please avoid flushing the whole queue|lots of deferred mail|to turn off these warnings'
 PF_BACKLOG="/qmgr\\[[0-9]+\\]: warning: ($PF_CLOG)"
-PF_BACKLOG_RUNS=0
+PF_CLOCK='/cleanup\[[0-9]+\]: warning: (file system clock is .* ahead of local clock|resetting file time stamps)'
+PF_BACKLOG_RUNS=0 PF_CLOCK_RUNS=0
 
 verify_postfix() {
 	local dir=$1 expect=$2 accepted sent relayed queued errors
@@ -426,12 +429,13 @@ verify_postfix() {
 	accepted=$(pf_count "$dir" '/cleanup\[[0-9]+\]: [0-9A-F]+: message-id=')
 	sent=$(pf_count "$dir" '/smtp\[[0-9]+\]: .* status=sent ')
 	relayed=$(sink_count "$dir/relay-sink.out")
-	errors=$(grep -E "$PF_BAD" "$dir/maillog" | grep -cvE "$PF_BACKLOG") || true
+	errors=$(grep -E "$PF_BAD" "$dir/maillog" | grep -cvE "$PF_BACKLOG|$PF_CLOCK") || true
 	queued=$(find "$dir/queue/"{incoming,active,deferred,hold,maildrop,corrupt} -type f | wc -l)
-	((errors == 0)) || die "Postfix logged $errors errors, warnings or rejects, e.g.:"$'\n'"$(grep -E "$PF_BAD" "$dir/maillog" | grep -m 3 -vE "$PF_BACKLOG")"
+	((errors == 0)) || die "Postfix logged $errors errors, warnings or rejects, e.g.:"$'\n'"$(grep -E "$PF_BAD" "$dir/maillog" | grep -m 3 -vE "$PF_BACKLOG|$PF_CLOCK")"
 	((accepted == expect && sent == expect && relayed == expect && queued == 0)) ||
 		die "Postfix: expected $expect messages: accepted $accepted, sent $sent, relay sink got $relayed, $queued left in the queue"
-	[[ $(pf_count "$dir" 'is using up [0-9]+ of [0-9]+ active queue entries') == 0 ]] || PF_BACKLOG_RUNS=$((PF_BACKLOG_RUNS + 1))
+	[[ $(pf_count "$dir" "$PF_BACKLOG") == 0 ]] || PF_BACKLOG_RUNS=$((PF_BACKLOG_RUNS + 1))
+	[[ $(pf_count "$dir" "$PF_CLOCK") == 0 ]] || PF_CLOCK_RUNS=$((PF_CLOCK_RUNS + 1))
 	VERIFIED=$accepted
 }
 
@@ -584,6 +588,7 @@ if has_engine vmrelay; then
 	while IFS= read -r line; do meta vmrelay_conf "$line"; done < <(grep -v '^;' "$WORK/vmrelay-r1/relay.ini" |
 		sed -E "s|$WORK/vmrelay-r1|\$DIR|g; s|^(listen = .*:)[0-9]+|\1\$PORT|")
 fi
+((PF_CLOCK_RUNS == 0)) || meta note "In $PF_CLOCK_RUNS of $ROUNDS Postfix runs cleanup warned that the file system clock was ahead of the local clock and reset queue file time stamps (\"this hurts performance\"): a trait of this machine that slows Postfix a little."
 ((PF_BACKLOG_RUNS == 0)) || meta note "In $PF_BACKLOG_RUNS of $ROUNDS Postfix runs qmgr warned that the relay's active queue entries were all in use: mail arrived faster than Postfix relayed it and its queue backed up; every message was still relayed, as checked."
 meta loadavg_end "$(cut -d' ' -f1 /proc/loadavg)"
 meta fsync_ms_end "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
