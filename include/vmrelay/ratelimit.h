@@ -1,0 +1,105 @@
+/*
+ * ratelimit.h - per-VPS sending windows: mails per minute, per hour and per
+ * calendar day, in a liburcu lock-free hash table (cds_lfht) keyed by account
+ * id, with atomic counters so one VPS's sessions on several worker threads
+ * share one count.
+ *
+ * A recipient reserves a slot at RCPT (it counts at once, so concurrent
+ * sessions cannot over-admit), the reservation is confirmed when its message
+ * is durably committed and released when the transaction is abandoned.
+ *
+ * Threads: vr_rl_reserve/confirm/release/show are RCU readers (the caller is
+ * an RCU-registered thread; the functions take rcu_read_lock themselves).
+ * vr_rl_sync, vr_rl_set_daily and vr_rl_restore are for one writer thread at
+ * a time (main thread on reload, the control thread later).
+ *
+ * Time is passed in (wall-clock seconds since the epoch), so tests replay any
+ * schedule; the day boundary is midnight in the configured time zone.
+ */
+#ifndef VR_RATELIMIT_H
+#define VR_RATELIMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmrelay/policy.h"
+
+struct vr_rl;
+
+enum vr_rl_window { VR_RL_MINUTE, VR_RL_HOUR, VR_RL_DAY, VR_RL_NWINDOWS };
+
+struct vr_rl_limits {
+	uint32_t per_minute;          /* default 60 */
+	uint32_t per_hour;            /* default 250 */
+	uint32_t per_day_max;         /* cap on any account's daily quota; default 10000 */
+	const char *timezone;         /* "UTC" or a tz database name */
+};
+
+/* Why a reservation was refused, and the state of every window (show). */
+struct vr_rl_window_state {
+	uint32_t used;                /* reserved + confirmed within the window now */
+	uint32_t limit;
+	int64_t resets_at;            /* when the next slot frees (epoch s); 0 if one is free */
+};
+
+struct vr_rl_verdict {
+	bool ok;
+	enum vr_rl_window window;     /* the window that refused, when !ok */
+	struct vr_rl_window_state w[VR_RL_NWINDOWS];
+};
+
+/* A granted reservation; the caller keeps it until confirm or release. */
+struct vr_rl_ticket {
+	int64_t at;                   /* epoch s it was counted at */
+	uint32_t n;
+};
+
+struct vr_rl *vr_rl_new(const struct vr_rl_limits *lim, char *err, size_t errlen);
+void vr_rl_free(struct vr_rl *rl);
+
+/*
+ * Makes the table match an accounts table: adds accounts (with their
+ * daily_quota), updates quotas, and removes accounts no longer listed
+ * (their entries freed after a grace period). Counters of accounts that stay
+ * are kept. 0 or -errno.
+ */
+int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts);
+/* The operator's change of one daily quota: -ERANGE above per_day_max or 0,
+ * -ENOENT for an unknown account. */
+int vr_rl_set_daily(struct vr_rl *rl, const char *id, uint32_t quota);
+/* Forgets an account's counts (operator's "quota reset"). */
+int vr_rl_reset(struct vr_rl *rl, const char *id);
+
+/*
+ * Reserves n slots (one per recipient) for account id at time now. Returns
+ * 0 and fills *ticket, -EDQUOT when a window is full (*v says which, with its
+ * count, limit and when a slot frees), -ENOENT for an unknown account. v may
+ * be NULL.
+ */
+int vr_rl_reserve(struct vr_rl *rl, const char *id, uint32_t n, int64_t now,
+		  struct vr_rl_ticket *ticket, struct vr_rl_verdict *v);
+/* The message is durably committed: the reservation becomes a sent mail. */
+void vr_rl_confirm(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket);
+/* The transaction was abandoned: the slots are given back. */
+void vr_rl_release(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket);
+
+/* Every window of account id at time now (used, limit, resets_at). */
+int vr_rl_show(struct vr_rl *rl, const char *id, int64_t now, struct vr_rl_verdict *v);
+
+/*
+ * Counts n mails sent at time `at` without checking limits: at start, the
+ * relay replays what it durably accepted, so a restart or a kill -9 never
+ * hands a VPS a fresh quota.
+ */
+int vr_rl_restore(struct vr_rl *rl, const char *id, uint32_t n, int64_t at);
+
+/*
+ * The refusal text for a 451 4.7.1 reply, e.g. "daily quota 1000/1000
+ * reached, resets 00:00 UTC in 3h12m" or "60 mails per minute reached
+ * (60/60), next slot in 14s". Returns out.
+ */
+char *vr_rl_explain(const struct vr_rl *rl, const struct vr_rl_verdict *v, int64_t now,
+		    char *out, size_t outlen);
+
+#endif
