@@ -14,6 +14,9 @@ packages=(
 	# swaks speaks TLS (STARTTLS, --tls-on-connect) only with Net::SSLeay,
 	# which its package merely recommends
 	libnet-ssleay-perl
+	# vmrelay-bench's cheap body hash (XXH3) and its independent check in
+	# tests/e2e/test_bench.py; gnuplot draws bench/scale.sh's curves
+	libxxhash-dev python3-xxhash gnuplot-nox
 )
 
 missing=()
