@@ -1,7 +1,7 @@
 /*
  * spool.c - opening and closing the spool: the directory and its lock,
  * recovery of what a previous run left, one fresh segment per worker, the
- * committer thread's start and orderly stop.
+ * committer threads' start (one per worker) and orderly stop.
  *
  * Layout of the directory:
  *   DIR/lock            flock()ed while a relay has the spool open
@@ -178,6 +178,8 @@ static int workers_init(struct vr_spool *sp, char *err, size_t errlen)
 	memset(sp->w, 0, size);
 	for (unsigned i = 0; i < sp->n_workers; i++) {
 		struct spool_worker *w = &sp->w[i];
+		w->sp = sp;
+		w->id = i;
 		w->done_fd = -1;
 		w->seg.fd = -1;
 		__cds_wfcq_init(&w->sub_head, &w->sub_tail);
@@ -205,7 +207,7 @@ static int segments_create(struct vr_spool *sp, char *err, size_t errlen)
 				w->seg.name, strerror(-rc));
 			return rc;
 		}
-		sp->stats.segments++;
+		w->stats.segments++;    /* before any committer runs */
 	}
 	return 0;
 }
@@ -220,9 +222,9 @@ static void spool_free(struct vr_spool *sp)
 		vr_seg_close(&w->seg);
 		if (w->done_fd >= 0)
 			close(w->done_fd);
+		free(w->iov);
 	}
 	free(sp->w);
-	free(sp->iov);
 	if (sp->segdirfd >= 0)
 		close(sp->segdirfd);
 	if (sp->lockfd >= 0)
@@ -273,14 +275,37 @@ const struct vr_spool_recovery *vr_spool_recovered(const struct vr_spool *sp)
 	return &sp->recovered;
 }
 
+/* Stops the first n committers: each commits what was submitted first. */
+static void committers_stop(struct vr_spool *sp, unsigned n)
+{
+	/* Release: a committer's acquire load of stop sees every submission
+	 * made before this call. */
+	__atomic_store_n(&sp->stop, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < n; i++)
+		vr_spool_kick(&sp->w[i]);
+	for (unsigned i = 0; i < n; i++)
+		pthread_join(sp->w[i].thread, NULL);
+}
+
 int vr_spool_start(struct vr_spool *sp)
 {
+	char name[32];                /* "vr-spool-1023" at most: fits the kernel's 16 */
+
 	if (sp->running)
 		return -EALREADY;
-	int rc = pthread_create(&sp->thread, NULL, vr_spool_committer, sp);
-	if (rc != 0)
-		return -rc;
-	pthread_setname_np(sp->thread, "vr-spool");
+	for (unsigned i = 0; i < sp->n_workers; i++) {
+		int rc = pthread_create(&sp->w[i].thread, NULL, vr_spool_committer, &sp->w[i]);
+		if (rc != 0) {
+			/* All or none: the ones started commit what they
+			 * hold and stop; a later start or close takes the
+			 * rest. No committer is left to read stop. */
+			committers_stop(sp, i);
+			sp->stop = 0;
+			return -rc;
+		}
+		snprintf(name, sizeof(name), "vr-spool-%u", i);
+		pthread_setname_np(sp->w[i].thread, name);
+	}
 	sp->running = true;
 	return 0;
 }
@@ -290,27 +315,26 @@ void vr_spool_close(struct vr_spool *sp)
 	if (!sp)
 		return;
 	if (sp->running) {
-		/* Release: the committer's acquire load of stop sees every
-		 * submission made before this call. */
-		__atomic_store_n(&sp->stop, 1, __ATOMIC_RELEASE);
-		vr_spool_kick(sp);
-		pthread_join(sp->thread, NULL);
+		committers_stop(sp, sp->n_workers);
 	} else {
-		while (vr_spool_batch(sp))
-			;
+		for (unsigned i = 0; i < sp->n_workers; i++)
+			while (vr_spool_batch(&sp->w[i]))
+				;
 	}
 	spool_free(sp);
 }
 
 void vr_spool_stats(const struct vr_spool *sp, struct vr_spool_stats *st)
 {
-	const struct vr_spool_stats *s = &sp->stats;
-
-	st->batches = __atomic_load_n(&s->batches, __ATOMIC_RELAXED);
-	st->fsyncs = __atomic_load_n(&s->fsyncs, __ATOMIC_RELAXED);
-	st->committed = __atomic_load_n(&s->committed, __ATOMIC_RELAXED);
-	st->failed = __atomic_load_n(&s->failed, __ATOMIC_RELAXED);
-	st->bytes = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
-	st->segments = __atomic_load_n(&s->segments, __ATOMIC_RELAXED);
-	st->abandoned = __atomic_load_n(&s->abandoned, __ATOMIC_RELAXED);
+	memset(st, 0, sizeof(*st));
+	for (unsigned i = 0; i < sp->n_workers; i++) {
+		const struct vr_spool_stats *s = &sp->w[i].stats;
+		st->batches += __atomic_load_n(&s->batches, __ATOMIC_RELAXED);
+		st->fsyncs += __atomic_load_n(&s->fsyncs, __ATOMIC_RELAXED);
+		st->committed += __atomic_load_n(&s->committed, __ATOMIC_RELAXED);
+		st->failed += __atomic_load_n(&s->failed, __ATOMIC_RELAXED);
+		st->bytes += __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+		st->segments += __atomic_load_n(&s->segments, __ATOMIC_RELAXED);
+		st->abandoned += __atomic_load_n(&s->abandoned, __ATOMIC_RELAXED);
+	}
 }

@@ -1,6 +1,6 @@
 /*
  * spool_impl.h - the spool's shared state, private to engine/spool: the
- * worker side (txn.c), the committer thread (committer.c) and open/close
+ * worker side (txn.c), the committer threads (committer.c) and open/close
  * (spool.c).
  */
 #ifndef VR_SPOOL_IMPL_H
@@ -28,9 +28,9 @@ struct spool_body {
 
 /*
  * A message on its way to disk. Belongs to its worker until commit, then to
- * the committer until it is posted on the worker's done queue, then to the
- * worker again, which frees it in vr_spool_reap(). The queues hand it over:
- * everything written before an enqueue is visible after the dequeue.
+ * the worker's committer until it is posted on the worker's done queue, then
+ * to the worker again, which frees it in vr_spool_reap(). The queues hand it
+ * over: everything written before an enqueue is visible after the dequeue.
  */
 struct vr_spool_txn {
 	struct cds_wfcq_node node;    /* submit queue, then done queue */
@@ -50,31 +50,44 @@ struct vr_spool_txn {
 };
 
 /*
- * Per worker. Fields are grouped by the thread that writes them, each group
- * on its own cache line so the worker and the committer never false-share.
+ * Per worker: its queues, and the committer thread that owns its segment
+ * (one each, so the fdatasyncs of different workers run in parallel and a
+ * slow disk under one segment holds up no other worker). Fields are grouped
+ * by the thread that writes them, each group on its own cache line so the
+ * worker and its committer never false-share.
  */
 struct spool_worker {
-	/* Worker thread only (salt and done_fd: set at open, then read-only). */
-	uint64_t qid_last_us;         /* time part of the last queue ID */
+	/* Set at open, then read-only. */
+	struct vr_spool *sp;
+	unsigned id;
 	uint32_t salt;                /* seeds this worker's record CRCs */
 	int done_fd;                  /* eventfd: completions wait */
+	pthread_t thread;             /* the committer, if the spool was started */
+	/* Worker thread only. */
+	uint64_t qid_last_us;         /* time part of the last queue ID */
 
-	/* Submit queue: the worker enqueues (wait-free), the committer splices. */
+	/* Submit queue: the worker enqueues (wait-free), the committer
+	 * splices. idle is the committer's futex word (committer.c), read at
+	 * every commit: it sits on the line a commit touches anyway. */
 	struct __cds_wfcq_head sub_head __attribute__((aligned(VR_CACHE_LINE)));
 	struct cds_wfcq_tail sub_tail;
+	int idle;
 
 	/* Done queue: the committer enqueues, the worker dequeues. */
 	struct __cds_wfcq_head done_head __attribute__((aligned(VR_CACHE_LINE)));
 	struct cds_wfcq_tail done_tail;
 
 	/* Committer only: the segment appended to (fd -1: none, open one at
-	 * the next batch) and this worker's share of the batch in hand. */
+	 * the next batch), the batch in hand and scratch for its writev. */
 	struct vr_seg seg __attribute__((aligned(VR_CACHE_LINE)));
 	struct __cds_wfcq_head batch_head;
 	struct cds_wfcq_tail batch_tail;
-	uint64_t batch_len;           /* segment length once the batch is durable */
-	int batch_status;
-	bool batch_written;
+	struct iovec *iov;
+	unsigned iov_cap;
+	/* Written by the committer alone with relaxed atomic stores, summed by
+	 * vr_spool_stats() in any thread: counters need no ordering with
+	 * anything else, and no line is written by two committers. */
+	struct vr_spool_stats stats;
 };
 
 struct vr_spool {
@@ -83,30 +96,21 @@ struct vr_spool {
 	unsigned n_workers;
 	struct spool_worker *w;       /* [n_workers] */
 	struct vr_spool_recovery recovered;
+	bool running;                 /* committers started; open and close only */
 
-	/* Committer only (open and close before and after it runs). */
-	uint64_t next_seq;            /* of the next segment created */
-	struct iovec *iov;            /* scratch for one segment's writev */
-	unsigned iov_cap;
-
-	/* Written by the committer with relaxed atomic stores, read by anyone
-	 * (vr_spool_stats): counters need no ordering with anything else. */
-	struct vr_spool_stats stats __attribute__((aligned(VR_CACHE_LINE)));
-
-	/* Committer sleep and wake-up; the protocol is in committer.c. Every
-	 * commit reads idle: its own cache line, away from the counters. */
-	int idle __attribute__((aligned(VR_CACHE_LINE)));  /* futex word */
+	/* Taken by any committer with an atomic add: names never repeat. */
+	uint64_t next_seq __attribute__((aligned(VR_CACHE_LINE)));
+	/* Set once by vr_spool_close, read by every committer. */
 	int stop;
-	pthread_t thread;
-	bool running;
 };
 
 /* committer.c */
-void *vr_spool_committer(void *sp);
-/* Commits everything submitted so far in one batch; how many txns. */
-unsigned vr_spool_batch(struct vr_spool *sp);
-/* Wakes the committer if it sleeps; after a submission or setting stop. */
-void vr_spool_kick(struct vr_spool *sp);
+void *vr_spool_committer(void *w);
+/* Commits everything w's worker submitted so far in one batch, in the
+ * calling thread (w's committer, or close before any started); how many. */
+unsigned vr_spool_batch(struct spool_worker *w);
+/* Wakes w's committer if it sleeps; after a submission or setting stop. */
+void vr_spool_kick(struct spool_worker *w);
 
 /* txn.c */
 void vr_spool_txn_free(struct vr_spool_txn *txn);

@@ -1,8 +1,8 @@
 /*
  * txn.c - the worker side of the spool: a transaction builds its message's
  * records in memory (ENVELOPE at begin, BODY records as bytes arrive, END at
- * commit), then goes to the committer through the worker's submit queue and
- * comes back through its done queue.
+ * commit), then goes to the worker's own committer thread through the
+ * worker's submit queue and comes back through its done queue.
  *
  * Nothing here blocks or takes a lock: enqueueing is wait-free, dequeueing
  * the done queue never waits for a committer caught mid-enqueue (it stops
@@ -128,8 +128,7 @@ void vr_spool_txn_abort(struct vr_spool_txn *txn)
 
 void vr_spool_txn_commit(struct vr_spool_txn *txn)
 {
-	struct vr_spool *sp = txn->sp;
-	struct spool_worker *w = &sp->w[txn->worker];
+	struct spool_worker *w = &txn->sp->w[txn->worker];
 
 	if (txn->body_last)
 		body_seal(txn, txn->body_last);
@@ -137,7 +136,7 @@ void vr_spool_txn_commit(struct vr_spool_txn *txn)
 	cds_wfcq_node_init(&txn->node);
 	/* Full barrier before the enqueue: the committer sees the records. */
 	cds_wfcq_enqueue(&w->sub_head, &w->sub_tail, &txn->node);
-	vr_spool_kick(sp);
+	vr_spool_kick(w);
 }
 
 void vr_spool_txn_orphan(struct vr_spool_txn *txn)

@@ -1,14 +1,15 @@
 /*
  * spool.h - the durable queue: per-worker append-only segment files of typed,
- * length-prefixed, CRC32C-checked records, written by one committer thread
- * that group-commits (many sessions' records, one write + one fdatasync per
- * segment) before any session may say 250.
+ * length-prefixed, CRC32C-checked records, each written by its worker's own
+ * committer thread, which group-commits (many sessions' records, one write +
+ * one fdatasync) before any session may say 250.
  *
  * Threads: each worker thread owns the transactions it begins and its own
  * submission and completion queues (liburcu wfcqueue: wait-free enqueue, no
- * lock in the worker); the committer thread owns the segment files. A
- * transaction belongs to its worker until vr_spool_txn_commit(), to the
- * committer until its completion is reaped, and is freed by vr_spool_reap().
+ * lock in the worker); each worker's committer thread owns that worker's
+ * segment file, so committers never wait for each other. A transaction
+ * belongs to its worker until vr_spool_txn_commit(), to the committer until
+ * its completion is reaped, and is freed by vr_spool_reap().
  *
  * Records of one message: ENVELOPE (queue ID, account, client, HELO, sender,
  * recipients, flags, time), BODY chunks, END. A message without its END
@@ -59,17 +60,18 @@ struct vr_spool_recovery {
  */
 struct vr_spool *vr_spool_open(const char *dir, unsigned n_workers, char *err, size_t errlen);
 const struct vr_spool_recovery *vr_spool_recovered(const struct vr_spool *sp);
-/* Starts the committer thread. 0 or -errno. */
+/* Starts the committer threads, one per worker, all or none. 0 or -errno. */
 int vr_spool_start(struct vr_spool *sp);
-/* Commits what was submitted (in the caller's thread if the committer never
- * started), stops the committer, closes files, frees. Completions not yet
+/* Commits what was submitted (in the caller's thread if the committers never
+ * started), stops the committers, closes files, frees. Completions not yet
  * reaped are freed without calling back. */
 void vr_spool_close(struct vr_spool *sp);
 
-/* What the committer has done; any thread, any time (counters read one by
- * one, so two of them may be a batch apart). */
+/* What the committers have done, summed; any thread, any time (counters
+ * read one by one, so two of them may be a batch apart). */
 struct vr_spool_stats {
-	uint64_t batches;             /* rounds that found transactions */
+	uint64_t batches;             /* rounds that found transactions, all
+				       * committers together */
 	uint64_t fsyncs;              /* fdatasync calls on segments */
 	uint64_t committed;           /* transactions made durable */
 	uint64_t failed;              /* transactions given an error status */

@@ -1,8 +1,8 @@
 /*
- * test_spool.c - the durable queue: round trips through the committer,
- * recovery from torn and damaged segments, group commit, crashes (a child
- * killed at random moments), disk full, and the worker-side contract
- * (queue IDs, abort, orphan, reap).
+ * test_spool.c - the durable queue: round trips through the committers,
+ * recovery from torn and damaged segments, group commit, committers that
+ * do not wait for each other, crashes (a child killed at random moments),
+ * disk full, and the worker-side contract (queue IDs, abort, orphan, reap).
  *
  * Every test works in its own fresh directory under a private mkdtemp dir
  * and reads back what it wrote with vr_spool_scan() / vr_spool_read_body(),
@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
@@ -43,19 +44,57 @@ static char dir[400];           /* this test's spool */
 /* --- helpers --- */
 
 /*
- * Fault injection: these stand in for libc's fdatasync and ftruncate in the
- * whole test process (the spool library is linked into it statically) and
- * fail with the errno set here, 0 meaning "work".
+ * Fault injection: these stand in for libc's fdatasync, ftruncate and
+ * pthread_create in the whole test process (the spool library is linked
+ * into it statically) and fail with the errno set here, 0 meaning "work".
  */
-static int fail_fdatasync, fail_ftruncate;
+static int fail_fdatasync, fail_ftruncate, fail_pthread_create;
+
+/*
+ * A slow disk under some segments: fdatasync of a file whose path contains
+ * slow_segment waits (slow_waiting says one does) until slow_release.
+ */
+static const char *slow_segment;
+static int slow_waiting, slow_release;
+
+static bool fd_path_has(int fd, const char *part)
+{
+	char link[64], path[512];
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, path, sizeof(path) - 1);
+	if (n < 0)
+		return false;
+	path[n] = '\0';
+	return strstr(path, part) != NULL;
+}
 
 int fdatasync(int fd)
 {
 	int e = __atomic_load_n(&fail_fdatasync, __ATOMIC_RELAXED);
+	const char *slow = __atomic_load_n(&slow_segment, __ATOMIC_ACQUIRE);
 
 	if (e)
 		return errno = e, -1;
+	if (slow && fd_path_has(fd, slow)) {
+		__atomic_store_n(&slow_waiting, 1, __ATOMIC_RELEASE);
+		while (!__atomic_load_n(&slow_release, __ATOMIC_ACQUIRE))
+			usleep(1000);
+	}
 	return (int)syscall(SYS_fdatasync, fd);
+}
+
+/* Fails once with fail_pthread_create when it counts down to 1. */
+int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+	static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+
+	if (__atomic_load_n(&fail_pthread_create, __ATOMIC_RELAXED) &&
+	    __atomic_sub_fetch(&fail_pthread_create, 1, __ATOMIC_RELAXED) == 0)
+		return EAGAIN;
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "pthread_create");
+	return real(th, attr, fn, arg);
 }
 
 int ftruncate(int fd, off_t len)
@@ -423,7 +462,7 @@ static void test_threads(void **state)
 	vr_spool_stats(sp, &ss);
 	vr_spool_close(sp);
 	assert_true(ss.committed == W * N && ss.failed == 0);
-	assert_true(ss.fsyncs <= ss.batches * W);
+	assert_true(ss.fsyncs <= ss.batches);    /* one per batch at most */
 
 	struct found f = scan_all(NULL);
 	assert_int_equal(f.n, W * N);
@@ -454,19 +493,102 @@ static void test_group_commit(void **state)
 	struct done d[N] = { 0 };
 	struct vr_spool_stats ss;
 
-	/* Submitted before the committer runs: one batch takes them all. */
+	/* Submitted before the committers run: one batch each takes them all. */
 	for (unsigned i = 0; i < N; i++)
 		put(sp, i % 2, &env_default, (const uint8_t *)"body\r\n", 6, 6, &d[i]);
 	assert_int_equal(vr_spool_start(sp), 0);
 	reap_n(sp, 0, N / 2);
 	reap_n(sp, 1, N / 2);
 	vr_spool_stats(sp, &ss);
-	assert_int_equal(ss.batches, 1);
-	assert_int_equal(ss.fsyncs, 2);           /* one per segment touched */
+	assert_int_equal(ss.batches, 2);          /* one per worker's committer */
+	assert_int_equal(ss.fsyncs, 2);           /* one per segment */
 	assert_int_equal(ss.committed, N);
 	for (unsigned i = 0; i < N; i++)
 		assert_int_equal(d[i].status, 0);
 	vr_spool_close(sp);
+}
+
+/*
+ * Each worker has its own committer: while the disk under worker 1's
+ * segment hangs in fdatasync, worker 0's commits go on being acknowledged,
+ * one by one; worker 1's comes back, durable, once its disk does.
+ */
+static void test_committers_independent(void **state)
+{
+	enum { N = 20 };
+	struct vr_spool *sp = spool_open(2);
+	struct done stuck = { 0 }, d[N] = { 0 };
+	struct vr_spool_stats ss;
+
+	assert_int_equal(vr_spool_start(sp), 0);
+	__atomic_store_n(&slow_segment, "/seg/w1-", __ATOMIC_RELEASE);
+	put(sp, 1, &env_default, (const uint8_t *)"stuck", 5, 5, &stuck);
+	for (int i = 0; i < 5000 && !__atomic_load_n(&slow_waiting, __ATOMIC_ACQUIRE); i++)
+		usleep(1000);
+	assert_true(__atomic_load_n(&slow_waiting, __ATOMIC_ACQUIRE));
+	for (unsigned i = 0; i < N; i++) {
+		put(sp, 0, &env_default, (const uint8_t *)"goes", 4, 4, &d[i]);
+		reap_n(sp, 0, 1);
+		assert_true(d[i].called && d[i].status == 0);
+	}
+	struct pollfd pfd = { .fd = vr_spool_done_fd(sp, 1), .events = POLLIN };
+	assert_int_equal(poll(&pfd, 1, 0), 0);
+	assert_false(stuck.called);
+	vr_spool_stats(sp, &ss);
+	assert_int_equal(ss.committed, N);
+
+	__atomic_store_n(&slow_release, 1, __ATOMIC_RELEASE);
+	reap_n(sp, 1, 1);
+	assert_int_equal(stuck.status, 0);
+	vr_spool_stats(sp, &ss);
+	assert_int_equal(ss.committed, N + 1);
+	assert_int_equal(ss.fsyncs, N + 1);
+	vr_spool_close(sp);
+
+	struct found f = scan_all(NULL);
+	assert_int_equal(f.n, N + 1);
+	assert_non_null(find(&f, stuck.qid));
+	found_free(&f);
+}
+
+
+/*
+ * A committer that cannot be started: vr_spool_start fails and stops the
+ * ones it did start (each commits what was submitted first); a later start
+ * runs them all, and nothing submitted is lost.
+ */
+static void test_start_failure(void **state)
+{
+	struct vr_spool *sp = spool_open(3);
+	struct done d[6] = { 0 };
+
+	for (unsigned i = 0; i < 3; i++)
+		put(sp, i, &env_default, (const uint8_t *)"before", 6, 6, &d[i]);
+	__atomic_store_n(&fail_pthread_create, 2, __ATOMIC_RELAXED);  /* the second fails */
+	assert_int_equal(vr_spool_start(sp), -EAGAIN);
+	assert_int_equal(vr_spool_start(sp), 0);
+	for (unsigned i = 0; i < 3; i++)
+		put(sp, i, &env_default, (const uint8_t *)"after", 5, 5, &d[3 + i]);
+	reap_n(sp, 0, 2);
+	reap_n(sp, 1, 2);
+	reap_n(sp, 2, 2);
+	for (unsigned i = 0; i < 6; i++)
+		assert_true(d[i].called && d[i].status == 0);
+	assert_int_equal(vr_spool_start(sp), -EALREADY);
+	vr_spool_close(sp);
+
+	struct found f = scan_all(NULL);
+	assert_int_equal(f.n, 6);
+	found_free(&f);
+}
+
+/* Ends the injected faults, however their test ended. */
+static int faults_teardown(void **state)
+{
+	__atomic_store_n(&slow_release, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&slow_segment, NULL, __ATOMIC_RELEASE);
+	__atomic_store_n(&fail_pthread_create, 0, __ATOMIC_RELAXED);
+	return 0;
 }
 
 /* vr_spool_close commits what was submitted, even with no committer. */
@@ -1279,6 +1401,8 @@ int main(void)
 		cmocka_unit_test_setup(test_round_trip, test_setup),
 		cmocka_unit_test_setup(test_threads, test_setup),
 		cmocka_unit_test_setup(test_group_commit, test_setup),
+		cmocka_unit_test_setup_teardown(test_committers_independent, test_setup, faults_teardown),
+		cmocka_unit_test_setup_teardown(test_start_failure, test_setup, faults_teardown),
 		cmocka_unit_test_setup(test_close_commits, test_setup),
 		cmocka_unit_test_setup(test_orphan_and_reap_max, test_setup),
 		cmocka_unit_test_setup(test_bad_envelope, test_setup),
