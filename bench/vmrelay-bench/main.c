@@ -39,7 +39,7 @@ struct opts {
 	struct vr_bench_cfg cfg;
 	bool sink;
 	unsigned given;              /* modes of the options given */
-	const char *target, *listen, *size, *tls_cert, *tls_key;
+	const char *target, *listen, *size, *tls_cert, *tls_key, *output;
 	char *to_copy;
 	const char *to_list[TO_MAX];
 	bool sessions_set;
@@ -343,6 +343,12 @@ static int o_tls_key(struct opts *o, const char *opt, const char *arg)
 	return 0;
 }
 
+static int o_output(struct opts *o, const char *opt, const char *arg)
+{
+	o->output = arg;
+	return 0;
+}
+
 static int o_help(struct opts *o, const char *opt, const char *arg)
 {
 	usage(stdout);
@@ -385,6 +391,7 @@ static const struct {
 	{ "hash", "sha256|xxh3", BOTH, o_hash,
 	  "hash every accepted message; the sum of the digests is reported" },
 	{ "json", NULL, BOTH, o_json, "report as one JSON object" },
+	{ "output", "FILE", BOTH, o_output, "write the report to FILE instead of stdout" },
 	{ "timeout", "SECONDS", BOTH, o_timeout, "how long a peer may stay silent (60)" },
 	{ "seed", "N", BOTH, o_seed, "seed of the sizes and injected failures drawn (1)" },
 	{ "sink", NULL, SINK, o_sink, "be the receiving server" },
@@ -457,6 +464,8 @@ static int settle(struct opts *o)
 
 	if (o->sink && (o->given & CLIENT))
 		return fail("--sink", "takes none of the load generator's own options");
+	if (o->output && !freopen(o->output, "w", stdout))
+		return fail("--output", "%s: %s", o->output, strerror(errno));
 	if (!o->sink && (o->given & SINK))
 		return fail("--listen, --fail-rate, --reply-code, --max-size, --tls-*",
 			    "options of --sink only");
