@@ -1,36 +1,113 @@
 /*
- * access.c - who may relay: the one place MAIL and RCPT policy is decided.
+ * access.c - who may send what: the one place MAIL, RCPT and header
+ * policy is decided.
  *
- * Never an open relay: MAIL is accepted only for a known VPS (by source
- * address, or the account it authenticated as), and RCPT re-checks that a
- * transaction has an account, so no path reaches RCPT or DATA without one.
- * Sender-domain rules and quotas hook in here too (a later issue), so the
- * decision stays in one function per stage.
+ *   MAIL    the client is a known VPS (by source address, or the account
+ *           it authenticated as): never an open relay. The envelope
+ *           sender's domain is one the account may use (sender.c); the
+ *           null sender is allowed, its message still needs a good From.
+ *   RCPT    the transaction has an account (no path reaches RCPT or DATA
+ *           without one). Quotas hook in here (issue 4).
+ *   header  once the header section has passed (msg.c feeds hdr.c), every
+ *           address of the one From field has a domain the account may
+ *           use; the verdict is given as the reply to the message.
+ *
+ * The accounts table is looked up again at each stage, under RCU, since a
+ * reload may have changed it; only the account id is kept.
  */
 #include <string.h>
 #include <urcu.h>
 
 #include "vmrelay/policy.h"
+#include "vmrelay/utf8.h"
 
 #include "session.h"
 
-/* Finds the account behind this client now (the table may have been
- * reloaded since the last transaction) and copies its id. */
-static int access_mail(struct vr_session *s)
+/*
+ * Client text quoted in a reply: printable ASCII as it is, UTF-8 too when
+ * the client speaks SMTPUTF8 (RFC 6531 §3.7.4.2), any other octet as '?';
+ * blanks around it dropped, cut with "..." to fit.
+ */
+static void reply_text(bool utf8, char *out, size_t outlen, const uint8_t *p, size_t n)
+{
+	size_t o = 0;
+
+	while (n && (p[0] == ' ' || p[0] == '\t')) {
+		p++;
+		n--;
+	}
+	while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	for (size_t i = 0; i < n;) {
+		size_t k = 1;
+		if (p[i] >= 0x80 && utf8)
+			k = VR_MAX(vr_utf8_seq(p + i, n - i), (size_t)1);
+		if (o + k + 4 > outlen) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (k > 1)
+			memcpy(out + o, p + i, k);
+		else
+			out[o] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
+		o += k;
+		i += k;
+	}
+	out[o] = '\0';
+}
+
+/* --- MAIL --- */
+
+static enum vr_smtp_reply sender_reply(enum vr_may_send v, bool header)
+{
+	static const enum vr_smtp_reply replies[2][3] = {
+		{ [VR_SEND_UNREGISTERED] = VR_R_SENDER_DENIED, [VR_SEND_PENDING] = VR_R_SENDER_PENDING },
+		{ [VR_SEND_UNREGISTERED] = VR_R_FROM_DENIED, [VR_SEND_PENDING] = VR_R_FROM_PENDING },
+	};
+	return replies[header][v];
+}
+
+/* Finds the account behind this client now and checks the sender. */
+static int access_mail(struct vr_session *s, const struct vr_smtp_envcmd *cmd)
 {
 	const struct vr_account *acct = NULL;
 	const struct vr_accounts *t;
+	enum vr_may_send v = VR_SEND_OK;
+	char id[VR_ACCOUNT_ID_MAX];
 
 	rcu_read_lock();
 	t = vr_policy_current();
 	if (t)
 		acct = s->authed ? vr_accounts_by_id(t, s->auth_id)
 				 : vr_accounts_by_addr(t, (const struct sockaddr *)&s->peer);
-	if (acct)
-		memcpy(s->account, acct->id, sizeof(s->account));
+	if (acct) {
+		memcpy(id, acct->id, sizeof(id));
+		/* the null sender (a bounce from the VPS) names no domain */
+		if (cmd->addr_len)
+			v = vr_account_may_send(acct, (const char *)cmd->domain, cmd->domain_len);
+	}
 	rcu_read_unlock();
 
 	if (!acct) {
+		vr_smtp_reply(s, VR_R_RELAY_DENIED, s->client);
+		return -1;
+	}
+	if (v != VR_SEND_OK) {
+		char domain[VR_SMTP_DENY_TEXT];
+		reply_text(cmd->smtputf8, domain, sizeof(domain), cmd->domain, cmd->domain_len);
+		vr_smtp_reply(s, sender_reply(v, false), domain, id);
+		return -1;
+	}
+	memcpy(s->account, id, sizeof(s->account));
+	return 0;
+}
+
+/* --- RCPT --- */
+
+static int access_rcpt(struct vr_session *s)
+{
+	if (!s->account[0]) {
 		vr_smtp_reply(s, VR_R_RELAY_DENIED, s->client);
 		return -1;
 	}
@@ -42,13 +119,72 @@ int vr_smtp_access(struct vr_session *s, enum vr_smtp_access_stage stage,
 {
 	switch (stage) {
 	case VR_SMTP_ACCESS_MAIL:
-		return access_mail(s);
+		return access_mail(s, cmd);
 	case VR_SMTP_ACCESS_RCPT:
-		if (!s->account[0]) {
-			vr_smtp_reply(s, VR_R_RELAY_DENIED, s->client);
-			return -1;
-		}
-		return 0;
+		return access_rcpt(s);
 	}
 	return -1;
+}
+
+/* --- the header From --- */
+
+/* The first domain of the From list the account may not use. */
+struct from_check {
+	const struct vr_account *acct;
+	enum vr_may_send v;
+	const uint8_t *domain;
+	size_t len;
+};
+
+static void from_domain(void *arg, const uint8_t *domain, size_t len)
+{
+	struct from_check *fc = arg;
+
+	if (fc->v != VR_SEND_OK)
+		return;
+	fc->v = vr_account_may_send(fc->acct, (const char *)domain, len);
+	fc->domain = domain;
+	fc->len = len;
+}
+
+static void deny(struct vr_session *s, enum vr_smtp_reply r, const uint8_t *text, size_t n,
+		 const char *more)
+{
+	s->denied = true;
+	s->deny = r;
+	reply_text(s->smtputf8, s->deny_text, sizeof(s->deny_text), text, n);
+	s->deny_more = more;
+}
+
+/* Why the header section was unusable, as the message's reply. */
+static const enum vr_smtp_reply header_faults[] = {
+	[VR_SMTP_HDR_NO_FROM] = VR_R_FROM_MISSING,
+	[VR_SMTP_HDR_TWO_FROM] = VR_R_FROM_TWICE,
+	[VR_SMTP_HDR_FROM_LONG] = VR_R_FROM_LONG,
+	[VR_SMTP_HDR_BAD_LINE] = VR_R_HEADER_BAD_LINE,
+};
+
+void vr_smtp_access_header(struct vr_session *s, int rc)
+{
+	const struct vr_smtp_hdr *h = &s->hdr;
+	struct from_check fc = { .v = VR_SEND_OK };
+	const char *why = NULL;
+
+	if (rc != VR_OK) {
+		deny(s, header_faults[h->err], h->show, h->show_len, NULL);
+		return;
+	}
+	rcu_read_lock();
+	const struct vr_accounts *t = vr_policy_current();
+	fc.acct = t ? vr_accounts_by_id(t, s->account) : NULL;
+	if (fc.acct)
+		rc = vr_smtp_from_parse(h->from, h->from_len, from_domain, &fc, &why);
+	rcu_read_unlock();
+
+	if (!fc.acct)
+		deny(s, VR_R_RELAY_DENIED, (const uint8_t *)s->client, strlen(s->client), NULL);
+	else if (rc != VR_OK)
+		deny(s, VR_R_FROM_INVALID, h->from, h->from_len, why);
+	else if (fc.v != VR_SEND_OK)
+		deny(s, sender_reply(fc.v, true), fc.domain, fc.len, s->account);
 }

@@ -174,6 +174,8 @@ static enum vr_smtp_addr_status scan_path(const uint8_t *p, size_t n, bool null_
 	if (i < n && p[i] == '@') {
 		if (!(k = scan_host(p + i + 1, n - i - 1, &out->utf8)))
 			return VR_SMTP_ADDR_BAD;
+		out->domain = p + i + 1;
+		out->domain_len = k;
 		i += 1 + k;
 		*domain = true;
 	}

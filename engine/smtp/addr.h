@@ -33,6 +33,8 @@ enum vr_smtp_body { VR_SMTP_BODY_NONE, VR_SMTP_BODY_7BIT, VR_SMTP_BODY_8BITMIME 
 struct vr_smtp_envcmd {
 	const uint8_t *addr;       /* the mailbox, without <> and source route */
 	size_t addr_len;           /* 0: the null path <> */
+	const uint8_t *domain;     /* after the mailbox's "@": a domain or an */
+	size_t domain_len;         /* address literal; 0 if none */
 	bool utf8;                 /* addr has non-ASCII octets (valid UTF-8) */
 	/* MAIL parameters */
 	bool has_size;

@@ -3,6 +3,10 @@
  * DATA and BDAT content streamed into a spool transaction behind our
  * Received header, the commit and its reply.
  *
+ * The content's header section is scanned as it streams past (hdr.c), and
+ * access.c judges its From once the section ends; a message refused for
+ * it is no longer stored, and its refusal is the reply to the message.
+ *
  * A 250 is only ever said from vr_session_commit_done() with status 0, i.e.
  * after the spool made the message durable (RFC 5321 §6.1); every other
  * path ends in a 4xx/5xx and an aborted transaction.
@@ -24,6 +28,8 @@ void vr_smtp_txn_reset(struct vr_session *s)
 		vr_spool_txn_abort(s->txn);
 		s->txn = NULL;
 	}
+	s->hdr_open = false;
+	s->denied = false;
 	s->in_mail = false;
 	s->bdat = false;
 	s->smtputf8 = false;
@@ -100,10 +106,26 @@ static int received_write(struct vr_session *s, uint64_t us)
 	return vr_spool_txn_write(s->txn, hdr, (size_t)n);
 }
 
+/* The header section is over (rc from hdr.c): judge its From. */
+static void msg_header_end(struct vr_session *s, int rc)
+{
+	s->hdr_open = false;
+	vr_smtp_access_header(s, rc);
+}
+
 static int msg_sink(void *arg, const void *p, size_t n)
 {
 	struct vr_session *s = arg;
 
+	if (s->hdr_open) {
+		size_t used;
+		int rc = vr_smtp_hdr_parse(&s->hdr, p, n, &used);
+		if (rc != VR_AGAIN)
+			msg_header_end(s, rc);
+	}
+	/* A refused message is read to its end, but storing it is wasted. */
+	if (s->denied)
+		return 0;
 	return vr_spool_txn_write(s->txn, p, n);
 }
 
@@ -134,6 +156,9 @@ int vr_smtp_msg_begin(struct vr_session *s, bool dot)
 		return rc;
 	}
 	vr_smtp_data_init(&s->data, dot, s->cfg->max_message_size, msg_sink, s);
+	vr_smtp_hdr_init(&s->hdr);
+	s->hdr_open = true;
+	s->denied = false;
 	return 0;
 }
 
@@ -165,6 +190,16 @@ static void msg_end(struct vr_session *s)
 {
 	if (s->data.flags) {
 		msg_refuse(s);
+		return;
+	}
+	/* a message of header fields only, or none */
+	if (s->hdr_open)
+		msg_header_end(s, vr_smtp_hdr_finish(&s->hdr));
+	if (s->denied) {
+		/* replied before the reset, which forgets the verdict */
+		s->phase = VR_SMTP_CMD;
+		vr_smtp_reply(s, s->deny, s->deny_text, s->deny_more);
+		vr_smtp_txn_reset(s);
 		return;
 	}
 	s->inflight = s->txn;

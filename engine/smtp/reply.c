@@ -18,6 +18,10 @@
 #define R_ERROR  0x01u    /* a protocol error: counts towards max_errors */
 #define R_CLOSE  0x02u    /* the session ends after it */
 
+/* A number in a reply's text, as the compiler has it. */
+#define STR(n) STR_(n)
+#define STR_(n) #n
+
 /* A counter in struct vr_smtp_stats, as offset + 1 so 0 means none. */
 #define STAT(field) (offsetof(struct vr_smtp_stats, field) + 1)
 
@@ -110,6 +114,12 @@ static const struct reply_def replies[VR_R__COUNT] = {
 	[VR_R_RELAY_DENIED] = { .text = "550 5.7.1 relay access denied: %s is not a registered VPS "
 		"(use SMTP AUTH over TLS)",
 		.flags = R_ERROR, .reason = "relay", .stat = STAT(refused_relay) },
+	/* domain, account id */
+	[VR_R_SENDER_DENIED] = { .text = "550 5.7.1 sender domain %s is not registered for VPS %s",
+		.reason = "sender", .stat = STAT(refused_sender) },
+	[VR_R_SENDER_PENDING] = { .text = "550 5.7.1 sender domain %s of VPS %s is pending "
+		"verification: its DNS records have not checked out yet",
+		.reason = "sender_pending", .stat = STAT(refused_sender) },
 	[VR_R_RCPT_OK] = { .text = "250 2.1.5 Ok" },
 	[VR_R_NEED_MAIL] = { .text = "503 5.5.1 need MAIL command",
 		.flags = R_ERROR, .stat = STAT(refused_syntax) },
@@ -150,6 +160,28 @@ static const struct reply_def replies[VR_R__COUNT] = {
 		.reason = "nul", .stat = STAT(refused_content) },
 	[VR_R_MSG_LONG_LINE] = { .text = "554 5.6.0 message refused: a line is longer than 1000 octets",
 		.reason = "long_line", .stat = STAT(refused_content) },
+	/* The header From rule (access.c), said at the end of the message.
+	 * Each takes two string arguments, using the ones its text names. */
+	[VR_R_FROM_MISSING] = { .text = "550 5.7.1 message refused: it has no From header field",
+		.reason = "from_missing", .stat = STAT(refused_sender) },
+	[VR_R_FROM_TWICE] = { .text = "550 5.7.1 message refused: it has more than one From "
+		"header field", .reason = "from_twice", .stat = STAT(refused_sender) },
+	[VR_R_FROM_LONG] = { .text = "550 5.7.1 message refused: its From header field is longer "
+		"than " STR(VR_SMTP_FROM_MAX) " octets", .reason = "from_long",
+		.stat = STAT(refused_sender) },
+	/* the From body, what is wrong with it */
+	[VR_R_FROM_INVALID] = { .text = "550 5.7.1 message refused: header From \"%s\" is not a valid "
+		"address list (%s)", .reason = "from_invalid", .stat = STAT(refused_sender) },
+	/* the line */
+	[VR_R_HEADER_BAD_LINE] = { .text = "550 5.7.1 message refused: \"%s\" in its header "
+		"section is not a header field", .reason = "header_line",
+		.stat = STAT(refused_sender) },
+	/* domain, account id */
+	[VR_R_FROM_DENIED] = { .text = "550 5.7.1 message refused: header From domain %s is not "
+		"registered for VPS %s", .reason = "from", .stat = STAT(refused_sender) },
+	[VR_R_FROM_PENDING] = { .text = "550 5.7.1 message refused: header From domain %s of VPS %s is "
+		"pending verification: its DNS records have not checked out yet",
+		.reason = "from_pending", .stat = STAT(refused_sender) },
 	/* queue ID */
 	[VR_R_QUEUED] = { .text = "250 2.0.0 Ok: queued as %s" },
 	[VR_R_QUEUE_ERROR] = { .text = "451 4.3.0 queue write error",

@@ -6,7 +6,9 @@
  *   cmd.c      the command table: check/proceed pairs
  *   msg.c      DATA and BDAT into the spool, the Received header, commit
  *   auth.c     AUTH PLAIN and LOGIN
- *   access.c   who may send: the one place MAIL/RCPT policy is decided
+ *   access.c   who may send what: the one place MAIL, RCPT and header From
+ *              policy is decided
+ *   hdr.c      the header section as it streams past; from.c its From
  *   reply.c    the reply table
  *
  * Threads: a session is touched by its worker thread only.
@@ -26,8 +28,12 @@
 
 #include "addr.h"
 #include "data.h"
+#include "hdr.h"
 #include "parse.h"
 #include "reply.h"
+
+/* Client text (a domain, a header line) quoted in a refusal, NUL incl. */
+#define VR_SMTP_DENY_TEXT 200
 
 enum vr_smtp_phase {
 	VR_SMTP_GREET,           /* banner not sent yet: input is a pregreet */
@@ -91,6 +97,15 @@ struct vr_session {
 	struct vr_spool_txn *txn;          /* the message being received */
 	struct vr_spool_txn *inflight;     /* the message being committed */
 	struct vr_smtp_data data;
+	/* the header section, scanned as the content passes (msg.c) */
+	bool hdr_open;
+	struct vr_smtp_hdr hdr;
+	/* the message is refused for its header: the reply and its two
+	 * arguments (some replies use fewer) */
+	bool denied;
+	enum vr_smtp_reply deny;
+	char deny_text[VR_SMTP_DENY_TEXT];
+	const char *deny_more;
 	uint64_t bdat_size;                /* of the current chunk */
 	uint64_t bdat_left;
 	bool bdat_last;
@@ -141,5 +156,8 @@ enum vr_smtp_access_stage { VR_SMTP_ACCESS_MAIL, VR_SMTP_ACCESS_RCPT };
 /* 0, or -1 after replying with the refusal. MAIL sets s->account. */
 int vr_smtp_access(struct vr_session *s, enum vr_smtp_access_stage stage,
 		   const struct vr_smtp_envcmd *cmd);
+/* The header scan ended with rc (VR_OK: s->hdr holds From): checks the
+ * From rule and, if the message must be refused, sets s->denied. */
+void vr_smtp_access_header(struct vr_session *s, int rc);
 
 #endif

@@ -26,7 +26,8 @@
 #define EXIT_USAGE 2
 
 static const char usage[] =
-	"usage: vmrelay-spool [--json] DIR      list the queued messages\n"
+	"usage: vmrelay-spool [--json] DIR      list the queued messages (\"!\" after the queue\n"
+	"                                       ID: held for the operator, over quota)\n"
 	"       vmrelay-spool DIR show QID      print one: envelope as header lines, then the body\n"
 	"       vmrelay-spool DIR check         verify every record; exit 1 on damage\n"
 	"Exit status: 0 ok, 1 error or damage found, 2 bad usage.\n";
@@ -133,7 +134,7 @@ static void put_flags(uint32_t flags, const char *sep, bool quoted)
 /* --- list --- */
 
 struct list {
-	uint64_t messages, bytes;
+	uint64_t messages, bytes, held;
 };
 
 static int list_json(const struct vr_spool_msg *m)
@@ -166,12 +167,15 @@ static int list_one(const struct vr_spool_msg *m, void *arg)
 
 	l->messages++;
 	l->bytes += m->size;
+	l->held += (m->flags & VR_SPOOL_HOLD) != 0;
 	if (json)
 		return list_json(m);
 	if (l->messages == 1)
 		printf("%-13s %10s  %-20s  %-12s  %s\n", "QUEUE ID", "SIZE", "ARRIVAL", "ACCOUNT",
 		       "SENDER -> RECIPIENTS");
-	printf("%-13s %10" PRIu64 "  %-20s  ", m->qid, m->size, time_text(m->received_us, false));
+	/* As in Postfix's mailq, "!" after the queue ID marks a held message. */
+	printf("%-13s%c%10" PRIu64 "  %-20s  ", m->qid, m->flags & VR_SPOOL_HOLD ? '!' : ' ',
+	       m->size, time_text(m->received_us, false));
 	put_text(m->account);
 	printf("%*s  ", (int)(12 - VR_MIN(strlen(m->account), 12)), "");
 	put_text(*m->mail_from ? m->mail_from : "<>");
@@ -201,7 +205,10 @@ static int cmd_list(char **args)
 	if (rc < 0)
 		return rc;
 	if (!json) {
-		if (l.messages)
+		if (l.messages && l.held)
+			printf("-- %" PRIu64 " message%s, %" PRIu64 " bytes, %" PRIu64 " held (!)\n",
+			       l.messages, plural(l.messages), l.bytes, l.held);
+		else if (l.messages)
 			printf("-- %" PRIu64 " message%s, %" PRIu64 " bytes\n", l.messages,
 			       plural(l.messages), l.bytes);
 		else

@@ -91,6 +91,18 @@ const struct vr_account *vr_accounts_by_id(const struct vr_accounts *t, const ch
 const struct vr_account *vr_accounts_by_token(const struct vr_accounts *t, const char *user,
 					      const void *token, size_t token_len);
 
+/* May an account send as a domain (of MAIL FROM or of a header From
+ * address)? Its verified domains and its hostname qualify; a listed domain
+ * covers itself, not its subdomains; ASCII case is ignored (sender.c says
+ * how IDNs compare). */
+enum vr_may_send {
+	VR_SEND_OK,
+	VR_SEND_UNREGISTERED,        /* not the account's */
+	VR_SEND_PENDING,             /* listed with "verified": false */
+};
+enum vr_may_send vr_account_may_send(const struct vr_account *acct, const char *domain,
+				     size_t len);
+
 /* RCU-published current table (see above). */
 struct vr_accounts *vr_policy_current(void);
 /* Publishes t (may be NULL at shutdown) and frees the previous table after

@@ -35,6 +35,8 @@ struct vr_smtp_stats {
 	uint64_t recipients_accepted;
 	uint64_t bytes_accepted;
 	uint64_t refused_relay;       /* unknown client at MAIL */
+	uint64_t refused_sender;      /* envelope or header From domain not the VPS's,
+				       * or no usable From */
 	uint64_t refused_syntax;      /* 500/501/503 */
 	uint64_t refused_size;
 	uint64_t refused_smuggling;   /* bare CR/LF */

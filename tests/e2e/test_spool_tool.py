@@ -144,10 +144,12 @@ class SpoolToolTest(unittest.TestCase):
         self.assertEqual(lines[1].split(), ["1K1T47KQQEW00", str(len(TEXT)), "2024-05-01T12:00:00Z",
                                             "vps1", "root@host1.example.com", "->",
                                             "a@example.org,", "b@example.net"])
-        self.assertEqual(lines[2].split()[:2], ["1K1T47KQS7W00", str(len(BINARY))])
+        # held: "!" after the queue ID, as in Postfix's mailq
+        self.assertEqual(lines[2].split()[:2], ["1K1T47KQS7W00!", str(len(BINARY))])
         self.assertEqual(lines[3].split(), ["1K1T47KQQF501", "0", "1970-01-01T00:00:00Z", "vps2",
                                             "<>", "->", "x@example.com"])
-        self.assertEqual(lines[4], "-- 3 messages, %d bytes" % (len(TEXT) + len(BINARY)))
+        self.assertEqual(lines[4], "-- 3 messages, %d bytes, 1 held (!)"
+                         % (len(TEXT) + len(BINARY)))
         self.assertEqual(len(lines), 5)
 
     def test_list_json(self):

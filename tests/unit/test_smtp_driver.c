@@ -99,7 +99,8 @@ int drv_setup(void **state)
 	hex_sha256(DRV_VPS2_TOKEN, h2);
 	snprintf(text, sizeof(text),
 		 "{\"id\":\"vps1\",\"ips\":[\"" DRV_VPS1_ADDR "\",\"2001:db8:7::/64\"],"
-		 "\"hostname\":\"host1.example.com\",\"domains\":[\"example.com\"],"
+		 "\"hostname\":\"host1.example.com\",\"domains\":[\"example.com\","
+		 "\"lists.example.net\",{\"name\":\"pending.example\",\"verified\":false}],"
 		 "\"auth_sha256\":\"%s\"}\n"
 		 "{\"id\":\"vps2\",\"domains\":[\"example.org\"],\"auth_sha256\":\"%s\"}\n", h1, h2);
 	write_file(drv.accounts, text);

@@ -17,7 +17,9 @@
 #include "vmrelay/spool.h"
 #include "vmrelay/tls.h"
 
-/* The accounts table the fixture publishes. */
+/* The accounts table the fixture publishes. vps1 (host1.example.com) may
+ * send as example.com and lists.example.net; pending.example is listed
+ * but not verified. vps2 may send as example.org. */
 #define DRV_VPS1_ADDR   "203.0.113.7"            /* vps1, registered */
 #define DRV_VPS1_ADDR6  "2001:db8:7::25"         /* vps1's /64 */
 #define DRV_STRANGER    "198.51.100.9"           /* nobody */

@@ -39,6 +39,8 @@ static void expect(struct conv *c, const char *text)
 #define EHLO_TLS     EHLO_HEAD "250-CHUNKING\r\n250 AUTH PLAIN LOGIN\r\n"
 #define EHLO_AUTHED  EHLO_HEAD "250 CHUNKING\r\n"
 #define BANNER       "220 " DRV_HOSTNAME " ESMTP vmrelay\r\n"
+/* The header section of a small message from vps1 (the From rule). */
+#define FROM_HDR     "From: <s@example.com>\r\n\r\n"
 
 static const char *queued(struct conv *c, char *qid, size_t len)
 {
@@ -86,8 +88,12 @@ static void expect_body(const struct drv_msg *m, const char *hdr, const char *bo
  * than every buffer on the way. Returns the wire form; *plain the content. */
 static char *big_message(size_t lines, char **plain, size_t *plain_len, size_t *wire_len)
 {
-	char *wire = malloc(lines * 80 + 8), *p = malloc(lines * 80 + 8);
-	size_t w = 0, o = 0;
+	static const char head[] = "From: Sender <sender@example.com>\r\nSubject: big\r\n\r\n";
+	char *wire = malloc(lines * 80 + sizeof(head) + 8), *p = malloc(lines * 80 + sizeof(head));
+	size_t w = sizeof(head) - 1, o = sizeof(head) - 1;
+
+	memcpy(wire, head, w);
+	memcpy(p, head, o);
 
 	for (size_t i = 0; i < lines; i++) {
 		char line[80];
@@ -143,7 +149,8 @@ static void test_spool_data_exact(void **state)
 
 static void test_spool_bdat_exact(void **state)
 {
-	static const char chunk1[] = "Subject: chunks\r\n\r\n.leading dot stays\r\n";
+	static const char chunk1[] = "From: <postmaster@example.com>\r\nSubject: chunks\r\n\r\n"
+				     ".leading dot stays\r\n";
 	static const char chunk2[] = "bin\x01\x02\0ary\r\n.\r\n";
 	struct conv c;
 	struct drv_msg m;
@@ -194,14 +201,15 @@ static void test_received_protocols(void **state)
 		char qid[VR_QID_MAX], hdr[1024];
 
 		conv_open(&c, DRV_VPS1_ADDR6, cases[i].tls);
-		conv_sendf(&c, "%sRCPT TO:<r@example.net>\r\nDATA\r\nx\r\n.\r\n", cases[i].dialogue);
+		conv_sendf(&c, "%sRCPT TO:<r@example.net>\r\nDATA\r\n" FROM_HDR "x\r\n.\r\n",
+			   cases[i].dialogue);
 		queued(&c, qid, sizeof(qid));
 		assert_true(drv_spool_find(qid, &m));
 		assert_int_equal(m.flags, cases[i].flags);
 		assert_string_equal(m.client, DRV_VPS1_ADDR6);
 		received(hdr, sizeof(hdr), &m, cases[i].helo, cases[i].with, qid);
 		assert_non_null(strstr(hdr, "([IPv6:" DRV_VPS1_ADDR6 "])"));
-		expect_body(&m, hdr, "x\r\n", 3);
+		expect_body(&m, hdr, FROM_HDR "x\r\n", sizeof(FROM_HDR) + 2);
 		drv_msg_free(&m);
 		conv_close(&c);
 	}
@@ -272,7 +280,7 @@ static void test_starttls_auth_plain(void **state)
 	conv_sendf(&c, "EHLO client.example.com\r\n");
 	expect(&c, EHLO_AUTHED);
 	conv_sendf(&c, "MAIL FROM:<s@example.org>\r\nRCPT TO:<r@example.net>\r\nDATA\r\n"
-		   "Subject: over TLS\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+		   "From: <s@example.org>\r\nSubject: over TLS\r\n\r\nbody\r\n.\r\nQUIT\r\n");
 	const char *said = conv_said(&c);
 	assert_non_null(drv_qid(said, qid, sizeof(qid)));
 	assert_non_null(strstr(said, "221 2.0.0 " DRV_HOSTNAME " closing connection\r\n"));
@@ -282,7 +290,8 @@ static void test_starttls_auth_plain(void **state)
 	assert_string_equal(m.client, DRV_STRANGER);
 	assert_int_equal(m.flags, VR_SPOOL_TLS | VR_SPOOL_AUTH);
 	received(hdr, sizeof(hdr), &m, "client.example.com", "ESMTPSA", qid);
-	expect_body(&m, hdr, "Subject: over TLS\r\n\r\nbody\r\n", 27);
+	static const char body[] = "From: <s@example.org>\r\nSubject: over TLS\r\n\r\nbody\r\n";
+	expect_body(&m, hdr, body, sizeof(body) - 1);
 	drv_msg_free(&m);
 	conv_close(&c);
 }
@@ -485,7 +494,7 @@ static void test_commit_waits(void **state)
 	conv_open(&c, DRV_VPS1_ADDR, false);
 	conv_said(&c);
 	rx(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.net>\r\n"
-	       "DATA\r\nhi\r\n.\r\nNOOP\r\nQUIT\r\n");
+	       "DATA\r\n" FROM_HDR "hi\r\n.\r\nNOOP\r\nQUIT\r\n");
 	assert_string_equal(peek(&c), EHLO_PLAIN "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
 			    "354 End data with <CR><LF>.<CR><LF>\r\n");
 	assert_int_equal(vr_session_rx_space(c.s), 0);
@@ -514,7 +523,7 @@ static void test_free_during_commit(void **state)
 
 	conv_open(&c, DRV_VPS1_ADDR, false);
 	rx(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.net>\r\n"
-	       "DATA\r\norphan\r\n.\r\n");
+	       "DATA\r\n" FROM_HDR "orphan\r\n.\r\n");
 	assert_int_equal(vr_session_rx_space(c.s), 0);
 	conv_close(&c);
 	for (int i = 0; i < 200 && drv_spool_count() == before; i++) {
@@ -542,7 +551,7 @@ static void test_commit_failures(void **state)
 		conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\n"
 			   "RCPT TO:<r@example.net>\r\nDATA\r\n");
 		conv_said(&c);
-		conv_sendf(&c, "x\r\n.\r\n");
+		conv_sendf(&c, FROM_HDR "x\r\n.\r\n");
 		expect(&c, cases[i].reply);
 		/* the transaction is over: a new one may start */
 		conv_sendf(&c, "RCPT TO:<r@example.net>\r\nMAIL FROM:<s@example.com>\r\n");
@@ -682,10 +691,10 @@ static void test_log_lines(void **state)
 
 	conv_open(&c, DRV_VPS1_ADDR, false);
 	conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<log@example.com>\r\nRCPT TO:<r@example.net>"
-		   "\r\nRCPT TO:<q@example.net>\r\nDATA\r\n12345\r\n.\r\n");
+		   "\r\nRCPT TO:<q@example.net>\r\nDATA\r\n" FROM_HDR "12345\r\n.\r\n");
 	queued(&c, qid, sizeof(qid));
 	snprintf(want, sizeof(want), " info event=accepted qid=%s account=vps1 client=" DRV_VPS1_ADDR
-		 " from=\"log@example.com\" nrcpt=2 size=7 tls=no", qid);
+		 " from=\"log@example.com\" nrcpt=2 size=%zu tls=no", qid, sizeof(FROM_HDR) + 6);
 	assert_true(log_has(want));
 	conv_close(&c);
 
@@ -709,10 +718,10 @@ static void test_counters(void **state)
 	assert_int_equal(drv.stats[0].sessions_active, before.sessions_active + 1);
 	conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com> SIZE=999999999\r\n"
 		   "MAIL FROM:<s@example.com>\r\nRCPT TO:<a@example.net>\r\nRCPT TO:<b@example.net>\r\n"
-		   "DATA\r\n123\r\n.\r\nXYZ\r\nDATA\r\n");
+		   "DATA\r\n" FROM_HDR "123\r\n.\r\nXYZ\r\nDATA\r\n");
 	assert_int_equal(drv.stats[0].messages_accepted, before.messages_accepted + 1);
 	assert_int_equal(drv.stats[0].recipients_accepted, before.recipients_accepted + 2);
-	assert_int_equal(drv.stats[0].bytes_accepted, before.bytes_accepted + 5);
+	assert_int_equal(drv.stats[0].bytes_accepted, before.bytes_accepted + sizeof(FROM_HDR) + 4);
 	assert_int_equal(drv.stats[0].refused_size, before.refused_size + 1);
 	assert_int_equal(drv.stats[0].refused_syntax, before.refused_syntax + 2);
 	conv_sendf(&c, "NOOP\n");
@@ -724,6 +733,88 @@ static void test_counters(void **state)
 	conv_open(&c, DRV_STRANGER, false);
 	conv_sendf(&c, "EHLO early\r\n");
 	assert_int_equal(drv.stats[0].refused_pregreet, before.refused_pregreet + 1);
+	conv_close(&c);
+}
+
+/* The sender rules: refusals name the domain and the VPS, count, log,
+ * and leave nothing in the spool; commands behind a refused message run. */
+static void test_sender_rules(void **state)
+{
+	struct conv c;
+	unsigned messages = drv_spool_count();
+	uint64_t refused = drv.stats[0].refused_sender;
+
+	conv_open(&c, DRV_VPS1_ADDR, false);
+	conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@example.org>\r\nMAIL FROM:<s@example.com>\r\n"
+		   "RCPT TO:<r@example.net>\r\nDATA\r\nFrom: s@example.org\r\n\r\nx\r\n.\r\nNOOP\r\n");
+	expect(&c, BANNER EHLO_PLAIN
+	       "550 5.7.1 sender domain example.org is not registered for VPS vps1\r\n"
+	       "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+	       "550 5.7.1 message refused: header From domain example.org is not registered for "
+	       "VPS vps1\r\n250 2.0.0 Ok\r\n");
+	assert_int_equal(drv.stats[0].refused_sender, refused + 2);
+	assert_int_equal(drv_spool_count(), messages);
+	assert_true(log_has(" info event=refused client=" DRV_VPS1_ADDR " reason=from reply=\"550 "
+			    "5.7.1 message refused: header From domain example.org is not registered "
+			    "for VPS vps1\""));
+	conv_close(&c);
+}
+
+/* An authenticated VPS is held to its own domains, not the address's. */
+static void test_sender_rules_auth(void **state)
+{
+	static const char plain[] = "\0vps2\0" DRV_VPS2_TOKEN;
+	struct conv c;
+	char resp[128], qid[VR_QID_MAX];
+	struct drv_msg m;
+
+	conv_open(&c, DRV_VPS1_ADDR, false);
+	conv_sendf(&c, "EHLO c.example\r\n");
+	conv_said(&c);
+	conv_starttls(&c);
+	b64(plain, sizeof(plain) - 1, resp);
+	conv_sendf(&c, "EHLO c.example\r\nAUTH PLAIN %s\r\n", resp);
+	conv_said(&c);
+	conv_sendf(&c, "MAIL FROM:<s@example.com>\r\n");
+	expect(&c, "550 5.7.1 sender domain example.com is not registered for VPS vps2\r\n");
+	conv_sendf(&c, "MAIL FROM:<s@example.org>\r\nRCPT TO:<r@example.net>\r\nDATA\r\n"
+		   "From: s@example.com\r\n\r\n.\r\n");
+	expect(&c, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+	       "550 5.7.1 message refused: header From domain example.com is not registered for "
+	       "VPS vps2\r\n");
+	conv_sendf(&c, "MAIL FROM:<s@example.org>\r\nRCPT TO:<r@example.net>\r\nDATA\r\n"
+		   "From: VPS two <s@example.org>\r\n\r\n.\r\n");
+	queued(&c, qid, sizeof(qid));
+	assert_true(drv_spool_find(qid, &m));
+	assert_string_equal(m.account, "vps2");
+	drv_msg_free(&m);
+	conv_close(&c);
+}
+
+/* The header rule asks the table in force when the header ends: an
+ * account removed meanwhile sends nothing more. */
+static void test_sender_rules_reload(void **state)
+{
+	char err[256], path[160];
+	struct conv c;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/other.jsonl", drv.dir);
+	assert_non_null(f = fopen(path, "w"));
+	fputs("{\"id\":\"vps9\",\"ips\":[\"192.0.2.99\"]}\n", f);
+	fclose(f);
+	conv_open(&c, DRV_VPS1_ADDR, false);
+	conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<r@example.net>\r\n"
+		   "DATA\r\n");
+	conv_said(&c);
+	struct vr_accounts *t = vr_accounts_load(path, 1000, err, sizeof(err));
+	assert_non_null(t);
+	vr_policy_publish(t);
+	conv_sendf(&c, FROM_HDR "x\r\n.\r\n");
+	expect(&c, "550 5.7.1 relay access denied: " DRV_VPS1_ADDR " is not a registered VPS "
+	       "(use SMTP AUTH over TLS)\r\n");
+	assert_non_null(t = vr_accounts_load(drv.accounts, 1000, err, sizeof(err)));
+	vr_policy_publish(t);
 	conv_close(&c);
 }
 
@@ -759,6 +850,9 @@ int main(void)
 		cmocka_unit_test_setup(test_greet_pause_and_idle, reset),
 		cmocka_unit_test_setup(test_log_lines, reset),
 		cmocka_unit_test_setup(test_counters, reset),
+		cmocka_unit_test_setup(test_sender_rules, reset),
+		cmocka_unit_test_setup(test_sender_rules_auth, reset),
+		cmocka_unit_test_setup(test_sender_rules_reload, reset),
 		cmocka_unit_test_setup(test_v4_mapped_client, reset),
 	};
 	return cmocka_run_group_tests(tests, drv_setup, drv_teardown);
