@@ -360,9 +360,11 @@ start_postfix() {
 	master=$(tr -d ' \n' <"$dir/queue/pid/master.pid") || die "Postfix wrote no master.pid"
 	wait_listen "$PORT" "$master" ||
 		die "Postfix does not listen on 127.0.0.1:$PORT:"$'\n'"$(tail_of "$dir/maillog")"
-	# The daemons run as mail_owner; qmgr, forked right after master, shows it.
-	for ((i = 0; i < 50; i++)); do
-		qmgr=$(pgrep -P "$master" -x qmgr) && break
+	# The daemons run as mail_owner; qmgr, forked right after master, shows
+	# it once it has dropped root, a moment after it appears.
+	for ((i = 0; i < 150; i++)); do
+		qmgr=$(pgrep -P "$master" -x qmgr) &&
+			[[ $(ps -o user= -p "$qmgr" | xargs) == postfix ]] && break
 		sleep 0.1
 	done
 	[[ -n $qmgr && $(ps -o user= -p "$qmgr" | xargs) == postfix ]] ||
