@@ -8,13 +8,25 @@
  * sessions cannot over-admit), the reservation is confirmed when its message
  * is durably committed and released when the transaction is abandoned.
  *
- * Threads: vr_rl_reserve/confirm/release/show are RCU readers (the caller is
- * an RCU-registered thread; the functions take rcu_read_lock themselves).
- * vr_rl_sync, vr_rl_set_daily and vr_rl_restore are for one writer thread at
- * a time (main thread on reload, the control thread later).
+ * The windows are exact in whole seconds (engine/ratelimit/window.c says
+ * precisely): a reservation at second t is granted if and only if the mails
+ * counted at seconds t-60 .. t, in calendar minutes t/60-60 .. t/60, and in
+ * t's calendar day, plus its own, fit the minute, hour and daily limits. So
+ * no real 60 s (3600 s) span ever holds more than the limit, and a VPS is
+ * refused only when the last 61 seconds (61 minutes) are full.
  *
- * Time is passed in (wall-clock seconds since the epoch), so tests replay any
- * schedule; the day boundary is midnight in the configured time zone.
+ * Threads: every function is called from an RCU-registered thread (liburcu's
+ * default flavour) outside a read-side critical section; each takes
+ * rcu_read_lock itself. vr_rl_reserve/confirm/release/show are for any
+ * number of worker threads at once and never wait. vr_rl_sync,
+ * vr_rl_set_daily, vr_rl_reset and vr_rl_restore are for one writer thread
+ * at a time (the main thread on reload, the control thread later), running
+ * alongside the workers.
+ *
+ * Time is passed in (wall-clock seconds since the epoch, 1970 to 2106), so
+ * tests replay any schedule. An account's time never runs backwards: a
+ * `now` before the newest second it counted counts as that second. The day
+ * boundary is midnight in the configured time zone.
  */
 #ifndef VR_RATELIMIT_H
 #define VR_RATELIMIT_H
@@ -30,17 +42,20 @@ struct vr_rl;
 enum vr_rl_window { VR_RL_MINUTE, VR_RL_HOUR, VR_RL_DAY, VR_RL_NWINDOWS };
 
 struct vr_rl_limits {
-	uint32_t per_minute;          /* default 60 */
+	uint32_t per_minute;          /* default 60; 1..255 (a second's count is one byte) */
 	uint32_t per_hour;            /* default 250 */
 	uint32_t per_day_max;         /* cap on any account's daily quota; default 10000 */
-	const char *timezone;         /* "UTC" or a tz database name */
+	const char *timezone;         /* "UTC" (also NULL or "") or a tz database name,
+				       * read from $TZDIR or /usr/share/zoneinfo */
 };
 
 /* Why a reservation was refused, and the state of every window (show). */
 struct vr_rl_window_state {
 	uint32_t used;                /* reserved + confirmed within the window now */
 	uint32_t limit;
-	int64_t resets_at;            /* when the next slot frees (epoch s); 0 if one is free */
+	int64_t resets_at;            /* when the next slot frees (epoch s): the oldest
+				       * counted mail leaves the window, or the next day
+				       * starts; 0 if one is free */
 };
 
 struct vr_rl_verdict {
@@ -53,16 +68,23 @@ struct vr_rl_verdict {
 struct vr_rl_ticket {
 	int64_t at;                   /* epoch s it was counted at */
 	uint32_t n;
+	uint16_t gen;                 /* the account's reset generation then: a
+				       * ticket from before vr_rl_reset releases nothing */
 };
 
+/* NULL with err saying why for a limit out of range or an unknown zone. */
 struct vr_rl *vr_rl_new(const struct vr_rl_limits *lim, char *err, size_t errlen);
+/* No thread may use rl any more. Also waits for deferred frees (rcu_barrier). */
 void vr_rl_free(struct vr_rl *rl);
 
 /*
  * Makes the table match an accounts table: adds accounts (with their
  * daily_quota), updates quotas, and removes accounts no longer listed
- * (their entries freed after a grace period). Counters of accounts that stay
- * are kept. 0 or -errno.
+ * (their entries freed after a grace period, call_rcu). Counters of accounts
+ * that stay are kept; a quota is set from the table, so it replaces one set
+ * with vr_rl_set_daily. 0; -ERANGE if a daily_quota is 0 or above
+ * per_day_max (nothing changed); -ENOMEM (accounts not yet added are
+ * missing, the rest is done).
  */
 int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts);
 /* The operator's change of one daily quota: -ERANGE above per_day_max or 0,
@@ -74,30 +96,38 @@ int vr_rl_reset(struct vr_rl *rl, const char *id);
 /*
  * Reserves n slots (one per recipient) for account id at time now. Returns
  * 0 and fills *ticket, -EDQUOT when a window is full (*v says which, with its
- * count, limit and when a slot frees), -ENOENT for an unknown account. v may
- * be NULL.
+ * count, limit and when a slot frees), -ENOENT for an unknown account,
+ * -EINVAL for n == 0 or a time out of range. v may be NULL; on success it
+ * holds each window's count including this reservation, resets_at 0.
  */
 int vr_rl_reserve(struct vr_rl *rl, const char *id, uint32_t n, int64_t now,
 		  struct vr_rl_ticket *ticket, struct vr_rl_verdict *v);
-/* The message is durably committed: the reservation becomes a sent mail. */
+/* The message is durably committed: the reservation becomes a sent mail.
+ * (The slots were counted at reserve; nothing in the table changes, the
+ * ticket just may not be released any more.) */
 void vr_rl_confirm(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket);
 /* The transaction was abandoned: the slots are given back. */
 void vr_rl_release(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket);
 
-/* Every window of account id at time now (used, limit, resets_at). */
+/* Every window of account id at time now (used, limit, resets_at); v->ok
+ * says whether one more slot is free, else v->window is the first full one.
+ * 0, -ENOENT or -EINVAL. */
 int vr_rl_show(struct vr_rl *rl, const char *id, int64_t now, struct vr_rl_verdict *v);
 
 /*
  * Counts n mails sent at time `at` without checking limits: at start, the
  * relay replays what it durably accepted, so a restart or a kill -9 never
- * hands a VPS a fresh quota.
+ * hands a VPS a fresh quota. Any order of times; a mail older than every
+ * window it could count in (or from an earlier day than the one counting)
+ * is ignored. 0, -ENOENT or -EINVAL.
  */
 int vr_rl_restore(struct vr_rl *rl, const char *id, uint32_t n, int64_t at);
 
 /*
  * The refusal text for a 451 4.7.1 reply, e.g. "daily quota 1000/1000
  * reached, resets 00:00 UTC in 3h12m" or "60 mails per minute reached
- * (60/60), next slot in 14s". Returns out.
+ * (60/60), next slot in 14s"; for a granted verdict "within limits (minute
+ * 3/60, hour 10/250, day 100/1000)". Printable ASCII. Returns out.
  */
 char *vr_rl_explain(const struct vr_rl *rl, const struct vr_rl_verdict *v, int64_t now,
 		    char *out, size_t outlen);

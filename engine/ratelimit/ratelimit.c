@@ -1,0 +1,371 @@
+/*
+ * ratelimit.c - the table of per-VPS windows (see vmrelay/ratelimit.h): a
+ * liburcu lock-free hash table (cds_lfht) of entries keyed by account id,
+ * kept in step with the accounts file by one writer, looked up by the
+ * workers under rcu_read_lock; the windows themselves are in window.c. Also
+ * the refusal text of a 451.
+ *
+ * Threads: workers are RCU readers and only read the table; the writer adds
+ * and deletes nodes (cds_lfht is safe for that alongside readers) and frees
+ * deleted entries in one call_rcu batch per sync, after every reader that
+ * could still hold one has left its read-side critical section.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <urcu/call-rcu.h>
+
+#include "vmrelay/common.h"
+#include "vmrelay/policy.h"
+
+#include "rl_impl.h"
+
+#define DAY 86400
+
+struct key {
+	const char *id;
+	size_t len;
+};
+
+/* FNV-1a, then MurmurHash3's finaliser: ids differ in their last digits,
+ * and the split-ordered list indexes by the hash's low bits. */
+static unsigned long hash_id(const char *id, size_t len)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)id[i]) * UINT64_C(0x100000001b3);
+	h ^= h >> 33;
+	h *= UINT64_C(0xff51afd7ed558ccd);
+	h ^= h >> 33;
+	h *= UINT64_C(0xc4ceb9fe1a85ec53);
+	h ^= h >> 33;
+	return (unsigned long)h;
+}
+
+static int match_id(struct cds_lfht_node *node, const void *k)
+{
+	const struct vr_rl_entry *e = caa_container_of(node, struct vr_rl_entry, node);
+	const struct key *key = k;
+
+	return e->idlen == key->len && memcmp(e->id, key->id, key->len) == 0;
+}
+
+static bool key_of(const char *id, struct key *k)
+{
+	k->id = id;
+	k->len = id ? strnlen(id, VR_ACCOUNT_ID_MAX) : 0;
+	return k->len > 0 && k->len < VR_ACCOUNT_ID_MAX;
+}
+
+/* Under rcu_read_lock; the entry is valid until the unlock. */
+static struct vr_rl_entry *lookup(const struct vr_rl *rl, const char *id)
+{
+	struct cds_lfht_iter iter;
+	struct cds_lfht_node *node;
+	struct key k;
+
+	if (!key_of(id, &k))
+		return NULL;
+	cds_lfht_lookup(rl->ht, hash_id(k.id, k.len), match_id, &k, &iter);
+	node = cds_lfht_iter_get_node(&iter);
+	return node ? caa_container_of(node, struct vr_rl_entry, node) : NULL;
+}
+
+static bool time_ok(const struct vr_rl *rl, int64_t t)
+{
+	return t >= 0 && t < vr_rl_tz_end(&rl->tz);
+}
+
+/* --- the table: writer side --- */
+
+struct vr_rl *vr_rl_new(const struct vr_rl_limits *lim, char *err, size_t errlen)
+{
+	const char *zone = lim->timezone && *lim->timezone ? lim->timezone : "UTC";
+	struct vr_rl *rl;
+
+	if (lim->per_minute < 1 || lim->per_minute > RL_COUNT_MAX) {
+		snprintf(err, errlen, "per_minute %u: must be 1 to %u", lim->per_minute,
+			 RL_COUNT_MAX);
+		return NULL;
+	}
+	if (lim->per_hour < 1 || lim->per_day_max < 1) {
+		snprintf(err, errlen, "%s 0: must be at least 1",
+			 lim->per_hour < 1 ? "per_hour" : "per_day_max");
+		return NULL;
+	}
+	rl = calloc(1, sizeof(*rl));
+	if (!rl) {
+		snprintf(err, errlen, "%s", strerror(ENOMEM));
+		return NULL;
+	}
+	rl->per_minute = lim->per_minute;
+	rl->per_hour = lim->per_hour;
+	rl->per_day_max = lim->per_day_max;
+	if (vr_rl_tz_load(&rl->tz, zone, err, errlen) < 0) {
+		free(rl);
+		return NULL;
+	}
+	/* Grows with the accounts (a million: 2^20 buckets) and shrinks back. */
+	rl->ht = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+	if (!rl->ht) {
+		vr_rl_tz_free(&rl->tz);
+		free(rl);
+		snprintf(err, errlen, "%s", strerror(ENOMEM));
+		return NULL;
+	}
+	return rl;
+}
+
+void vr_rl_free(struct vr_rl *rl)
+{
+	struct cds_lfht_iter iter;
+	struct vr_rl_entry *e;
+
+	if (!rl)
+		return;
+	rcu_read_lock();
+	cds_lfht_for_each_entry(rl->ht, &iter, e, node) {
+		cds_lfht_del(rl->ht, &e->node);
+		free(e);                /* no reader is left (the caller says) */
+	}
+	rcu_read_unlock();
+	cds_lfht_destroy(rl->ht, NULL);
+	/* Entries removed by earlier syncs are freed before we return. */
+	rcu_barrier();
+	vr_rl_tz_free(&rl->tz);
+	free(rl);
+}
+
+/* The entries one sync removed, freed together after a grace period. */
+struct grave {
+	struct rcu_head rcu;
+	size_t n;
+	struct vr_rl_entry *e[];
+};
+
+static void grave_free(struct rcu_head *head)
+{
+	struct grave *g = caa_container_of(head, struct grave, rcu);
+
+	for (size_t i = 0; i < g->n; i++)
+		free(g->e[i]);
+	free(g);
+}
+
+static struct vr_rl_entry *entry_new(const char *id, uint32_t quota)
+{
+	size_t len = strlen(id);
+	struct vr_rl_entry *e = malloc(sizeof(*e) + len + 1);
+
+	if (!e)
+		return NULL;
+	cds_lfht_node_init(&e->node);
+	vr_rl_entry_init(e, quota);
+	e->idlen = (uint8_t)len;
+	memcpy(e->id, id, len + 1);
+	return e;
+}
+
+/* Adds the accounts not in the table yet and sets every quota. */
+static int sync_add(struct vr_rl *rl, const struct vr_accounts *accounts)
+{
+	for (unsigned i = 0, n = vr_accounts_count(accounts); i < n; i++) {
+		const struct vr_account *a = vr_accounts_at(accounts, i);
+		struct vr_rl_entry *e = lookup(rl, a->id);
+
+		if (e) {
+			atomic_store_explicit(&e->quota, a->daily_quota, memory_order_relaxed);
+			continue;
+		}
+		e = entry_new(a->id, a->daily_quota);
+		if (!e)
+			return -ENOMEM;
+		/* Publishes the initialised entry (cds_lfht orders the node's
+		 * contents before the store that links it). */
+		cds_lfht_add(rl->ht, hash_id(e->id, e->idlen), &e->node);
+		rl->n_entries++;
+	}
+	return 0;
+}
+
+int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts)
+{
+	struct cds_lfht_iter iter;
+	struct vr_rl_entry *e;
+	struct grave *g = NULL;
+	size_t gone = 0;
+	int rc;
+
+	for (unsigned i = 0, n = vr_accounts_count(accounts); i < n; i++) {
+		uint32_t q = vr_accounts_at(accounts, i)->daily_quota;
+		if (q < 1 || q > rl->per_day_max)
+			return -ERANGE;
+	}
+	rcu_read_lock();
+	cds_lfht_for_each_entry(rl->ht, &iter, e, node)
+		gone += !vr_accounts_by_id(accounts, e->id);
+	rcu_read_unlock();
+	if (gone) {
+		g = malloc(sizeof(*g) + gone * sizeof(g->e[0]));
+		if (!g)
+			return -ENOMEM;
+		g->n = 0;
+	}
+	rcu_read_lock();
+	rc = sync_add(rl, accounts);
+	/* The only writer: the entries counted above are the ones deleted here. */
+	cds_lfht_for_each_entry(rl->ht, &iter, e, node) {
+		if (g && g->n < gone && !vr_accounts_by_id(accounts, e->id) &&
+		    cds_lfht_del(rl->ht, &e->node) == 0) {
+			g->e[g->n++] = e;
+			rl->n_entries--;
+		}
+	}
+	rcu_read_unlock();
+	if (g)
+		call_rcu(&g->rcu, grave_free);
+	return rc;
+}
+
+int vr_rl_set_daily(struct vr_rl *rl, const char *id, uint32_t quota)
+{
+	struct vr_rl_entry *e;
+
+	if (quota < 1 || quota > rl->per_day_max)
+		return -ERANGE;
+	rcu_read_lock();
+	e = lookup(rl, id);
+	if (e)
+		atomic_store_explicit(&e->quota, quota, memory_order_relaxed);
+	rcu_read_unlock();
+	return e ? 0 : -ENOENT;
+}
+
+int vr_rl_reset(struct vr_rl *rl, const char *id)
+{
+	struct vr_rl_entry *e;
+
+	rcu_read_lock();
+	e = lookup(rl, id);
+	if (e)
+		vr_rl_entry_reset(e);
+	rcu_read_unlock();
+	return e ? 0 : -ENOENT;
+}
+
+int vr_rl_restore(struct vr_rl *rl, const char *id, uint32_t n, int64_t at)
+{
+	struct vr_rl_entry *e;
+
+	if (n == 0 || !time_ok(rl, at))
+		return -EINVAL;
+	rcu_read_lock();
+	e = lookup(rl, id);
+	if (e)
+		vr_rl_entry_restore(rl, e, n, (uint32_t)at);
+	rcu_read_unlock();
+	return e ? 0 : -ENOENT;
+}
+
+/* --- readers --- */
+
+int vr_rl_reserve(struct vr_rl *rl, const char *id, uint32_t n, int64_t now,
+		  struct vr_rl_ticket *ticket, struct vr_rl_verdict *v)
+{
+	struct vr_rl_entry *e;
+	int rc = -ENOENT;
+
+	if (n == 0 || !time_ok(rl, now))
+		return -EINVAL;
+	rcu_read_lock();
+	e = lookup(rl, id);
+	if (e)
+		rc = vr_rl_entry_reserve(rl, e, n, (uint32_t)now, ticket, v);
+	rcu_read_unlock();
+	return rc;
+}
+
+void vr_rl_confirm(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket)
+{
+	/* Counted at reserve; a confirmed ticket simply is not released. */
+}
+
+void vr_rl_release(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket)
+{
+	struct vr_rl_entry *e;
+
+	if (ticket->n == 0 || !time_ok(rl, ticket->at))
+		return;
+	rcu_read_lock();
+	e = lookup(rl, id);
+	if (e)
+		vr_rl_entry_release(rl, e, ticket);
+	rcu_read_unlock();
+}
+
+int vr_rl_show(struct vr_rl *rl, const char *id, int64_t now, struct vr_rl_verdict *v)
+{
+	struct vr_rl_entry *e;
+
+	if (!time_ok(rl, now))
+		return -EINVAL;
+	rcu_read_lock();
+	e = lookup(rl, id);
+	if (e)
+		vr_rl_entry_show(rl, e, (uint32_t)now, v);
+	rcu_read_unlock();
+	return e ? 0 : -ENOENT;
+}
+
+/* --- the refusal text --- */
+
+/* "14s", "12m05s", "3h12m" (rounded up: never sooner than the truth). */
+static void fmt_wait(char *out, size_t len, int64_t s)
+{
+	if (s < 60)
+		snprintf(out, len, "%llds", (long long)VR_MAX(s, 0));
+	else if (s < 3600)
+		snprintf(out, len, "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
+	else
+		snprintf(out, len, "%lldh%02lldm", (long long)((s + 59) / 60 / 60),
+			 (long long)((s + 59) / 60 % 60));
+}
+
+static const char *const window_unit[] = {
+	[VR_RL_MINUTE] = "minute",
+	[VR_RL_HOUR] = "hour",
+};
+
+char *vr_rl_explain(const struct vr_rl *rl, const struct vr_rl_verdict *v, int64_t now,
+		    char *out, size_t outlen)
+{
+	const struct vr_rl_window_state *w = &v->w[v->window];
+	char wait[32];
+
+	if (v->ok) {
+		snprintf(out, outlen, "within limits (minute %u/%u, hour %u/%u, day %u/%u)",
+			 v->w[VR_RL_MINUTE].used, v->w[VR_RL_MINUTE].limit, v->w[VR_RL_HOUR].used,
+			 v->w[VR_RL_HOUR].limit, v->w[VR_RL_DAY].used, v->w[VR_RL_DAY].limit);
+		return out;
+	}
+	fmt_wait(wait, sizeof(wait), w->resets_at - now);
+	if (v->window == VR_RL_DAY) {
+		/* The local time the next day starts: midnight, unless the zone
+		 * jumps over it that day. */
+		int64_t local = w->resets_at + vr_rl_tz_offset(&rl->tz, w->resets_at);
+		int64_t tod = (local % DAY + DAY) % DAY;
+		snprintf(out, outlen, "daily quota %u/%u reached, resets %02d:%02d %s in %s", w->used,
+			 w->limit, (int)(tod / 3600), (int)(tod % 3600 / 60), rl->tz.name, wait);
+	} else if (w->resets_at) {
+		snprintf(out, outlen, "%u mails per %s reached (%u/%u), next slot in %s", w->limit,
+			 window_unit[v->window], w->used, w->limit, wait);
+	} else {
+		/* Refused while empty: asked for more than the whole window. */
+		snprintf(out, outlen, "%u mails per %s reached (%u/%u)", w->limit,
+			 window_unit[v->window], w->used, w->limit);
+	}
+	return out;
+}

@@ -1,0 +1,526 @@
+/*
+ * window.c - one account's minute, hour and day windows, shared by every
+ * worker thread without a lock: reserve, release, show, restore, reset.
+ *
+ * What is guaranteed, in the whole seconds callers pass (now = the wall
+ * clock truncated), with t = the account's effective time max(now, newest
+ * second already counted), so an account's time never runs backwards:
+ *
+ *  - minute: a reservation of n at t is granted only if the mails counted at
+ *    seconds t-60 .. t (61 seconds), plus n, are at most per_minute, and it
+ *    is refused only if they are more. A real 60-second span touches at
+ *    most 61 whole seconds, so it never holds more than per_minute; and a
+ *    VPS is refused only after sending per_minute within the last 61
+ *    seconds: 1 s granularity.
+ *  - hour: the same over the calendar minutes m-60 .. m (m = t / 60, 61
+ *    minutes): a real hour touches at most 61 of them; 1 min granularity.
+ *  - day: the mails counted in t's calendar day (configured zone) plus n
+ *    are at most the account's quota.
+ *
+ * Granted means counted at once (the reservation is the count), so
+ * sessions on several threads cannot over-admit; a release takes the count
+ * back out of the second and minute it went into while those are still in
+ * the rings. With threads racing at a second boundary a reservation may be
+ * refused that a serial order would have granted (never the reverse).
+ *
+ * Layout. Seconds and minutes are each kept in a ring (rl_impl.h): blocks
+ * of 7 units, one 64-bit word per block holding seven one-byte counts and a
+ * tag byte = (block + salt) mod 256. A word whose tag is not the one its
+ * block should have right now is stale: it counts as zero and whoever
+ * notices replaces it (so no one ever has to clear a ring ahead of time,
+ * which is what would race with the writers). The head word holds t and
+ * the rings' salts. A word is only ever written for a block at or before
+ * the head, so "not my tag" means older unless the head moved; whoever
+ * moves the head sweeps the stale words out afterwards (a reservation
+ * while summing its windows, granted or not), so a live word is never
+ * more than a few laps old and the 8-bit tag is unambiguous; when the
+ * head jumps ten blocks or more (a quiet account), the ring's salt changes
+ * to a value that no word in it can match, so even a word left from hours
+ * ago cannot pass for a current one.
+ *
+ * Orderings. Every access to head, the ring words and the day word is
+ * sequentially consistent (on x86 a plain load, and the locked RMW we need
+ * anyway). A reservation does: head CAS (or load), count, sum the windows,
+ * load head again, and gives up and retries if the head changed. Take two
+ * granted reservations A at a and B at b >= a in one window: if a == b
+ * they counted into the same word and each sum sees what the earlier RMW
+ * wrote; if a < b, A's second head load read a, so it precedes B's head
+ * update in the single total order, and B's sums come after that update:
+ * B saw A's count. The day window is one check-and-add CAS.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "vmrelay/common.h"
+
+#include "rl_impl.h"
+
+#define COUNT_MASK UINT64_C(0x00ffffffffffffff)
+#define TAG_SHIFT 56
+#define BIG_JUMP ((int64_t)RL_WORDS)    /* blocks: every word of the ring is stale */
+
+#define HEAD_T(h) ((uint32_t)(h))
+#define HEAD_SALT(h, r) ((uint8_t)((h) >> (32 + 8 * (r))))
+
+#define DAY_COUNT(d) ((uint32_t)(d))
+#define DAY_GEN(d) ((uint16_t)((d) >> 32))
+#define DAY_NO(d) ((uint16_t)((d) >> 48))
+#define DAY_MAKE(no, gen, count) ((uint64_t)(no) << 48 | (uint64_t)(gen) << 32 | (count))
+
+enum ring_id { RING_SEC, RING_MIN };
+enum step { STEP_OK, STEP_FULL, STEP_RETRY };
+
+static inline struct vr_rl_ring *ring_of(struct vr_rl_entry *e, enum ring_id r)
+{
+	return r == RING_SEC ? &e->sec : &e->min;
+}
+
+/* The ring's unit at second t. */
+static inline int64_t unit(enum ring_id r, uint32_t t)
+{
+	return r == RING_SEC ? t : t / 60;
+}
+
+static inline uint8_t tag_of(int64_t blk, uint8_t salt)
+{
+	return (uint8_t)(blk + salt);
+}
+
+/* The block word p holds when the newest block is hb (< 0: none yet). */
+static inline int64_t expected_blk(int64_t hb, unsigned p)
+{
+	return hb - (int64_t)((uint64_t)(hb % RL_WORDS + RL_WORDS - p) % RL_WORDS);
+}
+
+/* Sum of the seven count bytes. */
+static inline uint32_t bytesum(uint64_t m)
+{
+	uint64_t x = (m & UINT64_C(0x00ff00ff00ff00ff)) + ((m >> 8) & UINT64_C(0x00ff00ff00ff00ff));
+
+	return (uint32_t)((x * UINT64_C(0x0001000100010001)) >> 48);
+}
+
+/* --- the head: t and the salts --- */
+
+/*
+ * A salt for ring r after the head jumps from unit ou to nu (ten blocks or
+ * more): no word may carry the new tag of its position, whether it holds a
+ * count now or a writer still at the old head puts one there.
+ */
+static uint8_t fresh_salt(struct vr_rl_ring *ring, uint64_t h, enum ring_id r, int64_t ou,
+			  int64_t nu)
+{
+	uint64_t ban[4] = { 0 };
+	uint8_t old = HEAD_SALT(h, r), s = old;
+	int64_t ohb = ou / RL_SLOTS, nhb = nu / RL_SLOTS;
+
+	for (unsigned p = 0; p < RL_WORDS; p++) {
+		int64_t nb = expected_blk(nhb, p), ob = expected_blk(ohb, p);
+		uint64_t w = atomic_load(&ring->w[p]);
+		uint8_t bad;
+
+		if (w & COUNT_MASK) {
+			bad = (uint8_t)((w >> TAG_SHIFT) - (uint64_t)nb);
+			ban[bad >> 6] |= UINT64_C(1) << (bad & 63);
+		}
+		if (ob >= 0) {
+			bad = (uint8_t)(tag_of(ob, old) - (uint64_t)nb);
+			ban[bad >> 6] |= UINT64_C(1) << (bad & 63);
+		}
+	}
+	/* At most 20 values are banned out of 256. */
+	do
+		s++;
+	while (ban[s >> 6] & (UINT64_C(1) << (s & 63)));
+	return s;
+}
+
+/* The head word for time t (> the head's), with new salts where a ring jumped. */
+static uint64_t head_advance(struct vr_rl_entry *e, uint64_t h, uint32_t t)
+{
+	uint64_t nh = (h & ~(uint64_t)UINT32_MAX) | t;
+
+	for (enum ring_id r = RING_SEC; r <= RING_MIN; r++) {
+		int64_t ou = unit(r, HEAD_T(h)), nu = unit(r, t);
+		if (nu / RL_SLOTS - ou / RL_SLOTS >= BIG_JUMP) {
+			unsigned shift = 32 + 8 * r;
+			nh = (nh & ~((uint64_t)0xff << shift)) |
+			     (uint64_t)fresh_salt(ring_of(e, r), h, r, ou, nu) << shift;
+		}
+	}
+	return nh;
+}
+
+/* --- ring operations --- */
+
+/*
+ * Adds n to unit u of ring r (u within the ring at head hn). A stale word
+ * is replaced, after checking the head has not moved (else it might be
+ * newer, and the caller starts over). FULL when the byte would overflow:
+ * more than 255 in one second or minute is over any minute limit we accept.
+ * saturate (restore) clamps at 255 instead.
+ */
+static enum step ring_add(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, int64_t u,
+			  uint32_t n, bool saturate)
+{
+	_Atomic uint64_t *wp = &ring_of(e, r)->w[(u / RL_SLOTS) % RL_WORDS];
+	uint8_t tag = tag_of(u / RL_SLOTS, HEAD_SALT(hn, r));
+	unsigned shift = 8 * (unsigned)(u % RL_SLOTS);
+	uint64_t w = atomic_load(wp), nw;
+
+	do {
+		uint32_t c = 0;
+
+		if ((uint8_t)(w >> TAG_SHIFT) == tag) {
+			c = (uint32_t)(w >> shift) & 0xff;
+			nw = w & ~((uint64_t)0xff << shift);
+		} else {
+			if (atomic_load(&e->head) != hn)
+				return STEP_RETRY;
+			nw = (uint64_t)tag << TAG_SHIFT;
+		}
+		if (c + n > RL_COUNT_MAX && !saturate)
+			return STEP_FULL;
+		nw |= (uint64_t)VR_MIN(c + n, RL_COUNT_MAX) << shift;
+	} while (!atomic_compare_exchange_weak(wp, &w, nw));
+	return STEP_OK;
+}
+
+/* Takes up to n back out of unit u, if its word still holds that block. */
+static void ring_sub(struct vr_rl_ring *ring, uint8_t salt, int64_t u, uint32_t n)
+{
+	_Atomic uint64_t *wp = &ring->w[(u / RL_SLOTS) % RL_WORDS];
+	uint8_t tag = tag_of(u / RL_SLOTS, salt);
+	unsigned shift = 8 * (unsigned)(u % RL_SLOTS);
+	uint64_t w = atomic_load(wp), nw;
+
+	do {
+		if ((uint8_t)(w >> TAG_SHIFT) != tag)
+			return;
+		uint32_t c = (uint32_t)(w >> shift) & 0xff;
+		nw = (w & ~((uint64_t)0xff << shift)) | (uint64_t)(c - VR_MIN(c, n)) << shift;
+	} while (!atomic_compare_exchange_weak(wp, &w, nw));
+}
+
+/*
+ * The count of ring r over units u-60 .. u at head hn, and the first unit
+ * counted (*oldest, -1 if none). With clean, stale words are replaced by
+ * empty ones of the block they stand for, and -1 is returned if the head
+ * moved meanwhile (the caller starts over). Without clean (show) nothing is
+ * written, and a ring the head is ten blocks past counts nothing.
+ */
+static int64_t ring_sum(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, int64_t u,
+			bool clean, int64_t *oldest)
+{
+	struct vr_rl_ring *ring = ring_of(e, r);
+	int64_t hb = u / RL_SLOTS, lo = u - (RL_SPAN - 1), sum = 0;
+	uint8_t salt = HEAD_SALT(hn, r);
+
+	*oldest = -1;
+	if (!clean && hb - unit(r, HEAD_T(hn)) / RL_SLOTS >= BIG_JUMP)
+		return 0;
+	for (unsigned p = 0; p < RL_WORDS; p++) {
+		int64_t b = expected_blk(hb, p), first = b * RL_SLOTS;
+		uint8_t tag = tag_of(b, salt);
+		uint64_t w = atomic_load(&ring->w[p]);
+
+		if (b < 0)
+			continue;
+		while ((uint8_t)(w >> TAG_SHIFT) != tag && (w & COUNT_MASK) && clean) {
+			if (atomic_load(&e->head) != hn)
+				return -1;
+			if (atomic_compare_exchange_strong(&ring->w[p], &w,
+							   (uint64_t)tag << TAG_SHIFT))
+				w = (uint64_t)tag << TAG_SHIFT;
+		}
+		if ((uint8_t)(w >> TAG_SHIFT) != tag || first + (int64_t)RL_SLOTS <= lo)
+			continue;
+		uint64_t m = w & COUNT_MASK;
+		if (first < lo)
+			m &= COUNT_MASK << (8 * (lo - first));
+		if (!m)
+			continue;
+		sum += bytesum(m);
+		int64_t o = first + __builtin_ctzll(m) / 8;
+		if (*oldest < 0 || o < *oldest)
+			*oldest = o;
+	}
+	return sum;
+}
+
+/* Whoever moves the head sweeps both rings afterwards (see the top); a
+ * reservation does it while summing, the paths that refuse before summing
+ * call this. If the head moves on meanwhile, its mover sweeps instead. */
+static void sweep(struct vr_rl_entry *e, uint64_t hn, uint32_t t)
+{
+	int64_t o;
+
+	if (ring_sum(e, RING_SEC, hn, unit(RING_SEC, t), true, &o) >= 0)
+		ring_sum(e, RING_MIN, hn, unit(RING_MIN, t), true, &o);
+}
+
+/* --- the day word --- */
+
+/* Counts n into day no (index + 1) if the quota allows. *used: before. */
+static enum step day_take(struct vr_rl_entry *e, uint16_t no, uint32_t n, uint32_t quota,
+			  uint16_t *gen, uint32_t *used)
+{
+	uint64_t d = atomic_load(&e->day), nd;
+
+	do {
+		if (DAY_NO(d) > no)
+			return STEP_RETRY;      /* counted by a newer head: start over */
+		*used = DAY_NO(d) == no ? DAY_COUNT(d) : 0;
+		*gen = DAY_GEN(d);
+		if (n > quota || *used > quota - n)
+			return STEP_FULL;
+		nd = DAY_MAKE(no, *gen, *used + n);
+	} while (!atomic_compare_exchange_weak(&e->day, &d, nd));
+	return STEP_OK;
+}
+
+static void day_sub(struct vr_rl_entry *e, uint16_t no, uint16_t gen, uint32_t n)
+{
+	uint64_t d = atomic_load(&e->day), nd;
+
+	do {
+		if (DAY_NO(d) != no || DAY_GEN(d) != gen)
+			return;
+		nd = d - VR_MIN(DAY_COUNT(d), n);
+	} while (!atomic_compare_exchange_weak(&e->day, &d, nd));
+}
+
+/* --- what the windows hold --- */
+
+static uint16_t day_no(const struct vr_rl *rl, uint32_t t)
+{
+	return (uint16_t)(vr_rl_tz_day(&rl->tz, t) + 1);
+}
+
+/*
+ * Every window at t under head h, read only: the count, the limit, and
+ * when the oldest counted mail leaves it (0 if none is counted), which is
+ * when its next slot frees.
+ */
+static void state(const struct vr_rl *rl, struct vr_rl_entry *e, uint64_t h, uint32_t t,
+		  struct vr_rl_verdict *v)
+{
+	uint64_t d = atomic_load(&e->day);
+	uint16_t no = day_no(rl, t);
+	int64_t o;
+
+	v->w[VR_RL_MINUTE].used = (uint32_t)ring_sum(e, RING_SEC, h, unit(RING_SEC, t), false, &o);
+	v->w[VR_RL_MINUTE].resets_at = o < 0 ? 0 : o + RL_SPAN;
+	v->w[VR_RL_MINUTE].limit = rl->per_minute;
+	v->w[VR_RL_HOUR].used = (uint32_t)ring_sum(e, RING_MIN, h, unit(RING_MIN, t), false, &o);
+	v->w[VR_RL_HOUR].resets_at = o < 0 ? 0 : (o + RL_SPAN) * 60;
+	v->w[VR_RL_HOUR].limit = rl->per_hour;
+	v->w[VR_RL_DAY].used = DAY_NO(d) == no ? DAY_COUNT(d) : 0;
+	v->w[VR_RL_DAY].resets_at = v->w[VR_RL_DAY].used ? rl->tz.start[no] : 0;  /* day no+1 */
+	v->w[VR_RL_DAY].limit = atomic_load_explicit(&e->quota, memory_order_relaxed);
+}
+
+/* Only a full window says when it frees. */
+static void state_clear_free(struct vr_rl_verdict *v)
+{
+	for (int i = 0; i < VR_RL_NWINDOWS; i++)
+		if (v->w[i].used < v->w[i].limit)
+			v->w[i].resets_at = 0;
+}
+
+/* Fills v for a refusal by win; used is the count that decided (< 0: the
+ * count now). The refusing window says when its next slot frees even when
+ * a request for several slots found it not quite full. */
+static void refuse(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t t,
+		   enum vr_rl_window win, int64_t used, struct vr_rl_verdict *v)
+{
+	int64_t frees;
+
+	if (!v)
+		return;
+	state(rl, e, atomic_load(&e->head), t, v);
+	frees = win == VR_RL_DAY ? rl->tz.start[day_no(rl, t)] : v->w[win].resets_at;
+	state_clear_free(v);
+	v->ok = false;
+	v->window = win;
+	if (used >= 0)
+		v->w[win].used = (uint32_t)used;
+	v->w[win].resets_at = frees;
+}
+
+/* --- the operations --- */
+
+void vr_rl_entry_init(struct vr_rl_entry *e, uint32_t quota)
+{
+	atomic_init(&e->head, 0);
+	atomic_init(&e->day, 0);
+	atomic_init(&e->quota, quota);
+	for (unsigned p = 0; p < RL_WORDS; p++) {
+		atomic_init(&e->sec.w[p], 0);
+		atomic_init(&e->min.w[p], 0);
+	}
+}
+
+int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t n, uint32_t now,
+			struct vr_rl_ticket *ticket, struct vr_rl_verdict *v)
+{
+	/* The quota may change under us (operator): any recent value will do. */
+	uint32_t quota = atomic_load_explicit(&e->quota, memory_order_relaxed);
+
+	/* More than a whole window: no wait makes it fit. */
+	if (n > rl->per_minute || n > rl->per_hour) {
+		refuse(rl, e, VR_MAX(now, HEAD_T(atomic_load(&e->head))),
+		       n > rl->per_minute ? VR_RL_MINUTE : VR_RL_HOUR, -1, v);
+		return -EDQUOT;
+	}
+	for (;;) {
+		uint64_t h = atomic_load(&e->head), hn = h;
+		uint32_t t = VR_MAX(now, HEAD_T(h)), used_day;
+		int64_t us = unit(RING_SEC, t), um = unit(RING_MIN, t), sec, min, o;
+		uint16_t no = day_no(rl, t), gen;
+		enum step s;
+
+		if (t != HEAD_T(h)) {
+			hn = head_advance(e, h, t);
+			if (!atomic_compare_exchange_strong(&e->head, &h, hn))
+				continue;
+		}
+		s = day_take(e, no, n, quota, &gen, &used_day);
+		if (s == STEP_RETRY)
+			continue;
+		if (s == STEP_FULL) {
+			if (hn != h)
+				sweep(e, hn, t);
+			refuse(rl, e, t, VR_RL_DAY, used_day, v);
+			return -EDQUOT;
+		}
+		s = ring_add(e, RING_SEC, hn, us, n, false);
+		if (s != STEP_OK) {
+			day_sub(e, no, gen, n);
+			if (s == STEP_RETRY)
+				continue;
+			if (hn != h)
+				sweep(e, hn, t);
+			refuse(rl, e, t, VR_RL_MINUTE, -1, v);
+			return -EDQUOT;
+		}
+		s = ring_add(e, RING_MIN, hn, um, n, false);
+		if (s != STEP_OK) {
+			ring_sub(&e->sec, HEAD_SALT(hn, RING_SEC), us, n);
+			day_sub(e, no, gen, n);
+			if (s == STEP_RETRY)
+				continue;
+			if (hn != h)
+				sweep(e, hn, t);
+			refuse(rl, e, t, VR_RL_MINUTE, -1, v);
+			return -EDQUOT;
+		}
+		sec = ring_sum(e, RING_SEC, hn, us, true, &o);
+		min = sec < 0 ? -1 : ring_sum(e, RING_MIN, hn, um, true, &o);
+		/* Seen in one head: else a newer second may hold counts we missed. */
+		if (min < 0 || atomic_load(&e->head) != hn) {
+			ring_sub(&e->min, HEAD_SALT(hn, RING_MIN), um, n);
+			ring_sub(&e->sec, HEAD_SALT(hn, RING_SEC), us, n);
+			day_sub(e, no, gen, n);
+			continue;
+		}
+		if (sec > rl->per_minute || min > rl->per_hour) {
+			ring_sub(&e->min, HEAD_SALT(hn, RING_MIN), um, n);
+			ring_sub(&e->sec, HEAD_SALT(hn, RING_SEC), us, n);
+			day_sub(e, no, gen, n);
+			if (sec > rl->per_minute)
+				refuse(rl, e, t, VR_RL_MINUTE, sec - n, v);
+			else
+				refuse(rl, e, t, VR_RL_HOUR, min - n, v);
+			return -EDQUOT;
+		}
+		*ticket = (struct vr_rl_ticket){ .at = t, .n = n, .gen = gen };
+		if (v) {
+			v->ok = true;
+			v->w[VR_RL_MINUTE] = (struct vr_rl_window_state){ (uint32_t)sec, rl->per_minute, 0 };
+			v->w[VR_RL_HOUR] = (struct vr_rl_window_state){ (uint32_t)min, rl->per_hour, 0 };
+			v->w[VR_RL_DAY] = (struct vr_rl_window_state){ used_day + n, quota, 0 };
+		}
+		return 0;
+	}
+}
+
+void vr_rl_entry_release(const struct vr_rl *rl, struct vr_rl_entry *e,
+			 const struct vr_rl_ticket *ticket)
+{
+	uint64_t h = atomic_load(&e->head);
+	uint32_t at = (uint32_t)ticket->at;
+
+	/* Counted before an operator's reset: those counts are gone already. */
+	if (DAY_GEN(atomic_load(&e->day)) != ticket->gen)
+		return;
+	/* A unit older than the window is out of every future window too; a
+	 * unit still in it was counted under the salt the ring has now. */
+	for (enum ring_id r = RING_SEC; r <= RING_MIN; r++)
+		if (unit(r, HEAD_T(h)) - unit(r, at) < (int64_t)RL_SPAN)
+			ring_sub(ring_of(e, r), HEAD_SALT(h, r), unit(r, at), ticket->n);
+	day_sub(e, day_no(rl, at), ticket->gen, ticket->n);
+}
+
+void vr_rl_entry_show(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t now,
+		      struct vr_rl_verdict *v)
+{
+	uint64_t h = atomic_load(&e->head);
+	uint32_t t = VR_MAX(now, HEAD_T(h));
+
+	v->ok = true;
+	state(rl, e, h, t, v);
+	state_clear_free(v);
+	for (int i = 0; i < VR_RL_NWINDOWS; i++) {
+		if (v->w[i].used >= v->w[i].limit && v->ok) {
+			v->ok = false;
+			v->window = (enum vr_rl_window)i;
+		}
+	}
+}
+
+void vr_rl_entry_restore(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t n, uint32_t at)
+{
+	uint16_t no = day_no(rl, at);
+	uint64_t h, d, nd;
+
+	/* The head first: a word is never written ahead of it. */
+	h = atomic_load(&e->head);
+	while (at > HEAD_T(h)) {
+		uint64_t nh = head_advance(e, h, at);
+		if (atomic_compare_exchange_weak(&e->head, &h, nh)) {
+			sweep(e, nh, at);
+			break;
+		}
+	}
+	for (enum ring_id r = RING_SEC; r <= RING_MIN; r++) {
+		for (;;) {
+			h = atomic_load(&e->head);
+			int64_t hu = unit(r, HEAD_T(h)), u = unit(r, at);
+			if (hu / RL_SLOTS - u / RL_SLOTS >= BIG_JUMP ||
+			    ring_add(e, r, h, u, n, true) == STEP_OK)
+				break;
+		}
+	}
+	d = atomic_load(&e->day);
+	do {
+		if (DAY_NO(d) > no)
+			return;                 /* an older day than the one counting now */
+		uint32_t c = DAY_NO(d) == no ? DAY_COUNT(d) : 0;
+		nd = DAY_MAKE(no, DAY_GEN(d), c + VR_MIN(n, UINT32_MAX - c));
+	} while (!atomic_compare_exchange_weak(&e->day, &d, nd));
+}
+
+void vr_rl_entry_reset(struct vr_rl_entry *e)
+{
+	uint64_t d = atomic_load(&e->day);
+
+	/* A new generation: tickets taken before the reset release nothing. */
+	while (!atomic_compare_exchange_weak(&e->day, &d,
+					     DAY_MAKE(DAY_NO(d), (uint16_t)(DAY_GEN(d) + 1), 0)))
+		;
+	for (unsigned p = 0; p < RL_WORDS; p++) {
+		atomic_store(&e->sec.w[p], 0);
+		atomic_store(&e->min.w[p], 0);
+	}
+}
