@@ -370,8 +370,8 @@ static void on_rcpt(struct session *s, const struct vr_bench_reply *r)
 	}
 	if (last && s->rcpt_ok == 0)
 		msg_fail(s, "RCPT %u", s->last_rcpt_code);
-	if (cl->cfg->pipelining || s->failed)
-		return;
+	if (cl->cfg->pipelining)
+		return;          /* DATA or BDAT is on its way */
 	if (!last)
 		send_rcpt(s);
 	else if (s->rcpt_ok == 0)
@@ -554,6 +554,10 @@ static void session_flush(struct session *s)
 {
 	int rc = vr_bench_conn_flush(&s->conn);
 
+	if (rc < 0 && s->pend_n == 1 && s->pend[s->pend_head] == C_QUIT) {
+		session_close(s, true);
+		return;
+	}
 	if (rc < 0) {
 		conn_fail(s, "%s: %s", s->conn.tls ? "TLS" : "write",
 			  rc == -EPROTO ? vr_tls_error(s->conn.tls) : strerror(-rc));
@@ -580,8 +584,9 @@ static void session_read(struct session *s)
 	}
 	if (rc == 0)
 		return;
-	/* The server may close after its 221, or instead of it. */
-	if (rc == -EPIPE && s->pend_n == 1 && s->pend[s->pend_head] == C_QUIT)
+	/* The server may close after its 221, or instead of it (reset, even,
+	 * when it was gone before our QUIT arrived): nothing is lost. */
+	if (s->pend_n == 1 && s->pend[s->pend_head] == C_QUIT)
 		session_close(s, true);
 	else if (rc == -EPIPE)
 		conn_fail(s, "connection closed by the server%s%s", s->pend_n ? " awaiting " : "",

@@ -34,6 +34,7 @@
 #define TO_MAX 1000
 
 enum { CLIENT = 1, SINK = 2, BOTH = 3 };
+#define OPT_BASE 0x100
 
 struct opts {
 	struct vr_bench_cfg cfg;
@@ -432,18 +433,20 @@ static int parse(struct opts *o, int argc, char **argv)
 	struct option lo[VR_ARRAY_SIZE(options) + 1];
 	int c;
 
+	/* getopt_long answers an option with its val: the table index plus
+	 * OPT_BASE, so that 0 (what optopt holds for an unknown one) is none. */
 	for (size_t i = 0; i < VR_ARRAY_SIZE(options); i++)
 		lo[i] = (struct option){ options[i].name, options[i].arg ? required_argument :
-					 no_argument, NULL, (int)i };
+					 no_argument, NULL, (int)i + OPT_BASE };
 	lo[VR_ARRAY_SIZE(options)] = (struct option){ 0 };
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-		if (c == '?' || c == ':') {
+		if (c < OPT_BASE) {
 			fprintf(stderr, "vmrelay-bench: %s: %s (see --help)\n", argv[optind - 1],
-				c == ':' || (optopt >= 0 && optopt < (int)VR_ARRAY_SIZE(options)) ?
-				"needs a value" : "unknown option");
+				optopt >= OPT_BASE ? "needs a value" : "unknown option");
 			return -1;
 		}
+		c -= OPT_BASE;
 		char name[64];
 		snprintf(name, sizeof(name), "--%s", options[c].name);
 		if (options[c].fn(o, name, optarg) < 0)
