@@ -71,8 +71,6 @@ int vr_bench_sink_run(const struct vr_bench_cfg *cfg);
 
 /* "192.0.2.1:25" or "[2001:db8::1]:25". */
 void vr_bench_addr_name(const struct vr_bench_addr *a, char *out, size_t outlen);
-/* Monotonic nanoseconds. */
-uint64_t vr_bench_now(void);
 /* A signalfd for SIGINT and SIGTERM (and SIGUSR1 if usr1), those blocked. */
 int vr_bench_signalfd(bool usr1);
 

@@ -7,8 +7,9 @@
  * every reply parsed pops it. Without PIPELINING one command is in flight at
  * a time; with it, MAIL, every RCPT and DATA (or BDAT and the message) go in
  * one write, exactly as RFC 2920 §3.1 lets a client group them, and the same
- * ring matches the replies. A message's latency runs from the moment its last
- * octet went to the kernel to the moment its final reply was parsed.
+ * ring matches the replies. A message's latency runs from the write that
+ * handed its last octet to the kernel to the moment its final reply was
+ * parsed.
  *
  * A message is counted once: accepted (a 2xx final reply), or failed under
  * the first thing that went wrong for it ("MAIL 451", "connect: Connection
@@ -34,7 +35,6 @@
 #include "bench.h"
 #include "conn.h"
 #include "reply.h"
-#include "stats.h"
 
 /* Linux 4.2: the port is picked at connect(), so many sessions may share a
  * source address without running out of ports at bind(). */
@@ -563,8 +563,11 @@ static void session_flush(struct session *s)
 			  rc == -EPROTO ? vr_tls_error(s->conn.tls) : strerror(-rc));
 		return;
 	}
+	/* The clock was read before the write that emptied the queue: on
+	 * loopback the server may have replied before that write returned,
+	 * and the woken server may even have preempted us right after it. */
 	if (s->body_queued && s->t_end == 0 && !vr_bench_conn_pending(&s->conn))
-		s->t_end = vr_bench_now();
+		s->t_end = s->conn.t_send;
 }
 
 static void session_read(struct session *s)

@@ -165,6 +165,7 @@ static int conn_send(struct vr_bench_conn *c, struct iovec *iov, unsigned n, siz
 	*sent = 0;
 	if (n == 0)
 		return 1;
+	c->t_send = vr_bench_now();
 	/* MSG_NOSIGNAL: a peer gone away is an error to count, not SIGPIPE. */
 	ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
 	if (w < 0)

@@ -18,6 +18,7 @@
 
 #include "vmrelay/buf.h"
 #include "vmrelay/tls.h"
+#include "stats.h"
 
 #define VR_BENCH_SEG_MAX 4
 
@@ -29,6 +30,7 @@ struct vr_bench_conn {
 	unsigned nseg, seg_i;            /* seg[seg_i] is advanced in place */
 	struct vr_tls *tls;
 	struct vr_buf cipher;            /* TLS: ciphertext to send */
+	uint64_t t_send;                 /* ns, just before the latest write */
 };
 
 /* Buffers with their ceilings; no memory until first used. */

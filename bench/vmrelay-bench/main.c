@@ -530,13 +530,6 @@ static int raise_nofile(unsigned sessions)
 	return 0;
 }
 
-uint64_t vr_bench_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 int vr_bench_signalfd(bool usr1)
 {
 	sigset_t set;

@@ -12,6 +12,15 @@
 #define VR_BENCH_STATS_H
 
 #include <stdint.h>
+#include <time.h>
+
+/* Monotonic nanoseconds. */
+static inline uint64_t vr_bench_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 #define VR_BENCH_HIST_BUCKETS (128 + 57 * 64)
 
