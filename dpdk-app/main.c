@@ -1,11 +1,13 @@
 /*
  * main.c - the vmrelay binary: vmrelay -c relay.ini [--io kernel|dpdk] [--check]
  *
- * Loads the configuration, the accounts table and the TLS key, opens and
- * recovers the spool, then runs the kernel-socket transport until SIGTERM or
- * SIGINT. SIGHUP reloads the accounts file; a bad file is logged with its
- * line and the table in force stays. --check validates the same inputs and
- * exits without touching the spool or the network.
+ * Loads the configuration, the accounts table and the TLS key, builds the
+ * sending windows ([limits]), opens and recovers the spool and counts what
+ * it holds into the windows, then runs the kernel-socket transport until
+ * SIGTERM or SIGINT. SIGHUP reloads the accounts file into both the
+ * accounts table and the windows; a bad file is logged with its line and
+ * the tables in force stay. --check validates the same inputs and exits
+ * without touching the spool or the network.
  *
  * Signals are blocked in every thread and taken synchronously by the main
  * thread (sigwaitinfo), so reloading may allocate and log freely; the io runs
@@ -23,11 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <urcu.h>
 
 #include "vmrelay/config.h"
 #include "vmrelay/io.h"
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"
+#include "vmrelay/ratelimit.h"
 #include "vmrelay/smtp.h"
 #include "vmrelay/spool.h"
 #include "vmrelay/tls.h"
@@ -38,6 +42,7 @@ struct relay {
 	const char *config_path;
 	struct vr_config cfg;
 	struct vr_tls_ctx *tls;
+	struct vr_rl *rl;
 	struct vr_spool *spool;
 	struct vr_smtp_stats *stats;
 	struct vr_smtpd srv;
@@ -97,8 +102,43 @@ static struct vr_accounts *load_accounts(const struct vr_config *cfg, char *err,
 	return vr_accounts_load_max(cfg->accounts, cfg->per_day, cfg->per_day_max, err, errlen);
 }
 
-/* The inputs --check validates: config, io mode, accounts, TLS files.
- * 0, or -1 after telling stderr why. */
+/* [limits] as sending windows, knowing every account of t. NULL after
+ * telling stderr why. */
+static struct vr_rl *windows_new(const struct vr_config *cfg, const struct vr_accounts *t)
+{
+	const struct vr_rl_limits lim = {
+		.per_minute = cfg->per_minute,
+		.per_hour = cfg->per_hour,
+		.per_day_max = cfg->per_day_max,
+		.timezone = cfg->timezone,
+	};
+	char err[256];
+	struct vr_rl *rl = vr_rl_new(&lim, err, sizeof(err));
+
+	if (!rl) {
+		fprintf(stderr, "vmrelay: [limits] %s\n", err);
+		return NULL;
+	}
+	int rc = vr_rl_sync(rl, t);
+	if (rc < 0) {
+		fprintf(stderr, "vmrelay: %s: quotas: %s\n", cfg->accounts, strerror(-rc));
+		vr_rl_free(rl);
+		return NULL;
+	}
+	return rl;
+}
+
+/* What load_inputs() made, when the relay is not to run. */
+static void drop_inputs(struct relay *r, struct vr_accounts *accounts)
+{
+	vr_accounts_free(accounts);
+	vr_rl_free(r->rl);
+	vr_tls_ctx_free(r->tls);
+	rcu_unregister_thread();
+}
+
+/* The inputs --check validates: config, io mode, accounts, limits, TLS
+ * files. 0, or -1 after telling stderr why. */
 static int load_inputs(struct relay *r, const char *io_mode, struct vr_accounts **accounts)
 {
 	char err[1024];
@@ -127,16 +167,23 @@ static int load_inputs(struct relay *r, const char *io_mode, struct vr_accounts 
 		fprintf(stderr, "vmrelay: %s\n", err);
 		return -1;
 	}
+	r->rl = windows_new(&r->cfg, *accounts);
+	if (!r->rl)
+		goto fail;
 	if (r->cfg.tls_cert[0]) {
 		r->tls = vr_tls_server_ctx_new(r->cfg.tls_cert, r->cfg.tls_key, err, sizeof(err));
 		if (!r->tls) {
 			fprintf(stderr, "vmrelay: %s\n", err);
-			vr_accounts_free(*accounts);
-			*accounts = NULL;
-			return -1;
+			goto fail;
 		}
 	}
 	return 0;
+fail:
+	vr_rl_free(r->rl);
+	r->rl = NULL;
+	vr_accounts_free(*accounts);
+	*accounts = NULL;
+	return -1;
 }
 
 /*
@@ -163,20 +210,71 @@ static void listen_text(const struct vr_config *cfg, const struct vr_io *io, cha
 	}
 }
 
+/*
+ * The windows learn the new table before sessions can find it: a new
+ * account has its quota by its first RCPT. (A removed one may still be
+ * found by a session for a moment, whose RCPT then says 451, try later.)
+ */
 static void reload_accounts(struct relay *r)
 {
-	char err[1024];
+	char err[1024], q[1100];
 	struct vr_accounts *t = load_accounts(&r->cfg, err, sizeof(err));
 
 	if (!t) {
-		char q[1100];
 		vr_log_err("event=reload_failed accounts=%s error=%s", r->cfg.accounts,
 			   vr_log_quote(q, sizeof(q), err, strlen(err)));
+		return;
+	}
+	int rc = vr_rl_sync(r->rl, t);
+	if (rc < 0) {
+		vr_log_err("event=reload_failed accounts=%s error=\"quotas: %s\"", r->cfg.accounts,
+			   strerror(-rc));
+		vr_accounts_free(t);
 		return;
 	}
 	unsigned n = vr_accounts_count(t);
 	vr_policy_publish(t);
 	vr_log_info("event=reload accounts=%u", n);
+}
+
+/* What the spool holds was counted when it was accepted: count it again,
+ * so a restart or a kill -9 never hands a VPS a fresh quota. */
+struct replay {
+	struct vr_rl *rl;
+	uint64_t messages, mails;
+};
+
+static int replay_one(const struct vr_spool_msg *m, void *arg)
+{
+	struct replay *rp = arg;
+	int64_t at = (int64_t)(m->received_us / 1000000u);
+
+	/* held mail took no slot when it was accepted */
+	if (m->flags & VR_SPOOL_HOLD)
+		return 0;
+	/* -ENOENT: an account since removed; older mail the windows ignore */
+	if (vr_rl_restore(rp->rl, m->account, m->n_rcpts, at) == 0) {
+		rp->messages++;
+		rp->mails += m->n_rcpts;
+	}
+	return 0;
+}
+
+static int replay_spool(struct relay *r)
+{
+	struct replay rp = { .rl = r->rl };
+	char q[300];
+	int rc = vr_spool_scan(r->cfg.spool_dir, replay_one, &rp, NULL);
+
+	if (rc < 0) {
+		const char *e = strerror(-rc);
+		vr_log_err("event=quota_replay_failed dir=%s error=%s", r->cfg.spool_dir,
+			   vr_log_quote(q, sizeof(q), e, strlen(e)));
+		return rc;
+	}
+	vr_log_info("event=quota_replayed messages=%llu mails=%llu",
+		    (unsigned long long)rp.messages, (unsigned long long)rp.mails);
+	return 0;
 }
 
 static void *io_thread(void *arg)
@@ -227,10 +325,17 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 	vr_log_info("event=spool_recovered dir=%s messages=%llu torn=%llu segments=%llu",
 		    cfg->spool_dir, (unsigned long long)rec->messages,
 		    (unsigned long long)rec->torn, (unsigned long long)rec->segments);
+	/* before listening: no VPS may send on a count that misses its mail */
+	if (replay_spool(r) < 0) {
+		fprintf(stderr, "vmrelay: %s: cannot count the spool into the quotas\n",
+			cfg->spool_dir);
+		vr_accounts_free(accounts);
+		return 1;
+	}
 
 	r->stats = calloc(cfg->workers, sizeof(*r->stats));
 	r->srv = (struct vr_smtpd){
-		.cfg = cfg, .tls = r->tls, .spool = r->spool, .stats = r->stats,
+		.cfg = cfg, .tls = r->tls, .spool = r->spool, .rl = r->rl, .stats = r->stats,
 		.n_workers = cfg->workers,
 	};
 	int rc = r->stats ? vr_spool_start(r->spool) : -ENOMEM;
@@ -277,6 +382,7 @@ static void shut_down(struct relay *r)
 	if (r->spool)
 		vr_spool_close(r->spool);
 	vr_policy_publish(NULL);
+	vr_rl_free(r->rl);
 	vr_tls_ctx_free(r->tls);
 	free(r->stats);
 }
@@ -289,26 +395,8 @@ int main(int argc, char **argv)
 	int check = 0;
 
 	parse_args(argc, argv, &r, &check, &io_mode);
-	if (load_inputs(&r, io_mode, &accounts) < 0)
-		return EXIT_USAGE;
-	if (check) {
-		printf("%s: ok: %u listen address%s, %u worker%s, %u accounts, TLS %s\n",
-		       r.config_path, r.cfg.n_listen, r.cfg.n_listen == 1 ? "" : "es",
-		       r.cfg.workers, r.cfg.workers == 1 ? "" : "s", vr_accounts_count(accounts),
-		       r.tls ? "on" : "off");
-		vr_accounts_free(accounts);
-		vr_tls_ctx_free(r.tls);
-		return 0;
-	}
-	int rc = vr_log_open(r.cfg.log_file, (enum vr_log_level)r.cfg.log_level);
-	if (rc < 0) {
-		fprintf(stderr, "vmrelay: log_file %s: %s\n", r.cfg.log_file, strerror(-rc));
-		vr_accounts_free(accounts);
-		vr_tls_ctx_free(r.tls);
-		return EXIT_USAGE;
-	}
-
-	/* Before any thread exists, so every thread inherits the mask. */
+	/* Before any thread exists, so every thread inherits the mask: the
+	 * windows' table may start liburcu's call_rcu thread as it fills. */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -317,10 +405,31 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGUSR1);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* This thread syncs the windows' table and replays into it (RCU). */
+	rcu_register_thread();
+	if (load_inputs(&r, io_mode, &accounts) < 0) {
+		rcu_unregister_thread();
+		return EXIT_USAGE;
+	}
+	if (check) {
+		printf("%s: ok: %u listen address%s, %u worker%s, %u accounts, TLS %s\n",
+		       r.config_path, r.cfg.n_listen, r.cfg.n_listen == 1 ? "" : "es",
+		       r.cfg.workers, r.cfg.workers == 1 ? "" : "s", vr_accounts_count(accounts),
+		       r.tls ? "on" : "off");
+		drop_inputs(&r, accounts);
+		return 0;
+	}
+	int rc = vr_log_open(r.cfg.log_file, (enum vr_log_level)r.cfg.log_level);
+	if (rc < 0) {
+		fprintf(stderr, "vmrelay: log_file %s: %s\n", r.cfg.log_file, strerror(-rc));
+		drop_inputs(&r, accounts);
+		return EXIT_USAGE;
+	}
 
 	rc = start(&r, accounts, &set);
 	shut_down(&r);
 	vr_log_info("event=stop status=%d", rc);
 	vr_log_close();
+	rcu_unregister_thread();
 	return rc;
 }

@@ -7,7 +7,13 @@
  *           sender's domain is one the account may use (sender.c); the
  *           null sender is allowed, its message still needs a good From.
  *   RCPT    the transaction has an account (no path reaches RCPT or DATA
- *           without one). Quotas hook in here (issue 4).
+ *           without one), and the account a free slot in every sending
+ *           window: one reservation per recipient, kept by the session
+ *           until its message is committed (confirmed) or the transaction
+ *           ends any other way (released). With no slot: 451 4.7.1 saying
+ *           which window, its count and when a slot frees; or, for an
+ *           account with over_quota = hold, the transaction is accepted and
+ *           held for the operator.
  *   header  once the header section has passed (msg.c feeds hdr.c), every
  *           address of the one From field has a domain the account may
  *           use; the verdict is given as the reply to the message.
@@ -15,10 +21,14 @@
  * The accounts table is looked up again at each stage, under RCU, since a
  * reload may have changed it; only the account id is kept.
  */
+#include <errno.h>
 #include <string.h>
 #include <urcu.h>
 
+#include "vmrelay/clock.h"
+#include "vmrelay/log.h"
 #include "vmrelay/policy.h"
+#include "vmrelay/ratelimit.h"
 #include "vmrelay/utf8.h"
 
 #include "session.h"
@@ -83,6 +93,7 @@ static int access_mail(struct vr_session *s, const struct vr_smtp_envcmd *cmd)
 				 : vr_accounts_by_addr(t, (const struct sockaddr *)&s->peer);
 	if (acct) {
 		memcpy(id, acct->id, sizeof(id));
+		s->hold_over_quota = acct->over_quota == VR_OVER_QUOTA_HOLD;
 		/* the null sender (a bounce from the VPS) names no domain */
 		if (cmd->addr_len)
 			v = vr_account_may_send(acct, (const char *)cmd->domain, cmd->domain_len);
@@ -105,13 +116,61 @@ static int access_mail(struct vr_session *s, const struct vr_smtp_envcmd *cmd)
 
 /* --- RCPT --- */
 
+/* Every window of the account is full: defer the recipient, or hold the
+ * message if the account says so. */
+static int access_over_quota(struct vr_session *s, const struct vr_rl_verdict *v, int64_t now)
+{
+	char why[VR_SMTP_DENY_TEXT];
+
+	if (s->hold_over_quota) {
+		/* A held message is not sent, so it takes no slot: what this
+		 * transaction reserved goes back now, and nothing more is. */
+		vr_smtp_quota_end(s, false);
+		s->held = true;
+		vr_log_info("event=hold client=%s account=%s", s->client, s->account);
+		return 0;
+	}
+	vr_rl_explain(s->srv->rl, v, now, why, sizeof(why));
+	vr_smtp_reply(s, VR_R_QUOTA, why);
+	return -1;
+}
+
 static int access_rcpt(struct vr_session *s)
 {
+	struct vr_rl_verdict v;
+	struct vr_rl_ticket ticket;
+
 	if (!s->account[0]) {
 		vr_smtp_reply(s, VR_R_RELAY_DENIED, s->client);
 		return -1;
 	}
+	/* no windows: no limits (unit tests only); held: nothing to count */
+	if (!s->srv->rl || s->held)
+		return 0;
+	int64_t now = (int64_t)(vr_clock_wall_us() / 1000000u);
+	int rc = vr_rl_reserve(s->srv->rl, s->account, 1, now, &ticket, &v);
+	if (rc == -EDQUOT)
+		return access_over_quota(s, &v, now);
+	if (rc < 0) {
+		/* -ENOENT: the account left the windows' table on a reload
+		 * while the session still had it. */
+		vr_smtp_reply(s, VR_R_QUOTA_UNKNOWN, s->account);
+		return -1;
+	}
+	/* one per recipient, and RCPT stops at max_recipients < slots */
+	s->tickets[s->n_tickets++] = ticket;
 	return 0;
+}
+
+void vr_smtp_quota_end(struct vr_session *s, bool sent)
+{
+	for (unsigned i = 0; i < s->n_tickets; i++) {
+		if (sent)
+			vr_rl_confirm(s->srv->rl, s->account, &s->tickets[i]);
+		else
+			vr_rl_release(s->srv->rl, s->account, &s->tickets[i]);
+	}
+	s->n_tickets = 0;
 }
 
 int vr_smtp_access(struct vr_session *s, enum vr_smtp_access_stage stage,

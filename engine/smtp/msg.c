@@ -9,7 +9,9 @@
  *
  * A 250 is only ever said from vr_session_commit_done() with status 0, i.e.
  * after the spool made the message durable (RFC 5321 §6.1); every other
- * path ends in a 4xx/5xx and an aborted transaction.
+ * path ends in a 4xx/5xx and an aborted transaction. The quota
+ * reservations follow the same fork: confirmed with the 250, released on
+ * every other path.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -28,6 +30,9 @@ void vr_smtp_txn_reset(struct vr_session *s)
 		vr_spool_txn_abort(s->txn);
 		s->txn = NULL;
 	}
+	/* RSET, EHLO, STARTTLS, a refused or failed message: nothing sent */
+	vr_smtp_quota_end(s, false);
+	s->held = false;
 	s->hdr_open = false;
 	s->denied = false;
 	s->in_mail = false;
@@ -143,7 +148,8 @@ int vr_smtp_msg_begin(struct vr_session *s, bool dot)
 		.rcpts = s->rcpt_ptr,
 		.n_rcpts = s->n_rcpt,
 		.flags = (s->body8 ? VR_SPOOL_8BITMIME : 0) | (s->smtputf8 ? VR_SPOOL_SMTPUTF8 : 0) |
-			 (s->tls_on ? VR_SPOOL_TLS : 0) | (s->authed ? VR_SPOOL_AUTH : 0),
+			 (s->tls_on ? VR_SPOOL_TLS : 0) | (s->authed ? VR_SPOOL_AUTH : 0) |
+			 (s->held ? VR_SPOOL_HOLD : 0),
 		.received_us = now_us,
 	};
 	s->txn = vr_spool_txn_begin(s->srv->spool, s->worker, &env, s);
@@ -271,9 +277,9 @@ static void log_accepted(struct vr_session *s, const char *qid)
 	const char *sender = env_addr(s, 0);
 
 	vr_log_info("event=accepted qid=%s account=%s client=%s from=%s nrcpt=%u size=%" PRIu64
-		    " tls=%s", qid, s->account, s->client,
+		    " tls=%s held=%s", qid, s->account, s->client,
 		    vr_log_quote(from, sizeof(from), sender, strlen(sender)), s->n_rcpt,
-		    s->data.size, s->tls_on ? vr_tls_version(s->tls) : "no");
+		    s->data.size, s->tls_on ? vr_tls_version(s->tls) : "no", s->held ? "yes" : "no");
 }
 
 void vr_session_commit_done(void *cookie, int status, const char *qid)
@@ -281,10 +287,14 @@ void vr_session_commit_done(void *cookie, int status, const char *qid)
 	struct vr_session *s = cookie;
 
 	s->inflight = NULL;
+	/* durable: the reservations become sent mail; else they go back */
+	vr_smtp_quota_end(s, status == 0);
 	s->phase = VR_SMTP_CMD;
 	s->idle_at = s->now;   /* the wait was ours, not the client's */
 	if (status == 0) {
 		vr_smtp_count(&s->stats->messages_accepted, 1);
+		if (s->held)
+			vr_smtp_count(&s->stats->messages_held, 1);
 		vr_smtp_count(&s->stats->recipients_accepted, s->n_rcpt);
 		vr_smtp_count(&s->stats->bytes_accepted, s->data.size);
 		log_accepted(s, qid);

@@ -143,6 +143,13 @@ static const struct reply_def replies[VR_R__COUNT] = {
 	/* the limit (uint64_t) */
 	[VR_R_SIZE] = { .text = "552 5.3.4 message size exceeds fixed limit of %" PRIu64 " octets",
 		.reason = "size", .stat = STAT(refused_size) },
+	/* which window, its count and limit, when a slot frees (vr_rl_explain).
+	 * No protocol error: the client retries later, it did nothing wrong. */
+	[VR_R_QUOTA] = { .text = "451 4.7.1 %s",
+		.reason = "quota", .stat = STAT(refused_quota) },
+	/* account id */
+	[VR_R_QUOTA_UNKNOWN] = { .text = "451 4.3.0 no sending quota known for VPS %s yet, "
+		"try again later", .reason = "quota_unknown", .stat = STAT(refused_quota) },
 
 	[VR_R_DATA_GO] = { .text = "354 End data with <CR><LF>.<CR><LF>" },
 	[VR_R_NO_RCPTS] = { .text = "554 5.5.1 no valid recipients",

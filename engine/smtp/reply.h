@@ -67,6 +67,8 @@ enum vr_smtp_reply {
 	VR_R_PARAM_UNKNOWN,
 	VR_R_PARAM_BAD,
 	VR_R_SIZE,
+	VR_R_QUOTA,
+	VR_R_QUOTA_UNKNOWN,
 	/* message */
 	VR_R_DATA_GO,
 	VR_R_NO_RCPTS,

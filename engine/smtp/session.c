@@ -130,7 +130,8 @@ struct vr_session *vr_session_new(const struct vr_session_params *p, uint64_t no
 	vr_buf_init(&s->env, (size_t)slots * (VR_SMTP_PATH_MAX + 1));
 	s->rcpt_off = calloc(slots, sizeof(*s->rcpt_off));
 	s->rcpt_ptr = calloc(slots, sizeof(*s->rcpt_ptr));
-	if (!s->rcpt_off || !s->rcpt_ptr)
+	s->tickets = calloc(slots, sizeof(*s->tickets));
+	if (!s->rcpt_off || !s->rcpt_ptr || !s->tickets)
 		goto nomem;
 	if (p->implicit_tls) {
 		s->tls = vr_tls_new(p->srv->tls, true, NULL);
@@ -146,6 +147,7 @@ struct vr_session *vr_session_new(const struct vr_session_params *p, uint64_t no
 nomem:
 	free(s->rcpt_off);
 	free(s->rcpt_ptr);
+	free(s->tickets);
 	free(s);
 	return errno = ENOMEM, NULL;
 }
@@ -154,9 +156,11 @@ void vr_session_free(struct vr_session *s)
 {
 	if (!s)
 		return;
-	/* The message stays committed; its completion finds nobody to tell. */
+	/* The message stays committed; its completion finds nobody to tell,
+	 * so its reservations count as sent now. Nothing else was sent. */
 	if (s->inflight)
 		vr_spool_txn_orphan(s->inflight);
+	vr_smtp_quota_end(s, s->inflight != NULL);
 	if (s->txn)
 		vr_spool_txn_abort(s->txn);
 	vr_log_debug("event=disconnect client=%s", s->client);
@@ -167,6 +171,7 @@ void vr_session_free(struct vr_session *s)
 	vr_buf_free(&s->env);
 	free(s->rcpt_off);
 	free(s->rcpt_ptr);
+	free(s->tickets);
 	vr_smtp_count(&s->stats->sessions_active, (uint64_t)-1);
 	free(s);
 }
@@ -224,6 +229,10 @@ void vr_smtp_close(struct vr_session *s)
 		vr_spool_txn_abort(s->txn);
 		s->txn = NULL;
 	}
+	/* Slots go back now, not when the transport frees us; a message with
+	 * the spool keeps its own until the spool answers. */
+	if (!s->inflight)
+		vr_smtp_quota_end(s, false);
 	if (s->tls_on) {
 		/* The last reply is encrypted before close_notify follows it. */
 		session_flush(s);

@@ -7,7 +7,7 @@
  *   msg.c      DATA and BDAT into the spool, the Received header, commit
  *   auth.c     AUTH PLAIN and LOGIN
  *   access.c   who may send what: the one place MAIL, RCPT and header From
- *              policy is decided
+ *              policy is decided, and the quota reservations it takes
  *   hdr.c      the header section as it streams past; from.c its From
  *   reply.c    the reply table
  *
@@ -23,6 +23,7 @@
 #include "vmrelay/buf.h"
 #include "vmrelay/common.h"
 #include "vmrelay/policy.h"
+#include "vmrelay/ratelimit.h"
 #include "vmrelay/smtp.h"
 #include "vmrelay/spool.h"
 
@@ -97,6 +98,12 @@ struct vr_session {
 	struct vr_spool_txn *txn;          /* the message being received */
 	struct vr_spool_txn *inflight;     /* the message being committed */
 	struct vr_smtp_data data;
+	/* quota: one reservation per accepted recipient, all confirmed or
+	 * all released (access.c); a held transaction holds none */
+	struct vr_rl_ticket *tickets;
+	unsigned n_tickets;
+	bool hold_over_quota;              /* the account's over_quota = hold */
+	bool held;                         /* over quota, accepted for the operator */
 	/* the header section, scanned as the content passes (msg.c) */
 	bool hdr_open;
 	struct vr_smtp_hdr hdr;
@@ -153,11 +160,15 @@ void vr_smtp_auth_line(struct vr_session *s, const uint8_t *p, size_t n);
 
 /* access.c */
 enum vr_smtp_access_stage { VR_SMTP_ACCESS_MAIL, VR_SMTP_ACCESS_RCPT };
-/* 0, or -1 after replying with the refusal. MAIL sets s->account. */
+/* 0, or -1 after replying with the refusal. MAIL sets s->account; RCPT
+ * reserves the recipient's slot (or marks the transaction held). */
 int vr_smtp_access(struct vr_session *s, enum vr_smtp_access_stage stage,
 		   const struct vr_smtp_envcmd *cmd);
 /* The header scan ended with rc (VR_OK: s->hdr holds From): checks the
  * From rule and, if the message must be refused, sets s->denied. */
 void vr_smtp_access_header(struct vr_session *s, int rc);
+/* The transaction's reservations: confirmed (its message is committed) or
+ * released (it ended any other way), each exactly once. */
+void vr_smtp_quota_end(struct vr_session *s, bool sent);
 
 #endif

@@ -37,6 +37,8 @@ struct vr_smtp_stats {
 	uint64_t refused_relay;       /* unknown client at MAIL */
 	uint64_t refused_sender;      /* envelope or header From domain not the VPS's,
 				       * or no usable From */
+	uint64_t refused_quota;       /* 451 at RCPT: a sending window is full */
+	uint64_t messages_held;       /* accepted over quota for the operator (hold) */
 	uint64_t refused_syntax;      /* 500/501/503 */
 	uint64_t refused_size;
 	uint64_t refused_smuggling;   /* bare CR/LF */
@@ -49,10 +51,13 @@ struct vr_smtp_stats {
 	uint64_t tls_handshakes;
 };
 
+struct vr_rl;
+
 struct vr_smtpd {
 	const struct vr_config *cfg;
 	struct vr_tls_ctx *tls;       /* NULL: no STARTTLS, no implicit TLS */
 	struct vr_spool *spool;
+	struct vr_rl *rl;             /* the sending windows; NULL: no limits (unit tests) */
 	struct vr_smtp_stats *stats;  /* one per worker, indexed by worker */
 	unsigned n_workers;
 };

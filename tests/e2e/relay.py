@@ -12,6 +12,9 @@ Client is a small raw SMTP client for what smtplib will not do on purpose
 Accounts: vps1 is registered by address (127.0.0.1, ::1) for example.com;
 vps2 has no loopback address and authenticates with TOKEN after TLS, so it
 is the client from 127.0.0.2. Anyone else from 127.0.0.2 is unregistered.
+
+Limits: unless a test passes its own [limits], a relay's are LIMITS, high
+enough that a test about something else never meets a quota.
 """
 
 import hashlib
@@ -35,6 +38,10 @@ GEN_CERT = os.path.join(ROOT, "scripts", "gen-test-cert.sh")
 HOSTNAME = "relay.e2e.test"
 TOKEN = "e2e-token-of-vps2"
 OUTSIDER = "127.0.0.2"          # not registered; vps2 uses it with AUTH
+
+# [limits] of a relay whose test is not about quotas: the minute window at
+# its ceiling, the hour and the day out of reach (per_day_max stays 10000).
+LIMITS = {"per_minute": 255, "per_hour": 100000, "per_day": 10000}
 
 ACCOUNTS = [
     {"id": "vps1", "ips": ["127.0.0.1", "::1"], "hostname": "vps1.example.com",
@@ -96,7 +103,7 @@ class Relay:
     """A vmrelay process with its own directory, ports and spool."""
 
     def __init__(self, smtp=None, workers=2, tls=True, accounts=None, spool_dir=None,
-                 listen_v6=False):
+                 listen_v6=False, limits=None):
         self.dir = tempfile.mkdtemp(prefix="vr-e2e-")
         self.port = self.port6 = self.tls_port = None   # known once started (port 0)
         self.spool_dir = spool_dir or os.path.join(self.dir, "spool")
@@ -115,6 +122,8 @@ class Relay:
                  "log_level = info", "", "[io]", "mode = kernel", "workers = %d" % workers,
                  "", "[smtp]"]
         lines += ["%s = %s" % kv for kv in (smtp or {}).items()]
+        lines += ["", "[limits]"] + ["%s = %s" % kv
+                                     for kv in (LIMITS if limits is None else limits).items()]
         if tls:
             cert, key = test_cert()
             lines += ["", "[tls]", "cert = " + cert, "key = " + key]

@@ -1,6 +1,8 @@
 """Who may send what (issue 4), end to end against vmrelay --io kernel: the
-sender rules on the envelope and on the header From, and AUTH with a token
-from an address no account lists.
+sender rules on the envelope and on the header From, AUTH with a token from
+an address no account lists, and the sending windows: the minute, the hour
+and the day (451 4.7.1 saying which), counts that survive kill -9, hold mode,
+and quotas changed by SIGHUP.
 
 Accounts here: vps1 (127.0.0.1, hostname vps1.example.com) may send as
 example.com and lists.example.net; pending.example is listed but not
@@ -9,7 +11,10 @@ verified. vps2 has no loopback address and authenticates with TOKEN.
 
 import base64
 import hashlib
+import re
+import signal
 import smtplib
+import subprocess
 import unittest
 
 import relay
@@ -196,6 +201,168 @@ class AuthTest(unittest.TestCase):
         self.assertEqual(rec["account"], "vps2")
         self.assertEqual(rec["client"], OUTSIDER)
         self.assertEqual(sorted(rec["flags"]), ["auth", "tls"])
+
+
+def quota_account(daily_quota, over_quota="defer"):
+    return [{"id": "vps1", "ips": ["127.0.0.1"], "hostname": "vps1.example.com",
+             "domains": ["example.com"], "daily_quota": daily_quota, "over_quota": over_quota}]
+
+
+def recipients(c, n, first=0):
+    """Sends n RCPTs in one write (PIPELINING); their (code, text) replies."""
+    c.send("".join("RCPT TO:<r%d@example.net>\r\n" % i for i in range(first, first + n)))
+    return [c.reply() for _ in range(n)]
+
+
+class QuotaTest(unittest.TestCase):
+    """Each accepted recipient counts as one mail; a recipient that does not
+    fit gets 451 4.7.1 with the limit, the count and when a slot frees."""
+
+    def setUp(self):
+        self.relays = []
+
+    def tearDown(self):
+        for r in self.relays:
+            r.stop()
+            r.cleanup()
+
+    def relay(self, limits, accounts=None):
+        r = Relay(accounts=accounts or quota_account(1000), workers=2, limits=limits)
+        self.relays.append(r)
+        return r.start()
+
+    def send(self, r, n=1, expect=250):
+        """One message to n recipients; asserts every RCPT and the message
+        got expect; returns the message's reply text (or None)."""
+        with r.connect() as c:
+            c.hello("vps1.example.com")
+            c.expect(250, "MAIL FROM:<user@example.com>\r\n")
+            codes = [code for code, _ in recipients(c, n)]
+            self.assertEqual(codes, [expect] * n)
+            if expect != 250:
+                return None
+            c.expect(354, "DATA\r\n")
+            return c.expect(250, message("quota") + b".\r\n")
+
+    def refused(self, r):
+        """The 451 text a new transaction's first recipient gets."""
+        with r.connect() as c:
+            c.hello("vps1.example.com")
+            c.expect(250, "MAIL FROM:<user@example.com>\r\n")
+            return c.expect(451, "RCPT TO:<late@example.net>\r\n")
+
+    def test_61st_mail_in_a_minute(self):
+        """The default limits: 60 mails per minute."""
+        r = self.relay(limits={})
+        with r.connect() as c:
+            c.hello("vps1.example.com")
+            c.expect(250, "MAIL FROM:<user@example.com>\r\n")
+            replies = recipients(c, 61)
+            self.assertEqual([code for code, _ in replies[:60]], [250] * 60)
+            self.assertEqual(replies[60][0], 451, replies[60])
+            self.assertRegex(replies[60][1], r"^451 4\.7\.1 60 mails per minute reached "
+                                             r"\(60/60\), next slot in (\d+s|1m0\ds)$")
+            c.expect(354, "DATA\r\n")
+            qid = queued_qid(c.expect(250, message("sixty") + b".\r\n"))
+        self.assertEqual(len(r.queue()[qid]["recipients"]), 60)
+        self.assertRegex(self.refused(r), r"60 mails per minute reached \(60/60\)")
+        self.assertIsNotNone(r.wait_log(r"event=refused .*reason=quota reply=\"451 4\.7\.1 60 "))
+
+    def test_251st_mail_in_an_hour(self):
+        """250 per hour (the default), the minute window out of the way."""
+        r = self.relay(limits={"per_minute": 255})
+        for n in (100, 100, 50):
+            self.send(r, n)
+        self.assertRegex(self.refused(r), r"^451 4\.7\.1 250 mails per hour reached "
+                                          r"\(250/250\), next slot in (\d+m\d\ds|1h0\dm)$")
+
+    def test_daily_quota(self):
+        r = self.relay(limits=relay.LIMITS, accounts=quota_account(7))
+        self.send(r, 4)
+        self.send(r, 3)
+        self.assertRegex(self.refused(r), r"^451 4\.7\.1 daily quota 7/7 reached, resets "
+                                          r"00:00 UTC in (\d+h\d\dm|\d+m\d\ds|\d+s)$")
+
+    def test_quota_survives_kill9(self):
+        r = self.relay(limits=relay.LIMITS, accounts=quota_account(3))
+        self.send(r, 2)
+        self.send(r)
+        r.kill()
+        offset = len(r.log())
+        r.start()
+        self.assertIsNotNone(r.wait_log(r"event=quota_replayed messages=2 mails=3", offset=offset))
+        self.assertIn("daily quota 3/3 reached", self.refused(r))
+
+    def test_slots_given_back(self):
+        """RSET, a refused message, a dropped connection: nothing sent, so
+        nothing counted."""
+        r = self.relay(limits=relay.LIMITS, accounts=quota_account(2))
+        with r.connect() as c:
+            c.hello("vps1.example.com")
+            for _ in range(3):
+                c.expect(250, "MAIL FROM:<user@example.com>\r\n")
+                recipients(c, 2)
+                c.expect(250, "RSET\r\n")
+            c.expect(250, "MAIL FROM:<user@example.com>\r\n")
+            recipients(c, 2)
+            c.expect(354, "DATA\r\n")
+            c.expect(550, mail("user@example.com", "x@elsewhere.example") + b".\r\n")
+        with r.connect() as c:
+            c.hello("vps1.example.com")
+            c.expect(250, "MAIL FROM:<user@example.com>\r\n")
+            recipients(c, 2)
+        self.send(r, 2)
+        self.assertIn("daily quota 2/2 reached", self.refused(r))
+
+    def test_hold_mode(self):
+        """over_quota = hold: accepted with 250, held in the spool for the
+        operator, logged and listed as held; held mail uses no quota."""
+        r = self.relay(limits=relay.LIMITS, accounts=quota_account(2, "hold"))
+        self.send(r, 2)
+        text = self.send(r, 3)
+        qid = queued_qid(text)
+        rec = r.queue()[qid]
+        self.assertIn("hold", rec["flags"])
+        self.assertEqual(len(rec["recipients"]), 3)
+        listing = r.spool().stdout.decode()
+        self.assertRegex(listing, r"(?m)^%s! " % qid)
+        self.assertIn(", 1 held (!)", listing)
+        self.assertIsNotNone(r.wait_log(r"event=hold client=127\.0\.0\.1 account=vps1"))
+        self.assertIsNotNone(r.wait_log(r"event=accepted qid=%s .* held=yes" % qid))
+        # held mail is not replayed into the count after a restart
+        r.stop()
+        offset = len(r.log())
+        r.start()
+        self.assertIsNotNone(r.wait_log(r"event=quota_replayed messages=1 mails=2", offset=offset))
+        qid = queued_qid(self.send(r))
+        self.assertIn("hold", r.queue()[qid]["flags"])
+
+    def test_check_refuses_impossible_limits(self):
+        """[limits] the windows cannot keep are refused before anything runs."""
+        r = Relay(accounts=quota_account(10), limits={"per_minute": 300})
+        self.relays.append(r)
+        p = subprocess.run([relay.VMRELAY, "-c", r.config_path, "--check"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"vmrelay: [limits] per_minute 300: must be 1 to 255", p.stderr)
+
+    def test_sighup_changes_quota(self):
+        r = self.relay(limits=relay.LIMITS, accounts=quota_account(2))
+        self.send(r, 2)
+        self.assertIn("daily quota 2/2 reached", self.refused(r))
+
+        r.write_accounts(quota_account(4))
+        r.signal(signal.SIGHUP)
+        self.assertIsNotNone(r.wait_log(r"event=reload accounts=1"))
+        self.send(r)
+
+        # a broken file: logged, and the quota of 4 stays in force
+        with open(r.accounts_path, "a") as f:
+            f.write('{"id": "vps9", "daily_quota": "lots"}\n')
+        r.signal(signal.SIGHUP)
+        self.assertIsNotNone(r.wait_log(r"event=reload_failed .*accounts\.jsonl:2"))
+        self.send(r)
+        self.assertIn("daily quota 4/4 reached", self.refused(r))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@
  * rx_space, reading the output and reaping spool completions. Checked:
  * the session never asks for more memory than its bounds (output and
  * rx_space), it always ends (closing, at the latest by the idle timeout
- * once the input is used up), and sanitizers watch every access.
+ * once the input is used up), the sending window counts exactly the
+ * recipients of the messages committed (every other reservation given
+ * back), and sanitizers watch every access.
  *
  * Build: CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined
  * Run:   build-fuzz/tests/fuzz/fuzz_smtp_session -max_total_time=60
@@ -22,11 +24,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <urcu.h>
 
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"
+#include "vmrelay/ratelimit.h"
 #include "vmrelay/smtp.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -38,6 +42,7 @@ static struct vr_config cfg;
 static struct vr_smtp_stats stats[1];
 static struct vr_smtpd srv;
 static struct vr_spool *spool;
+static struct vr_rl *rl;
 static char dir[256];
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -49,6 +54,7 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 static void cleanup(void)
 {
 	vr_spool_close(spool);
+	vr_rl_free(rl);
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -82,7 +88,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	cfg.max_recipients = 4;
 	cfg.max_errors = 20;
 	cfg.idle_timeout_ms = 1000;
-	srv = (struct vr_smtpd){ .cfg = &cfg, .spool = spool, .stats = stats, .n_workers = 1 };
+	/* a minute window small enough to fill */
+	const struct vr_rl_limits lim = { .per_minute = 3, .per_hour = 250, .per_day_max = 10000 };
+	CHECK(rl = vr_rl_new(&lim, err, sizeof(err)));
+	CHECK(vr_rl_sync(rl, t) == 0);
+	srv = (struct vr_smtpd){ .cfg = &cfg, .spool = spool, .rl = rl, .stats = stats,
+				 .n_workers = 1 };
 	return 0;
 }
 
@@ -117,6 +128,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n = size - 1, seg = (size_t)(ctl >> 4) * 37 + 1;
 
 	inet_pton(AF_INET, ctl & 1 ? "198.51.100.9" : "203.0.113.7", &peer.sin_addr);
+	CHECK(vr_rl_reset(rl, "vps1") == 0);
+	uint64_t committed = stats[0].recipients_accepted;
 	cfg.greet_pause_ms = ctl & 2 ? 50 : 0;
 	const struct vr_session_params p = { .srv = &srv, .peer = (struct sockaddr *)&peer };
 	struct vr_session *s = vr_session_new(&p, now);
@@ -163,5 +176,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vr_session_free(s);
 	/* completions of commits in flight when the session went: orphans */
 	vr_spool_reap(spool, 0, vr_session_commit_done, 16);
+	/* (no TLS here, so a session never closes with a commit in flight) */
+	struct vr_rl_verdict v;
+	CHECK(vr_rl_show(rl, "vps1", time(NULL), &v) == 0);
+	CHECK(v.w[VR_RL_MINUTE].used == stats[0].recipients_accepted - committed);
 	return 0;
 }

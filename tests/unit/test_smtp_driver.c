@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
@@ -21,6 +22,7 @@
 
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"
+#include "vmrelay/ratelimit.h"
 
 #include "test_smtp_driver.h"
 
@@ -73,8 +75,79 @@ static void write_cert(const char *cert, const char *key)
 	EVP_PKEY_free(pk);
 }
 
+/* --- the sending windows, and every call the session makes on them ---
+ *
+ * The tests link with -Wl,--wrap for these (engine/smtp/meson.build), so
+ * the session's calls land here first and are counted in slots: every
+ * reserved slot must end confirmed or released, exactly once. */
+
+int __real_vr_rl_reserve(struct vr_rl *rl, const char *id, uint32_t n, int64_t now,
+			 struct vr_rl_ticket *ticket, struct vr_rl_verdict *v);
+void __real_vr_rl_confirm(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket);
+void __real_vr_rl_release(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket);
+int __wrap_vr_rl_reserve(struct vr_rl *rl, const char *id, uint32_t n, int64_t now,
+			 struct vr_rl_ticket *ticket, struct vr_rl_verdict *v);
+void __wrap_vr_rl_confirm(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket);
+void __wrap_vr_rl_release(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket);
+
+int __wrap_vr_rl_reserve(struct vr_rl *rl, const char *id, uint32_t n, int64_t now,
+			 struct vr_rl_ticket *ticket, struct vr_rl_verdict *v)
+{
+	int rc = __real_vr_rl_reserve(rl, id, n, now, ticket, v);
+
+	if (rc == 0)
+		drv.rl_reserved += n;
+	return rc;
+}
+
+void __wrap_vr_rl_confirm(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket)
+{
+	drv.rl_confirmed += ticket->n;
+	__real_vr_rl_confirm(rl, id, ticket);
+}
+
+void __wrap_vr_rl_release(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *ticket)
+{
+	drv.rl_released += ticket->n;
+	__real_vr_rl_release(rl, id, ticket);
+}
+
+static void drv_limits_free(void)
+{
+	vr_rl_free(drv.srv.rl);
+	drv.srv.rl = NULL;
+	drv.rl_reserved = drv.rl_confirmed = drv.rl_released = 0;
+}
+
+void drv_limits(uint32_t per_minute, uint32_t per_hour)
+{
+	const struct vr_rl_limits lim = {
+		.per_minute = per_minute, .per_hour = per_hour, .per_day_max = 10000,
+	};
+	char err[256];
+
+	drv_limits_free();
+	drv.srv.rl = vr_rl_new(&lim, err, sizeof(err));
+	if (!drv.srv.rl)
+		fail_msg("vr_rl_new: %s", err);
+	rcu_read_lock();
+	const struct vr_accounts *t = vr_policy_current();
+	rcu_read_unlock();
+	/* this thread is the only writer of the table, so t stays */
+	assert_int_equal(vr_rl_sync(drv.srv.rl, t), 0);
+}
+
+uint32_t drv_used(const char *id)
+{
+	struct vr_rl_verdict v;
+
+	assert_int_equal(vr_rl_show(drv.srv.rl, id, (int64_t)time(NULL), &v), 0);
+	return v.w[VR_RL_MINUTE].used;
+}
+
 void drv_config_reset(void)
 {
+	drv_limits_free();
 	vr_config_defaults(&drv.cfg);
 	snprintf(drv.cfg.hostname, sizeof(drv.cfg.hostname), "%s", DRV_HOSTNAME);
 	drv.cfg.greet_pause_ms = 0;
@@ -102,7 +175,9 @@ int drv_setup(void **state)
 		 "\"hostname\":\"host1.example.com\",\"domains\":[\"example.com\","
 		 "\"lists.example.net\",{\"name\":\"pending.example\",\"verified\":false}],"
 		 "\"auth_sha256\":\"%s\"}\n"
-		 "{\"id\":\"vps2\",\"domains\":[\"example.org\"],\"auth_sha256\":\"%s\"}\n", h1, h2);
+		 "{\"id\":\"vps2\",\"domains\":[\"example.org\"],\"auth_sha256\":\"%s\"}\n"
+		 "{\"id\":\"vps3\",\"ips\":[\"" DRV_VPS3_ADDR "\"],\"domains\":[\"hold.example\"],"
+		 "\"over_quota\":\"hold\"}\n", h1, h2);
 	write_file(drv.accounts, text);
 
 	rcu_register_thread();
@@ -142,6 +217,7 @@ int drv_teardown(void **state)
 {
 	char cmd[128];
 
+	drv_limits_free();
 	vr_spool_close(drv.spool);
 	vr_policy_publish(NULL);
 	vr_tls_ctx_free(drv.tls_server);

@@ -19,10 +19,12 @@
 
 /* The accounts table the fixture publishes. vps1 (host1.example.com) may
  * send as example.com and lists.example.net; pending.example is listed
- * but not verified. vps2 may send as example.org. */
+ * but not verified. vps2 may send as example.org. vps3 sends as
+ * hold.example, and over its quota its mail is held. */
 #define DRV_VPS1_ADDR   "203.0.113.7"            /* vps1, registered */
 #define DRV_VPS1_ADDR6  "2001:db8:7::25"         /* vps1's /64 */
 #define DRV_STRANGER    "198.51.100.9"           /* nobody */
+#define DRV_VPS3_ADDR   "203.0.113.9"            /* vps3, over_quota hold */
 #define DRV_VPS1_TOKEN  "vps1-secret-token"
 #define DRV_VPS2_TOKEN  "vps2-other-token"       /* vps2: no address, AUTH only */
 #define DRV_HOSTNAME    "relay.example.net"
@@ -39,6 +41,8 @@ struct drv {
 	struct vr_smtpd srv;
 	/* the spool's status is replaced by this unless it is 1 */
 	int force_status;
+	/* slots the sessions reserved, confirmed and released (drv_limits) */
+	uint32_t rl_reserved, rl_confirmed, rl_released;
 };
 
 extern struct drv drv;
@@ -46,8 +50,14 @@ extern struct drv drv;
 /* cmocka group setup/teardown: the fixture above. */
 int drv_setup(void **state);
 int drv_teardown(void **state);
-/* Base configuration for a test (what every test starts from). */
+/* Base configuration for a test (what every test starts from): no
+ * sending windows, so no limits. */
 void drv_config_reset(void);
+/* Sending windows for the published accounts (a day quota of 1000 each),
+ * in drv.srv.rl; the slot counters start at 0. */
+void drv_limits(uint32_t per_minute, uint32_t per_hour);
+/* What account id's minute window counts now. */
+uint32_t drv_used(const char *id);
 
 /* One conversation. */
 struct conv {

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "vmrelay/policy.h"
+#include "vmrelay/ratelimit.h"
 
 #include "test_smtp_driver.h"
 
@@ -818,6 +819,230 @@ static void test_sender_rules_reload(void **state)
 	conv_close(&c);
 }
 
+/* --- quotas --- */
+
+/* Every slot reserved is confirmed or released, exactly once. */
+static void slots_settled(uint32_t confirmed, uint32_t released)
+{
+	assert_int_equal(drv.rl_confirmed, confirmed);
+	assert_int_equal(drv.rl_released, released);
+	assert_int_equal(drv.rl_reserved, confirmed + released);
+}
+
+#define DEFER_2 "451 4.7.1 2 mails per minute reached (2/2), next slot in "
+
+/* A recipient over the limit is deferred with the window's text; the
+ * message of those that fit is sent and counts. */
+static void test_quota_defer(void **state)
+{
+	struct conv c;
+	char qid[VR_QID_MAX];
+	uint64_t refused = drv.stats[0].refused_quota;
+
+	drv_limits(2, 100);
+	conv_open(&c, DRV_VPS1_ADDR, false);
+	conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<a@example.net>\r\n"
+		   "RCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\n");
+	const char *said = conv_said(&c);
+	assert_non_null(strstr(said, "250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n" DEFER_2));
+	assert_int_equal(drv.stats[0].refused_quota, refused + 1);
+	assert_int_equal(drv_used("vps1"), 2);
+	conv_sendf(&c, "DATA\r\n" FROM_HDR ".\r\n");
+	queued(&c, qid, sizeof(qid));
+	slots_settled(2, 0);
+	assert_int_equal(drv_used("vps1"), 2);
+	/* sent mail stays counted: the next transaction finds the window full */
+	conv_sendf(&c, "MAIL FROM:<s@example.com>\r\nRCPT TO:<d@example.net>\r\n");
+	said = conv_said(&c);
+	assert_non_null(strstr(said, "250 2.1.0 Ok\r\n" DEFER_2));
+	assert_true(log_has(" reason=quota reply=\"" DEFER_2));
+	conv_close(&c);
+	slots_settled(2, 0);
+}
+
+/* Every way a transaction ends without its message being committed gives
+ * the slots back; the ones that end with a commit confirm them. */
+static void test_quota_release_paths(void **state)
+{
+	static const struct {
+		const char *name, *after;      /* sent after MAIL, RCPT (a slot) */
+		bool closes;
+	} cases[] = {
+		{ "RSET", "RSET\r\n", false },
+		{ "EHLO", "EHLO again.example\r\n", false },
+		{ "refused From", "DATA\r\nFrom: x@evil.example\r\n\r\n.\r\n", false },
+		{ "no From", "DATA\r\n\r\n.\r\n", false },
+		{ "too big", "DATA\r\n" FROM_HDR "0123456789012345678901234567890123456789\r\n.\r\n",
+		  false },
+		{ "NUL", "DATA\r\n" FROM_HDR "a\0b\r\n.\r\n", false },
+		{ "smuggling", "DATA\r\n" FROM_HDR "x\n.\n", true },
+		{ "QUIT", "QUIT\r\n", true },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct conv c;
+		char wire[256];
+		int n = snprintf(wire, sizeof(wire), "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\n"
+				 "RCPT TO:<a@example.net>\r\nRCPT TO:<b@example.net>\r\n");
+
+		drv_limits(5, 100);
+		drv.cfg.max_message_size = 60;
+		/* the NUL case needs its length from sizeof, not strlen */
+		size_t k = strlen(cases[i].after);
+		if (strcmp(cases[i].name, "NUL") == 0)
+			k = sizeof("DATA\r\n" FROM_HDR "a\0b\r\n.\r\n") - 1;
+		memcpy(wire + n, cases[i].after, k);
+		conv_open(&c, DRV_VPS1_ADDR, false);
+		conv_send(&c, wire, (size_t)n + k, SIZE_MAX);
+		if (cases[i].closes != conv_closed(&c))
+			fail_msg("%s: closed %d", cases[i].name, conv_closed(&c));
+		/* given back at once, not when the connection goes */
+		if (drv.rl_released != 2 || drv_used("vps1") != 0)
+			fail_msg("%s: %u released, %u used", cases[i].name, drv.rl_released,
+				 drv_used("vps1"));
+		conv_close(&c);
+		slots_settled(0, 2);
+	}
+}
+
+/* The connection goes while a slot is held: released when it is freed
+ * (a transport frees the session of a dropped or timed-out client). */
+static void test_quota_release_on_drop(void **state)
+{
+	struct conv c;
+
+	drv_limits(5, 100);
+	drv.cfg.idle_timeout_ms = 1000;
+	conv_open(&c, DRV_VPS1_ADDR, false);
+	conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<a@example.net>\r\n"
+		   "DATA\r\n" FROM_HDR "half a message\r\n");
+	conv_wait(&c, 1000);
+	assert_true(conv_closed(&c));
+	conv_close(&c);
+	slots_settled(0, 1);
+
+	conv_open(&c, DRV_VPS1_ADDR, false);
+	conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<a@example.net>\r\n");
+	vr_session_rx_eof(c.s, c.now);
+	conv_settle(&c);
+	conv_close(&c);
+	slots_settled(0, 2);
+	assert_int_equal(drv_used("vps1"), 0);
+}
+
+/* The spool's answer decides: 250 confirms, 451/452 release. */
+static void test_quota_commit_outcomes(void **state)
+{
+	static const int status[] = { -ENOSPC, -EIO, 1 };
+	struct conv c;
+
+	drv_limits(5, 100);
+	for (size_t i = 0; i < sizeof(status) / sizeof(status[0]); i++) {
+		drv.force_status = status[i];
+		conv_open(&c, DRV_VPS1_ADDR, false);
+		conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\n"
+			   "RCPT TO:<a@example.net>\r\nDATA\r\n" FROM_HDR ".\r\n");
+		conv_close(&c);
+	}
+	slots_settled(1, 2);
+	assert_int_equal(drv_used("vps1"), 1);
+}
+
+/* Freed while its message is with the spool: the message is committed
+ * all the same, so its slots count as sent. */
+static void test_quota_orphan(void **state)
+{
+	struct conv c;
+
+	drv_limits(5, 100);
+	conv_open(&c, DRV_VPS1_ADDR, false);
+	rx(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<a@example.net>\r\n"
+	       "RCPT TO:<b@example.net>\r\nDATA\r\n" FROM_HDR "orphan\r\n.\r\n");
+	assert_int_equal(vr_session_rx_space(c.s), 0);
+	conv_close(&c);
+	slots_settled(2, 0);
+	wait_reap(done_as_spool_says);
+	slots_settled(2, 0);
+	assert_int_equal(drv_used("vps1"), 2);
+}
+
+/* over_quota = hold: accepted, held in the spool, counted as held; the
+ * slots the transaction had go back, since held mail is not sent. */
+static void test_quota_hold(void **state)
+{
+	struct conv c;
+	struct drv_msg m;
+	char qid[VR_QID_MAX];
+	uint64_t held = drv.stats[0].messages_held;
+
+	drv_limits(2, 100);
+	conv_open(&c, DRV_VPS3_ADDR, false);
+	conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@hold.example>\r\nRCPT TO:<a@example.net>\r\n"
+		   "DATA\r\nFrom: s@hold.example\r\n\r\n.\r\n");
+	queued(&c, qid, sizeof(qid));
+	assert_true(drv_spool_find(qid, &m));
+	assert_int_equal(m.flags & VR_SPOOL_HOLD, 0);
+	drv_msg_free(&m);
+	assert_int_equal(drv_used("vps3"), 1);
+
+	/* the second recipient finds the window full: the message is held */
+	conv_sendf(&c, "MAIL FROM:<s@hold.example>\r\nRCPT TO:<a@example.net>\r\n"
+		   "RCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n"
+		   "From: s@hold.example\r\n\r\n.\r\n");
+	static const char accepted[] = "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+		"250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as ";
+	const char *said = conv_said(&c);
+	assert_memory_equal(said, accepted, sizeof(accepted) - 1);
+	assert_non_null(drv_qid(said, qid, sizeof(qid)));
+	assert_true(drv_spool_find(qid, &m));
+	assert_int_equal(m.flags & VR_SPOOL_HOLD, VR_SPOOL_HOLD);
+	assert_int_equal(m.n_rcpts, 3);
+	drv_msg_free(&m);
+	assert_int_equal(drv.stats[0].messages_held, held + 1);
+	assert_true(log_has(" info event=hold client=" DRV_VPS3_ADDR " account=vps3"));
+	char want[128];
+	snprintf(want, sizeof(want), "event=accepted qid=%s account=vps3", qid);
+	assert_true(log_has(want));
+	assert_int_equal(drv_used("vps3"), 1);
+	slots_settled(1, 1);
+
+	/* a new transaction is not held until it meets the limit */
+	conv_sendf(&c, "MAIL FROM:<s@hold.example>\r\nRCPT TO:<a@example.net>\r\nDATA\r\n"
+		   "From: s@hold.example\r\n\r\n.\r\n");
+	queued(&c, qid, sizeof(qid));
+	assert_true(drv_spool_find(qid, &m));
+	assert_int_equal(m.flags & VR_SPOOL_HOLD, 0);
+	drv_msg_free(&m);
+	assert_int_equal(drv_used("vps3"), 2);
+	conv_close(&c);
+	slots_settled(2, 1);
+}
+
+/* An account the windows do not know (a reload between the two tables)
+ * is told to come back, never let through unlimited. */
+static void test_quota_unknown_account(void **state)
+{
+	char err[256], path[160];
+	struct conv c;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/other.jsonl", drv.dir);
+	assert_non_null(f = fopen(path, "w"));
+	fputs("{\"id\":\"vps9\",\"ips\":[\"192.0.2.99\"]}\n", f);
+	fclose(f);
+	struct vr_accounts *t = vr_accounts_load(path, 1000, err, sizeof(err));
+	assert_non_null(t);
+	drv_limits(5, 100);
+	assert_int_equal(vr_rl_sync(drv.srv.rl, t), 0);
+	vr_accounts_free(t);
+	conv_open(&c, DRV_VPS1_ADDR, false);
+	conv_sendf(&c, "EHLO c.example\r\nMAIL FROM:<s@example.com>\r\nRCPT TO:<a@example.net>\r\n");
+	assert_non_null(strstr(conv_said(&c), "250 2.1.0 Ok\r\n451 4.3.0 no sending quota known for "
+			       "VPS vps1 yet, try again later\r\n"));
+	conv_close(&c);
+	slots_settled(0, 0);
+}
+
 /* Sessions from an IPv4-mapped IPv6 address are the IPv4 client. */
 static void test_v4_mapped_client(void **state)
 {
@@ -853,6 +1078,13 @@ int main(void)
 		cmocka_unit_test_setup(test_sender_rules, reset),
 		cmocka_unit_test_setup(test_sender_rules_auth, reset),
 		cmocka_unit_test_setup(test_sender_rules_reload, reset),
+		cmocka_unit_test_setup(test_quota_defer, reset),
+		cmocka_unit_test_setup(test_quota_release_paths, reset),
+		cmocka_unit_test_setup(test_quota_release_on_drop, reset),
+		cmocka_unit_test_setup(test_quota_commit_outcomes, reset),
+		cmocka_unit_test_setup(test_quota_orphan, reset),
+		cmocka_unit_test_setup(test_quota_hold, reset),
+		cmocka_unit_test_setup(test_quota_unknown_account, reset),
 		cmocka_unit_test_setup(test_v4_mapped_client, reset),
 	};
 	return cmocka_run_group_tests(tests, drv_setup, drv_teardown);
