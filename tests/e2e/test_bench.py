@@ -122,10 +122,11 @@ class BenchAgainstSmtpSinkTest(unittest.TestCase):
         self.sink.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def dumped(self):
+    def dumped(self, clients=None):
         """The messages as the client sent them (after dot-unstuffing): the
         dump's lines after smtp-sink's own headers (ending with its
-        three-line Received), without the empty line it appends, in CRLF."""
+        three-line Received), without the empty line it appends, in CRLF.
+        clients, a set, gets the client addresses smtp-sink saw."""
         messages = []
         for path in glob.glob(os.path.join(self.dir, "*")):
             with open(path, "rb") as f:
@@ -133,6 +134,8 @@ class BenchAgainstSmtpSinkTest(unittest.TestCase):
             i = next(n for n, l in enumerate(lines) if l.startswith(b"Received: ")) + 3
             assert lines[-2:] == [b"", b""], path
             messages.append(b"".join(l + b"\r\n" for l in lines[i:-2]))
+            if clients is not None:
+                clients.add(lines[0].decode())
         return messages
 
     def test_counts_and_hashes_match(self):
@@ -152,14 +155,19 @@ class BenchAgainstSmtpSinkTest(unittest.TestCase):
         self.assertGreater(r["latency_ms"]["p99"], 0)
 
     def test_new_connection_per_message(self):
+        """Each message on a connection of its own, from two source
+        addresses in turn."""
         rc, r, err = bench("--target", "127.0.0.1:%d" % self.port, "--sessions", 3,
-                           "--messages", 10, "--size", 2000, "--hash", "xxh3")
+                           "--messages", 10, "--size", 2000, "--hash", "xxh3",
+                           "--source", "127.0.0.2,127.0.0.3")
         self.assertEqual(rc, 0, err)
         self.assertEqual(r["connections"], 10)
         self.assertEqual(r["sessions_completed"], 10)
-        got = self.dumped()
+        clients = set()
+        got = self.dumped(clients)
         self.assertEqual([len(m) for m in got], [2000] * 10)
         self.assertEqual(r["hash"]["sum"], xxh3_sum(got))
+        self.assertEqual(clients, {"X-Client-Addr: 127.0.0.2", "X-Client-Addr: 127.0.0.3"})
 
     def test_missing_extension_fails_clearly(self):
         """smtp-sink offers no CHUNKING: every message fails, saying so."""
