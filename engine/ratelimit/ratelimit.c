@@ -47,9 +47,10 @@ static unsigned long hash_id(const char *id, size_t len)
 
 static int match_id(struct cds_lfht_node *node, const void *k)
 {
-	const struct vr_rl_entry *e = caa_container_of(node, struct vr_rl_entry, node);
+	struct vr_rl_entry *e = caa_container_of(node, struct vr_rl_entry, node);
 	const struct key *key = k;
 
+	VR_RL_FOUND(e);
 	return e->idlen == key->len && memcmp(e->id, key->id, key->len) == 0;
 }
 
@@ -72,6 +73,14 @@ static struct vr_rl_entry *lookup(const struct vr_rl *rl, const char *id)
 	cds_lfht_lookup(rl->ht, hash_id(k.id, k.len), match_id, &k, &iter);
 	node = cds_lfht_iter_get_node(&iter);
 	return node ? caa_container_of(node, struct vr_rl_entry, node) : NULL;
+}
+
+/* The end of a lookup's use of e, before rcu_read_unlock. */
+static void put(struct vr_rl_entry *e)
+{
+	if (e)
+		VR_RL_DONE(e);
+	rcu_read_unlock();
 }
 
 static bool time_ok(const struct vr_rl *rl, int64_t t)
@@ -150,8 +159,11 @@ static void grave_free(struct rcu_head *head)
 {
 	struct grave *g = caa_container_of(head, struct grave, rcu);
 
-	for (size_t i = 0; i < g->n; i++)
+	VR_RL_FOUND(g);
+	for (size_t i = 0; i < g->n; i++) {
+		VR_RL_RECLAIM(g->e[i]);
 		free(g->e[i]);
+	}
 	free(g);
 }
 
@@ -185,6 +197,7 @@ static int sync_add(struct vr_rl *rl, const struct vr_accounts *accounts)
 			return -ENOMEM;
 		/* Publishes the initialised entry (cds_lfht orders the node's
 		 * contents before the store that links it). */
+		VR_RL_PUBLISH(e);
 		cds_lfht_add(rl->ht, hash_id(e->id, e->idlen), &e->node);
 		rl->n_entries++;
 	}
@@ -225,8 +238,10 @@ int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts)
 		}
 	}
 	rcu_read_unlock();
-	if (g)
+	if (g) {
+		VR_RL_PUBLISH(g);
 		call_rcu(&g->rcu, grave_free);
+	}
 	return rc;
 }
 
@@ -240,7 +255,7 @@ int vr_rl_set_daily(struct vr_rl *rl, const char *id, uint32_t quota)
 	e = lookup(rl, id);
 	if (e)
 		atomic_store_explicit(&e->quota, quota, memory_order_relaxed);
-	rcu_read_unlock();
+	put(e);
 	return e ? 0 : -ENOENT;
 }
 
@@ -252,7 +267,7 @@ int vr_rl_reset(struct vr_rl *rl, const char *id)
 	e = lookup(rl, id);
 	if (e)
 		vr_rl_entry_reset(e);
-	rcu_read_unlock();
+	put(e);
 	return e ? 0 : -ENOENT;
 }
 
@@ -266,7 +281,7 @@ int vr_rl_restore(struct vr_rl *rl, const char *id, uint32_t n, int64_t at)
 	e = lookup(rl, id);
 	if (e)
 		vr_rl_entry_restore(rl, e, n, (uint32_t)at);
-	rcu_read_unlock();
+	put(e);
 	return e ? 0 : -ENOENT;
 }
 
@@ -284,7 +299,7 @@ int vr_rl_reserve(struct vr_rl *rl, const char *id, uint32_t n, int64_t now,
 	e = lookup(rl, id);
 	if (e)
 		rc = vr_rl_entry_reserve(rl, e, n, (uint32_t)now, ticket, v);
-	rcu_read_unlock();
+	put(e);
 	return rc;
 }
 
@@ -303,7 +318,7 @@ void vr_rl_release(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *
 	e = lookup(rl, id);
 	if (e)
 		vr_rl_entry_release(rl, e, ticket);
-	rcu_read_unlock();
+	put(e);
 }
 
 int vr_rl_show(struct vr_rl *rl, const char *id, int64_t now, struct vr_rl_verdict *v)
@@ -316,7 +331,7 @@ int vr_rl_show(struct vr_rl *rl, const char *id, int64_t now, struct vr_rl_verdi
 	e = lookup(rl, id);
 	if (e)
 		vr_rl_entry_show(rl, e, (uint32_t)now, v);
-	rcu_read_unlock();
+	put(e);
 	return e ? 0 : -ENOENT;
 }
 

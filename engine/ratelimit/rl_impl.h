@@ -17,6 +17,33 @@
 
 #include "vmrelay/ratelimit.h"
 
+/*
+ * ThreadSanitizer does not see liburcu's orderings (its atomics are inline
+ * assembly and its grace periods futexes), so these state them: an entry's
+ * contents are ordered before any reader finds it (cds_lfht_add publishes
+ * with a full barrier), and every reader's use of an entry before its free
+ * after a grace period. They compile to nothing in other builds.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define VR_RL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define VR_RL_TSAN 1
+#endif
+#endif
+#ifdef VR_RL_TSAN
+#include <sanitizer/tsan_interface.h>
+#define VR_RL_PUBLISH(e) __tsan_release(e)
+#define VR_RL_FOUND(e) __tsan_acquire(e)
+#define VR_RL_DONE(e) __tsan_release(&(e)->quota)
+#define VR_RL_RECLAIM(e) __tsan_acquire(&(e)->quota)
+#else
+#define VR_RL_PUBLISH(e) ((void)(e))
+#define VR_RL_FOUND(e) ((void)(e))
+#define VR_RL_DONE(e) ((void)(e))
+#define VR_RL_RECLAIM(e) ((void)(e))
+#endif
+
 /* --- tz.c --- */
 
 /*

@@ -40,13 +40,18 @@
  *
  * Orderings. Every access to head, the ring words and the day word is
  * sequentially consistent (on x86 a plain load, and the locked RMW we need
- * anyway). A reservation does: head CAS (or load), count, sum the windows,
- * load head again, and gives up and retries if the head changed. Take two
- * granted reservations A at a and B at b >= a in one window: if a == b
- * they counted into the same word and each sum sees what the earlier RMW
- * wrote; if a < b, A's second head load read a, so it precedes B's head
- * update in the single total order, and B's sums come after that update:
- * B saw A's count. The day window is one check-and-add CAS.
+ * anyway). A reservation moves the head to its second (CAS) or finds it
+ * there, counts into its unit's word (RMW), then sums the window, reading
+ * the newest word whole, later slots included. Take two granted
+ * reservations A at unit a and B at unit b > a in one window (a == b is
+ * the same word: each sum reads it after its own RMW). If a and b share a
+ * block, they counted into one word and the later RMW's sum saw both. If
+ * not, B's word sits where A's window expects an older block: had A's sum
+ * read it after B's count landed, it would have found a foreign tag with a
+ * count and, checking the head, seen it moved and started over; so A read
+ * it before, hence A's count < A's read < B's count < B's sum in the
+ * single total order, and B's sum saw A. The day window is one
+ * check-and-add CAS.
  */
 #include <errno.h>
 #include <string.h>
@@ -235,6 +240,8 @@ static int64_t ring_sum(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, int6
 		}
 		if ((uint8_t)(w >> TAG_SHIFT) != tag || first + (int64_t)RL_SLOTS <= lo)
 			continue;
+		/* The newest word counts whole: a slot after u holds a racing
+		 * reservation's count, which must be seen (see the top). */
 		uint64_t m = w & COUNT_MASK;
 		if (first < lo)
 			m &= COUNT_MASK << (8 * (lo - first));
@@ -417,8 +424,7 @@ int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t 
 		}
 		sec = ring_sum(e, RING_SEC, hn, us, true, &o);
 		min = sec < 0 ? -1 : ring_sum(e, RING_MIN, hn, um, true, &o);
-		/* Seen in one head: else a newer second may hold counts we missed. */
-		if (min < 0 || atomic_load(&e->head) != hn) {
+		if (min < 0) {
 			ring_sub(&e->min, HEAD_SALT(hn, RING_MIN), um, n);
 			ring_sub(&e->sec, HEAD_SALT(hn, RING_SEC), us, n);
 			day_sub(e, no, gen, n);
