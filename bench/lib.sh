@@ -351,6 +351,12 @@ start_postfix() {
 	PORT=$(free_port)
 	subst "$BENCH_DIR/postfix/main.cf.in" "$dir/etc/main.cf" DIR="$dir" RELAY_PORT="$RELAY_PORT"
 	subst "$BENCH_DIR/postfix/master.cf.in" "$dir/etc/master.cf" PORT="$PORT"
+	# Postfix listens with a backlog of its process limit (100 as shipped):
+	# sessions beyond it hang, half-open, so many sessions need a higher one.
+	if ((${PF_PROCESS_LIMIT:-0})); then
+		postconf -c "$dir/etc" -e "default_process_limit = $PF_PROCESS_LIMIT" ||
+			die "postconf default_process_limit failed"
+	fi
 	# check creates the queue's subdirectories with their owners and modes
 	timeout 60 postfix -c "$dir/etc" check >"$dir/check.log" 2>&1 ||
 		die "postfix check failed:"$'\n'"$(tail_of "$dir/check.log")"
