@@ -19,7 +19,8 @@ void vr_bench_conn_init(struct vr_bench_conn *c, size_t rx_max, size_t tx_max)
 	c->fd = -1;
 	vr_buf_init(&c->rx, rx_max);
 	vr_buf_init(&c->tx, tx_max);
-	/* vr_tls_drain() needs a real ceiling: it fills up to it. */
+	/* vr_tls_drain() fills up to the ceiling: that bounds a session's
+	 * ciphertext, whatever size the message. */
 	vr_buf_init(&c->cipher, CIPHER_MAX);
 }
 
