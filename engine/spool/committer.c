@@ -3,8 +3,8 @@
  * submitted transactions each.
  *
  * Every worker has a committer of its own, which alone owns the worker's
- * segment: nothing is shared between committers but the segment directory
- * and the sequence counter that names new segments, so the fdatasyncs of
+ * segment: committers share nothing but the segment directory, the stop
+ * flag and the sequence counter that names new segments, so the fdatasyncs of
  * different workers run in parallel, and a slow or failing disk write under
  * one segment delays no other worker's 250s (DESIGN.md: shared nothing).
  *
