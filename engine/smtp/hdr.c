@@ -3,7 +3,8 @@
  *
  * A byte loop over the RFC 5322 §2.2 line grammar, its state kept between
  * calls so a field split across any number of segments resumes where the
- * last call stopped. Only the From field's body is kept (unfolded: the
+ * last call stopped; field bodies, most of the octets, are passed over in
+ * runs (hdr_value_run). Only the From field's body is kept (unfolded: the
  * CRLF before a continuation line's blank is dropped, §2.2.3); every other
  * field is looked at and forgotten.
  *
@@ -110,6 +111,31 @@ static int hdr_name(struct vr_smtp_hdr *h, uint8_t c, size_t i, size_t *used)
 	return VR_AGAIN;
 }
 
+/*
+ * Field bodies are most of a header section, so they go in runs: up to
+ * the next CR (or a stray LF) with memchr, kept in one copy if the field
+ * is From, as far as From has room. Returns the octets taken; the octet
+ * after them, if any, is for the loop below.
+ */
+static size_t hdr_value_run(struct vr_smtp_hdr *h, const uint8_t *p, size_t n)
+{
+	const uint8_t *cr = memchr(p, '\r', n);
+	size_t k = cr ? (size_t)(cr - p) : n;
+	const uint8_t *lf = memchr(p, '\n', k);
+
+	if (lf)
+		k = (size_t)(lf - p);
+	if (h->in_from) {
+		k = VR_MIN(k, sizeof(h->from) - h->from_len);
+		memcpy(h->from + h->from_len, p, k);
+		h->from_len += k;
+	}
+	size_t show = VR_MIN(k, sizeof(h->show) - h->show_len);
+	memcpy(h->show + h->show_len, p, show);
+	h->show_len += show;
+	return k;
+}
+
 int vr_smtp_hdr_parse(struct vr_smtp_hdr *h, const uint8_t *p, size_t n, size_t *used)
 {
 	int rc = VR_AGAIN;
@@ -119,6 +145,11 @@ int vr_smtp_hdr_parse(struct vr_smtp_hdr *h, const uint8_t *p, size_t n, size_t 
 		return h->err ? VR_ERR : VR_OK;
 	}
 	for (size_t i = 0; i < n; i++) {
+		if (h->state == hs_value) {
+			i += hdr_value_run(h, p + i, n - i);
+			if (i == n)
+				break;
+		}
 		uint8_t c = p[i];
 
 		/* Every line's start is kept, for the reply if it turns bad. */
