@@ -35,7 +35,7 @@
 
 /*
  * Client text quoted in a reply: printable ASCII as it is, UTF-8 too when
- * the client speaks SMTPUTF8 (RFC 6531 §3.7.4.2), any other octet as '?';
+ * the client speaks SMTPUTF8 (RFC 6531), any other octet as '?';
  * blanks around it dropped, cut with "..." to fit.
  */
 static void reply_text(bool utf8, char *out, size_t outlen, const uint8_t *p, size_t n)
@@ -116,7 +116,7 @@ static int access_mail(struct vr_session *s, const struct vr_smtp_envcmd *cmd)
 
 /* --- RCPT --- */
 
-/* Every window of the account is full: defer the recipient, or hold the
+/* A window of the account is full: defer the recipient, or hold the
  * message if the account says so. */
 static int access_over_quota(struct vr_session *s, const struct vr_rl_verdict *v, int64_t now)
 {
