@@ -280,11 +280,11 @@ resolve_vmrelay() {
 }
 
 start_vmrelay() {
-	local dir=$1 quota=$(((WARMUP + MESSAGES) * 2)) how st
+	local dir=$1 how st
 	PORT=$(free_port)
 	subst "$BENCH_DIR/vmrelay/relay.ini.in" "$dir/relay.ini" DIR="$dir" PORT="$PORT" \
-		WORKERS="$WORKERS" MAX_CONN=$((SESSIONS + 16)) QUOTA="$quota" RATE=$((quota < 1000000 ? quota : 1000000))
-	subst "$BENCH_DIR/vmrelay/accounts.jsonl.in" "$dir/accounts.jsonl" QUOTA="$quota"
+		WORKERS="$WORKERS" MAX_CONN=$((SESSIONS + 16))
+	cp "$BENCH_DIR/vmrelay/accounts.jsonl.in" "$dir/accounts.jsonl"
 	"$VMRELAY" -c "$dir/relay.ini" --io kernel >"$dir/vmrelay.log" 2>&1 &
 	VR_PID=$!
 	CHILDREN+=("$VR_PID")

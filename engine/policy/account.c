@@ -307,6 +307,14 @@ static int hexval(char c)
 	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+static int f_unlimited(struct parse *p, json_t *v)
+{
+	if (!json_is_boolean(v))
+		return bad(p, "'unlimited' must be true or false, not %s", type_name(v));
+	p->a->unlimited = json_is_true(v);
+	return 0;
+}
+
 static int f_auth_sha256(struct parse *p, json_t *v)
 {
 	const char *s;
@@ -443,6 +451,7 @@ static const struct field {
 	{ "domains", f_domains },
 	{ "daily_quota", f_daily_quota },
 	{ "over_quota", f_over_quota },
+	{ "unlimited", f_unlimited },
 	{ "auth_sha256", f_auth_sha256 },
 	{ "dkim", f_dkim },
 };

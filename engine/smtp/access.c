@@ -94,6 +94,7 @@ static int access_mail(struct vr_session *s, const struct vr_smtp_envcmd *cmd)
 	if (acct) {
 		memcpy(id, acct->id, sizeof(id));
 		s->hold_over_quota = acct->over_quota == VR_OVER_QUOTA_HOLD;
+		s->unlimited = acct->unlimited;
 		/* the null sender (a bounce from the VPS) names no domain */
 		if (cmd->addr_len)
 			v = vr_account_may_send(acct, (const char *)cmd->domain, cmd->domain_len);
@@ -144,8 +145,9 @@ static int access_rcpt(struct vr_session *s)
 		vr_smtp_reply(s, VR_R_RELAY_DENIED, s->client);
 		return -1;
 	}
-	/* no windows: no limits (unit tests only); held: nothing to count */
-	if (!s->srv->rl || s->held)
+	/* no windows: no limits (unit tests only); held: nothing to count;
+	 * an account the operator exempted: nothing to enforce */
+	if (!s->srv->rl || s->held || s->unlimited)
 		return 0;
 	int64_t now = (int64_t)(vr_clock_wall_us() / 1000000u);
 	int rc = vr_rl_reserve(s->srv->rl, s->account, 1, now, &ticket, &v);

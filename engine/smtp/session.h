@@ -103,6 +103,7 @@ struct vr_session {
 	struct vr_rl_ticket *tickets;
 	unsigned n_tickets;
 	bool hold_over_quota;              /* the account's over_quota = hold */
+	bool unlimited;                    /* the account is exempt from the windows */
 	bool held;                         /* over quota, accepted for the operator */
 	/* the header section, scanned as the content passes (msg.c) */
 	bool hdr_open;

@@ -49,6 +49,8 @@ struct vr_account {
 	unsigned n_domains;
 	uint32_t daily_quota;
 	enum vr_over_quota over_quota;
+	bool unlimited;              /* exempt from the sending windows: the provider's own
+					systems and benchmarks, never a customer */
 	bool has_auth;
 	uint8_t auth_sha256[32];     /* SHA-256 of the AUTH token */
 	struct vr_dkim_domain *dkim;
@@ -67,7 +69,7 @@ struct vr_accounts;
  * "a.b.c.d/n" / "x::/n"), "hostname", "domains" (names, or {"name": ...,
  * "verified": false} for one pending its DNS check), "daily_quota" (default
  * default_daily_quota), "over_quota" ("defer" or "hold"), "auth_sha256" (64
- * hex digits), "dkim" ({"domain": [{"selector", "algorithm", "key"}]}). An
+ * hex digits), "unlimited" (true: exempt from the sending windows), "dkim" ({"domain": [{"selector", "algorithm", "key"}]}). An
  * unknown key or a value of the wrong type is an error.
  */
 struct vr_accounts *vr_accounts_load(const char *path, uint32_t default_daily_quota,

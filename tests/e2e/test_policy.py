@@ -314,6 +314,18 @@ class QuotaTest(unittest.TestCase):
         self.send(r, 2)
         self.assertIn("daily quota 2/2 reached", self.refused(r))
 
+    def test_unlimited_account_is_not_limited(self):
+        """"unlimited": true (the provider's own systems, benchmarks): the
+        windows do not apply, the sender rules still do."""
+        accounts = quota_account(2)
+        accounts[0]["unlimited"] = True
+        r = self.relay(limits=relay.LIMITS, accounts=accounts)
+        self.send(r, 2)
+        self.send(r, 3)
+        with r.connect() as c:
+            c.hello("vps1.example.com")
+            c.expect(550, "MAIL FROM:<user@elsewhere.example>\r\n")
+
     def test_hold_mode(self):
         """over_quota = hold: accepted with 250, held in the spool for the
         operator, logged and listed as held; held mail uses no quota."""

@@ -89,7 +89,8 @@ static const char *full_file(void)
 		"{\"id\":\"vps1\",\"ips\":[\"203.0.113.7\",\"2001:db8:7::/64\"],"
 		"\"hostname\":\"Host1.Example.COM.\",\"domains\":[\"example.com\","
 		"{\"name\":\"Pending.Example\",\"verified\":false},{\"name\":\"ok.example\"}],"
-		"\"daily_quota\":5000,\"over_quota\":\"hold\",\"auth_sha256\":\"%s\","
+		"\"daily_quota\":5000,\"over_quota\":\"hold\",\"unlimited\":true,"
+		"\"auth_sha256\":\"%s\","
 		"\"dkim\":{\"example.com\":[{\"selector\":\"ed1\",\"algorithm\":\"ed25519-sha256\","
 		"\"key\":\"/etc/vmrelay/keys/ed1.pem\"},{\"selector\":\"rsa1\","
 		"\"algorithm\":\"rsa-sha256\",\"key\":\"/etc/vmrelay/keys/rsa1.pem\"}],"
@@ -133,6 +134,7 @@ static void test_every_field(void **state)
 	assert_true(a->domains[2].verified);
 	assert_int_equal(a->daily_quota, 5000);
 	assert_int_equal(a->over_quota, VR_OVER_QUOTA_HOLD);
+	assert_true(a->unlimited);
 	assert_true(a->has_auth);
 	assert_int_equal(a->auth_sha256[0], strtoul((char[]){ token_hex[0], token_hex[1], 0 },
 						     NULL, 16));
@@ -153,6 +155,7 @@ static void test_every_field(void **state)
 	assert_int_equal(a->n_domains, 0);
 	assert_int_equal(a->daily_quota, 1000);
 	assert_int_equal(a->over_quota, VR_OVER_QUOTA_DEFER);
+	assert_false(a->unlimited);
 	assert_false(a->has_auth);
 	assert_int_equal(a->n_dkim, 0);
 
@@ -295,6 +298,8 @@ static void test_bad_lines(void **state)
 		{ "{\"id\":\"x\",\"daily_quota\":0}\n", ":1: 'daily_quota' must be at least 1" },
 		{ "{\"id\":\"x\",\"daily_quota\":10001}\n",
 		  ":1: 'daily_quota' 10001 is above the cap of 10000 (per_day_max)" },
+		{ "{\"id\":\"x\",\"unlimited\":1}\n",
+		  ":1: 'unlimited' must be true or false, not an integer" },
 		{ "{\"id\":\"x\",\"over_quota\":\"bounce\"}\n",
 		  ":1: 'over_quota' must be \"defer\" or \"hold\", not \"bounce\"" },
 		{ "{\"id\":\"x\",\"auth_sha256\":\"abcd\"}\n",
