@@ -6,8 +6,11 @@
  * it holds into the windows, then runs the kernel-socket transport until
  * SIGTERM or SIGINT. SIGHUP reloads the accounts file into both the
  * accounts table and the windows; a bad file is logged with its line and
- * the tables in force stay. --check validates the same inputs and exits
- * without touching the spool or the network.
+ * the tables in force stay. The control socket ([relay] control_socket,
+ * engine/ctl) runs in a thread of its own and may reload the same way, or
+ * drain the relay: stop accepting, finish the sessions, exit 0. --check
+ * validates the same inputs and exits without touching the spool or the
+ * network.
  *
  * Signals are blocked in every thread and taken synchronously by the main
  * thread (sigwaitinfo), so reloading may allocate and log freely; the io runs
@@ -21,6 +24,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +32,7 @@
 #include <urcu.h>
 
 #include "vmrelay/config.h"
+#include "vmrelay/ctl.h"
 #include "vmrelay/io.h"
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"
@@ -47,6 +52,11 @@ struct relay {
 	struct vr_smtp_stats *stats;
 	struct vr_smtpd srv;
 	struct vr_io *io;
+	struct vr_ctl *ctl;
+	/* The windows have one writer at a time: SIGHUP's reload here, the
+	 * control thread's reload and quota commands. */
+	pthread_mutex_t writer;
+	atomic_bool draining;         /* the io was stopped by `drain` */
 	pthread_t main_thread;
 	int io_rc;
 };
@@ -211,30 +221,73 @@ static void listen_text(const struct vr_config *cfg, const struct vr_io *io, cha
 }
 
 /*
+ * SIGHUP's and the control socket's reload: 0, or -1 with err saying why
+ * (logged too), the tables in force kept.
+ *
  * The windows learn the new table before sessions can find it: a new
  * account has its quota by its first RCPT. (A removed one may still be
  * found by a session for a moment, whose RCPT then says 451, try later.)
  */
-static void reload_accounts(struct relay *r)
+static int reload_accounts(struct relay *r, char *err, size_t errlen)
 {
-	char err[1024], q[1100];
-	struct vr_accounts *t = load_accounts(&r->cfg, err, sizeof(err));
+	char q[1100];
 
+	pthread_mutex_lock(&r->writer);
+	struct vr_accounts *t = load_accounts(&r->cfg, err, errlen);
+	int rc = t ? vr_rl_sync(r->rl, t) : 0;
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: quotas: %s", r->cfg.accounts, strerror(-rc));
+		vr_accounts_free(t);
+		t = NULL;
+	}
 	if (!t) {
+		pthread_mutex_unlock(&r->writer);
 		vr_log_err("event=reload_failed accounts=%s error=%s", r->cfg.accounts,
 			   vr_log_quote(q, sizeof(q), err, strlen(err)));
-		return;
-	}
-	int rc = vr_rl_sync(r->rl, t);
-	if (rc < 0) {
-		vr_log_err("event=reload_failed accounts=%s error=\"quotas: %s\"", r->cfg.accounts,
-			   strerror(-rc));
-		vr_accounts_free(t);
-		return;
+		return -1;
 	}
 	unsigned n = vr_accounts_count(t);
 	vr_policy_publish(t);
+	pthread_mutex_unlock(&r->writer);
 	vr_log_info("event=reload accounts=%u", n);
+	return 0;
+}
+
+static int ctl_reload(void *arg, char *err, size_t errlen)
+{
+	return reload_accounts(arg, err, errlen);
+}
+
+/* The io ends after its sessions; the main thread then sees a drained
+ * relay, not a failed one. */
+static void ctl_drain(void *arg)
+{
+	struct relay *r = arg;
+
+	atomic_store(&r->draining, true);
+	vr_io_stop(r->io);
+}
+
+/* The control socket, if configured. 0, or -1 after saying why. */
+static int ctl_start(struct relay *r)
+{
+	const struct vr_ctl_ops ops = {
+		.cfg = &r->cfg, .srv = &r->srv, .writer = &r->writer,
+		.reload = ctl_reload, .drain = ctl_drain, .arg = r,
+	};
+	char err[1024], q[1100];
+	int rc;
+
+	if (!r->cfg.control_socket[0])
+		return 0;
+	r->ctl = vr_ctl_new(&ops, err, sizeof(err));
+	if (r->ctl && (rc = vr_ctl_start(r->ctl)) < 0)
+		snprintf(err, sizeof(err), "control thread: %s", strerror(-rc));
+	else if (r->ctl)
+		return 0;
+	vr_log_err("event=ctl_failed error=%s", vr_log_quote(q, sizeof(q), err, strlen(err)));
+	fprintf(stderr, "vmrelay: %s\n", err);
+	return -1;
 }
 
 /* What the spool holds was counted when it was accepted: count it again,
@@ -297,7 +350,8 @@ static int wait_signals(struct relay *r, const sigset_t *set)
 		if (sig < 0)
 			continue;           /* EINTR */
 		if (sig == SIGHUP) {
-			reload_accounts(r);
+			char err[1024];
+			reload_accounts(r, err, sizeof(err));
 			continue;
 		}
 		if (sig == SIGUSR1)
@@ -352,6 +406,8 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 		return 1;
 	}
 	vr_policy_publish(accounts);
+	if (ctl_start(r) < 0)
+		return 1;
 
 	listen_text(cfg, r->io, listen, sizeof(listen));
 	vr_log_info("event=start version=%s pid=%d io=kernel workers=%u listen=%s accounts=%u "
@@ -367,16 +423,20 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 	}
 	int sig = wait_signals(r, set);
 	pthread_join(t, NULL);
-	if (r->io_rc < 0 || sig == 0) {
+	if (r->io_rc < 0 || (sig == 0 && !atomic_load(&r->draining))) {
 		vr_log_err("event=io_failed error=\"%s\"",
 			   r->io_rc < 0 ? strerror(-r->io_rc) : "workers ended unasked");
 		return 1;
 	}
+	if (sig == 0)
+		vr_log_info("event=drained");
 	return 0;
 }
 
 static void shut_down(struct relay *r)
 {
+	/* first: its drain and stats reach into the io and the counters */
+	vr_ctl_free(r->ctl);
 	vr_io_free(r->io);
 	/* Commits everything already submitted before it returns. */
 	if (r->spool)
@@ -389,7 +449,7 @@ static void shut_down(struct relay *r)
 
 int main(int argc, char **argv)
 {
-	struct relay r = { 0 };
+	struct relay r = { .writer = PTHREAD_MUTEX_INITIALIZER };
 	struct vr_accounts *accounts = NULL;
 	const char *io_mode = NULL;
 	int check = 0;

@@ -60,6 +60,8 @@ static const struct key keys[] = {
 	REQ("relay", "spool_dir", spool_dir, parse_path),
 	REQ("relay", "accounts", accounts, parse_path),
 	STR("relay", "control_socket", control_socket, parse_path),
+	STR("relay", "control_group", control_group, parse_str),
+	STR("relay", "metrics_listen", metrics_listen, parse_hostport),
 	STR("relay", "log_file", log_file, parse_path),
 	STR("relay", "log_level", log_level, parse_log_level),
 

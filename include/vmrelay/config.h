@@ -40,6 +40,9 @@ struct vr_config {
 	char spool_dir[PATH_MAX];
 	char accounts[PATH_MAX];
 	char control_socket[PATH_MAX];
+	char control_group[64];       /* may use control_socket besides root; "" = "vmrelay"
+				       * if that group exists */
+	char metrics_listen[300];     /* host:port of GET /metrics; "" = off */
 	char log_file[PATH_MAX];      /* "" = stderr */
 	int log_level;                /* enum vr_log_level */
 

@@ -1,0 +1,44 @@
+/*
+ * ctl_impl.h - what the control module's files share: the ctl itself and
+ * the counters' table, which both stats and metrics walk.
+ */
+#ifndef VR_CTL_IMPL_H
+#define VR_CTL_IMPL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "vmrelay/ctl.h"
+
+struct vr_ctl {
+	struct vr_ctl_ops ops;
+	int lfd;                      /* the listening Unix socket */
+	int stop_fd;                  /* eventfd: vr_ctl_free wakes the thread */
+	bool group_set;               /* group is a group's id */
+	gid_t group;
+	pthread_t thread;
+	bool started;
+};
+
+/* One counter of struct vr_smtp_stats: its JSON key is name, its metric
+ * vmrelay_<name>[_total]. */
+struct vr_ctl_counter {
+	const char *name;
+	size_t offset;
+	bool gauge;
+	const char *help;
+};
+
+extern const struct vr_ctl_counter vr_ctl_counters[];
+extern const unsigned vr_ctl_n_counters;
+
+/* The same for struct vr_spool_stats (gauge unused). */
+extern const struct vr_ctl_counter vr_ctl_spool_counters[];
+extern const unsigned vr_ctl_n_spool_counters;
+
+/* Worker w's counter k, read while the worker runs. */
+uint64_t vr_ctl_counter_read(const struct vr_ctl *c, unsigned w, const struct vr_ctl_counter *k);
+
+#endif

@@ -1,0 +1,93 @@
+/*
+ * metrics.c - the relay's counters: the table stats and metrics both walk,
+ * and the Prometheus text exposition (format 0.0.4) of them.
+ *
+ * Every figure is per worker, labelled worker="N"; Prometheus sums them
+ * itself (sum without (worker)), so no total is exported twice. The spool's
+ * counters belong to no worker and carry no label.
+ */
+#include <stdio.h>
+
+#include "ctl_impl.h"
+#include "vmrelay/spool.h"
+
+#define C(field, help) { #field, offsetof(struct vr_smtp_stats, field), false, help }
+#define G(field, help) { #field, offsetof(struct vr_smtp_stats, field), true, help }
+
+const struct vr_ctl_counter vr_ctl_counters[] = {
+	C(connections, "SMTP connections accepted."),
+	G(sessions_active, "SMTP sessions open now."),
+	C(messages_accepted, "Messages accepted (250 after DATA/BDAT)."),
+	C(recipients_accepted, "Recipients of accepted messages."),
+	C(bytes_accepted, "Message octets accepted."),
+	C(refused_relay, "MAIL refused: the client is no registered VPS."),
+	C(refused_sender, "Refused: envelope or header From not a domain of the VPS."),
+	C(refused_quota, "RCPT deferred: a sending window is full."),
+	C(messages_held, "Messages accepted over quota and held for the operator."),
+	C(refused_syntax, "Commands refused with 500/501/503."),
+	C(refused_size, "Messages refused for their size."),
+	C(refused_smuggling, "Messages refused for a bare CR or LF (SMTP smuggling)."),
+	C(refused_pregreet, "Clients refused for talking before the greeting."),
+	C(refused_starttls_injection, "Sessions refused for commands pipelined behind STARTTLS."),
+	C(refused_auth, "AUTH attempts refused."),
+	C(refused_spool, "Messages deferred because the spool failed."),
+	C(refused_content, "Messages refused for a NUL or an over-long line."),
+	C(timeouts, "Sessions closed for idling."),
+	C(tls_handshakes, "TLS handshakes completed."),
+};
+const unsigned vr_ctl_n_counters = VR_ARRAY_SIZE(vr_ctl_counters);
+
+uint64_t vr_ctl_counter_read(const struct vr_ctl *c, unsigned w, const struct vr_ctl_counter *k)
+{
+	const uint64_t *p = (const uint64_t *)((const char *)&c->ops.srv->stats[w] + k->offset);
+
+	/* The worker adds without a lock; a torn read is impossible, a read
+	 * one increment old is fine. */
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+#define S(field, help) { #field, offsetof(struct vr_spool_stats, field), false, help }
+const struct vr_ctl_counter vr_ctl_spool_counters[] = {
+	S(batches, "Spool commit rounds that found transactions."),
+	S(fsyncs, "fdatasync calls on spool segments."),
+	S(committed, "Transactions made durable in the spool."),
+	S(failed, "Spool transactions that failed."),
+	S(bytes, "Record octets made durable in the spool."),
+	S(segments, "Spool segment files created."),
+	S(abandoned, "Spool segments given up after an I/O error."),
+};
+const unsigned vr_ctl_n_spool_counters = VR_ARRAY_SIZE(vr_ctl_spool_counters);
+
+int vr_ctl_metrics(const struct vr_ctl *c, struct vr_buf *out)
+{
+	const struct vr_smtpd *srv = c->ops.srv;
+	int rc = 0;
+
+	for (unsigned i = 0; i < vr_ctl_n_counters && rc == 0; i++) {
+		const struct vr_ctl_counter *k = &vr_ctl_counters[i];
+		const char *suffix = k->gauge ? "" : "_total";
+
+		rc = vr_buf_printf(out, "# HELP vmrelay_%s%s %s\n# TYPE vmrelay_%s%s %s\n",
+				   k->name, suffix, k->help, k->name, suffix,
+				   k->gauge ? "gauge" : "counter");
+		for (unsigned w = 0; w < srv->n_workers && rc == 0; w++)
+			rc = vr_buf_printf(out, "vmrelay_%s%s{worker=\"%u\"} %llu\n", k->name,
+					   suffix, w,
+					   (unsigned long long)vr_ctl_counter_read(c, w, k));
+	}
+	if (!srv->spool)
+		return rc;
+
+	struct vr_spool_stats st;
+	vr_spool_stats(srv->spool, &st);
+	for (unsigned i = 0; i < vr_ctl_n_spool_counters && rc == 0; i++) {
+		const char *n = vr_ctl_spool_counters[i].name;
+		uint64_t v = *(const uint64_t *)((const char *)&st + vr_ctl_spool_counters[i].offset);
+
+		rc = vr_buf_printf(out, "# HELP vmrelay_spool_%s_total %s\n"
+				   "# TYPE vmrelay_spool_%s_total counter\n"
+				   "vmrelay_spool_%s_total %llu\n", n, vr_ctl_spool_counters[i].help,
+				   n, n, (unsigned long long)v);
+	}
+	return rc;
+}

@@ -1,0 +1,470 @@
+/*
+ * test_ctl.c - the control module: every command's reply for good and bad
+ * requests through vr_ctl_exec, the metrics text, and the socket itself
+ * (requests split across writes, several in one write, an over-long line,
+ * several clients at once, the socket's mode and its removal).
+ *
+ * The relay around the ctl is a stand-in: two workers' counters set by
+ * hand, real sending windows and a real accounts table, no spool, and
+ * reload/drain hooks that record their calls.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <urcu.h>
+
+#include "vmrelay/ctl.h"
+#include "vmrelay/policy.h"
+#include "vmrelay/ratelimit.h"
+
+static char dir[] = "/tmp/vr_test_ctl.XXXXXX";
+static char accounts_path[256], sock_path[256];
+
+struct fixture {
+	struct vr_config cfg;
+	struct vr_smtp_stats stats[2];
+	struct vr_smtpd srv;
+	pthread_mutex_t writer;
+	struct vr_ctl *ctl;
+	int reloads, drains;
+	bool reload_fails;
+};
+
+static int fake_reload(void *arg, char *err, size_t errlen)
+{
+	struct fixture *f = arg;
+
+	f->reloads++;
+	if (f->reload_fails) {
+		snprintf(err, errlen, "accounts.jsonl:3: unknown key 'quota'");
+		return -1;
+	}
+	return 0;
+}
+
+static void fake_drain(void *arg)
+{
+	((struct fixture *)arg)->drains++;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char err[256];
+
+	vr_config_defaults(&f->cfg);
+	snprintf(f->cfg.control_socket, sizeof(f->cfg.control_socket), "%s", sock_path);
+	f->cfg.per_day_max = 5000;
+	pthread_mutex_init(&f->writer, NULL);
+
+	const struct vr_rl_limits lim = { .per_minute = 60, .per_hour = 250, .per_day_max = 5000 };
+	struct vr_accounts *t = vr_accounts_load_max(accounts_path, 1000, 5000, err, sizeof(err));
+	assert_non_null(t);
+	f->srv = (struct vr_smtpd){ .cfg = &f->cfg, .stats = f->stats, .n_workers = 2,
+				    .rl = vr_rl_new(&lim, err, sizeof(err)) };
+	assert_non_null(f->srv.rl);
+	assert_int_equal(vr_rl_sync(f->srv.rl, t), 0);
+	vr_policy_publish(t);
+
+	const struct vr_ctl_ops ops = { .cfg = &f->cfg, .srv = &f->srv, .writer = &f->writer,
+					.reload = fake_reload, .drain = fake_drain, .arg = f };
+	f->ctl = vr_ctl_new(&ops, err, sizeof(err));
+	if (!f->ctl)
+		fail_msg("vr_ctl_new: %s", err);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	vr_ctl_free(f->ctl);
+	vr_policy_publish(NULL);
+	vr_rl_free(f->srv.rl);
+	free(f);
+	return 0;
+}
+
+/* The reply to one request line, parsed; the caller decrefs. */
+static json_t *ask(struct fixture *f, const char *req)
+{
+	struct vr_buf out;
+	json_error_t jerr;
+
+	vr_buf_init(&out, 0);
+	assert_int_equal(vr_ctl_exec(f->ctl, req, strlen(req), &out), 0);
+	assert_true(vr_buf_len(&out) > 0);
+	const char *p = (const char *)vr_buf_head(&out);
+	/* one line, ending in its only newline */
+	assert_int_equal(p[vr_buf_len(&out) - 1], '\n');
+	assert_null(memchr(p, '\n', vr_buf_len(&out) - 1));
+	json_t *r = json_loadb(p, vr_buf_len(&out), 0, &jerr);
+	vr_buf_free(&out);
+	assert_non_null(r);
+	return r;
+}
+
+static const char *error_of(json_t *r)
+{
+	assert_true(json_is_false(json_object_get(r, "ok")));
+	return json_string_value(json_object_get(r, "error"));
+}
+
+static void assert_error(struct fixture *f, const char *req, const char *substr)
+{
+	json_t *r = ask(f, req);
+	const char *e = error_of(r);
+
+	if (!e || !strstr(e, substr))
+		fail_msg("%s: error '%s' lacks '%s'", req, e ? e : "(none)", substr);
+	json_decref(r);
+}
+
+static void test_stats_per_worker_and_total(void **state)
+{
+	struct fixture *f = *state;
+
+	f->stats[0].messages_accepted = 7;
+	f->stats[1].messages_accepted = 5;
+	f->stats[1].refused_quota = 3;
+	f->stats[0].sessions_active = 2;
+	json_t *r = ask(f, "{\"cmd\": \"stats\"}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_t *total = json_object_get(r, "total"), *w = json_object_get(r, "workers");
+	assert_int_equal(json_integer_value(json_object_get(total, "messages_accepted")), 12);
+	assert_int_equal(json_integer_value(json_object_get(total, "refused_quota")), 3);
+	assert_int_equal(json_integer_value(json_object_get(total, "sessions_active")), 2);
+	assert_int_equal(json_array_size(w), 2);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(w, 1),
+							    "messages_accepted")), 5);
+	/* every counter of struct vr_smtp_stats is there */
+	assert_int_equal(json_object_size(total), sizeof(struct vr_smtp_stats) / sizeof(uint64_t));
+	json_decref(r);
+}
+
+static void test_metrics_text(void **state)
+{
+	struct fixture *f = *state;
+	struct vr_buf b;
+
+	f->stats[0].messages_accepted = 7;
+	f->stats[1].messages_accepted = 5;
+	vr_buf_init(&b, 0);
+	assert_int_equal(vr_ctl_metrics(f->ctl, &b), 0);
+	assert_int_equal(vr_buf_append(&b, "", 1), 0);
+	const char *t = (const char *)vr_buf_head(&b);
+	assert_non_null(strstr(t, "# TYPE vmrelay_messages_accepted_total counter\n"));
+	assert_non_null(strstr(t, "vmrelay_messages_accepted_total{worker=\"0\"} 7\n"));
+	assert_non_null(strstr(t, "vmrelay_messages_accepted_total{worker=\"1\"} 5\n"));
+	assert_non_null(strstr(t, "# TYPE vmrelay_sessions_active gauge\n"));
+	assert_null(strstr(t, "vmrelay_sessions_active_total"));
+	vr_buf_free(&b);
+
+	json_t *r = ask(f, "{\"cmd\": \"metrics\", \"args\": []}");
+	assert_non_null(strstr(json_string_value(json_object_get(r, "metrics")),
+			       "vmrelay_messages_accepted_total{worker=\"1\"} 5\n"));
+	json_decref(r);
+}
+
+static void test_quota_show_by_id_and_address(void **state)
+{
+	struct fixture *f = *state;
+	struct vr_rl_ticket tk;
+
+	assert_int_equal(vr_rl_reserve(f->srv.rl, "vps1", 3, (int64_t)time(NULL), &tk, NULL), 0);
+	vr_rl_confirm(f->srv.rl, "vps1", &tk);
+	json_t *r = ask(f, "{\"cmd\": \"quota\", \"args\": [\"show\", \"192.0.2.1\"]}");
+	assert_string_equal(json_string_value(json_object_get(r, "account")), "vps1");
+	json_t *day = json_object_get(json_object_get(r, "windows"), "day");
+	assert_int_equal(json_integer_value(json_object_get(day, "used")), 3);
+	assert_int_equal(json_integer_value(json_object_get(day, "limit")), 1000);
+	json_t *min = json_object_get(json_object_get(r, "windows"), "minute");
+	assert_int_equal(json_integer_value(json_object_get(min, "limit")), 60);
+	json_decref(r);
+
+	r = ask(f, "{\"cmd\": \"quota\", \"args\": [\"show\", \"vps1\"]}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	r = ask(f, "{\"cmd\": \"quota\", \"args\": [\"show\", \"bench\"]}");
+	assert_true(json_is_true(json_object_get(r, "unlimited")));
+	assert_null(json_object_get(r, "windows"));
+	json_decref(r);
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"show\", \"nope\"]}",
+		     "unknown account 'nope'");
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"show\", \"198.51.100.9\"]}",
+		     "no account sends from 198.51.100.9");
+}
+
+static void test_quota_set_and_reset(void **state)
+{
+	struct fixture *f = *state;
+	struct vr_rl_verdict v;
+	struct vr_rl_ticket tk;
+	int64_t now = (int64_t)time(NULL);
+
+	json_t *r = ask(f, "{\"cmd\": \"quota\", \"args\": [\"set\", \"vps1\", \"5000\"]}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	assert_int_equal(vr_rl_show(f->srv.rl, "vps1", now, &v), 0);
+	assert_int_equal(v.w[VR_RL_DAY].limit, 5000);
+
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"set\", \"vps1\", \"5001\"]}",
+		     "above the cap ([limits] per_day_max = 5000)");
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"set\", \"vps1\", \"0\"]}",
+		     "not a number from 1 to 5000");
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"set\", \"vps1\", \"-1\"]}",
+		     "not a number");
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"set\", \"vps1\", \"010\"]}",
+		     "not a number");
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"set\", \"vps1\", \"99999999999\"]}",
+		     "not a number");
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"set\", \"ghost\", \"10\"]}",
+		     "unknown account 'ghost'");
+	assert_int_equal(vr_rl_show(f->srv.rl, "vps1", now, &v), 0);
+	assert_int_equal(v.w[VR_RL_DAY].limit, 5000);
+
+	assert_int_equal(vr_rl_reserve(f->srv.rl, "vps1", 4, now, &tk, NULL), 0);
+	vr_rl_confirm(f->srv.rl, "vps1", &tk);
+	r = ask(f, "{\"cmd\": \"quota\", \"args\": [\"reset\", \"vps1\"]}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	assert_int_equal(vr_rl_show(f->srv.rl, "vps1", now, &v), 0);
+	assert_int_equal(v.w[VR_RL_DAY].used, 0);
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"reset\", \"ghost\"]}", "unknown account");
+}
+
+static void test_accounts(void **state)
+{
+	struct fixture *f = *state;
+
+	json_t *r = ask(f, "{\"cmd\": \"account\", \"args\": [\"list\"]}");
+	json_t *list = json_object_get(r, "accounts");
+	assert_int_equal(json_array_size(list), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "id")),
+			    "vps1");
+	json_decref(r);
+
+	r = ask(f, "{\"cmd\": \"account\", \"args\": [\"show\", \"vps1\"]}");
+	json_t *a = json_object_get(r, "account");
+	assert_string_equal(json_string_value(json_object_get(a, "hostname")), "vps1.example.com");
+	assert_string_equal(json_string_value(json_object_get(a, "over_quota")), "hold");
+	json_t *d = json_array_get(json_object_get(a, "domains"), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "name")), "pending.example");
+	assert_true(json_is_false(json_object_get(d, "verified")));
+	json_decref(r);
+	assert_error(f, "{\"cmd\": \"account\", \"args\": [\"show\", \"ghost\"]}",
+		     "unknown account 'ghost'");
+}
+
+static void test_reload_and_drain(void **state)
+{
+	struct fixture *f = *state;
+
+	json_t *r = ask(f, "{\"cmd\": \"reload\"}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_int_equal(json_integer_value(json_object_get(r, "accounts")), 2);
+	json_decref(r);
+	f->reload_fails = true;
+	assert_error(f, "{\"cmd\": \"reload\"}", "accounts.jsonl:3: unknown key 'quota'");
+	assert_int_equal(f->reloads, 2);
+
+	assert_int_equal(f->drains, 0);
+	r = ask(f, "{\"cmd\": \"drain\"}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	assert_int_equal(f->drains, 1);
+}
+
+static void test_bad_requests(void **state)
+{
+	struct fixture *f = *state;
+
+	assert_error(f, "", "malformed JSON");
+	assert_error(f, "{\"cmd\": \"stats\"", "malformed JSON");
+	assert_error(f, "{\"cmd\": \"stats\"} x", "malformed JSON");
+	assert_error(f, "[\"stats\"]", "a request is {\"cmd\"");
+	assert_error(f, "{\"cmd\": 1}", "a request is {\"cmd\"");
+	assert_error(f, "{\"args\": []}", "a request is {\"cmd\"");
+	assert_error(f, "{\"cmd\": \"stats\", \"cmd\": \"drain\"}", "malformed JSON");
+	assert_error(f, "{\"cmd\": \"stats\", \"verbose\": true}", "only \"cmd\" and \"args\"");
+	assert_error(f, "{\"cmd\": \"stats\", \"args\": \"x\"}", "array of strings");
+	assert_error(f, "{\"cmd\": \"stats\", \"args\": [1]}", "array of strings");
+	assert_error(f, "{\"cmd\": \"x\", \"args\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}",
+		     "too many arguments");
+	assert_error(f, "{\"cmd\": \"frobnicate\"}", "unknown command 'frobnicate'; commands: stats");
+	assert_error(f, "{\"cmd\": \"stats\", \"args\": [\"x\"]}", "usage: stats");
+	assert_error(f, "{\"cmd\": \"quota\"}",
+		     "usage: quota show IP|ID | quota set ID N | quota reset ID");
+	assert_error(f, "{\"cmd\": \"quota\", \"args\": [\"set\", \"vps1\"]}",
+		     "usage: quota set ID N");
+	/* bytes that are not UTF-8 never reach the reply */
+	assert_error(f, "{\"cmd\": \"\xff\"}", "malformed JSON");
+	assert_error(f, "{\"cmd\": \"\\u00e9t\\u00e9\"}", "unknown command '?\?t?\?'");
+	assert_int_equal(f->drains, 0);
+}
+
+/* --- over the socket --- */
+
+static int dial(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	strcpy(sun.sun_path, sock_path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	return fd;
+}
+
+/* Reads until n newlines (or EOF); returns the bytes, NUL-terminated. */
+static char *read_lines(int fd, unsigned n)
+{
+	static char buf[65536];
+	size_t len = 0;
+	unsigned seen = 0;
+
+	while (seen < n && len < sizeof(buf) - 1) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
+		assert_true(r >= 0);
+		if (r == 0)
+			break;
+		for (ssize_t i = 0; i < r; i++)
+			seen += buf[len + (size_t)i] == '\n';
+		len += (size_t)r;
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+static void test_socket_mode_and_lines(void **state)
+{
+	struct fixture *f = *state;
+	struct stat st;
+
+	assert_int_equal(stat(sock_path, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0660);
+	assert_int_equal(vr_ctl_start(f->ctl), 0);
+
+	int a = dial(), b = dial();
+	/* a request a byte at a time, while b is served in between */
+	const char *req = "{\"cmd\":\"account\",\"args\":[\"show\",\"vps1\"]}\r\n";
+	for (const char *p = req; *p; p++) {
+		assert_int_equal(write(a, p, 1), 1);
+		if (p == req + 5) {
+			assert_int_equal(write(b, "{\"cmd\":\"nope\"}\n", 15), 15);
+			assert_non_null(strstr(read_lines(b, 1), "unknown command 'nope'"));
+		}
+	}
+	assert_non_null(strstr(read_lines(a, 1), "\"id\":\"vps1\""));
+	/* two requests in one write: two replies in order */
+	const char *two = "{\"cmd\":\"quota\",\"args\":[\"show\",\"vps1\"]}\n{bad\n";
+	assert_int_equal(write(a, two, strlen(two)), (ssize_t)strlen(two));
+	char *r = read_lines(a, 2);
+	char *nl = strchr(r, '\n');
+	assert_non_null(strstr(r, "\"account\":\"vps1\""));
+	assert_true(strstr(r, "\"account\":\"vps1\"") < nl);
+	assert_non_null(strstr(nl, "malformed JSON"));
+	close(a);
+
+	/* an over-long line: an error, then the connection closes */
+	char big[VR_CTL_REQUEST_MAX + 100];
+	memset(big, ' ', sizeof(big));
+	assert_int_equal(write(b, big, sizeof(big)), (ssize_t)sizeof(big));
+	assert_non_null(strstr(read_lines(b, 2), "request line too long"));
+	char c;
+	assert_int_equal(read(b, &c, 1), 0);
+	close(b);
+	assert_int_equal(f->drains, 0);
+}
+
+static void test_stale_socket_replaced_and_removed(void **state)
+{
+	struct fixture *f = *state;
+	struct vr_ctl_ops ops = { .cfg = &f->cfg, .srv = &f->srv, .writer = &f->writer };
+	char err[256];
+
+	/* the fixture's socket is alive: a second relay must not steal it */
+	assert_null(vr_ctl_new(&ops, err, sizeof(err)));
+	assert_non_null(strstr(err, "another process is serving it"));
+
+	vr_ctl_free(f->ctl);
+	f->ctl = NULL;
+	assert_int_equal(access(sock_path, F_OK), -1);
+
+	/* a dead socket file (left by a crash) is replaced */
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	strcpy(sun.sun_path, sock_path);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof(sun)), 0);
+	close(fd);
+	f->ctl = vr_ctl_new(&ops, err, sizeof(err));
+	assert_non_null(f->ctl);
+
+	/* a regular file is not ours to delete */
+	vr_ctl_free(f->ctl);
+	f->ctl = NULL;
+	write_file(sock_path, "keep me\n");
+	assert_null(vr_ctl_new(&ops, err, sizeof(err)));
+	assert_non_null(strstr(err, "exists and is not a socket"));
+	unlink(sock_path);
+
+	snprintf(f->cfg.control_group, sizeof(f->cfg.control_group), "no-such-group-vr");
+	assert_null(vr_ctl_new(&ops, err, sizeof(err)));
+	assert_string_equal(err, "control_group 'no-such-group-vr': no such group");
+	assert_int_equal(access(sock_path, F_OK), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_stats_per_worker_and_total, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_metrics_text, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quota_show_by_id_and_address, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quota_set_and_reset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reload_and_drain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_socket_mode_and_lines, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stale_socket_replaced_and_removed, setup,
+						teardown),
+	};
+
+	if (!mkdtemp(dir))
+		return 1;
+	snprintf(accounts_path, sizeof(accounts_path), "%s/accounts.jsonl", dir);
+	snprintf(sock_path, sizeof(sock_path), "%s/ctl.sock", dir);
+	write_file(accounts_path,
+		   "{\"id\": \"vps1\", \"ips\": [\"192.0.2.1\"], \"hostname\": \"vps1.example.com\", "
+		   "\"domains\": [\"example.com\", {\"name\": \"pending.example\", "
+		   "\"verified\": false}], \"over_quota\": \"hold\"}\n"
+		   "{\"id\": \"bench\", \"ips\": [\"192.0.2.2\"], \"unlimited\": true}\n");
+	rcu_register_thread();
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	rcu_unregister_thread();
+	unlink(accounts_path);
+	rmdir(dir);
+	return rc;
+}
