@@ -17,6 +17,8 @@ packages=(
 	# vmrelay-bench's cheap body hash (XXH3) and its independent check in
 	# tests/e2e/test_bench.py; gnuplot draws bench/scale.sh's curves
 	libxxhash-dev python3-xxhash gnuplot-nox
+	# tests/e2e/test_ctl.py parses the metrics with Prometheus's own parser
+	python3-prometheus-client
 )
 
 missing=()
