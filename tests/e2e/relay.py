@@ -4,7 +4,8 @@ Relay writes a configuration, an accounts file and a test certificate into a
 private temporary directory, starts build/dpdk-app/vmrelay --io kernel (the
 build directory comes from $VMRELAY_BUILD, default build/), waits for its
 start line, stops it with SIGTERM (or SIGKILL for crash tests) and reads its
-spool with build/engine/spool/vmrelay-spool, the operator's own tool.
+spool with build/engine/spool/vmrelay-spool, the operator's own tool. Its
+control socket is ctl.sock in that directory (Relay.ctl runs vmrelayctl).
 
 Client is a small raw SMTP client for what smtplib will not do on purpose
 (smuggling, pipelining behind STARTTLS, BDAT, talking first).
@@ -33,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.path.abspath(os.environ.get("VMRELAY_BUILD", os.path.join(ROOT, "build")))
 VMRELAY = os.path.join(BUILD, "dpdk-app", "vmrelay")
 SPOOL_TOOL = os.path.join(BUILD, "engine", "spool", "vmrelay-spool")
+VMRELAYCTL = os.path.join(BUILD, "engine", "ctl", "vmrelayctl")
 GEN_CERT = os.path.join(ROOT, "scripts", "gen-test-cert.sh")
 
 HOSTNAME = "relay.e2e.test"
@@ -103,13 +105,16 @@ class Relay:
     """A vmrelay process with its own directory, ports and spool."""
 
     def __init__(self, smtp=None, workers=2, tls=True, accounts=None, spool_dir=None,
-                 listen_v6=False, limits=None):
+                 listen_v6=False, limits=None, relay_keys=None):
         self.dir = tempfile.mkdtemp(prefix="vr-e2e-")
+        # world-searchable, so a test can let another user reach the control socket
+        os.chmod(self.dir, 0o711)
         self.port = self.port6 = self.tls_port = None   # known once started (port 0)
         self.spool_dir = spool_dir or os.path.join(self.dir, "spool")
         self.accounts_path = os.path.join(self.dir, "accounts.jsonl")
         self.config_path = os.path.join(self.dir, "relay.ini")
         self.log_path = os.path.join(self.dir, "relay.log")
+        self.ctl_path = os.path.join(self.dir, "ctl.sock")
         self.proc = None
         self.write_accounts(ACCOUNTS if accounts is None else accounts)
         listen = ["127.0.0.1:0"]
@@ -119,7 +124,9 @@ class Relay:
             listen.append("127.0.0.1:0 tls=implicit")
         lines = ["[relay]", "hostname = " + HOSTNAME, "listen = " + ", ".join(listen),
                  "spool_dir = " + self.spool_dir, "accounts = " + self.accounts_path,
-                 "log_level = info", "", "[io]", "mode = kernel", "workers = %d" % workers,
+                 "control_socket = " + self.ctl_path, "log_level = info"]
+        lines += ["%s = %s" % kv for kv in (relay_keys or {}).items()]
+        lines += ["", "[io]", "mode = kernel", "workers = %d" % workers,
                  "", "[smtp]"]
         lines += ["%s = %s" % kv for kv in (smtp or {}).items()]
         lines += ["", "[limits]"] + ["%s = %s" % kv
@@ -247,6 +254,15 @@ class Relay:
         return after_received(self.stored(qid))
 
     # --- clients ---
+
+    def ctl(self, *args, human=False, user=None, group="nogroup", timeout=30):
+        """Runs vmrelayctl against this relay's control socket (as user and
+        group, via setpriv, if user is given); returns the CompletedProcess
+        (text)."""
+        cmd = [VMRELAYCTL, "-s", self.ctl_path] + (["--human"] if human else []) + list(args)
+        if user:
+            cmd = ["setpriv", "--reuid=" + user, "--regid=" + group, "--clear-groups"] + cmd
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
     def connect(self, source=None, port=None, tls=False, timeout=10):
         return Client(("127.0.0.1", port or (self.tls_port if tls else self.port)),

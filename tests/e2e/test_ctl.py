@@ -1,0 +1,268 @@
+"""The operator's seat (issue 6), end to end against vmrelay --io kernel:
+every command of the control socket through vmrelayctl, JSON and --human,
+and its refusals: a peer that is neither root nor in the control group,
+malformed JSON, an unknown command, a quota above the cap, a reload with a
+broken accounts file. The metrics are parsed with Prometheus's own parser
+and must agree with stats. drain ends the relay with exit status 0 after
+the session in flight has finished.
+
+Accounts: vps1 (127.0.0.1) sends as example.com; vps2 authenticates; bulk
+is a third account the reload test adds.
+"""
+
+import json
+import os
+import smtplib
+import socket
+import subprocess
+import time
+import unittest
+
+from prometheus_client.parser import text_string_to_metric_families
+
+import relay
+from relay import OUTSIDER, Relay, message
+
+CAP = 5000          # [limits] per_day_max of these relays
+LIMITS = dict(relay.LIMITS, per_day_max=CAP, per_day=1000)
+
+
+def send(r, n=1, rcpts=("a@example.net",), source=None):
+    """n messages from vps1; returns how many recipients took."""
+    took = 0
+    for i in range(n):
+        with smtplib.SMTP("127.0.0.1", r.port, timeout=10,
+                          source_address=(source, 0) if source else None) as s:
+            s.ehlo("vps1.example.com")
+            s.mail("user@example.com")
+            ok = [t for t in rcpts if s.rcpt(t)[0] == 250]
+            if ok:
+                s.data(message("ctl %d" % i, to=ok[0]))
+            took += len(ok)
+    return took
+
+
+class CtlTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.r = Relay(workers=2, limits=LIMITS).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.r.stop()
+        cls.r.cleanup()
+
+    def ok(self, *args):
+        """The reply of a command that must succeed, parsed."""
+        p = self.r.ctl(*args)
+        self.assertEqual(p.returncode, 0, "%s: %s %s" % (args, p.stdout, p.stderr))
+        reply = json.loads(p.stdout)
+        self.assertIs(reply["ok"], True)
+        return reply
+
+    def refused(self, *args, status=1):
+        """The error of a command that must fail."""
+        p = self.r.ctl(*args)
+        self.assertEqual(p.returncode, status, "%s: %s %s" % (args, p.stdout, p.stderr))
+        if status == 2:
+            return p.stderr
+        reply = json.loads(p.stdout)
+        self.assertIs(reply["ok"], False)
+        return reply["error"]
+
+    def raw(self, data):
+        """Reply lines to raw bytes sent on the control socket."""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(self.r.ctl_path)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        return [json.loads(line) for line in out.decode().splitlines()]
+
+    def test_socket_is_0660(self):
+        self.assertEqual(os.stat(self.r.ctl_path).st_mode & 0o777, 0o660)
+
+    def test_stats_count_what_happened(self):
+        before = self.ok("stats")["total"]
+        self.assertEqual(send(self.r, 2), 2)
+        with self.r.connect(source=OUTSIDER) as c:       # no account: refused at MAIL
+            c.hello()
+            c.expect(550, "MAIL FROM:<x@example.com>\r\n")
+        st = self.ok("stats")
+        total = st["total"]
+        self.assertEqual(total["messages_accepted"] - before["messages_accepted"], 2)
+        self.assertEqual(total["refused_relay"] - before["refused_relay"], 1)
+        self.assertGreaterEqual(total["connections"] - before["connections"], 3)
+        self.assertEqual(len(st["workers"]), 2)
+        for k, v in total.items():
+            self.assertEqual(v, sum(w[k] for w in st["workers"]), k)
+        self.assertGreaterEqual(st["spool"]["committed"], 2)
+        p = self.r.ctl("stats", human=True)
+        self.assertEqual(p.returncode, 0)
+        line = [l for l in p.stdout.splitlines() if l.startswith("messages_accepted ")][0]
+        self.assertEqual(int(line.split()[1]), total["messages_accepted"])
+
+    def test_quota_show_set_reset(self):
+        self.ok("quota", "reset", "vps1")
+        self.assertEqual(send(self.r, 1, rcpts=("a@example.net", "b@example.net")), 2)
+        by_ip = self.ok("quota", "show", "127.0.0.1")
+        self.assertEqual(by_ip["account"], "vps1")
+        day = by_ip["windows"]["day"]
+        self.assertEqual((day["used"], day["limit"]), (2, 1000))
+        self.assertEqual(self.ok("quota", "show", "vps1")["windows"], by_ip["windows"])
+        human = self.r.ctl("quota", "show", "vps1", human=True).stdout
+        self.assertRegex(human, r"(?m)^day +2 +1000 ")
+
+        # the cap, and nonsense, change nothing
+        self.assertIn("above the cap ([limits] per_day_max = 5000)",
+                      self.refused("quota", "set", "vps1", str(CAP + 1)))
+        self.assertIn("not a number", self.refused("quota", "set", "vps1", "ten"))
+        self.assertIn("unknown account 'nobody'", self.refused("quota", "set", "nobody", "5"))
+        self.assertIn("usage: quota set ID N", self.refused("quota", "set", "vps1"))
+        self.assertEqual(self.ok("quota", "show", "vps1")["windows"]["day"]["limit"], 1000)
+
+        # a quota of 3 leaves one slot: the second recipient is deferred
+        self.assertEqual(self.ok("quota", "set", "vps1", "3")["daily_quota"], 3)
+        self.assertEqual(send(self.r, 1, rcpts=("c@example.net", "d@example.net")), 1)
+        self.assertFalse(self.ok("quota", "show", "vps1")["may_send"])
+        self.ok("quota", "reset", "vps1")
+        self.assertEqual(self.ok("quota", "show", "vps1")["windows"]["day"]["used"], 0)
+        self.assertEqual(send(self.r, 1), 1)
+        self.ok("quota", "set", "vps1", "1000")
+        self.assertIn("no account sends from 198.51.100.7",
+                      self.refused("quota", "show", "198.51.100.7"))
+
+    def test_accounts(self):
+        ids = [a["id"] for a in self.ok("account", "list")["accounts"]]
+        self.assertEqual(ids[:2], ["vps1", "vps2"])
+        a = self.ok("account", "show", "vps2")["account"]
+        self.assertEqual(a["hostname"], "vps2.example.org")
+        self.assertEqual(a["domains"], [{"name": "example.org", "verified": True}])
+        self.assertIs(a["auth"], True)
+        self.assertIn("unknown account 'vps9'", self.refused("account", "show", "vps9"))
+        self.assertRegex(self.r.ctl("account", "list", human=True).stdout,
+                         r"(?m)^vps1 +vps1\.example\.com +1000 +defer +example\.com$")
+
+    def test_reload(self):
+        good = relay.ACCOUNTS + [{"id": "bulk", "ips": ["192.0.2.99"], "daily_quota": 50}]
+        try:
+            self.r.write_accounts(good)
+            self.assertEqual(self.ok("reload")["accounts"], 3)
+            self.assertEqual(self.ok("quota", "show", "bulk")["windows"]["day"]["limit"], 50)
+            with open(self.r.accounts_path, "a") as f:
+                f.write('{"id": "broken", "ips": ["192.0.2.98"], "colour": "red"}\n')
+            err = self.refused("reload")
+            self.assertRegex(err, r"accounts\.jsonl:4: .*colour")
+            self.assertIn("event=reload_failed", self.r.log())
+            # the old table stays in force
+            self.assertEqual(len(self.ok("account", "list")["accounts"]), 3)
+            self.assertIn("unknown account 'broken'", self.refused("account", "show", "broken"))
+        finally:
+            self.r.write_accounts(relay.ACCOUNTS)
+            self.ok("reload")
+
+    def test_bad_requests(self):
+        replies = self.raw(b'{"cmd": "stats"\n[1,2]\n{"cmd": "stats", "args": [7]}\n'
+                           b'\xff\xfe\n{"cmd":"stats"}\n')
+        self.assertEqual(len(replies), 5)
+        self.assertIn("malformed JSON", replies[0]["error"])
+        self.assertIn('a request is {"cmd"', replies[1]["error"])
+        self.assertIn("array of strings", replies[2]["error"])
+        self.assertIn("malformed JSON", replies[3]["error"])
+        self.assertIs(replies[4]["ok"], True)       # the connection survived all that
+        long_line = self.raw(b"x" * 10000 + b"\n")
+        self.assertEqual([r["error"] for r in long_line], ["request line too long"])
+        self.assertIn("unknown command 'frobnicate'", self.refused("frobnicate"))
+        self.assertIn("usage: stats", self.refused("stats", "now"))
+        # the relay is unaffected
+        self.assertEqual(send(self.r, 1), 1)
+
+    def test_client_errors(self):
+        p = subprocess.run([relay.VMRELAYCTL, "-s", self.r.ctl_path], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("no command given", p.stderr)
+        p = subprocess.run([relay.VMRELAYCTL, "-s", self.r.dir + "/nope.sock", "stats"],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("cannot reach the relay at %s/nope.sock: No such file" % self.r.dir,
+                      p.stderr)
+        p = self.r.ctl("quota", "set", "vps1", str(CAP + 1), human=True)
+        self.assertEqual((p.returncode, p.stdout), (1, ""))
+        self.assertIn("vmrelayctl: quota %d is above the cap" % (CAP + 1), p.stderr)
+
+    def test_wrong_peer_refused(self):
+        # the socket's mode keeps nobody out ...
+        p = self.r.ctl("stats", user="nobody")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("Permission denied", p.stderr)
+        # ... and were it opened up, the relay still checks who is calling
+        os.chmod(self.r.ctl_path, 0o666)
+        try:
+            p = self.r.ctl("drain", user="nobody")
+        finally:
+            os.chmod(self.r.ctl_path, 0o660)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("permission denied", json.loads(p.stdout)["error"])
+        self.assertRegex(self.r.log(), r"event=ctl_refused reason=credentials uid=65534 ")
+        self.assertIsNone(self.r.proc.poll())      # not drained
+        self.ok("stats")
+
+    def test_metrics_agree_with_stats(self):
+        send(self.r, 1)
+        stats = self.ok("stats")
+        text = self.ok("metrics")["metrics"]
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        for k, v in stats["total"].items():
+            name = "vmrelay_" + k
+            self.assertIn(name, fams)
+            fam = fams[name]
+            self.assertEqual(fam.type, "gauge" if k == "sessions_active" else "counter", k)
+            per = {s.labels["worker"]: s.value for s in fam.samples}
+            self.assertEqual(sorted(per), ["0", "1"], k)
+            if k != "sessions_active" and k != "connections":
+                # nothing ran between the two commands
+                self.assertEqual(sum(per.values()), v, k)
+        self.assertEqual(fams["vmrelay_spool_committed"].samples[0].value,
+                         stats["spool"]["committed"])
+        human = self.r.ctl("metrics", human=True).stdout
+        self.assertEqual(human, text)
+
+
+class DrainTest(unittest.TestCase):
+
+    def test_drain_finishes_the_session_and_exits_0(self):
+        r = Relay(workers=1).start()
+        try:
+            with r.connect() as c:
+                c.hello("vps1.example.com")
+                c.expect(250, "MAIL FROM:<user@example.com>\r\n")
+                c.expect(250, "RCPT TO:<a@example.net>\r\n")
+                p = r.ctl("drain")
+                self.assertEqual((p.returncode, json.loads(p.stdout)), (0, {"ok": True}))
+                time.sleep(0.2)
+                # no new sessions ...
+                with self.assertRaises(OSError):
+                    with r.connect() as late:
+                        late.hello()
+                # ... while the one in flight ends its message
+                c.expect(354, "DATA\r\n")
+                c.send(message("drained") + b".\r\n")
+                self.assertEqual(relay.queued_qid(c.expect(250)) is not None, True)
+                c.expect(221, "QUIT\r\n")
+            self.assertEqual(r.proc.wait(15), 0)
+            self.assertIn("event=drained", r.log())
+            self.assertFalse(os.path.exists(r.ctl_path))
+        finally:
+            r.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
