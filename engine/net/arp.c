@@ -1,0 +1,281 @@
+/*
+ * arp.c - ARP (RFC 826): answering requests for our address, the neighbour
+ * cache, resolve-on-send with a short queue per unresolved next hop, and the
+ * gratuitous ARP that announces us at start (RFC 5227 §3).
+ *
+ * The cache is bounded (conf.arp_entries) and lives in an open-addressed
+ * table allocated at creation. Following RFC 826's merge rule, a sender we
+ * already know is refreshed by any ARP packet, but a new one is learned only
+ * from packets aimed at us, and only when it is on our subnet: a flood of
+ * ARP traffic for other hosts cannot fill the table.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net_impl.h"
+
+#define ARP_LEN       28
+#define ARP_OP_REQUEST 1
+#define ARP_OP_REPLY   2
+
+static const uint8_t mac_broadcast[VR_NET_MAC_LEN] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
+static const uint8_t mac_zero[VR_NET_MAC_LEN];
+
+static unsigned arp_hash(const struct vr_net *n, uint32_t ip)
+{
+	/* Fibonacci hashing: neighbours are consecutive addresses, which it spreads. */
+	return (unsigned)((ip * 0x9E3779B1u) >> 7) & n->arp_mask;
+}
+
+int vr_net_arp_init(struct vr_net *n)
+{
+	unsigned size = 2;
+
+	/* At most half full, so probe runs stay short. */
+	while (size < 2 * n->conf.arp_entries)
+		size <<= 1;
+	n->arp = calloc(size, sizeof(*n->arp));
+	if (!n->arp)
+		return -ENOMEM;
+	n->arp_mask = size - 1;
+	return 0;
+}
+
+static void entry_drop_pending(struct vr_net *n, struct arp_entry *e)
+{
+	for (unsigned i = 0; i < e->npending; i++)
+		net_drop(n, e->pending[i], VR_NET_DROP_ARP_UNRESOLVED);
+	e->npending = 0;
+}
+
+void vr_net_arp_fini(struct vr_net *n)
+{
+	for (unsigned i = 0; i <= n->arp_mask; i++)
+		entry_drop_pending(n, &n->arp[i]);
+	free(n->arp);
+	n->arp = NULL;
+}
+
+static struct arp_entry *arp_find(struct vr_net *n, uint32_t ip)
+{
+	for (unsigned i = arp_hash(n, ip);; i = (i + 1) & n->arp_mask) {
+		struct arp_entry *e = &n->arp[i];
+		if (e->state == ARP_FREE)
+			return NULL;
+		if (e->ip == ip)
+			return e;
+	}
+}
+
+/* Removes slot i, shifting later members of its probe run back (Knuth 6.4 R). */
+static void arp_remove(struct vr_net *n, unsigned i)
+{
+	struct arp_entry *a = n->arp;
+
+	entry_drop_pending(n, &a[i]);
+	if (a[i].state == ARP_INCOMPLETE)
+		n->arp_incomplete--;
+	n->arp_count--;
+	for (unsigned j = i;;) {
+		j = (j + 1) & n->arp_mask;
+		if (a[j].state == ARP_FREE)
+			break;
+		unsigned k = arp_hash(n, a[j].ip);
+		/* An entry whose home k lies cyclically in (i, j] stays put. */
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+			continue;
+		a[i] = a[j];
+		i = j;
+	}
+	memset(&a[i], 0, sizeof(a[i]));
+}
+
+/*
+ * A full cache gives up its entry closest to expiry; that scan is O(size),
+ * but only a cache at its bound pays it, once per new neighbour.
+ */
+static void arp_evict(struct vr_net *n)
+{
+	unsigned victim = 0;
+	uint64_t soonest = UINT64_MAX;
+
+	for (unsigned i = 0; i <= n->arp_mask; i++)
+		if (n->arp[i].state == ARP_RESOLVED && n->arp[i].deadline < soonest) {
+			soonest = n->arp[i].deadline;
+			victim = i;
+		}
+	if (soonest == UINT64_MAX)          /* all incomplete: the oldest request */
+		for (unsigned i = 0; i <= n->arp_mask; i++)
+			if (n->arp[i].state == ARP_INCOMPLETE && n->arp[i].deadline < soonest) {
+				soonest = n->arp[i].deadline;
+				victim = i;
+			}
+	n->st.arp_cache_evicted++;
+	arp_remove(n, victim);
+}
+
+static struct arp_entry *arp_insert(struct vr_net *n, uint32_t ip)
+{
+	if (n->arp_count >= n->conf.arp_entries)
+		arp_evict(n);
+	unsigned i = arp_hash(n, ip);
+	while (n->arp[i].state != ARP_FREE)
+		i = (i + 1) & n->arp_mask;
+	n->arp_count++;
+	struct arp_entry *e = &n->arp[i];
+	e->ip = ip;
+	return e;
+}
+
+static void arp_send(struct vr_net *n, uint16_t op, const uint8_t *eth_dst,
+		     const uint8_t *tha, uint32_t tpa, uint64_t now)
+{
+	struct vr_pkt *p = vr_net_pkt_alloc(n);
+
+	if (!p)
+		return;
+	uint8_t *a = p->data;
+	wr16(a, 1);                          /* Ethernet */
+	wr16(a + 2, ETH_TYPE_IPV4);
+	a[4] = VR_NET_MAC_LEN;
+	a[5] = 4;
+	wr16(a + 6, op);
+	memcpy(a + 8, n->conf.mac, VR_NET_MAC_LEN);
+	wr32(a + 14, n->conf.ip);
+	memcpy(a + 18, tha, VR_NET_MAC_LEN);
+	wr32(a + 24, tpa);
+	p->len = ARP_LEN;
+	if (op == ARP_OP_REQUEST)
+		n->st.arp_requests_tx++;
+	else
+		n->st.arp_replies_tx++;
+	vr_net_eth_output(n, p, eth_dst, ETH_TYPE_ARP, now);
+}
+
+static void arp_request(struct vr_net *n, uint32_t ip, uint64_t now)
+{
+	arp_send(n, ARP_OP_REQUEST, mac_broadcast, mac_zero, ip, now);
+}
+
+static void arp_resolved(struct vr_net *n, struct arp_entry *e, const uint8_t *mac,
+			 uint64_t now)
+{
+	if (e->state == ARP_INCOMPLETE)
+		n->arp_incomplete--;
+	e->state = ARP_RESOLVED;
+	memcpy(e->mac, mac, VR_NET_MAC_LEN);
+	e->deadline = now + n->conf.arp_ttl_ms;
+	e->tries = 0;
+	for (unsigned i = 0; i < e->npending; i++)
+		vr_net_eth_output(n, e->pending[i], e->mac, ETH_TYPE_IPV4, now);
+	e->npending = 0;
+}
+
+void vr_net_arp_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
+{
+	const uint8_t *a = p->data;
+
+	if (p->len < ARP_LEN || rd16(a) != 1 || rd16(a + 2) != ETH_TYPE_IPV4 ||
+	    a[4] != VR_NET_MAC_LEN || a[5] != 4) {
+		net_drop(n, p, VR_NET_DROP_ARP_BAD);
+		return;
+	}
+	uint16_t op = rd16(a + 6);
+	const uint8_t *sha = a + 8;
+	uint32_t spa = rd32(a + 14), tpa = rd32(a + 24);
+	/* A multicast sender hardware address would make us a reflector. */
+	if ((op != ARP_OP_REQUEST && op != ARP_OP_REPLY) || (sha[0] & 1) ||
+	    !memcmp(sha, mac_zero, VR_NET_MAC_LEN)) {
+		net_drop(n, p, VR_NET_DROP_ARP_BAD);
+		return;
+	}
+	if (op == ARP_OP_REQUEST)
+		n->st.arp_requests_rx++;
+	else
+		n->st.arp_replies_rx++;
+
+	/* spa 0 is an RFC 5227 probe, ours is a conflict: neither is a neighbour. */
+	int learnable = spa && spa != n->conf.ip &&
+			(spa & n->netmask) == (n->conf.ip & n->netmask);
+	struct arp_entry *e = learnable ? arp_find(n, spa) : NULL;
+	if (e)
+		arp_resolved(n, e, sha, now);
+	if (tpa != n->conf.ip) {
+		net_drop(n, p, VR_NET_DROP_ARP_NOT_OURS);
+		return;
+	}
+	if (learnable && !e)
+		arp_resolved(n, arp_insert(n, spa), sha, now);
+	if (op == ARP_OP_REQUEST) {
+		uint8_t to[VR_NET_MAC_LEN];
+		memcpy(to, sha, VR_NET_MAC_LEN);
+		arp_send(n, ARP_OP_REPLY, to, to, spa, now);
+	}
+	vr_net_pkt_free(p);
+}
+
+int vr_net_arp_output(struct vr_net *n, struct vr_pkt *p, uint32_t nh, uint64_t now)
+{
+	struct arp_entry *e = arp_find(n, nh);
+
+	if (e && e->state == ARP_RESOLVED && now < e->deadline) {
+		vr_net_eth_output(n, p, e->mac, ETH_TYPE_IPV4, now);
+		return 0;
+	}
+	if (!e) {
+		e = arp_insert(n, nh);
+	} else if (e->state == ARP_INCOMPLETE) {
+		if (e->npending >= n->conf.arp_pending) {
+			net_drop(n, p, VR_NET_DROP_ARP_PENDING_FULL);
+			return -EHOSTUNREACH;
+		}
+		e->pending[e->npending++] = p;
+		return 0;
+	}
+	/* New or stale: ask (again), holding p until the answer or the last try. */
+	e->state = ARP_INCOMPLETE;
+	n->arp_incomplete++;
+	e->tries = 1;
+	e->deadline = now + n->conf.arp_retry_ms;
+	e->pending[0] = p;
+	e->npending = 1;
+	if (e->deadline < n->arp_sweep_at || n->arp_incomplete == 1)
+		n->arp_sweep_at = e->deadline;
+	arp_request(n, nh, now);
+	return 0;
+}
+
+void vr_net_arp_poll(struct vr_net *n, uint64_t now)
+{
+	if (n->garp_due) {
+		/* An announcement: a request with our address as sender and target. */
+		arp_send(n, ARP_OP_REQUEST, mac_broadcast, mac_zero, n->conf.ip, now);
+		n->garp_due = 0;
+	}
+	/* Only incomplete entries have timers: a stale resolved one is asked for
+	 * again on its next use, and is the first to go when the cache is full. */
+	if (!n->arp_incomplete || now < n->arp_sweep_at)
+		return;
+	uint64_t next = UINT64_MAX;
+	for (unsigned i = 0; i <= n->arp_mask;) {
+		struct arp_entry *e = &n->arp[i];
+		if (e->state != ARP_INCOMPLETE || e->deadline > now) {
+			if (e->state == ARP_INCOMPLETE && e->deadline < next)
+				next = e->deadline;
+			i++;
+			continue;
+		}
+		if (e->tries >= n->conf.arp_tries) {
+			arp_remove(n, i);        /* slot i now holds a shifted entry: look again */
+			continue;
+		}
+		e->tries++;
+		e->deadline = now + n->conf.arp_retry_ms;
+		if (e->deadline < next)
+			next = e->deadline;
+		arp_request(n, e->ip, now);
+		i++;
+	}
+	n->arp_sweep_at = next;
+}
