@@ -45,7 +45,7 @@ struct key {
 
 static parse_fn parse_str, parse_path, parse_uint, parse_size, parse_hostname,
 	parse_listen_list, parse_io_mode, parse_log_level, parse_ipv4_prefix, parse_ipv4,
-	parse_hostport, parse_timezone;
+	parse_hostport, parse_timezone, parse_address;
 
 #define F(field) offsetof(struct vr_config, field), sizeof(((struct vr_config *)0)->field)
 #define STR(s, k, field, fn) { s, k, fn, F(field), 0, 0, false }
@@ -61,7 +61,7 @@ static const struct key keys[] = {
 	REQ("relay", "accounts", accounts, parse_path),
 	STR("relay", "control_socket", control_socket, parse_path),
 	STR("relay", "control_group", control_group, parse_str),
-	STR("relay", "metrics_listen", metrics_listen, parse_hostport),
+	STR("relay", "metrics_listen", metrics_listen, parse_address),
 	STR("relay", "log_file", log_file, parse_path),
 	STR("relay", "log_level", log_level, parse_log_level),
 
@@ -501,6 +501,23 @@ static int parse_hostport(const struct key *k, const char *v, struct vr_config *
 	    (v[0] == '[' && colon[-1] != ']') ||
 	    (v[0] != '[' && memchr(v, ':', (size_t)(colon - v)))) {
 		snprintf(err, errlen, "'%s' is not host:port or [IPv6]:port", v);
+		return -1;
+	}
+	return store_str(k, v, cfg, err, errlen);
+}
+
+/* One "address:port" we bind (port 0 for tests), or "" for none. */
+static int parse_address(const struct key *k, const char *v, struct vr_config *cfg,
+			 char *err, size_t errlen)
+{
+	struct vr_listen l;
+
+	if (*v == '\0')
+		return store_str(k, v, cfg, err, errlen);
+	if (vr_config_parse_listen(v, &l, err, errlen) < 0)
+		return -1;
+	if (l.implicit_tls) {
+		snprintf(err, errlen, "'%s': no TLS here", v);
 		return -1;
 	}
 	return store_str(k, v, cfg, err, errlen);

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "vmrelay/ctl.h"
@@ -15,6 +16,8 @@
 struct vr_ctl {
 	struct vr_ctl_ops ops;
 	int lfd;                      /* the listening Unix socket */
+	int hfd;                      /* [relay] metrics_listen's socket; -1: none */
+	uint16_t metrics_port;        /* the port it is bound to */
 	int stop_fd;                  /* eventfd: vr_ctl_free wakes the thread */
 	bool group_set;               /* group is a group's id */
 	gid_t group;

@@ -8,6 +8,9 @@
  * Commands: stats, metrics, quota show|set|reset, account list|show,
  * reload, drain (engine/ctl/cmd.c has the table, with each one's usage).
  *
+ * With [relay] metrics_listen set, the same thread serves the metrics over
+ * HTTP: GET /metrics on that address (no credentials: read-only figures).
+ *
  * Only root, the relay's own user and members of [relay] control_group
  * (default: the group "vmrelay" if it exists) are served, judged by the
  * peer's credentials (SO_PEERCRED); anyone else gets one error line, the
@@ -24,6 +27,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "vmrelay/buf.h"
 #include "vmrelay/config.h"
@@ -48,12 +52,15 @@ struct vr_ctl;
 
 /*
  * Creates the socket at ops->cfg->control_socket (mode 0660, a stale socket
- * file replaced) and resolves the control group. NULL + err, e.g.
+ * file replaced), resolves the control group and binds metrics_listen. NULL + err, e.g.
  * "control_socket /run/vmrelay/ctl.sock: Permission denied" or
  * "control_group 'ops': no such group". ops is copied; what it points to
  * must outlive the ctl.
  */
 struct vr_ctl *vr_ctl_new(const struct vr_ctl_ops *ops, char *err, size_t errlen);
+/* The port metrics_listen is bound to (its port 0 made the kernel pick);
+ * 0 when it is off. */
+uint16_t vr_ctl_metrics_port(const struct vr_ctl *c);
 /* Starts the control thread. 0 or -errno. */
 int vr_ctl_start(struct vr_ctl *c);
 /* Stops the thread (if started), closes every client, removes the socket. */

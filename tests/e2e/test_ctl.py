@@ -2,21 +2,25 @@
 every command of the control socket through vmrelayctl, JSON and --human,
 and its refusals: a peer that is neither root nor in the control group,
 malformed JSON, an unknown command, a quota above the cap, a reload with a
-broken accounts file. The metrics are parsed with Prometheus's own parser
-and must agree with stats. drain ends the relay with exit status 0 after
+broken accounts file. The metrics, from the control socket and scraped
+over HTTP, are parsed with Prometheus's own parser and must agree with
+stats. drain ends the relay with exit status 0 after
 the session in flight has finished.
 
 Accounts: vps1 (127.0.0.1) sends as example.com; vps2 authenticates; bulk
 is a third account the reload test adds.
 """
 
+import http.client
 import json
 import os
+import re
 import smtplib
 import socket
 import subprocess
 import time
 import unittest
+import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -46,7 +50,10 @@ class CtlTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.r = Relay(workers=2, limits=LIMITS).start()
+        cls.r = Relay(workers=2, limits=LIMITS,
+                      relay_keys={"metrics_listen": "127.0.0.1:0"}).start()
+        cls.metrics_url = "http://%s/metrics" % re.search(
+            r"event=metrics_listen addr=(\S+)", cls.r.log()).group(1)
 
     @classmethod
     def tearDownClass(cls):
@@ -215,10 +222,17 @@ class CtlTest(unittest.TestCase):
         self.assertIsNone(self.r.proc.poll())      # not drained
         self.ok("stats")
 
+    def scrape(self):
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.headers["Content-Type"],
+                             "text/plain; version=0.0.4; charset=utf-8")
+            return resp.read().decode()
+
     def test_metrics_agree_with_stats(self):
         send(self.r, 1)
         stats = self.ok("stats")
-        text = self.ok("metrics")["metrics"]
+        text = self.scrape()
         fams = {f.name: f for f in text_string_to_metric_families(text)}
         for k, v in stats["total"].items():
             name = "vmrelay_" + k
@@ -232,8 +246,25 @@ class CtlTest(unittest.TestCase):
                 self.assertEqual(sum(per.values()), v, k)
         self.assertEqual(fams["vmrelay_spool_committed"].samples[0].value,
                          stats["spool"]["committed"])
-        human = self.r.ctl("metrics", human=True).stdout
-        self.assertEqual(human, text)
+        # the control socket's metrics are the same text
+        self.assertEqual(self.ok("metrics")["metrics"], text)
+        self.assertEqual(self.r.ctl("metrics", human=True).stdout, text)
+
+    def test_metrics_http_refusals(self):
+        host, port = self.metrics_url[7:].split("/")[0].split(":")
+        for method, path, status in (("GET", "/", 404), ("POST", "/metrics", 405),
+                                     ("HEAD", "/metrics", 200)):
+            c = http.client.HTTPConnection(host, int(port), timeout=10)
+            c.request(method, path)
+            resp = c.getresponse()
+            self.assertEqual(resp.status, status, (method, path))
+            body = resp.read()
+            self.assertEqual(body == b"", method == "HEAD")
+            c.close()
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n")
+            self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 400 Bad Request\r\n"))
+        self.scrape()       # still serving
 
 
 class DrainTest(unittest.TestCase):

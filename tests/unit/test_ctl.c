@@ -2,13 +2,16 @@
  * test_ctl.c - the control module: every command's reply for good and bad
  * requests through vr_ctl_exec, the metrics text, and the socket itself
  * (requests split across writes, several in one write, an over-long line,
- * several clients at once, the socket's mode and its removal).
+ * several clients at once, the socket's mode and its removal), and the
+ * metrics endpoint's HTTP parser, fed whole and byte by byte, and server.
  *
  * The relay around the ctl is a stand-in: two workers' counters set by
  * hand, real sending windows and a real accounts table, no spool, and
  * reload/drain hooks that record their calls.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +28,7 @@
 #include <jansson.h>
 #include <urcu.h>
 
+#include "../../engine/ctl/http.h"
 #include "vmrelay/ctl.h"
 #include "vmrelay/policy.h"
 #include "vmrelay/ratelimit.h"
@@ -437,6 +441,196 @@ static void test_stale_socket_replaced_and_removed(void **state)
 	assert_int_equal(access(sock_path, F_OK), -1);
 }
 
+/* --- the metrics endpoint --- */
+
+static const struct http_case {
+	const char *req;
+	int rc, status;
+	bool head_only;
+	const char *target;
+} http_cases[] = {
+	{ "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", VR_OK, 200, false, "/metrics" },
+	{ "HEAD /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n", VR_OK, 200, true,
+	  "/metrics" },
+	{ "GET /metrics?x=1 HTTP/1.0\r\n\r\n", VR_OK, 200, false, "/metrics?x=1" },
+	{ "GET / HTTP/1.1\r\nhOsT:\tx \r\nContent-Length: 0\r\n\r\n", VR_OK, 200, false,
+	  "/" },
+	/* what Prometheus sends */
+	{ "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9100\r\nUser-Agent: Prometheus/2.45.0\r\n"
+	  "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n"
+	  "Accept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n",
+	  VR_OK, 200, false, "/metrics" },
+	{ "GET /metrics HTTP/1.1\r\n\r\n", VR_ERR, 400, false, NULL },        /* no Host */
+	{ "GET /m HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", VR_ERR, 400, false, NULL },
+	{ "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n", VR_ERR, 405, false, NULL },
+	{ "DELETEALL /metrics HTTP/1.1\r\n", VR_ERR, 405, false, NULL },
+	{ "GET /metrics HTTP/2.0\r\n", VR_ERR, 505, false, NULL },
+	{ "GET /metrics HTTP/1.1x\r\n", VR_ERR, 400, false, NULL },
+	{ "GET /metrics http/1.1\r\n", VR_ERR, 400, false, NULL },
+	{ "GET http://x/metrics HTTP/1.1\r\n", VR_ERR, 400, false, NULL },
+	{ "GET  /metrics HTTP/1.1\r\n", VR_ERR, 400, false, NULL },
+	{ " GET /metrics HTTP/1.1\r\n", VR_ERR, 400, false, NULL },
+	{ "GET /metrics HTTP/1.1\n", VR_ERR, 400, false, NULL },               /* bare LF */
+	{ "GET /metrics HTTP/1.1\r\nHost: x\rY: z\r\n\r\n", VR_ERR, 400, false, NULL },
+	{ "GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n", VR_ERR, 400, false, NULL },
+	{ "GET /metrics HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", VR_ERR, 400, false, NULL },
+	{ "GET /metrics HTTP/1.1\r\n: x\r\n\r\n", VR_ERR, 400, false, NULL },
+	{ "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", VR_ERR, 400,
+	  false, NULL },
+	{ "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 000000000000\r\n\r\n", VR_ERR,
+	  400, false, NULL },
+	{ "GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", VR_ERR,
+	  400, false, NULL },
+	{ "GET /metrics HTTP/1.1\r\nHost: x\x01\r\n\r\n", VR_ERR, 400, false, NULL },
+	{ "GET /met\x80rics HTTP/1.1\r\n", VR_ERR, 400, false, NULL },
+	{ "GET /metrics HTTP/1.1\r\nHost: x\r\n", VR_AGAIN, 0, false, NULL },
+	{ "GET /metr", VR_AGAIN, 0, false, NULL },
+};
+
+/* Feeds req in pieces of `step` octets (0: whole). */
+static int http_feed(struct vr_http_req *r, const char *req, size_t len, size_t step)
+{
+	size_t off = 0, used;
+	int rc = VR_AGAIN;
+
+	vr_http_init(r);
+	while (off < len && rc == VR_AGAIN) {
+		size_t n = step && len - off > step ? step : len - off;
+		rc = vr_http_parse(r, (const uint8_t *)req + off, n, &used);
+		assert_true(used <= n);
+		off += used;
+	}
+	return rc;
+}
+
+static void test_http_parser(void **state)
+{
+	static struct vr_http_req r;
+
+	(void)state;
+	for (unsigned i = 0; i < sizeof(http_cases) / sizeof(http_cases[0]); i++) {
+		const struct http_case *t = &http_cases[i];
+		for (size_t step = 0; step <= 1; step++) {
+			int rc = http_feed(&r, t->req, strlen(t->req), step);
+			if (rc != t->rc || r.status != t->status)
+				fail_msg("case %u (step %zu): rc %d status %d, wanted %d %d", i,
+					 step, rc, r.status, t->rc, t->status);
+			if (rc == VR_OK) {
+				assert_int_equal(r.head_only, t->head_only);
+				assert_int_equal(r.tlen, strlen(t->target));
+				assert_memory_equal(r.target, t->target, r.tlen);
+			}
+		}
+	}
+}
+
+static void test_http_limits(void **state)
+{
+	static struct vr_http_req r;
+	static char req[VR_HTTP_HEAD_MAX + 200];
+	size_t used;
+
+	(void)state;
+	/* a target one octet too long for the request line */
+	int n = snprintf(req, sizeof(req), "GET /%0*d HTTP/1.1\r\n", VR_HTTP_LINE_MAX, 0);
+	assert_int_equal(http_feed(&r, req, (size_t)n, 1), VR_ERR);
+	assert_int_equal(r.status, 414);
+
+	/* a head past VR_HTTP_HEAD_MAX, in lines that are each fine */
+	n = snprintf(req, sizeof(req), "GET /metrics HTTP/1.1\r\n");
+	while ((size_t)n < VR_HTTP_HEAD_MAX)
+		n += snprintf(req + n, sizeof(req) - (size_t)n, "X-Pad: %0100d\r\n", 0);
+	assert_int_equal(http_feed(&r, req, (size_t)n, 0), VR_ERR);
+	assert_int_equal(r.status, 431);
+
+	/* too many headers, the head small */
+	n = snprintf(req, sizeof(req), "GET /metrics HTTP/1.1\r\nHost: x\r\n");
+	for (int i = 0; i < VR_HTTP_HEADERS_MAX; i++)
+		n += snprintf(req + n, sizeof(req) - (size_t)n, "A: b\r\n");
+	assert_int_equal(http_feed(&r, req, (size_t)n, 0), VR_ERR);
+	assert_int_equal(r.status, 431);
+
+	/* once done, it stays done, and ignores what follows */
+	const char *two = "GET /metrics HTTP/1.0\r\n\r\nGET /x HTTP/1.0\r\n\r\n";
+	vr_http_init(&r);
+	assert_int_equal(vr_http_parse(&r, (const uint8_t *)two, strlen(two), &used), VR_OK);
+	assert_int_equal(used, 25);
+	assert_int_equal(vr_http_parse(&r, (const uint8_t *)two + used, 5, &used), VR_OK);
+	assert_int_equal(used, 0);
+}
+
+/* The whole response to req from the metrics endpoint. */
+static char *http_get(uint16_t port, const char *req)
+{
+	static char buf[65536];
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	size_t len = 0;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		assert_int_equal(poll(&p, 1, 5000), 1);
+		ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
+		assert_true(r >= 0);
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	buf[len] = '\0';
+	return buf;
+}
+
+static void test_http_server(void **state)
+{
+	struct fixture *f = *state;
+	struct vr_ctl_ops ops = { .cfg = &f->cfg, .srv = &f->srv, .writer = &f->writer };
+	char err[256];
+
+	assert_int_equal(vr_ctl_metrics_port(f->ctl), 0);     /* off by default */
+	vr_ctl_free(f->ctl);
+	snprintf(f->cfg.metrics_listen, sizeof(f->cfg.metrics_listen), "127.0.0.1:0");
+	f->ctl = vr_ctl_new(&ops, err, sizeof(err));
+	assert_non_null(f->ctl);
+	uint16_t port = vr_ctl_metrics_port(f->ctl);
+	assert_int_not_equal(port, 0);
+	assert_int_equal(vr_ctl_start(f->ctl), 0);
+	f->stats[1].timeouts = 9;
+
+	char *r = http_get(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 200 OK\r\n"));
+	assert_non_null(strstr(r, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+	assert_non_null(strstr(r, "Connection: close\r\n"));
+	char *body = strstr(r, "\r\n\r\n");
+	assert_non_null(body);
+	body += 4;
+	unsigned long clen = strtoul(strstr(r, "Content-Length: ") + 16, NULL, 10);
+	assert_int_equal(clen, strlen(body));
+	assert_non_null(strstr(body, "vmrelay_timeouts_total{worker=\"1\"} 9\n"));
+
+	r = http_get(port, "HEAD /metrics HTTP/1.0\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 200 OK\r\n"));
+	assert_string_equal(strstr(r, "\r\n\r\n"), "\r\n\r\n");
+	assert_non_null(strstr(http_get(port, "GET /metricsx HTTP/1.0\r\n\r\n"),
+			       "HTTP/1.1 404 Not Found\r\n"));
+	r = http_get(port, "PUT /metrics HTTP/1.1\r\n\r\n");
+	assert_non_null(strstr(r, "HTTP/1.1 405 Method Not Allowed\r\n"));
+	assert_non_null(strstr(r, "Allow: GET, HEAD\r\n"));
+	assert_non_null(strstr(http_get(port, "GET /metrics HTTP/1.1\n\n"),
+			       "HTTP/1.1 400 Bad Request\r\n"));
+
+	/* a bad address is an error at start */
+	vr_ctl_free(f->ctl);
+	f->ctl = NULL;
+	snprintf(f->cfg.metrics_listen, sizeof(f->cfg.metrics_listen), "192.0.2.1:1");
+	assert_null(vr_ctl_new(&ops, err, sizeof(err)));
+	assert_string_equal(err, "metrics_listen 192.0.2.1:1: Cannot assign requested address");
+	assert_int_equal(access(sock_path, F_OK), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -450,6 +644,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_socket_mode_and_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_socket_replaced_and_removed, setup,
 						teardown),
+		cmocka_unit_test(test_http_parser),
+		cmocka_unit_test(test_http_limits),
+		cmocka_unit_test_setup_teardown(test_http_server, setup, teardown),
 	};
 
 	if (!mkdtemp(dir))
