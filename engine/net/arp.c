@@ -207,11 +207,8 @@ void vr_net_arp_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 	}
 	if (learnable && !e)
 		arp_resolved(n, arp_insert(n, spa), sha, now);
-	if (op == ARP_OP_REQUEST) {
-		uint8_t to[VR_NET_MAC_LEN];
-		memcpy(to, sha, VR_NET_MAC_LEN);
-		arp_send(n, ARP_OP_REPLY, to, to, spa, now);
-	}
+	if (op == ARP_OP_REQUEST)
+		arp_send(n, ARP_OP_REPLY, sha, sha, spa, now);
 	vr_net_pkt_free(p);
 }
 

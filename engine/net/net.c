@@ -238,10 +238,7 @@ void vr_net_flush(struct vr_net *n, uint64_t now)
 void vr_net_eth_output(struct vr_net *n, struct vr_pkt *p, const uint8_t *dst_mac,
 		       uint16_t type, uint64_t now)
 {
-	if (p->headroom < VR_NET_ETH_HDR) {
-		net_drop(n, p, VR_NET_DROP_NO_PKT);
-		return;
-	}
+	/* Room is certain: every caller's packet gave up or was made with more. */
 	p->data -= VR_NET_ETH_HDR;
 	p->len = (uint16_t)(p->len + VR_NET_ETH_HDR);
 	p->headroom = (uint16_t)(p->headroom - VR_NET_ETH_HDR);

@@ -165,7 +165,8 @@ void vr_net_flush(struct vr_net *n, uint64_t now);
  * VR_NET_HEADROOM free in front. Prepends IPv4 (DF, TTL 64, checksum) and
  * Ethernet, chooses the next hop (on-link or the gateway) and resolves it,
  * queueing p while ARP asks. Takes p in every case; returns 0 or a negative
- * errno: -EHOSTUNREACH (no route or ARP pending full), -EMSGSIZE (over MTU).
+ * errno: -EHOSTUNREACH (no route or ARP pending full), -EMSGSIZE (over
+ * the MTU, or less than 34 bytes of headroom).
  */
 int vr_net_ip_output(struct vr_net *n, struct vr_pkt *p, uint32_t dst, uint8_t proto,
 		     uint64_t now);
