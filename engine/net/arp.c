@@ -92,33 +92,43 @@ static void arp_remove(struct vr_net *n, unsigned i)
 }
 
 /*
- * A full cache gives up its entry closest to expiry; that scan is O(size),
- * but only a cache at its bound pays it, once per new neighbour.
+ * A full cache gives up, in this order, an entry gone stale, the oldest
+ * unanswered request, or the resolved entry closest to going stale: a burst
+ * of traffic from spoofed on-link sources then churns only the requests it
+ * caused, not the neighbours (the gateway) we are talking to. The scan is
+ * O(size), but only a cache at its bound pays it, once per new neighbour.
  */
-static void arp_evict(struct vr_net *n)
+static unsigned victim_rank(const struct arp_entry *e, uint64_t now)
 {
-	unsigned victim = 0;
-	uint64_t soonest = UINT64_MAX;
+	if (e->state == ARP_RESOLVED && e->deadline <= now)
+		return 0;
+	return e->state == ARP_INCOMPLETE ? 1 : 2;
+}
 
-	for (unsigned i = 0; i <= n->arp_mask; i++)
-		if (n->arp[i].state == ARP_RESOLVED && n->arp[i].deadline < soonest) {
-			soonest = n->arp[i].deadline;
+static void arp_evict(struct vr_net *n, uint64_t now)
+{
+	unsigned victim = 0, best_rank = 3;
+	uint64_t best_deadline = UINT64_MAX;
+
+	for (unsigned i = 0; i <= n->arp_mask; i++) {
+		const struct arp_entry *e = &n->arp[i];
+		if (e->state == ARP_FREE)
+			continue;
+		unsigned r = victim_rank(e, now);
+		if (r < best_rank || (r == best_rank && e->deadline < best_deadline)) {
 			victim = i;
+			best_rank = r;
+			best_deadline = e->deadline;
 		}
-	if (soonest == UINT64_MAX)          /* all incomplete: the oldest request */
-		for (unsigned i = 0; i <= n->arp_mask; i++)
-			if (n->arp[i].state == ARP_INCOMPLETE && n->arp[i].deadline < soonest) {
-				soonest = n->arp[i].deadline;
-				victim = i;
-			}
+	}
 	n->st.arp_cache_evicted++;
 	arp_remove(n, victim);
 }
 
-static struct arp_entry *arp_insert(struct vr_net *n, uint32_t ip)
+static struct arp_entry *arp_insert(struct vr_net *n, uint32_t ip, uint64_t now)
 {
 	if (n->arp_count >= n->conf.arp_entries)
-		arp_evict(n);
+		arp_evict(n, now);
 	unsigned i = arp_hash(n, ip);
 	while (n->arp[i].state != ARP_FREE)
 		i = (i + 1) & n->arp_mask;
@@ -196,6 +206,8 @@ void vr_net_arp_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		n->st.arp_replies_rx++;
 
 	/* spa 0 is an RFC 5227 probe, ours is a conflict: neither is a neighbour. */
+	if (spa == n->conf.ip)
+		n->st.arp_conflicts++;
 	int learnable = spa && spa != n->conf.ip &&
 			(spa & n->netmask) == (n->conf.ip & n->netmask);
 	struct arp_entry *e = learnable ? arp_find(n, spa) : NULL;
@@ -206,7 +218,7 @@ void vr_net_arp_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		return;
 	}
 	if (learnable && !e)
-		arp_resolved(n, arp_insert(n, spa), sha, now);
+		arp_resolved(n, arp_insert(n, spa, now), sha, now);
 	if (op == ARP_OP_REQUEST)
 		arp_send(n, ARP_OP_REPLY, sha, sha, spa, now);
 	vr_net_pkt_free(p);
@@ -221,7 +233,7 @@ int vr_net_arp_output(struct vr_net *n, struct vr_pkt *p, uint32_t nh, uint64_t 
 		return 0;
 	}
 	if (!e) {
-		e = arp_insert(n, nh);
+		e = arp_insert(n, nh, now);
 	} else if (e->state == ARP_INCOMPLETE) {
 		if (e->npending >= n->conf.arp_pending) {
 			net_drop(n, p, VR_NET_DROP_ARP_PENDING_FULL);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vmrelay/log.h"
+
 #include "net_impl.h"
 
 static const uint8_t eth_broadcast[VR_NET_MAC_LEN] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
@@ -197,6 +199,11 @@ void vr_net_pkt_free(struct vr_pkt *p)
 {
 	struct vr_net *n = p->net;
 
+	/* A second free would hand the slot out twice: fail loudly, here. */
+	if (VR_UNLIKELY(!p->data)) {
+		vr_log_err("event=net_pkt_double_free slot=%u", p->idx);
+		abort();
+	}
 	if (p->ext && n->conf.ext_free)
 		n->conf.ext_free(n->conf.ext_arg, p->ext);
 	p->ext = NULL;

@@ -134,6 +134,7 @@ struct vr_net_stats {
 	uint64_t arp_requests_rx, arp_replies_tx, arp_requests_tx, arp_replies_rx;
 	uint64_t icmp_echo_rx, icmp_echo_tx, icmp_pmtu_rx;
 	uint64_t arp_cache_evicted;
+	uint64_t arp_conflicts;      /* ARP from another host claiming our address */
 	uint64_t drop[VR_NET_DROP_MAX];
 };
 

@@ -510,6 +510,55 @@ static void test_arp_cache_bounded(void **state)
 	vr_net_free(n);
 }
 
+static void send_to(struct vr_net *n, uint32_t dst, uint64_t now)
+{
+	struct vr_pkt *p = vr_net_pkt_alloc(n);
+
+	assert_non_null(p);
+	p->len = 8;
+	memset(p->data, 0, 8);
+	vr_net_ip_output(n, p, dst, 253, now);
+	vr_net_flush(n, now);
+}
+
+static void test_arp_requests_do_not_evict_neighbours(void **state)
+{
+	struct vr_net_conf c = conf_default();
+	c.arp_entries = 4;
+	struct vr_net *n = net_make(c);
+	uint8_t f[64];
+
+	inject(n, f, arp_frame(f, 2, gw_mac, GW_IP, our_mac, OUR_IP, our_mac), T0);
+	/* Traffic to twenty unknown on-link hosts (as spoofed pings would cause). */
+	for (uint32_t i = 0; i < 20; i++)
+		send_to(n, PEER_IP + 20 + i, T0 + 1);
+	assert_int_equal(vr_net_stats(n)->arp_cache_evicted, 17);
+	assert_int_equal(vr_net_stats(n)->drop[VR_NET_DROP_ARP_UNRESOLVED], 17);
+	nsent = 0;
+	send_to(n, FAR_IP, T0 + 2);
+	assert_int_equal(nsent, 1);
+	assert_memory_equal(sent[0].b, gw_mac, 6);
+	vr_net_free(n);
+}
+
+static void test_arp_conflict_counted(void **state)
+{
+	struct vr_net *n = *state;
+	uint8_t f[64];
+	size_t len = arp_frame(f, 1, peer_mac, OUR_IP, (const uint8_t[6]){ 0 }, OUR_IP, bcast);
+
+	inject(n, f, len, T0);
+	assert_int_equal(vr_net_stats(n)->arp_conflicts, 1);
+	/* The claim is not learned: our own address never resolves to a neighbour. */
+	assert_int_equal(nsent, 1);
+	assert_int_equal(get16(sent[0].b + 14 + 6), 2);      /* we defend it */
+	nsent = 0;
+	send_to(n, PEER_IP, T0);
+	assert_int_equal(get16(sent[0].b + 12), 0x0806);
+	inject(n, f, arp_frame(f, 2, peer_mac, PEER_IP, our_mac, OUR_IP, our_mac), T0);
+	assert_int_equal(nsent, 2);
+}
+
 static void test_ip_output_routes(void **state)
 {
 	struct vr_net *n = *state;
@@ -691,6 +740,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_arp_retries_then_gives_up, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_arp_cache_expires, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_arp_cache_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_arp_requests_do_not_evict_neighbours, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_arp_conflict_counted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ip_output_routes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_frag_needed_to_hook, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tx_refused_is_freed, setup, teardown),
