@@ -22,8 +22,11 @@
 #define VR_NET_MAC_LEN      6
 #define VR_NET_ETH_HDR      14
 #define VR_NET_IP_HDR       20           /* without options; what we send */
-/* Room in front of what an upper layer writes: Ethernet + IPv4. */
-#define VR_NET_HEADROOM     (VR_NET_ETH_HDR + VR_NET_IP_HDR + 30)
+/*
+ * Room in front of what an upper layer writes: Ethernet + IPv4, rounded up
+ * to 64 so the transport header of a pool packet starts on a cache line.
+ */
+#define VR_NET_HEADROOM     64
 #define VR_NET_PKT_DATA     2048         /* storage of one pool packet */
 #define VR_NET_ARP_PENDING_MAX 8         /* frames held per unresolved next hop */
 #define VR_NET_BURST        32           /* most frames handed to tx at once */
@@ -56,7 +59,9 @@ struct vr_pkt {
 /*
  * Burst callback: takes pkts[0 .. n) and returns how many it took, from the
  * front; the caller frees the rest. A taker owns what it took and frees each
- * with vr_net_pkt_free when done with it.
+ * with vr_net_pkt_free when done with it. As conf.tx it must not call back
+ * into the same instance: a test that wires two instances back to back
+ * queues the frames and feeds them to the peer's vr_net_rx afterwards.
  */
 typedef unsigned (*vr_net_burst_fn)(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t now);
 
