@@ -29,18 +29,24 @@ struct key {
 	size_t len;
 };
 
-/* FNV-1a, then MurmurHash3's finaliser: ids differ in their last digits,
- * and the split-ordered list indexes by the hash's low bits. */
+/* Eight bytes a step, then MurmurHash3's finaliser: ids differ in their
+ * last digits, and the split-ordered list indexes by the hash's low bits.
+ * (Ids come from the operator's file, not from clients.) */
 static unsigned long hash_id(const char *id, size_t len)
 {
-	uint64_t h = UINT64_C(0xcbf29ce484222325);
+	uint64_t h = len * UINT64_C(0x9e3779b97f4a7c15), w;
 
+	for (; len >= 8; id += 8, len -= 8) {
+		memcpy(&w, id, 8);
+		h = (h ^ w) * UINT64_C(0xff51afd7ed558ccd);
+		h ^= h >> 29;
+	}
+	w = 0;
 	for (size_t i = 0; i < len; i++)
-		h = (h ^ (uint8_t)id[i]) * UINT64_C(0x100000001b3);
+		w |= (uint64_t)(uint8_t)id[i] << (8 * i);
+	h = (h ^ w) * UINT64_C(0xc4ceb9fe1a85ec53);
 	h ^= h >> 33;
 	h *= UINT64_C(0xff51afd7ed558ccd);
-	h ^= h >> 33;
-	h *= UINT64_C(0xc4ceb9fe1a85ec53);
 	h ^= h >> 33;
 	return (unsigned long)h;
 }
@@ -85,7 +91,7 @@ static void put(struct vr_rl_entry *e)
 
 static bool time_ok(const struct vr_rl *rl, int64_t t)
 {
-	return t >= 0 && t < vr_rl_tz_end(&rl->tz);
+	return t >= RL_TIME_MIN && t < vr_rl_tz_end(&rl->tz);
 }
 
 /* --- the table: writer side --- */
@@ -117,8 +123,11 @@ struct vr_rl *vr_rl_new(const struct vr_rl_limits *lim, char *err, size_t errlen
 		free(rl);
 		return NULL;
 	}
-	/* Grows with the accounts (a million: 2^20 buckets) and shrinks back. */
-	rl->ht = cds_lfht_new(1024, 1024, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
+	/* Sized by each sync (table_fit), not by cds_lfht's lazy resize worker:
+	 * on busy cores that lags by seconds, with lookups walking long chains
+	 * meanwhile. */
+	rl->buckets = RL_MIN_BUCKETS;
+	rl->ht = cds_lfht_new(rl->buckets, RL_MIN_BUCKETS, 0, 0, NULL);
 	if (!rl->ht) {
 		vr_rl_tz_free(&rl->tz);
 		free(rl);
@@ -204,6 +213,21 @@ static int sync_add(struct vr_rl *rl, const struct vr_accounts *accounts)
 	return 0;
 }
 
+/* One bucket per account, rounded up to a power of two: chains of about
+ * one node. Resizing is safe alongside readers (outside a read-side
+ * critical section, from a registered thread). */
+static void table_fit(struct vr_rl *rl, unsigned long n)
+{
+	unsigned long want = RL_MIN_BUCKETS;
+
+	while (want < n)
+		want <<= 1;
+	if (want != rl->buckets) {
+		cds_lfht_resize(rl->ht, want);
+		rl->buckets = want;
+	}
+}
+
 int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts)
 {
 	struct cds_lfht_iter iter;
@@ -227,6 +251,9 @@ int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts)
 			return -ENOMEM;
 		g->n = 0;
 	}
+	/* Grown first: adding a million accounts to a small table would make
+	 * every lookup before an add walk a long chain. */
+	table_fit(rl, VR_MAX(rl->n_entries, vr_accounts_count(accounts)));
 	rcu_read_lock();
 	rc = sync_add(rl, accounts);
 	/* The only writer: the entries counted above are the ones deleted here. */
@@ -242,6 +269,7 @@ int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts)
 		VR_RL_PUBLISH(g);
 		call_rcu(&g->rcu, grave_free);
 	}
+	table_fit(rl, rl->n_entries);
 	return rc;
 }
 

@@ -104,6 +104,7 @@ int32_t vr_rl_tz_offset(const struct vr_rl_tz *tz, int64_t t);
 #define RL_SLOTS  7u                    /* counts per word */
 #define RL_WORDS  10u                   /* 61 units touch at most 10 blocks of 7 */
 #define RL_COUNT_MAX 255u               /* a count is one byte */
+#define RL_TIME_MIN 86400               /* the rings' oldest blocks exist from then on */
 
 struct vr_rl_ring {
 	_Atomic uint64_t w[RL_WORDS];
@@ -130,10 +131,13 @@ struct vr_rl_entry {
 	char id[];                      /* idlen bytes and a NUL */
 };
 
+#define RL_MIN_BUCKETS 1024ul
+
 struct vr_rl {
 	struct cds_lfht *ht;
 	uint32_t per_minute, per_hour, per_day_max;
-	unsigned long n_entries;        /* writer's own count */
+	unsigned long n_entries;        /* the writer's own: entries, and buckets */
+	unsigned long buckets;
 	struct vr_rl_tz tz;
 };
 

@@ -91,7 +91,7 @@ static inline uint8_t tag_of(int64_t blk, uint8_t salt)
 	return (uint8_t)(blk + salt);
 }
 
-/* The block word p holds when the newest block is hb (< 0: none yet). */
+/* The block word p holds when the newest block is hb. */
 static inline int64_t expected_blk(int64_t hb, unsigned p)
 {
 	return hb - (int64_t)((uint64_t)(hb % RL_WORDS + RL_WORDS - p) % RL_WORDS);
@@ -128,10 +128,8 @@ static uint8_t fresh_salt(struct vr_rl_ring *ring, uint64_t h, enum ring_id r, i
 			bad = (uint8_t)((w >> TAG_SHIFT) - (uint64_t)nb);
 			ban[bad >> 6] |= UINT64_C(1) << (bad & 63);
 		}
-		if (ob >= 0) {
-			bad = (uint8_t)(tag_of(ob, old) - (uint64_t)nb);
-			ban[bad >> 6] |= UINT64_C(1) << (bad & 63);
-		}
+		bad = (uint8_t)(tag_of(ob, old) - (uint64_t)nb);
+		ban[bad >> 6] |= UINT64_C(1) << (bad & 63);
 	}
 	/* At most 20 values are banned out of 256. */
 	do
@@ -208,49 +206,114 @@ static void ring_sub(struct vr_rl_ring *ring, uint8_t salt, int64_t u, uint32_t 
 }
 
 /*
- * The count of ring r over units u-60 .. u at head hn, and the first unit
- * counted (*oldest, -1 if none). With clean, stale words are replaced by
- * empty ones of the block they stand for, and -1 is returned if the head
- * moved meanwhile (the caller starts over). Without clean (show) nothing is
- * written, and a ring the head is ten blocks past counts nothing.
+ * The ten blocks a ring holds at unit u, oldest first: block hb-9 .. hb
+ * (hb = u / 7), the oldest in word p, tags counting up from tag. The window
+ * u-60 .. u starts u%7 + 3 slots into the oldest block, so that block
+ * counts from that slot (nothing if it is 7 or more, and then the next one
+ * counts from slot u%7 - 4); the newest word counts whole: a slot after u
+ * holds a racing reservation's count, which must be seen (see the top).
+ * Times start a day after the epoch, so every block number is positive.
  */
-static int64_t ring_sum(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, int64_t u,
-			bool clean, int64_t *oldest)
+struct ring_walk {
+	unsigned p;
+	uint8_t tag;
+	uint64_t mask[2];               /* of the two oldest words */
+	int64_t b;                      /* the oldest block */
+};
+
+static inline void ring_walk_init(struct ring_walk *k, int64_t u, uint8_t salt)
+{
+	unsigned skip = (unsigned)(u % RL_SLOTS) + 3;
+
+	k->b = u / RL_SLOTS - (RL_WORDS - 1);
+	k->p = (unsigned)(k->b % RL_WORDS);
+	k->tag = tag_of(k->b, salt);
+	k->mask[0] = skip < RL_SLOTS ? (COUNT_MASK << (8 * skip)) & COUNT_MASK : 0;
+	k->mask[1] = skip < RL_SLOTS ? COUNT_MASK
+				     : (COUNT_MASK << (8 * (skip - RL_SLOTS))) & COUNT_MASK;
+}
+
+/* Seven count bytes into four 16-bit lanes; ten words stay under 2^16. */
+static inline uint64_t lanes_of(uint64_t m)
+{
+	return (m & UINT64_C(0x00ff00ff00ff00ff)) + ((m >> 8) & UINT64_C(0x00ff00ff00ff00ff));
+}
+
+/*
+ * A word with a count and not the tag of block b: stale if the head is
+ * still hn (every word is at or before the head), so it is replaced by an
+ * empty word of b; the word as it is now, or 1 if the head moved.
+ */
+static __attribute__((noinline)) uint64_t ring_clean(struct vr_rl_entry *e,
+						     _Atomic uint64_t *wp, uint64_t w,
+						     uint8_t tag, uint64_t hn)
+{
+	while ((uint8_t)(w >> TAG_SHIFT) != tag && (w & COUNT_MASK)) {
+		if (atomic_load(&e->head) != hn)
+			return 1;
+		if (atomic_compare_exchange_strong(wp, &w, (uint64_t)tag << TAG_SHIFT))
+			return (uint64_t)tag << TAG_SHIFT;
+	}
+	return w;
+}
+
+/*
+ * The count of ring r's window at unit u under head hn, sweeping stale
+ * words on the way; -1 if the head moved meanwhile (the caller starts over).
+ */
+static int64_t ring_count(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, int64_t u)
+{
+	static const uint8_t next[2 * RL_WORDS] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+						    0, 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+	struct vr_rl_ring *ring = ring_of(e, r);
+	struct ring_walk k;
+	uint64_t lanes = 0;
+
+	ring_walk_init(&k, u, HEAD_SALT(hn, r));
+	for (unsigned i = 0; i < RL_WORDS; i++) {
+		_Atomic uint64_t *wp = &ring->w[next[k.p + i]];
+		uint8_t tag = (uint8_t)(k.tag + i);
+		uint64_t w = atomic_load(wp);
+
+		if (VR_UNLIKELY((uint8_t)(w >> TAG_SHIFT) != tag)) {
+			if (!(w & COUNT_MASK))
+				continue;
+			w = ring_clean(e, wp, w, tag, hn);
+			if (w == 1)
+				return -1;
+			if ((uint8_t)(w >> TAG_SHIFT) != tag)
+				continue;
+		}
+		lanes += lanes_of(w & (i < 2 ? k.mask[i] : COUNT_MASK));
+	}
+	return (int64_t)((lanes * UINT64_C(0x0001000100010001)) >> 48);
+}
+
+/*
+ * The same, read only, for show and refusals: the count, and the first unit
+ * counted (-1 if none), whose mail leaves the window first. A ring the head
+ * is ten blocks past counts nothing.
+ */
+static uint32_t ring_state(struct vr_rl_entry *e, enum ring_id r, uint64_t h, int64_t u,
+			   int64_t *oldest)
 {
 	struct vr_rl_ring *ring = ring_of(e, r);
-	int64_t hb = u / RL_SLOTS, lo = u - (RL_SPAN - 1), sum = 0;
-	uint8_t salt = HEAD_SALT(hn, r);
+	struct ring_walk k;
+	uint32_t sum = 0;
 
 	*oldest = -1;
-	if (!clean && hb - unit(r, HEAD_T(hn)) / RL_SLOTS >= BIG_JUMP)
+	if (u / RL_SLOTS - unit(r, HEAD_T(h)) / RL_SLOTS >= BIG_JUMP)
 		return 0;
-	for (unsigned p = 0; p < RL_WORDS; p++) {
-		int64_t b = expected_blk(hb, p), first = b * RL_SLOTS;
-		uint8_t tag = tag_of(b, salt);
-		uint64_t w = atomic_load(&ring->w[p]);
+	ring_walk_init(&k, u, HEAD_SALT(h, r));
+	for (unsigned i = 0; i < RL_WORDS; i++) {
+		uint64_t w = atomic_load(&ring->w[(k.p + i) % RL_WORDS]);
+		uint64_t m = w & (i < 2 ? k.mask[i] : COUNT_MASK);
 
-		if (b < 0)
-			continue;
-		while ((uint8_t)(w >> TAG_SHIFT) != tag && (w & COUNT_MASK) && clean) {
-			if (atomic_load(&e->head) != hn)
-				return -1;
-			if (atomic_compare_exchange_strong(&ring->w[p], &w,
-							   (uint64_t)tag << TAG_SHIFT))
-				w = (uint64_t)tag << TAG_SHIFT;
-		}
-		if ((uint8_t)(w >> TAG_SHIFT) != tag || first + (int64_t)RL_SLOTS <= lo)
-			continue;
-		/* The newest word counts whole: a slot after u holds a racing
-		 * reservation's count, which must be seen (see the top). */
-		uint64_t m = w & COUNT_MASK;
-		if (first < lo)
-			m &= COUNT_MASK << (8 * (lo - first));
-		if (!m)
+		if ((uint8_t)(w >> TAG_SHIFT) != (uint8_t)(k.tag + i) || !m)
 			continue;
 		sum += bytesum(m);
-		int64_t o = first + __builtin_ctzll(m) / 8;
-		if (*oldest < 0 || o < *oldest)
-			*oldest = o;
+		if (*oldest < 0)
+			*oldest = (k.b + i) * RL_SLOTS + __builtin_ctzll(m) / 8;
 	}
 	return sum;
 }
@@ -260,10 +323,8 @@ static int64_t ring_sum(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, int6
  * call this. If the head moves on meanwhile, its mover sweeps instead. */
 static void sweep(struct vr_rl_entry *e, uint64_t hn, uint32_t t)
 {
-	int64_t o;
-
-	if (ring_sum(e, RING_SEC, hn, unit(RING_SEC, t), true, &o) >= 0)
-		ring_sum(e, RING_MIN, hn, unit(RING_MIN, t), true, &o);
+	if (ring_count(e, RING_SEC, hn, unit(RING_SEC, t)) >= 0)
+		ring_count(e, RING_MIN, hn, unit(RING_MIN, t));
 }
 
 /* --- the day word --- */
@@ -316,10 +377,10 @@ static void state(const struct vr_rl *rl, struct vr_rl_entry *e, uint64_t h, uin
 	uint16_t no = day_no(rl, t);
 	int64_t o;
 
-	v->w[VR_RL_MINUTE].used = (uint32_t)ring_sum(e, RING_SEC, h, unit(RING_SEC, t), false, &o);
+	v->w[VR_RL_MINUTE].used = ring_state(e, RING_SEC, h, unit(RING_SEC, t), &o);
 	v->w[VR_RL_MINUTE].resets_at = o < 0 ? 0 : o + RL_SPAN;
 	v->w[VR_RL_MINUTE].limit = rl->per_minute;
-	v->w[VR_RL_HOUR].used = (uint32_t)ring_sum(e, RING_MIN, h, unit(RING_MIN, t), false, &o);
+	v->w[VR_RL_HOUR].used = ring_state(e, RING_MIN, h, unit(RING_MIN, t), &o);
 	v->w[VR_RL_HOUR].resets_at = o < 0 ? 0 : (o + RL_SPAN) * 60;
 	v->w[VR_RL_HOUR].limit = rl->per_hour;
 	v->w[VR_RL_DAY].used = DAY_NO(d) == no ? DAY_COUNT(d) : 0;
@@ -383,7 +444,7 @@ int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t 
 	for (;;) {
 		uint64_t h = atomic_load(&e->head), hn = h;
 		uint32_t t = VR_MAX(now, HEAD_T(h)), used_day;
-		int64_t us = unit(RING_SEC, t), um = unit(RING_MIN, t), sec, min, o;
+		int64_t us = unit(RING_SEC, t), um = unit(RING_MIN, t), sec, min;
 		uint16_t no = day_no(rl, t), gen;
 		enum step s;
 
@@ -422,8 +483,8 @@ int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t 
 			refuse(rl, e, t, VR_RL_MINUTE, -1, v);
 			return -EDQUOT;
 		}
-		sec = ring_sum(e, RING_SEC, hn, us, true, &o);
-		min = sec < 0 ? -1 : ring_sum(e, RING_MIN, hn, um, true, &o);
+		sec = ring_count(e, RING_SEC, hn, us);
+		min = sec < 0 ? -1 : ring_count(e, RING_MIN, hn, um);
 		if (min < 0) {
 			ring_sub(&e->min, HEAD_SALT(hn, RING_MIN), um, n);
 			ring_sub(&e->sec, HEAD_SALT(hn, RING_SEC), us, n);

@@ -23,10 +23,10 @@
  * at a time (the main thread on reload, the control thread later), running
  * alongside the workers.
  *
- * Time is passed in (wall-clock seconds since the epoch, 1970 to 2106), so
- * tests replay any schedule. An account's time never runs backwards: a
- * `now` before the newest second it counted counts as that second. The day
- * boundary is midnight in the configured time zone.
+ * Time is passed in (wall-clock seconds since the epoch, from 1970-01-02 to
+ * 2106), so tests replay any schedule. An account's time never runs
+ * backwards: a `now` before the newest second it counted counts as that
+ * second. The day boundary is midnight in the configured time zone.
  */
 #ifndef VR_RATELIMIT_H
 #define VR_RATELIMIT_H
