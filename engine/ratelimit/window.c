@@ -97,12 +97,16 @@ static inline int64_t expected_blk(int64_t hb, unsigned p)
 	return hb - (int64_t)((uint64_t)(hb % RL_WORDS + RL_WORDS - p) % RL_WORDS);
 }
 
-/* Sum of the seven count bytes. */
-static inline uint32_t bytesum(uint64_t m)
+/* Seven count bytes into four 16-bit lanes; ten words stay under 2^16. */
+static inline uint64_t lanes_of(uint64_t m)
 {
-	uint64_t x = (m & UINT64_C(0x00ff00ff00ff00ff)) + ((m >> 8) & UINT64_C(0x00ff00ff00ff00ff));
+	return (m & UINT64_C(0x00ff00ff00ff00ff)) + ((m >> 8) & UINT64_C(0x00ff00ff00ff00ff));
+}
 
-	return (uint32_t)((x * UINT64_C(0x0001000100010001)) >> 48);
+/* The sum of the lanes. */
+static inline uint32_t lanes_sum(uint64_t lanes)
+{
+	return (uint32_t)((lanes * UINT64_C(0x0001000100010001)) >> 48);
 }
 
 /* --- the head: t and the salts --- */
@@ -233,28 +237,22 @@ static inline void ring_walk_init(struct ring_walk *k, int64_t u, uint8_t salt)
 				     : (COUNT_MASK << (8 * (skip - RL_SLOTS))) & COUNT_MASK;
 }
 
-/* Seven count bytes into four 16-bit lanes; ten words stay under 2^16. */
-static inline uint64_t lanes_of(uint64_t m)
-{
-	return (m & UINT64_C(0x00ff00ff00ff00ff)) + ((m >> 8) & UINT64_C(0x00ff00ff00ff00ff));
-}
-
 /*
- * A word with a count and not the tag of block b: stale if the head is
- * still hn (every word is at or before the head), so it is replaced by an
- * empty word of b; the word as it is now, or 1 if the head moved.
+ * *w, a word with a count and not the tag of its block: stale if the head
+ * is still hn (every word is at or before the head), so it is replaced by
+ * an empty word of that block. *w is left as the word now is; false if the
+ * head moved (the word may be newer than we are).
  */
-static __attribute__((noinline)) uint64_t ring_clean(struct vr_rl_entry *e,
-						     _Atomic uint64_t *wp, uint64_t w,
-						     uint8_t tag, uint64_t hn)
+static __attribute__((noinline)) bool ring_clean(struct vr_rl_entry *e, _Atomic uint64_t *wp,
+						 uint64_t *w, uint8_t tag, uint64_t hn)
 {
-	while ((uint8_t)(w >> TAG_SHIFT) != tag && (w & COUNT_MASK)) {
+	while ((uint8_t)(*w >> TAG_SHIFT) != tag && (*w & COUNT_MASK)) {
 		if (atomic_load(&e->head) != hn)
-			return 1;
-		if (atomic_compare_exchange_strong(wp, &w, (uint64_t)tag << TAG_SHIFT))
-			return (uint64_t)tag << TAG_SHIFT;
+			return false;
+		if (atomic_compare_exchange_strong(wp, w, (uint64_t)tag << TAG_SHIFT))
+			*w = (uint64_t)tag << TAG_SHIFT;
 	}
-	return w;
+	return true;
 }
 
 /*
@@ -278,15 +276,14 @@ static int64_t ring_count(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, in
 		if (VR_UNLIKELY((uint8_t)(w >> TAG_SHIFT) != tag)) {
 			if (!(w & COUNT_MASK))
 				continue;
-			w = ring_clean(e, wp, w, tag, hn);
-			if (w == 1)
+			if (!ring_clean(e, wp, &w, tag, hn))
 				return -1;
 			if ((uint8_t)(w >> TAG_SHIFT) != tag)
 				continue;
 		}
 		lanes += lanes_of(w & (i < 2 ? k.mask[i] : COUNT_MASK));
 	}
-	return (int64_t)((lanes * UINT64_C(0x0001000100010001)) >> 48);
+	return lanes_sum(lanes);
 }
 
 /*
@@ -311,7 +308,7 @@ static uint32_t ring_state(struct vr_rl_entry *e, enum ring_id r, uint64_t h, in
 
 		if ((uint8_t)(w >> TAG_SHIFT) != (uint8_t)(k.tag + i) || !m)
 			continue;
-		sum += bytesum(m);
+		sum += lanes_sum(lanes_of(m));
 		if (*oldest < 0)
 			*oldest = (k.b + i) * RL_SLOTS + __builtin_ctzll(m) / 8;
 	}
@@ -384,7 +381,8 @@ static void state(const struct vr_rl *rl, struct vr_rl_entry *e, uint64_t h, uin
 	v->w[VR_RL_HOUR].resets_at = o < 0 ? 0 : (o + RL_SPAN) * 60;
 	v->w[VR_RL_HOUR].limit = rl->per_hour;
 	v->w[VR_RL_DAY].used = DAY_NO(d) == no ? DAY_COUNT(d) : 0;
-	v->w[VR_RL_DAY].resets_at = v->w[VR_RL_DAY].used ? rl->tz.start[no] : 0;  /* day no+1 */
+	/* no is the day's index + 1: start[no] is when the next day starts. */
+	v->w[VR_RL_DAY].resets_at = v->w[VR_RL_DAY].used ? rl->tz.start[no] : 0;
 	v->w[VR_RL_DAY].limit = atomic_load_explicit(&e->quota, memory_order_relaxed);
 }
 
@@ -429,11 +427,44 @@ void vr_rl_entry_init(struct vr_rl_entry *e, uint32_t quota)
 	}
 }
 
+/* One try at a reservation: the head it found and left, where it counts. */
+struct attempt {
+	uint64_t h, hn;
+	uint32_t t, n, used_day;
+	int64_t us, um;                 /* its second and minute */
+	uint16_t no, gen;               /* its day (index + 1) and generation */
+	int rings;                      /* rings counted into so far */
+};
+
+/* Takes back what the attempt counted. */
+static void attempt_undo(struct vr_rl_entry *e, const struct attempt *a)
+{
+	if (a->rings > 1)
+		ring_sub(&e->min, HEAD_SALT(a->hn, RING_MIN), a->um, a->n);
+	if (a->rings > 0)
+		ring_sub(&e->sec, HEAD_SALT(a->hn, RING_SEC), a->us, a->n);
+	day_sub(e, a->no, a->gen, a->n);
+}
+
+/* Refused before summing: the sweep the head's mover owes, and the verdict. */
+static int attempt_refuse(const struct vr_rl *rl, struct vr_rl_entry *e,
+			  const struct attempt *a, enum vr_rl_window win, int64_t used,
+			  struct vr_rl_verdict *v)
+{
+	if (a->hn != a->h)
+		sweep(e, a->hn, a->t);
+	refuse(rl, e, a->t, win, used, v);
+	return -EDQUOT;
+}
+
 int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t n, uint32_t now,
 			struct vr_rl_ticket *ticket, struct vr_rl_verdict *v)
 {
 	/* The quota may change under us (operator): any recent value will do. */
 	uint32_t quota = atomic_load_explicit(&e->quota, memory_order_relaxed);
+	struct attempt a = { .n = n };
+	int64_t sec, min;
+	enum step s;
 
 	/* More than a whole window: no wait makes it fit. */
 	if (n > rl->per_minute || n > rl->per_hour) {
@@ -442,74 +473,56 @@ int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t 
 		return -EDQUOT;
 	}
 	for (;;) {
-		uint64_t h = atomic_load(&e->head), hn = h;
-		uint32_t t = VR_MAX(now, HEAD_T(h)), used_day;
-		int64_t us = unit(RING_SEC, t), um = unit(RING_MIN, t), sec, min;
-		uint16_t no = day_no(rl, t), gen;
-		enum step s;
-
-		if (t != HEAD_T(h)) {
-			hn = head_advance(e, h, t);
-			if (!atomic_compare_exchange_strong(&e->head, &h, hn))
+		a.h = a.hn = atomic_load(&e->head);
+		a.t = VR_MAX(now, HEAD_T(a.h));
+		a.us = unit(RING_SEC, a.t);
+		a.um = unit(RING_MIN, a.t);
+		a.no = day_no(rl, a.t);
+		a.rings = 0;
+		if (a.t != HEAD_T(a.h)) {
+			a.hn = head_advance(e, a.h, a.t);
+			if (!atomic_compare_exchange_strong(&e->head, &a.h, a.hn))
 				continue;
 		}
-		s = day_take(e, no, n, quota, &gen, &used_day);
+		s = day_take(e, a.no, n, quota, &a.gen, &a.used_day);
+		if (s == STEP_FULL)
+			return attempt_refuse(rl, e, &a, VR_RL_DAY, a.used_day, v);
 		if (s == STEP_RETRY)
 			continue;
-		if (s == STEP_FULL) {
-			if (hn != h)
-				sweep(e, hn, t);
-			refuse(rl, e, t, VR_RL_DAY, used_day, v);
-			return -EDQUOT;
+		/* A byte overflowing in either ring means the minute is over. */
+		s = ring_add(e, RING_SEC, a.hn, a.us, n, false);
+		if (s == STEP_OK) {
+			a.rings++;
+			s = ring_add(e, RING_MIN, a.hn, a.um, n, false);
 		}
-		s = ring_add(e, RING_SEC, hn, us, n, false);
 		if (s != STEP_OK) {
-			day_sub(e, no, gen, n);
+			attempt_undo(e, &a);
 			if (s == STEP_RETRY)
 				continue;
-			if (hn != h)
-				sweep(e, hn, t);
-			refuse(rl, e, t, VR_RL_MINUTE, -1, v);
-			return -EDQUOT;
+			return attempt_refuse(rl, e, &a, VR_RL_MINUTE, -1, v);
 		}
-		s = ring_add(e, RING_MIN, hn, um, n, false);
-		if (s != STEP_OK) {
-			ring_sub(&e->sec, HEAD_SALT(hn, RING_SEC), us, n);
-			day_sub(e, no, gen, n);
-			if (s == STEP_RETRY)
-				continue;
-			if (hn != h)
-				sweep(e, hn, t);
-			refuse(rl, e, t, VR_RL_MINUTE, -1, v);
-			return -EDQUOT;
-		}
-		sec = ring_count(e, RING_SEC, hn, us);
-		min = sec < 0 ? -1 : ring_count(e, RING_MIN, hn, um);
-		if (min < 0) {
-			ring_sub(&e->min, HEAD_SALT(hn, RING_MIN), um, n);
-			ring_sub(&e->sec, HEAD_SALT(hn, RING_SEC), us, n);
-			day_sub(e, no, gen, n);
+		a.rings++;
+		sec = ring_count(e, RING_SEC, a.hn, a.us);
+		min = sec < 0 ? -1 : ring_count(e, RING_MIN, a.hn, a.um);
+		if (min < 0 || sec > rl->per_minute || min > rl->per_hour)
+			attempt_undo(e, &a);
+		if (min < 0)
 			continue;
-		}
 		if (sec > rl->per_minute || min > rl->per_hour) {
-			ring_sub(&e->min, HEAD_SALT(hn, RING_MIN), um, n);
-			ring_sub(&e->sec, HEAD_SALT(hn, RING_SEC), us, n);
-			day_sub(e, no, gen, n);
-			if (sec > rl->per_minute)
-				refuse(rl, e, t, VR_RL_MINUTE, sec - n, v);
-			else
-				refuse(rl, e, t, VR_RL_HOUR, min - n, v);
+			enum vr_rl_window win = sec > rl->per_minute ? VR_RL_MINUTE : VR_RL_HOUR;
+			refuse(rl, e, a.t, win, (win == VR_RL_MINUTE ? sec : min) - n, v);
 			return -EDQUOT;
 		}
-		*ticket = (struct vr_rl_ticket){ .at = t, .n = n, .gen = gen };
-		if (v) {
-			v->ok = true;
-			v->w[VR_RL_MINUTE] = (struct vr_rl_window_state){ (uint32_t)sec, rl->per_minute, 0 };
-			v->w[VR_RL_HOUR] = (struct vr_rl_window_state){ (uint32_t)min, rl->per_hour, 0 };
-			v->w[VR_RL_DAY] = (struct vr_rl_window_state){ used_day + n, quota, 0 };
-		}
-		return 0;
+		break;
 	}
+	*ticket = (struct vr_rl_ticket){ .at = a.t, .n = n, .gen = a.gen };
+	if (v) {
+		v->ok = true;
+		v->w[VR_RL_MINUTE] = (struct vr_rl_window_state){ (uint32_t)sec, rl->per_minute, 0 };
+		v->w[VR_RL_HOUR] = (struct vr_rl_window_state){ (uint32_t)min, rl->per_hour, 0 };
+		v->w[VR_RL_DAY] = (struct vr_rl_window_state){ a.used_day + n, quota, 0 };
+	}
+	return 0;
 }
 
 void vr_rl_entry_release(const struct vr_rl *rl, struct vr_rl_entry *e,
