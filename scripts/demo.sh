@@ -4,7 +4,8 @@
 # directory (127.0.0.1 is the VPS "vps1", example.com), starts
 # `vmrelay --io kernel`, sends mail with swaks (plain, then STARTTLS + AUTH
 # with the VPS's token), shows the SMTP dialogue, the relay's log and the
-# queued message, shows an unregistered client (127.0.0.2) being refused,
+# queued message, shows an unregistered client (127.0.0.2) and a foreign
+# sender domain being refused,
 # stops the relay and removes everything.
 set -euo pipefail
 
@@ -86,6 +87,9 @@ swaks_demo web@example.com "STARTTLS and AUTH" --tls --auth PLAIN \
 
 say "3. an unregistered client (127.0.0.2) is refused: never an open relay"
 swaks_demo spam@example.com "relay attempt" --local-interface 127.0.0.2 || true
+
+say "4. vps1 may send only as its own domains: a foreign sender domain is refused"
+swaks_demo newsletter@bank.example "foreign sender" || true
 
 say "the relay's log"
 sed 's/^/    /' "$work/relay.log"
