@@ -13,7 +13,9 @@
  * counted at seconds t-60 .. t, in calendar minutes t/60-60 .. t/60, and in
  * t's calendar day, plus its own, fit the minute, hour and daily limits. So
  * no real 60 s (3600 s) span ever holds more than the limit, and a VPS is
- * refused only when the last 61 seconds (61 minutes) are full.
+ * refused only when the last 61 seconds (61 minutes) are full. (Two
+ * threads reserving for one VPS across a second boundary may both back off
+ * where one of them would have fitted; never both get the last slot.)
  *
  * Threads: every function is called from an RCU-registered thread (liburcu's
  * default flavour) outside a read-side critical section; each takes
@@ -90,7 +92,8 @@ int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts);
 /* The operator's change of one daily quota: -ERANGE above per_day_max or 0,
  * -ENOENT for an unknown account. */
 int vr_rl_set_daily(struct vr_rl *rl, const char *id, uint32_t quota);
-/* Forgets an account's counts (operator's "quota reset"). */
+/* Forgets an account's counts (operator's "quota reset"); -ENOENT for an
+ * unknown account. */
 int vr_rl_reset(struct vr_rl *rl, const char *id);
 
 /*
