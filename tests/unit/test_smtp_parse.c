@@ -16,37 +16,12 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "guard.h"
+
 #include "addr.h"
 #include "parse.h"
 
 /* --- helpers --- */
-
-/* A copy of p whose last octet sits right before an inaccessible page. */
-struct guarded {
-	uint8_t *map;
-	size_t maplen;
-	uint8_t *data;
-};
-
-static struct guarded guard(const void *p, size_t n)
-{
-	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-	size_t len = (n + pg - 1) / pg * pg + pg;
-	struct guarded g;
-
-	g.map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	assert_true(g.map != MAP_FAILED);
-	assert_int_equal(mprotect(g.map + len - pg, pg, PROT_NONE), 0);
-	g.maplen = len;
-	g.data = g.map + len - pg - n;
-	memcpy(g.data, p, n);
-	return g;
-}
-
-static void unguard(struct guarded *g)
-{
-	munmap(g->map, g->maplen);
-}
 
 struct transcript {
 	char text[8192];
