@@ -90,18 +90,8 @@ while (($#)); do
 	esac
 done
 
-# Engines, in the order of the first round; "smtp-sink" is accepted for sink.
-ENGINES=()
-IFS=, read -r -a wanted <<<"$ONLY"
-for e in "${wanted[@]}"; do
-	[[ $e == smtp-sink ]] && e=sink
-	case $e in
-	sink | postfix | vmrelay) [[ " ${ENGINES[*]} " == *" $e "* ]] || ENGINES+=("$e") ;;
-	*) die "--only: unknown engine '$e' (known: sink, postfix, vmrelay)" ;;
-	esac
-done
-((${#ENGINES[@]})) || die "--only: no engine given"
-has_engine() { [[ " ${ENGINES[*]} " == *" $1 "* ]]; }
+# Engines, in the order of the first round.
+parse_engines "$ONLY"
 
 if ((NO_RESULTS)); then
 	RESULTS=

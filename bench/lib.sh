@@ -491,3 +491,21 @@ prepare_workdir() {
 	tmpfs | ramfs) die "$WORK is on $(stat -f -c %T "$WORK"): the queues must be on a real disk" ;;
 	esac
 }
+
+# parse_engines LIST: sets ENGINES from --only's comma-separated list, in
+# its order, without repeats; "smtp-sink" is accepted for sink.
+parse_engines() {
+	local e wanted
+	ENGINES=()
+	IFS=, read -r -a wanted <<<"$1"
+	for e in "${wanted[@]}"; do
+		[[ $e == smtp-sink ]] && e=sink
+		case $e in
+		sink | postfix | vmrelay) [[ " ${ENGINES[*]} " == *" $e "* ]] || ENGINES+=("$e") ;;
+		*) die "--only: unknown engine '$e' (known: sink, postfix, vmrelay)" ;;
+		esac
+	done
+	((${#ENGINES[@]})) || die "--only: no engine given"
+}
+
+has_engine() { [[ " ${ENGINES[*]} " == *" $1 "* ]]; }

@@ -99,17 +99,7 @@ octets() {
 	echo "$n"
 }
 
-ENGINES=()
-IFS=, read -r -a wanted <<<"$ONLY"
-for e in "${wanted[@]}"; do
-	[[ $e == smtp-sink ]] && e=sink
-	case $e in
-	sink | postfix | vmrelay) [[ " ${ENGINES[*]} " == *" $e "* ]] || ENGINES+=("$e") ;;
-	*) die "--only: unknown engine '$e' (known: sink, postfix, vmrelay)" ;;
-	esac
-done
-((${#ENGINES[@]})) || die "--only: no engine given"
-has_engine() { [[ " ${ENGINES[*]} " == *" $1 "* ]]; }
+parse_engines "$ONLY"
 
 # The points: "axis sessions octets", the two curves sharing none.
 POINTS=()
