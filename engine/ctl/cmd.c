@@ -38,7 +38,8 @@ struct cmd {
 };
 
 static cmd_fn cmd_stats, cmd_metrics, cmd_quota_show, cmd_quota_set, cmd_quota_reset,
-	cmd_account_list, cmd_account_show, cmd_reload, cmd_drain;
+	cmd_account_list, cmd_account_show, cmd_account_add, cmd_account_remove,
+	cmd_vps_show, cmd_reload, cmd_drain;
 
 static const struct cmd cmds[] = {
 	{ "stats", NULL, 0, cmd_stats, "stats" },
@@ -48,6 +49,9 @@ static const struct cmd cmds[] = {
 	{ "quota", "reset", 1, cmd_quota_reset, "quota reset ID" },
 	{ "account", "list", 0, cmd_account_list, "account list" },
 	{ "account", "show", 1, cmd_account_show, "account show ID" },
+	{ "account", "add", 1, cmd_account_add, "account add JSON-LINE" },
+	{ "account", "remove", 1, cmd_account_remove, "account remove ID" },
+	{ "vps", "show", 1, cmd_vps_show, "vps show ID|IP" },
 	{ "reload", NULL, 0, cmd_reload, "reload" },
 	{ "drain", NULL, 0, cmd_drain, "drain" },
 };
@@ -301,6 +305,74 @@ static int cmd_account_show(struct vr_ctl *c, const char *const *argv, json_t *r
 		snprintf(err, errlen, "unknown account '%s'", argv[0]);
 		return -1;
 	}
+	return 0;
+}
+
+/* After an edit of the file: the same reload as `reload`. The file has
+ * changed whatever the reload says, so a failure says so. */
+static int reload_after_edit(struct vr_ctl *c, json_t *reply, char *err, size_t errlen)
+{
+	char why[1024];
+
+	if (!c->ops.reload) {
+		snprintf(err, errlen, "%s changed, but this relay cannot reload",
+			 c->ops.cfg->accounts);
+		return -1;
+	}
+	if (c->ops.reload(c->ops.arg, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s changed, but the reload failed: %s",
+			 c->ops.cfg->accounts, why);
+		return -1;
+	}
+	rcu_read_lock();
+	const struct vr_accounts *t = vr_policy_current();
+	set_u64(reply, "accounts", t ? vr_accounts_count(t) : 0);
+	rcu_read_unlock();
+	return 0;
+}
+
+static int cmd_account_add(struct vr_ctl *c, const char *const *argv, json_t *reply,
+			   char *err, size_t errlen)
+{
+	char id[VR_ACCOUNT_ID_MAX + 64];
+
+	if (vr_ctl_accounts_add(c, argv[0], id, sizeof(id), err, errlen) < 0)
+		return -1;
+	vr_log_info("event=ctl_account_add account=%s", id);
+	json_object_set_new(reply, "account", json_string(id));
+	return reload_after_edit(c, reply, err, errlen);
+}
+
+static int cmd_account_remove(struct vr_ctl *c, const char *const *argv, json_t *reply,
+			      char *err, size_t errlen)
+{
+	if (vr_ctl_accounts_remove(c, argv[0], err, errlen) < 0)
+		return -1;
+	vr_log_info("event=ctl_account_remove account=%s", argv[0]);
+	json_object_set_new(reply, "account", json_string(argv[0]));
+	return reload_after_edit(c, reply, err, errlen);
+}
+
+/* `quota show` with the account in full: what the relay holds about one
+ * VPS now. Recent refusals are not kept per account, so not shown. */
+static int cmd_vps_show(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
+			size_t errlen)
+{
+	if (cmd_quota_show(c, argv, reply, err, errlen) < 0)
+		return -1;
+	const char *id = json_string_value(json_object_get(reply, "account"));
+	rcu_read_lock();
+	const struct vr_accounts *t = vr_policy_current();
+	const struct vr_account *a = t ? vr_accounts_by_id(t, id) : NULL;
+	if (a)
+		json_object_set_new(reply, "account", account_json(a));
+	rcu_read_unlock();
+	if (!a) {
+		/* removed by a reload between the two looks */
+		snprintf(err, errlen, "unknown account '%s'", argv[0]);
+		return -1;
+	}
+	json_object_del(reply, "unlimited");      /* the account says it */
 	return 0;
 }
 

@@ -1,6 +1,7 @@
 /*
  * ctl_impl.h - what the control module's files share: the ctl itself and
- * the counters' table, which both stats and metrics walk.
+ * the counters' table, which both stats and metrics walk, and the
+ * accounts file's editing.
  */
 #ifndef VR_CTL_IMPL_H
 #define VR_CTL_IMPL_H
@@ -43,5 +44,15 @@ extern const unsigned vr_ctl_n_spool_counters;
 
 /* Worker w's counter k, read while the worker runs. */
 uint64_t vr_ctl_counter_read(const struct vr_ctl *c, unsigned w, const struct vr_ctl_counter *k);
+
+/* --- acctfile.c: `account add|remove` edit [relay] accounts in place --- */
+
+/* Appends one accounts line (no newline) to the file, if the file with it
+ * still loads. id gets the line's id. 0, or -1 with err, the file untouched. */
+int vr_ctl_accounts_add(struct vr_ctl *c, const char *line, char *id, size_t idlen, char *err,
+			size_t errlen);
+/* Removes account id's line from the file. 0, or -1 with err (e.g. an
+ * unknown id), the file untouched. */
+int vr_ctl_accounts_remove(struct vr_ctl *c, const char *id, char *err, size_t errlen);
 
 #endif

@@ -175,6 +175,76 @@ class CtlTest(unittest.TestCase):
             self.r.write_accounts(relay.ACCOUNTS)
             self.ok("reload")
 
+    def accounts_file(self):
+        with open(self.r.accounts_path) as f:
+            return [json.loads(l) for l in f if l.strip()]
+
+    def mail_from_vps3(self):
+        """MAIL FROM's reply code from 127.0.0.3 as vps3's hostname."""
+        with smtplib.SMTP("127.0.0.1", self.r.port, timeout=10,
+                          source_address=("127.0.0.3", 0)) as s:
+            s.ehlo("vps3.example.com")
+            return s.mail("u@vps3.example.com")[0]
+
+    def test_account_add_remove(self):
+        new = '{"id": "vps3", "ips": ["127.0.0.3"], "hostname": "vps3.example.com"}'
+        mode = os.stat(self.r.accounts_path).st_mode & 0o777
+        try:
+            self.assertEqual(self.mail_from_vps3(), 550)     # nobody's address yet
+            reply = self.ok("account", "add", new)
+            self.assertEqual((reply["account"], reply["accounts"]), ("vps3", 3))
+            self.assertEqual(self.accounts_file()[-1], json.loads(new))
+            self.assertEqual(self.ok("account", "show", "vps3")["account"]["hostname"],
+                             "vps3.example.com")
+            # in force at once: the new address may send as its hostname
+            self.assertEqual(self.mail_from_vps3(), 250)
+
+            # refusals leave the file as it was
+            before = open(self.r.accounts_path).read()
+            for line, why in ((new,
+                               r"accounts\.jsonl:4: duplicate id 'vps3' \(first on line 3\)"),
+                              ('{"id": "vps4", "ips": ["127.0.0.3"]}',
+                               r"accounts\.jsonl:4: 'ips': '127\.0\.0\.3' is already on "
+                               r"line 3 \(account 'vps3'\)"),
+                              ('{"id": "vps4", "colour": "red"}', r"accounts\.jsonl:4: .*colour"),
+                              ('{"id": "vps4", "daily_quota": %d}' % (CAP + 1), r"daily_quota"),
+                              ('{"id": "vps4"', r"bad JSON"),
+                              ('["vps4"]', r"JSON object with an \"id\""),
+                              ('{"id": "vps4"}\n{"id": "vps5"}', r"one line")):
+                self.assertRegex(self.refused("account", "add", line), why)
+            self.assertEqual(open(self.r.accounts_path).read(), before)
+            self.assertIn("unknown account 'vps9'", self.refused("account", "remove", "vps9"))
+            self.assertEqual(open(self.r.accounts_path).read(), before)
+            self.assertEqual(len(self.ok("account", "list")["accounts"]), 3)
+
+            reply = self.ok("account", "remove", "vps3")
+            self.assertEqual((reply["account"], reply["accounts"]), ("vps3", 2))
+            self.assertEqual([a["id"] for a in self.accounts_file()], ["vps1", "vps2"])
+            self.assertIn("unknown account 'vps3'", self.refused("account", "show", "vps3"))
+            self.assertEqual(self.mail_from_vps3(), 550)
+            self.assertIn("event=ctl_account_remove account=vps3", self.r.log())
+            self.assertEqual(os.stat(self.r.accounts_path).st_mode & 0o777, mode)
+            leftovers = [f for f in os.listdir(os.path.dirname(self.r.accounts_path))
+                         if f.startswith(".vmrelay-accounts")]
+            self.assertEqual(leftovers, [])
+        finally:
+            self.r.write_accounts(relay.ACCOUNTS)
+            self.ok("reload")
+
+    def test_vps_show(self):
+        self.ok("quota", "reset", "vps1")
+        self.assertEqual(send(self.r, 1), 1)
+        by_ip = self.ok("vps", "show", "127.0.0.1")
+        self.assertEqual(by_ip["account"]["id"], "vps1")
+        self.assertEqual(by_ip["account"]["domains"], [{"name": "example.com", "verified": True}])
+        self.assertEqual(by_ip["windows"]["day"]["used"], 1)
+        self.assertIs(by_ip["may_send"], True)
+        self.assertEqual(self.ok("vps", "show", "vps1")["account"], by_ip["account"])
+        self.assertIn("unknown account 'vps9'", self.refused("vps", "show", "vps9"))
+        self.assertIn("no account sends from 198.51.100.7",
+                      self.refused("vps", "show", "198.51.100.7"))
+        self.assertIn("usage: vps show ID|IP", self.refused("vps", "show"))
+
     def test_bad_requests(self):
         replies = self.raw(b'{"cmd": "stats"\n[1,2]\n{"cmd": "stats", "args": [7]}\n'
                            b'\xff\xfe\n{"cmd":"stats"}\n')
