@@ -47,26 +47,30 @@ static int read_all(const char *path, struct text *t, char *err, size_t errlen)
 	t->mode = st.st_mode & 07777;
 	t->len = 0;
 	t->s = malloc((size_t)st.st_size + 1);
-	for (ssize_t n = 1; t->s && n > 0 && t->len < (size_t)st.st_size; t->len += (size_t)n) {
-		n = read(fd, t->s + t->len, (size_t)st.st_size - t->len);
+	if (!t->s) {
+		snprintf(err, errlen, "%s: out of memory", path);
+		close(fd);
+		return -1;
+	}
+	/* a file that shrinks meanwhile is read to its end; one that grows,
+	 * to the size it had */
+	while (t->len < (size_t)st.st_size) {
+		ssize_t n = read(fd, t->s + t->len, (size_t)st.st_size - t->len);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n < 0) {
 			snprintf(err, errlen, "%s: %s", path, strerror(errno));
-			goto fail;
+			free(t->s);
+			close(fd);
+			return -1;
 		}
 		if (n == 0)
 			break;
-	}
-	if (!t->s) {
-		snprintf(err, errlen, "%s: out of memory", path);
-		goto fail;
+		t->len += (size_t)n;
 	}
 	t->s[t->len] = '\0';
 	close(fd);
 	return 0;
-fail:
-	free(t->s);
-	close(fd);
-	return -1;
 }
 
 static int write_all(int fd, const char *s, size_t len)

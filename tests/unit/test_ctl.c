@@ -281,6 +281,94 @@ static void test_accounts(void **state)
 		     "unknown account 'ghost'");
 }
 
+/* The whole of a small file, into a static buffer. */
+static const char *slurp(const char *path)
+{
+	static char text[4096];
+	FILE *fp = fopen(path, "r");
+	assert_non_null(fp);
+	size_t n = fread(text, 1, sizeof(text) - 1, fp);
+	fclose(fp);
+	text[n] = '\0';
+	return text;
+}
+
+static void test_account_add_remove_edit_the_file(void **state)
+{
+	struct fixture *f = *state;
+	char path[300];
+	const char *vps1 = "{\"id\": \"vps1\", \"ips\": [\"192.0.2.1\"]}";
+
+	snprintf(path, sizeof(path), "%s/edit.jsonl", dir);
+	snprintf(f->cfg.accounts, sizeof(f->cfg.accounts), "%s", path);
+	write_file(path, "# a comment stays\n{\"id\": \"vps1\", \"ips\": [\"192.0.2.1\"]}");
+	chmod(path, 0640);
+
+	/* the last line had no newline: the new one still gets its own */
+	json_t *r = ask(f, "{\"cmd\": \"account\", \"args\": [\"add\", "
+			"\"{\\\"id\\\": \\\"vps7\\\", \\\"ips\\\": [\\\"192.0.2.7\\\"]}\"]}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	assert_string_equal(json_string_value(json_object_get(r, "account")), "vps7");
+	json_decref(r);
+	assert_int_equal(f->reloads, 1);
+	char want[512];
+	snprintf(want, sizeof(want), "# a comment stays\n%s\n%s\n", vps1,
+		 "{\"id\": \"vps7\", \"ips\": [\"192.0.2.7\"]}");
+	assert_string_equal(slurp(path), want);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0640);
+
+	/* refused: the file and the reload count stay */
+	assert_error(f, "{\"cmd\": \"account\", \"args\": [\"add\", "
+		     "\"{\\\"id\\\": \\\"vps8\\\", \\\"ips\\\": [\\\"192.0.2.7\\\"]}\"]}",
+		     "edit.jsonl:4: 'ips': '192.0.2.7' is already on line 3 (account 'vps7')");
+	assert_error(f, "{\"cmd\": \"account\", \"args\": [\"add\", \"# vps8\"]}", "bad JSON");
+	assert_error(f, "{\"cmd\": \"account\", \"args\": [\"remove\", \"vps8\"]}",
+		     "unknown account 'vps8' (not in ");
+	assert_string_equal(slurp(path), want);
+	assert_int_equal(f->reloads, 1);
+
+	r = ask(f, "{\"cmd\": \"account\", \"args\": [\"remove\", \"vps1\"]}");
+	assert_true(json_is_true(json_object_get(r, "ok")));
+	json_decref(r);
+	assert_string_equal(slurp(path),
+			    "# a comment stays\n{\"id\": \"vps7\", \"ips\": [\"192.0.2.7\"]}\n");
+	assert_int_equal(f->reloads, 2);
+
+	/* the file changed even though the reload failed: the reply says both */
+	f->reload_fails = true;
+	assert_error(f, "{\"cmd\": \"account\", \"args\": [\"remove\", \"vps7\"]}",
+		     "edit.jsonl changed, but the reload failed: accounts.jsonl:3:");
+	assert_string_equal(slurp(path), "# a comment stays\n");
+	unlink(path);
+
+	snprintf(f->cfg.accounts, sizeof(f->cfg.accounts), "%s/gone/edit.jsonl", dir);
+	assert_error(f, "{\"cmd\": \"account\", \"args\": [\"remove\", \"vps7\"]}",
+		     "gone/edit.jsonl: No such file or directory");
+}
+
+static void test_vps_show(void **state)
+{
+	struct fixture *f = *state;
+
+	json_t *r = ask(f, "{\"cmd\": \"vps\", \"args\": [\"show\", \"192.0.2.1\"]}");
+	json_t *a = json_object_get(r, "account");
+	assert_string_equal(json_string_value(json_object_get(a, "id")), "vps1");
+	assert_string_equal(json_string_value(json_object_get(a, "over_quota")), "hold");
+	json_t *day = json_object_get(json_object_get(r, "windows"), "day");
+	assert_int_equal(json_integer_value(json_object_get(day, "limit")), 1000);
+	assert_true(json_is_true(json_object_get(r, "may_send")));
+	json_decref(r);
+	/* exempt: the account, no windows */
+	r = ask(f, "{\"cmd\": \"vps\", \"args\": [\"show\", \"bench\"]}");
+	assert_true(json_is_true(json_object_get(json_object_get(r, "account"), "unlimited")));
+	assert_null(json_object_get(r, "windows"));
+	json_decref(r);
+	assert_error(f, "{\"cmd\": \"vps\", \"args\": [\"show\", \"ghost\"]}",
+		     "unknown account 'ghost'");
+}
+
 static void test_reload_and_drain(void **state)
 {
 	struct fixture *f = *state;
@@ -639,6 +727,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_quota_show_by_id_and_address, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quota_set_and_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_accounts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_account_add_remove_edit_the_file, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_vps_show, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_and_drain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_mode_and_lines, setup, teardown),
