@@ -5,7 +5,7 @@
  *
  * Sends {"cmd": CMD, "args": [ARG...]} as one line and prints the reply:
  * the JSON line as the relay sent it, or with --human a table for stats,
- * quota show and account list, the text itself for metrics, and
+ * quota show, vps show and account list, the text itself for metrics, and
  * "key: value" lines for the rest. Which commands there are is the relay's
  * business (an unknown one gets its error reply listing them), so a new
  * command needs no new client.
@@ -177,13 +177,11 @@ static void human_stats(const json_t *r)
 		printf("spool %-22s %14lld\n", k, (long long)json_integer_value(v));
 }
 
-static void human_quota(const json_t *r)
+/* The windows of quota show and vps show: one row each. */
+static void human_windows(const json_t *w)
 {
 	static const char *const names[] = { "minute", "hour", "day" };
-	const json_t *w = json_object_get(r, "windows");
 
-	printf("account %s%s\n", json_string_value(json_object_get(r, "account")),
-	       json_is_true(json_object_get(r, "unlimited")) ? " (unlimited)" : "");
 	if (!w)
 		return;
 	printf("%-8s %10s %10s  %s\n", "window", "used", "limit", "slot frees at (UTC)");
@@ -199,6 +197,24 @@ static void human_quota(const json_t *r)
 		       (long long)json_integer_value(json_object_get(o, "used")),
 		       (long long)json_integer_value(json_object_get(o, "limit")), when);
 	}
+}
+
+static void human_quota(const json_t *r)
+{
+	printf("account %s%s\n", json_string_value(json_object_get(r, "account")),
+	       json_is_true(json_object_get(r, "unlimited")) ? " (unlimited)" : "");
+	human_windows(json_object_get(r, "windows"));
+}
+
+/* The account as "key: value" lines, then its windows as quota show has them. */
+static void human_vps(const json_t *r)
+{
+	const json_t *may = json_object_get(r, "may_send");
+
+	print_object(json_object_get(r, "account"), 0);
+	if (may)
+		printf("may_send: %s\n", json_is_true(may) ? "yes" : "no");
+	human_windows(json_object_get(r, "windows"));
 }
 
 static void human_accounts(const json_t *r)
@@ -230,6 +246,8 @@ static void human(const char *cmd, const char *sub, const json_t *r)
 		fputs(json_string_value(json_object_get(r, "metrics")), stdout);
 	} else if (strcmp(cmd, "quota") == 0 && sub && strcmp(sub, "show") == 0) {
 		human_quota(r);
+	} else if (strcmp(cmd, "vps") == 0 && sub && strcmp(sub, "show") == 0) {
+		human_vps(r);
 	} else if (strcmp(cmd, "account") == 0 && sub && strcmp(sub, "list") == 0) {
 		human_accounts(r);
 	} else if (json_object_size(r) > 1) {

@@ -8,7 +8,8 @@ stats. drain ends the relay with exit status 0 after
 the session in flight has finished.
 
 Accounts: vps1 (127.0.0.1) sends as example.com; vps2 authenticates; bulk
-is a third account the reload test adds.
+is a third account the reload test adds, vps3 (127.0.0.3) one that
+account add adds and account remove removes.
 """
 
 import http.client
@@ -240,6 +241,10 @@ class CtlTest(unittest.TestCase):
         self.assertEqual(by_ip["windows"]["day"]["used"], 1)
         self.assertIs(by_ip["may_send"], True)
         self.assertEqual(self.ok("vps", "show", "vps1")["account"], by_ip["account"])
+        human = self.r.ctl("vps", "show", "vps1", human=True).stdout
+        self.assertRegex(human, r"(?m)^id: vps1$")
+        self.assertRegex(human, r"(?m)^may_send: yes$")
+        self.assertRegex(human, r"(?m)^day +1 +1000 ")
         self.assertIn("unknown account 'vps9'", self.refused("vps", "show", "vps9"))
         self.assertIn("no account sends from 198.51.100.7",
                       self.refused("vps", "show", "198.51.100.7"))
