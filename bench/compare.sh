@@ -3,10 +3,13 @@
 # compare.sh - the side-by-side benchmark: smtp-sink (Postfix's discarding
 # SMTP server, the ceiling for any server driven by this client), a private
 # Postfix 3.7 instance with its durable queue, and vmrelay over kernel
-# sockets, each driven by the same smtp-source load on loopback (or, with
-# --load vmrelay-bench, by the project's own load generator). Prints
-# msgs/s, wall time, server CPU seconds per 1000 messages and the ratios, and
-# writes the same table to bench/RESULTS.md (see report.py).
+# sockets, each driven by the same smtp-source load (or, with --load
+# vmrelay-bench, by the project's own load generator), over loopback or,
+# with --path veth, from a network namespace of its own across a veth pair
+# (bench/netns.sh), as mail from a VPS crosses a device to reach a relay.
+# Prints msgs/s, wall time, server CPU seconds per 1000 messages and the
+# ratios, and writes the same table to bench/RESULTS.md (see report.py),
+# whose header names the path.
 #
 # Every figure is of verified, durable mail: a run counts only if the load
 # exits 0 with nothing on stderr and the server then holds every message
@@ -27,7 +30,7 @@ COMMAND="bench/compare.sh${*:+ $*}"
 ROUNDS=3 MESSAGES=20000 SESSIONS=20 SIZE=6000 WORKERS=2 WARMUP=200 TIMEOUT=600
 ONLY=sink,postfix,vmrelay
 VMRELAY='' VMRELAY_SPOOL='' WORK='' KEEP=0 RESULTS='' NO_RESULTS=0
-LOAD=smtp-source VMRELAY_BENCH=''
+LOAD=smtp-source VMRELAY_BENCH='' NET_PATH=loopback
 
 usage() {
 	cat <<EOF
@@ -39,6 +42,9 @@ usage: bench/compare.sh [options]     (as root)
                        with vmrelay-bench: the whole message, headers included)
   --load NAME          the load generator: smtp-source or vmrelay-bench ($LOAD)
   --vmrelay-bench PATH use this vmrelay-bench binary (default: built in build-bench/)
+  --path PATH          the network path from the load to the servers: loopback,
+                       or veth (the load in a namespace of its own, across a veth
+                       pair, $NS_PEER_ADDR -> $NS_HOST_ADDR) ($NET_PATH)
   --only LIST          engines, comma separated, of: sink,postfix,vmrelay ($ONLY)
   --workers W          vmrelay worker threads ($WORKERS)
   --warmup M           messages sent before each measured run, 0 for none ($WARMUP)
@@ -60,7 +66,8 @@ while (($#)); do
 	opt=$1
 	case $opt in
 	--rounds | --messages | --sessions | --size | --only | --workers | --warmup | \
-	--timeout | --vmrelay | --vmrelay-spool | --workdir | --results | --load | --vmrelay-bench)
+	--timeout | --vmrelay | --vmrelay-spool | --workdir | --results | --load | --vmrelay-bench | \
+	--path)
 		(($# >= 2)) || die "$opt needs a value"
 		val=$2
 		shift 2 ;;
@@ -87,6 +94,10 @@ while (($#)); do
 			die "--load: '$val' is neither smtp-source nor vmrelay-bench"
 		LOAD=$val ;;
 	--vmrelay-bench) VMRELAY_BENCH=$val ;;
+	--path)
+		[[ $val == loopback || $val == veth ]] ||
+			die "--path: '$val' is neither loopback nor veth"
+		NET_PATH=$val ;;
 	esac
 done
 
@@ -100,6 +111,12 @@ elif [[ -z $RESULTS ]] && ((${#ENGINES[@]} == 3)); then
 fi
 
 check_preconditions
+
+if [[ $NET_PATH == veth ]]; then
+	netns_up
+	SERVER_ADDR=$NS_HOST_ADDR CLIENT_ADDR=$NS_PEER_ADDR
+	LOAD_WRAP=(ip netns exec "$NS_NAME")
+fi
 
 meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
 
@@ -165,6 +182,11 @@ meta fsync_ms_start "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
 meta command "$COMMAND"
 meta load "$(load_describe "$MESSAGES")"
 meta rounds "$ROUNDS"
+if [[ $NET_PATH == veth ]]; then
+	meta path "veth: the load in network namespace vrb-PID ($NS_PEER_ADDR/24) across a veth pair to the servers on $NS_HOST_ADDR in the root namespace"
+else
+	meta path "loopback: the load and the servers on 127.0.0.1"
+fi
 meta warmup "$WARMUP"
 PF_VERSION=$(postconf -d -h mail_version)
 has_engine sink && meta engine_note "smtp-sink (Postfix $PF_VERSION's discarding server, -c counter): accepts and throws away; every run its counter showed every message."

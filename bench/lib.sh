@@ -4,7 +4,9 @@
 # engine (smtp-sink, a private Postfix, vmrelay), start / settle / verify /
 # stop. The sourcing script sets PROG (its name, for messages) and the run
 # parameters the engines read: SESSIONS, SIZE, MESSAGES, WARMUP, WORKERS,
-# TIMEOUT, WORK, KEEP, VMRELAY, VMRELAY_SPOOL, LOAD, VMRELAY_BENCH.
+# TIMEOUT, WORK, KEEP, VMRELAY, VMRELAY_SPOOL, LOAD, VMRELAY_BENCH; and,
+# for a path other than loopback, SERVER_ADDR (where the servers listen)
+# and LOAD_WRAP (the command the load generator runs under).
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
@@ -12,6 +14,12 @@ PY=/usr/bin/python3
 
 die() { echo "$PROG: $*" >&2; exit 1; }
 say() { echo "$PROG: $*" >&2; }
+
+SERVER_ADDR=${SERVER_ADDR:-127.0.0.1}
+CLIENT_ADDR=${CLIENT_ADDR:-127.0.0.1}
+LOAD_WRAP=()
+
+. "$BENCH_DIR/netns.sh"
 
 need_uint() { [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3)) || die "$1 wants an integer >= $3, not '$2'"; }
 
@@ -74,6 +82,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	for d in "${POSTFIX_DIRS[@]}"; do stop_postfix_dir "$d"; done
 	for pid in "${CHILDREN[@]}"; do stop_child "$pid" || true; done
+	netns_down
 	if ((TEMP_WORK && !KEEP)); then
 		rm -rf "$WORK"
 	elif [[ -n $WORK ]]; then
@@ -99,12 +108,13 @@ forget_postfix() {
 
 # --- small helpers ------------------------------------------------------------
 
-# A TCP port free on 127.0.0.1 right now (the kernel's choice).
+# A TCP port free on address $1 (default 127.0.0.1) right now (the kernel's choice).
 free_port() {
-	"$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+	"$PY" -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' \
+		"${1:-127.0.0.1}"
 }
 
-# Waits until something listens on 127.0.0.1:port, while pid lives. Checks the
+# Waits until something listens on port, while pid lives. Checks the
 # listening socket table rather than connecting, so no server sees a session.
 wait_listen() {
 	local port=$1 pid=$2 i
@@ -132,10 +142,10 @@ sink_count() {
 	echo "${n:-0}"
 }
 
-# Starts smtp-sink on port, counting into out; sets SINK_PID.
+# Starts smtp-sink on addr:port, counting into out; sets SINK_PID.
 launch_sink() {
-	local port=$1 out=$2 maxconn=$((SESSIONS + 16 > 256 ? SESSIONS + 16 : 256))
-	smtp-sink -u nobody -c -m "$maxconn" "127.0.0.1:$port" "$maxconn" >"$out" 2>&1 &
+	local addr=$1 port=$2 out=$3 maxconn=$((SESSIONS + 16 > 256 ? SESSIONS + 16 : 256))
+	smtp-sink -u nobody -c -m "$maxconn" "$addr:$port" "$maxconn" >"$out" 2>&1 &
 	SINK_PID=$!
 	CHILDREN+=("$SINK_PID")
 	wait_listen "$port" "$SINK_PID" || die "smtp-sink did not start on port $port: $(tail -n 3 "$out")"
@@ -170,16 +180,17 @@ LOAD=${LOAD:-smtp-source}
 LOAD_DURATION=''    # vmrelay-bench only: seconds instead of a message count
 
 # load_cmd COUNT PORT REPORT: sets LOAD_CMD to the command that sends COUNT
-# messages (or runs LOAD_DURATION seconds) to 127.0.0.1:PORT. vmrelay-bench
+# messages (or runs LOAD_DURATION seconds) to SERVER_ADDR:PORT, run under
+# LOAD_WRAP (on the veth path: in the client's namespace). vmrelay-bench
 # writes its JSON report to REPORT and nothing to stderr unless a message
 # failed; both reuse connections, as in production.
 load_cmd() {
 	local count=$1 port=$2 report=$3
 	if [[ $LOAD == smtp-source ]]; then
 		LOAD_CMD=(smtp-source -d -s "$SESSIONS" -l "$SIZE" -M bench.example
-			-f bench@bench.example -t sink@sink.example -m "$count" "127.0.0.1:$port")
+			-f bench@bench.example -t sink@sink.example -m "$count" "$SERVER_ADDR:$port")
 	else
-		LOAD_CMD=("$VMRELAY_BENCH" --target "127.0.0.1:$port" --sessions "$SESSIONS"
+		LOAD_CMD=("$VMRELAY_BENCH" --target "$SERVER_ADDR:$port" --sessions "$SESSIONS"
 			--size "$SIZE" --reuse --helo bench.example --from bench@bench.example
 			--to sink@sink.example --timeout "$TIMEOUT" --json --output "$report")
 		if [[ -n $LOAD_DURATION ]]; then
@@ -188,13 +199,16 @@ load_cmd() {
 			LOAD_CMD+=(--messages "$count")
 		fi
 	fi
+	LOAD_CMD=("${LOAD_WRAP[@]}" "${LOAD_CMD[@]}")
 }
 
 # The load as RESULTS files show it.
 load_describe() {
 	load_cmd "$1" PORT REPORT
-	local shown=("${LOAD_CMD[@]}")
-	[[ $LOAD == smtp-source ]] || shown[0]=vmrelay-bench
+	local shown=("${LOAD_CMD[@]}") gen=${#LOAD_WRAP[@]}
+	[[ $LOAD == smtp-source ]] || shown[gen]=vmrelay-bench
+	# the namespace's name changes every run: show its pattern
+	[[ -z $NS_NAME ]] || shown=("${shown[@]/#$NS_NAME/vrb-PID}")
 	echo "${shown[*]}"
 }
 
@@ -281,10 +295,19 @@ resolve_vmrelay() {
 
 start_vmrelay() {
 	local dir=$1 how st
-	PORT=$(free_port)
+	PORT=$(free_port "$SERVER_ADDR")
 	subst "$BENCH_DIR/vmrelay/relay.ini.in" "$dir/relay.ini" DIR="$dir" PORT="$PORT" \
 		WORKERS="$WORKERS" MAX_CONN=$((SESSIONS + 16))
 	cp "$BENCH_DIR/vmrelay/accounts.jsonl.in" "$dir/accounts.jsonl"
+	if [[ $SERVER_ADDR != 127.0.0.1 ]]; then
+		# The templates are for loopback: listen on SERVER_ADDR and let the
+		# bench account send from the client's address as well.
+		sed -i -E "s|^listen = 127\.0\.0\.1:|listen = $SERVER_ADDR:|" "$dir/relay.ini"
+		sed -i -E "s|(\"id\":\"bench\",\"ips\":\[)|\1\"$CLIENT_ADDR\",|" "$dir/accounts.jsonl"
+		grep -q "^listen = $SERVER_ADDR:$PORT\$" "$dir/relay.ini" &&
+			grep -q "\"ips\":\[\"$CLIENT_ADDR\"," "$dir/accounts.jsonl" ||
+			die "bench/vmrelay templates changed: cannot set listen = $SERVER_ADDR and the bench account's ips"
+	fi
 	"$VMRELAY" -c "$dir/relay.ini" --io kernel >"$dir/vmrelay.log" 2>&1 &
 	VR_PID=$!
 	CHILDREN+=("$VR_PID")
@@ -296,7 +319,7 @@ start_vmrelay() {
 		fi
 		stop_child "$VR_PID" || true
 		forget_child "$VR_PID"
-		die "vmrelay ($VMRELAY) did not come up on 127.0.0.1:$PORT: $how; its log:"$'\n'"$(tail_of "$dir/vmrelay.log" 10)"
+		die "vmrelay ($VMRELAY) did not come up on $SERVER_ADDR:$PORT: $how; its log:"$'\n'"$(tail_of "$dir/vmrelay.log" 10)"
 	fi
 	TREE=("$VR_PID")
 }
@@ -346,11 +369,20 @@ start_postfix() {
 	mkdir -p "$dir/etc" "$dir/queue" "$dir/data"
 	chown postfix "$dir/data"
 	RELAY_PORT=$(free_port)
-	launch_sink "$RELAY_PORT" "$dir/relay-sink.out"
+	launch_sink 127.0.0.1 "$RELAY_PORT" "$dir/relay-sink.out"
 	RELAY_PID=$SINK_PID
-	PORT=$(free_port)
+	PORT=$(free_port "$SERVER_ADDR")
 	subst "$BENCH_DIR/postfix/main.cf.in" "$dir/etc/main.cf" DIR="$dir" RELAY_PORT="$RELAY_PORT"
 	subst "$BENCH_DIR/postfix/master.cf.in" "$dir/etc/master.cf" PORT="$PORT"
+	if [[ $SERVER_ADDR != 127.0.0.1 ]]; then
+		# The templates are for loopback: smtpd on SERVER_ADDR, relaying
+		# for the client's address too (the queue still drains to 127.0.0.1).
+		sed -i -E "s|^127\.0\.0\.1:$PORT |$SERVER_ADDR:$PORT |" "$dir/etc/master.cf"
+		grep -q "^$SERVER_ADDR:$PORT " "$dir/etc/master.cf" ||
+			die "bench/postfix/master.cf.in changed: cannot move smtpd to $SERVER_ADDR"
+		postconf -c "$dir/etc" -e "mynetworks = 127.0.0.0/8 $CLIENT_ADDR/32" ||
+			die "postconf mynetworks failed"
+	fi
 	# Postfix listens with a backlog of its process limit (100 as shipped):
 	# sessions beyond it hang, half-open, so many sessions need a higher one.
 	if ((${PF_PROCESS_LIMIT:-0})); then
@@ -365,7 +397,7 @@ start_postfix() {
 		die "postfix start failed:"$'\n'"$(tail_of "$dir/start.log")"$'\n'"$(tail_of "$dir/maillog")"
 	master=$(tr -d ' \n' <"$dir/queue/pid/master.pid") || die "Postfix wrote no master.pid"
 	wait_listen "$PORT" "$master" ||
-		die "Postfix does not listen on 127.0.0.1:$PORT:"$'\n'"$(tail_of "$dir/maillog")"
+		die "Postfix does not listen on $SERVER_ADDR:$PORT:"$'\n'"$(tail_of "$dir/maillog")"
 	# The daemons run as mail_owner; qmgr, forked right after master, shows
 	# it once it has dropped root, a moment after it appears.
 	for ((i = 0; i < 150; i++)); do
@@ -432,8 +464,8 @@ stop_postfix() {
 
 start_sink() {
 	local dir=$1
-	PORT=$(free_port)
-	launch_sink "$PORT" "$dir/sink.out"
+	PORT=$(free_port "$SERVER_ADDR")
+	launch_sink "$SERVER_ADDR" "$PORT" "$dir/sink.out"
 	CEIL_PID=$SINK_PID
 	TREE=("$CEIL_PID")
 }
