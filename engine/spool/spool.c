@@ -219,6 +219,7 @@ static void spool_free(struct vr_spool *sp)
 		struct cds_wfcq_node *node;
 		while ((node = __cds_wfcq_dequeue_blocking(&w->done_head, &w->done_tail)) != NULL)
 			vr_spool_txn_free(caa_container_of(node, struct vr_spool_txn, node));
+		vr_spool_cache_free(w);
 		vr_seg_close(&w->seg);
 		if (w->done_fd >= 0)
 			close(w->done_fd);

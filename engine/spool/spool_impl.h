@@ -19,6 +19,11 @@
 #define VR_CACHE_LINE 64
 
 /* One BODY record: filled by the worker, sealed when full or at commit. */
+/* A cached block: its first bytes link it while it waits for reuse. */
+struct spool_free {
+	struct spool_free *next;
+};
+
 struct spool_body {
 	struct spool_body *next;
 	uint32_t len;                 /* payload bytes so far */
@@ -39,6 +44,7 @@ struct vr_spool_txn {
 	int err;                      /* worker: first failed write, reported as status */
 	int status;                   /* committer: the outcome */
 	bool orphan;                  /* worker: nobody to call back */
+	bool small;                   /* allocated at TXN_SMALL: may be cached */
 	void *cookie;
 	char qid[VR_QID_MAX];
 	uint64_t body_size;
@@ -65,6 +71,11 @@ struct spool_worker {
 	pthread_t thread;             /* the committer, if the spool was started */
 	/* Worker thread only. */
 	uint64_t qid_last_us;         /* time part of the last queue ID */
+	/* Freed small transactions and first BODY chunks, kept for the next
+	 * message so the worker's steady state allocates nothing (txn.c);
+	 * taken and given back on the worker alone, so a plain list. */
+	struct spool_free *txn_cache, *body_cache;
+	unsigned n_txn_cache, n_body_cache;
 
 	/* Submit queue: the worker enqueues (wait-free), the committer
 	 * splices. idle is the committer's futex word (committer.c), read at
@@ -114,5 +125,7 @@ void vr_spool_kick(struct spool_worker *w);
 
 /* txn.c */
 void vr_spool_txn_free(struct vr_spool_txn *txn);
+/* Frees the blocks w keeps for reuse (close). */
+void vr_spool_cache_free(struct spool_worker *w);
 
 #endif

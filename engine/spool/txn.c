@@ -9,7 +9,10 @@
  * and the committer's eventfd write brings the worker back), and the only
  * system calls are the eventfd read in vr_spool_reap() (and a write when it
  * stops at max with more waiting) and, when the committer sleeps, one futex
- * wake per batch.
+ * wake per batch. Nor does it allocate in steady state: small transactions
+ * and first BODY chunks come back to a per-worker cache when reaped and
+ * serve the next messages; only large envelopes and bodies past 8 KiB take
+ * fresh memory.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -23,6 +26,51 @@
 /* BODY records start small, for the common small message, and double up to
  * the record limit; bytes are never copied twice. */
 #define BODY_FIRST (8u << 10)
+/* A transaction whose envelope fits here takes one block of this size, so
+ * freed ones serve any later small message (a few recipients). */
+#define TXN_SMALL  4096u
+/* Blocks each worker keeps for reuse: a burst of sessions' worth. */
+#define CACHE_MAX  256u
+
+static void *cache_take(struct spool_free **list, unsigned *n, size_t size)
+{
+	struct spool_free *f = *list;
+
+	if (!f)
+		return malloc(size);
+	*list = f->next;
+	(*n)--;
+	return f;
+}
+
+static void cache_give(struct spool_free **list, unsigned *n, void *p)
+{
+	struct spool_free *f = p;
+
+	if (*n >= CACHE_MAX) {
+		free(p);
+		return;
+	}
+	f->next = *list;
+	*list = f;
+	(*n)++;
+}
+
+void vr_spool_cache_free(struct spool_worker *w)
+{
+	struct spool_free *f, *next;
+
+	for (f = w->txn_cache; f; f = next) {
+		next = f->next;
+		free(f);
+	}
+	for (f = w->body_cache; f; f = next) {
+		next = f->next;
+		free(f);
+	}
+	w->txn_cache = w->body_cache = NULL;
+	w->n_txn_cache = w->n_body_cache = 0;
+}
 
 struct vr_spool_txn *vr_spool_txn_begin(struct vr_spool *sp, unsigned worker,
 					const struct vr_spool_envelope *env, void *cookie)
@@ -42,10 +90,13 @@ struct vr_spool_txn *vr_spool_txn_begin(struct vr_spool *sp, unsigned worker,
 	size_t env_len = vr_rec_env_size(env, qid);
 	if (!env_len)
 		return errno = EINVAL, NULL;
-	struct vr_spool_txn *txn = malloc(sizeof(*txn) + env_len);
+	bool small = sizeof(struct vr_spool_txn) + env_len <= TXN_SMALL;
+	struct vr_spool_txn *txn = small ? cache_take(&w->txn_cache, &w->n_txn_cache, TXN_SMALL)
+					 : malloc(sizeof(*txn) + env_len);
 	if (!txn)
 		return errno = ENOMEM, NULL;
 	memset(txn, 0, sizeof(*txn));
+	txn->small = small;
 	txn->sp = sp;
 	txn->worker = worker;
 	txn->cookie = cookie;
@@ -68,9 +119,12 @@ static void body_seal(struct vr_spool_txn *txn, struct spool_body *b)
 
 static struct spool_body *body_add(struct vr_spool_txn *txn)
 {
+	struct spool_worker *w = &txn->sp->w[txn->worker];
 	struct spool_body *last = txn->body_last;
 	uint32_t cap = last ? VR_MIN(last->cap * 2, VR_REC_PAYLOAD_MAX) : BODY_FIRST;
-	struct spool_body *b = malloc(sizeof(*b) + VR_REC_HDR_SIZE + cap);
+	size_t size = sizeof(struct spool_body) + VR_REC_HDR_SIZE + cap;
+	struct spool_body *b = cap == BODY_FIRST
+		? cache_take(&w->body_cache, &w->n_body_cache, size) : malloc(size);
 
 	if (!b)
 		return NULL;
@@ -110,15 +164,23 @@ int vr_spool_txn_write(struct vr_spool_txn *txn, const void *p, size_t n)
 	return 0;
 }
 
+/* Worker thread, or close once every committer has stopped. */
 void vr_spool_txn_free(struct vr_spool_txn *txn)
 {
+	struct spool_worker *w = &txn->sp->w[txn->worker];
 	struct spool_body *b = txn->body, *next;
 
 	for (; b; b = next) {
 		next = b->next;
-		free(b);
+		if (b->cap == BODY_FIRST)
+			cache_give(&w->body_cache, &w->n_body_cache, b);
+		else
+			free(b);
 	}
-	free(txn);
+	if (txn->small)
+		cache_give(&w->txn_cache, &w->n_txn_cache, txn);
+	else
+		free(txn);
 }
 
 void vr_spool_txn_abort(struct vr_spool_txn *txn)
