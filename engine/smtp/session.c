@@ -110,9 +110,15 @@ struct vr_session *vr_session_new(const struct vr_session_params *p, uint64_t no
 
 	if (p->implicit_tls && !p->srv->tls)
 		return errno = EINVAL, NULL;
-	s = calloc(1, sizeof(*s));
+	/* One block: the session, then its per-recipient arrays, widest
+	 * alignment first, so a session is one allocation and one free. */
+	s = calloc(1, sizeof(*s) + slots * (sizeof(*s->tickets) + sizeof(*s->rcpt_ptr) +
+					    sizeof(*s->rcpt_off)));
 	if (!s)
 		return errno = ENOMEM, NULL;
+	s->tickets = (struct vr_rl_ticket *)(s + 1);
+	s->rcpt_ptr = (const char **)(s->tickets + slots);
+	s->rcpt_off = (uint32_t *)(s->rcpt_ptr + slots);
 	s->srv = p->srv;
 	s->cfg = cfg;
 	s->stats = &p->srv->stats[p->worker];
@@ -128,15 +134,12 @@ struct vr_session *vr_session_new(const struct vr_session_params *p, uint64_t no
 	vr_buf_init(&s->tx, TX_MAX);
 	/* Every envelope address fits: the path limit bounds each of them. */
 	vr_buf_init(&s->env, (size_t)slots * (VR_SMTP_PATH_MAX + 1));
-	s->rcpt_off = calloc(slots, sizeof(*s->rcpt_off));
-	s->rcpt_ptr = calloc(slots, sizeof(*s->rcpt_ptr));
-	s->tickets = calloc(slots, sizeof(*s->tickets));
-	if (!s->rcpt_off || !s->rcpt_ptr || !s->tickets)
-		goto nomem;
 	if (p->implicit_tls) {
 		s->tls = vr_tls_new(p->srv->tls, true, NULL);
-		if (!s->tls)
-			goto nomem;
+		if (!s->tls) {
+			free(s);
+			return errno = ENOMEM, NULL;
+		}
 		s->implicit_tls = true;
 		s->phase = VR_SMTP_TLS;
 	}
@@ -144,12 +147,6 @@ struct vr_session *vr_session_new(const struct vr_session_params *p, uint64_t no
 	vr_smtp_count(&s->stats->sessions_active, 1);
 	vr_log_debug("event=connect client=%s tls=%s", s->client, p->implicit_tls ? "implicit" : "no");
 	return s;
-nomem:
-	free(s->rcpt_off);
-	free(s->rcpt_ptr);
-	free(s->tickets);
-	free(s);
-	return errno = ENOMEM, NULL;
 }
 
 void vr_session_free(struct vr_session *s)
@@ -169,9 +166,6 @@ void vr_session_free(struct vr_session *s)
 	vr_buf_free(&s->out);
 	vr_buf_free(&s->tx);
 	vr_buf_free(&s->env);
-	free(s->rcpt_off);
-	free(s->rcpt_ptr);
-	free(s->tickets);
 	vr_smtp_count(&s->stats->sessions_active, (uint64_t)-1);
 	free(s);
 }
