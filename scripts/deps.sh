@@ -8,6 +8,8 @@ packages=(
 	build-essential meson ninja-build pkg-config clang
 	libdpdk-dev liburcu-dev libinih-dev libjansson-dev libjemalloc-dev
 	libssl-dev libunbound-dev libhiredis-dev libcmocka-dev libclang-rt-14-dev
+	# libunbound.pc names these as private requirements, and meson asks
+	libevent-dev nettle-dev
 	# test peers and tools
 	swaks postfix python3-aiosmtpd python3-dkim openssl iproute2 procps
 	util-linux psmisc
@@ -19,6 +21,15 @@ packages=(
 	libxxhash-dev python3-xxhash gnuplot-nox
 	# tests/e2e/test_ctl.py parses the metrics with Prometheus's own parser
 	python3-prometheus-client
+	# delivery (issue 5): a real DNS server for the resolver's tests (unbound
+	# as a local resolver, nsd serving a zone signed with ldns-signzone for
+	# DNSSEC and DANE), dig to look at it, and DKIM checkers besides dkimpy
+	unbound nsd ldnsutils bind9-dnsutils opendkim opendkim-tools
+	# cluster quotas (issue 8)
+	redis-server
+	# userspace TCP (issue 3): scapy crafts SYN floods and blind RSTs;
+	# dpdk ships dpdk-testpmd, the forwarding ceiling in bench/
+	python3-scapy dpdk
 )
 
 missing=()
