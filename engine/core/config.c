@@ -45,7 +45,7 @@ struct key {
 
 static parse_fn parse_str, parse_path, parse_uint, parse_size, parse_hostname,
 	parse_listen_list, parse_io_mode, parse_log_level, parse_ipv4_prefix, parse_ipv4,
-	parse_hostport, parse_timezone, parse_address;
+	parse_hostport, parse_timezone, parse_address, parse_resolver;
 
 #define F(field) offsetof(struct vr_config, field), sizeof(((struct vr_config *)0)->field)
 #define STR(s, k, field, fn) { s, k, fn, F(field), 0, 0, false }
@@ -91,16 +91,22 @@ static const struct key keys[] = {
 
 	NUM("delivery", "workers", delivery_workers, 1, 1024),
 	STR("delivery", "smarthost", smarthost, parse_hostport),
-	STR("delivery", "resolver", resolver, parse_str),
+	STR("delivery", "resolver", resolver, parse_resolver),
+	STR("delivery", "trust_anchor", trust_anchor, parse_path),
+	NUM("delivery", "dns_timeout_ms", dns_timeout_ms, 100, 600000),
 	NUM("delivery", "retry_first_s", retry_first_s, 1, SECONDS_MAX),
 	NUM("delivery", "retry_max_s", retry_max_s, 1, SECONDS_MAX),
 	NUM("delivery", "max_age_s", max_age_s, 1, SECONDS_MAX),
 
 	STR("cluster", "redis", redis, parse_hostport),
+
+	STR("dns", "spf_name", dns_spf_name, parse_hostname),
+	STR("dns", "key_zone", dns_key_zone, parse_hostname),
+	STR("dns", "secret_file", dns_secret_file, parse_path),
 };
 
 static const char *const sections[] = {
-	"relay", "io", "dpdk", "smtp", "limits", "tls", "delivery", "cluster",
+	"relay", "io", "dpdk", "smtp", "limits", "tls", "delivery", "cluster", "dns",
 };
 
 /* One load: the scratch config, where we are, and the first error. */
@@ -160,6 +166,7 @@ void vr_config_defaults(struct vr_config *cfg)
 	cfg->retry_first_s = 300;
 	cfg->retry_max_s = 4000;
 	cfg->max_age_s = 5 * 86400;
+	cfg->dns_timeout_ms = 30000;
 }
 
 /* --- value parsers: each writes its field or explains in err --- */
@@ -525,6 +532,33 @@ static int parse_address(const struct key *k, const char *v, struct vr_config *c
 
 /* glibc silently falls back to UTC for a zone it cannot find, which would
  * move every VPS's day boundary without a word: insist the zone exists. */
+/* "" (the system's resolv.conf), "IP" or "IP@port": libunbound's forwarder
+ * syntax, checked here so a typo names its line. */
+static int parse_resolver(const struct key *k, const char *v, struct vr_config *cfg,
+			  char *err, size_t errlen)
+{
+	char ip[INET6_ADDRSTRLEN];
+	unsigned char bin[sizeof(struct in6_addr)];
+	const char *at = strchr(v, '@');
+	size_t n = at ? (size_t)(at - v) : strlen(v);
+	uint16_t port;
+
+	if (*v == '\0')
+		return store_str(k, v, cfg, err, errlen);
+	if (n >= sizeof(ip))
+		goto bad;
+	memcpy(ip, v, n);
+	ip[n] = '\0';
+	if (inet_pton(AF_INET, ip, bin) != 1 && inet_pton(AF_INET6, ip, bin) != 1)
+		goto bad;
+	if (at && parse_port(at + 1, &port, false) < 0)
+		goto bad;
+	return store_str(k, v, cfg, err, errlen);
+bad:
+	snprintf(err, errlen, "'%s': not IP or IP@port", v);
+	return -1;
+}
+
 static int parse_timezone(const struct key *k, const char *v, struct vr_config *cfg,
 			  char *err, size_t errlen)
 {

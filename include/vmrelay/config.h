@@ -75,11 +75,18 @@ struct vr_config {
 	/* [delivery] */
 	unsigned delivery_workers;
 	char smarthost[300];          /* host:port, "" = MX routing */
-	char resolver[300];
+	char resolver[300];           /* "" = /etc/resolv.conf, or "IP[@port]" to ask */
+	char trust_anchor[PATH_MAX];  /* DS/DNSKEY file for DNSSEC (DANE); "" = no validation */
+	unsigned dns_timeout_ms;      /* per DNS query; default 30000 */
 	unsigned retry_first_s, retry_max_s, max_age_s;
 
 	/* [cluster] */
 	char redis[300];
+
+	/* [dns]: the DNS wizard (dns-records, dns-check) */
+	char dns_spf_name[256];       /* customers' SPF says include:<this> */
+	char dns_key_zone[256];       /* DKIM CNAMEs point at <sel>.<domain>.<this> */
+	char dns_secret_file[PATH_MAX]; /* the relay secret keying ownership tokens */
 };
 
 /* Fills cfg with the defaults listed above. */
