@@ -28,12 +28,16 @@ struct vr_domain {
 
 enum vr_dkim_alg { VR_DKIM_RSA_SHA256, VR_DKIM_ED25519_SHA256 };
 
-/* One signing key of a domain; the key file is only named here, the dkim
- * module loads it. */
+struct evp_pkey_st;
+
+/* One signing key of a domain. The loader has vr_dkim_key_load() read the
+ * file into pkey and frees it with the table, so a table in use holds
+ * loaded keys only. */
 struct vr_dkim_key {
 	char *selector;              /* lower case */
 	enum vr_dkim_alg alg;
 	char *key;                   /* absolute path of the PEM private key */
+	struct evp_pkey_st *pkey;    /* OpenSSL's EVP_PKEY; read-only once loaded */
 };
 
 struct vr_dkim_domain {
