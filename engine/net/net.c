@@ -226,6 +226,20 @@ uint16_t vr_net_mtu(const struct vr_net *n)
 	return n->conf.mtu;
 }
 
+uint32_t vr_net_ip(const struct vr_net *n)
+{
+	return n->conf.ip;
+}
+
+void vr_net_set_tcp(struct vr_net *n, vr_net_l4_rx_fn tcp_rx, void *tcp_arg,
+		    vr_net_pmtu_fn pmtu, void *pmtu_arg)
+{
+	n->conf.tcp_rx = tcp_rx;
+	n->conf.tcp_arg = tcp_arg;
+	n->conf.pmtu = pmtu;
+	n->conf.pmtu_arg = pmtu_arg;
+}
+
 void vr_net_flush(struct vr_net *n, uint64_t now)
 {
 	if (!n->ntx)

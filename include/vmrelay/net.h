@@ -191,6 +191,14 @@ unsigned vr_net_pkt_in_use(const struct vr_net *n);
 const struct vr_net_stats *vr_net_stats(const struct vr_net *n);
 const char *vr_net_drop_name(enum vr_net_drop d);
 uint16_t vr_net_mtu(const struct vr_net *n);
+/* Our address (host order). */
+uint32_t vr_net_ip(const struct vr_net *n);
+/*
+ * Replaces the conf's tcp_rx and pmtu hooks (NULL removes one): TCP is
+ * created on an existing instance and installs itself (vmrelay/tcp.h).
+ */
+void vr_net_set_tcp(struct vr_net *n, vr_net_l4_rx_fn tcp_rx, void *tcp_arg,
+		    vr_net_pmtu_fn pmtu, void *pmtu_arg);
 
 /*
  * The Internet checksum (RFC 1071): the one's-complement sum of len bytes
