@@ -35,10 +35,12 @@
  *              message exists only if all its records are intact and END,
  *              whose counts agree with the BODY records seen, closes it.
  *   0x20-0x3f  queue state, appended later about a committed message and
- *              naming it by queue ID: delivered, deferred, bounced, held,
- *              released, deleted. Not written yet.
- *   0x40-0x5f  per-message annotations appended later (the DKIM signature).
- *              Not written yet.
+ *              naming it by queue ID (enum vr_spool_state in spool.h):
+ *              delivered, deferred, bounced, expired per recipient; held,
+ *              released, deleted for the message. Written by the delivery
+ *              threads to state logs of their own (state.c).
+ *   0x40-0x5f  per-message annotations appended later: the DKIM-Signature
+ *              fields (0x40), so retries never sign again.
  *   0x60-0xff  unassigned.
  * An intact record of a type a reader does not know is skipped when it
  * stands between messages, so older tools read newer spools; inside a
@@ -52,6 +54,11 @@
  * skipped: later versions may add fields (DSN parameters, say).
  * BODY payload: message bytes (CRLF lines, dot-unstuffed), 1 byte..1 MiB.
  * END payload: body size (u64) and the number of BODY records (u32).
+ * State and annotation payloads: fields as in ENVELOPE, tag (1), length (2),
+ * value: 1 queue ID, 2 recipient index (u32; 0xffffffff: the message),
+ * 3 attempts (u32), 4 when (u64 us), 5 next attempt (u64 us), 6 text (the
+ * remote reply; for 0x40 the header fields). Queue ID and when are
+ * required; unknown tags are skipped.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -222,9 +229,9 @@ size_t vr_rec_env_size(const struct vr_spool_envelope *env, const char *qid)
 	return n > VR_REC_PAYLOAD_MAX ? 0 : VR_REC_HDR_SIZE + n;
 }
 
-static uint8_t *field_put(uint8_t *p, enum env_tag tag, const void *v, size_t len)
+static uint8_t *field_put(uint8_t *p, uint8_t tag, const void *v, size_t len)
 {
-	*p = (uint8_t)tag;
+	*p = tag;
 	put16(p + 1, (uint16_t)len);
 	if (len)
 		memcpy(p + FIELD_HDR, v, len);
@@ -244,7 +251,7 @@ void vr_rec_env_encode(uint8_t *out, const struct vr_spool_envelope *env, const 
 	p = field_put(p, TAG_FLAGS, num, 4);
 	for (int tag = TAG_ACCOUNT; tag <= TAG_SENDER; tag++) {
 		const char *s = env_text(env, (enum env_tag)tag);
-		p = field_put(p, (enum env_tag)tag, s, strlen(s));
+		p = field_put(p, (uint8_t)tag, s, strlen(s));
 	}
 	for (unsigned i = 0; i < env->n_rcpts; i++)
 		p = field_put(p, TAG_RCPT, env->rcpts[i], strlen(env->rcpts[i]));
@@ -352,6 +359,94 @@ int vr_rec_end_decode(const uint8_t *p, size_t n, uint64_t *body_size, uint32_t 
 		return -EBADMSG;
 	*body_size = get64(p);
 	*n_body = get32(p + 8);
+	return 0;
+}
+
+/* --- queue state and annotations --- */
+
+enum event_tag { EV_QID = 1, EV_RCPT, EV_ATTEMPTS, EV_AT, EV_NEXT, EV_TEXT };
+#define EV_FIXED (3 * FIELD_HDR + 4 + 4 + 8 + 8 + FIELD_HDR)  /* all but qid and text */
+
+static bool event_type(uint8_t type)
+{
+	return type >= 0x20 && type <= 0x5f;
+}
+
+size_t vr_rec_event_size(const struct vr_spool_event *ev)
+{
+	uint64_t t;
+
+	if (!event_type(ev->type) || !vr_qid_time(ev->qid, &t) || ev->text_len > VR_ENV_TEXT_MAX)
+		return 0;
+	return VR_REC_HDR_SIZE + FIELD_HDR + VR_QID_LEN + EV_FIXED + FIELD_HDR + ev->text_len;
+}
+
+void vr_rec_event_encode(uint8_t *out, const struct vr_spool_event *ev, uint32_t salt)
+{
+	uint8_t *p = out + VR_REC_HDR_SIZE;
+	uint8_t num[8];
+
+	p = field_put(p, EV_QID, ev->qid, strlen(ev->qid));
+	put32(num, ev->rcpt);
+	p = field_put(p, EV_RCPT, num, 4);
+	put32(num, ev->attempts);
+	p = field_put(p, EV_ATTEMPTS, num, 4);
+	put64(num, ev->at_us);
+	p = field_put(p, EV_AT, num, 8);
+	put64(num, ev->next_us);
+	p = field_put(p, EV_NEXT, num, 8);
+	p = field_put(p, EV_TEXT, ev->text, ev->text_len);
+	vr_rec_seal(out, ev->type, (uint32_t)(p - out - VR_REC_HDR_SIZE), salt);
+}
+
+int vr_rec_event_decode(uint8_t type, const uint8_t *p, size_t n, struct vr_spool_event *ev)
+{
+	/* Which width each tag's value must have; 0: any (texts). */
+	static const uint8_t width[EV_TEXT + 1] = {
+		[EV_RCPT] = 4, [EV_ATTEMPTS] = 4, [EV_AT] = 8, [EV_NEXT] = 8,
+	};
+	unsigned seen = 0;
+
+	if (!event_type(type))
+		return -EBADMSG;
+	memset(ev, 0, sizeof(*ev));
+	ev->type = type;
+	ev->rcpt = VR_SPOOL_ALL;
+	ev->text = "";
+	while (n) {
+		if (n < FIELD_HDR || n - FIELD_HDR < get16(p + 1))
+			return -EBADMSG;
+		unsigned tag = p[0];
+		size_t len = get16(p + 1);
+		const uint8_t *v = p + FIELD_HDR;
+		p += FIELD_HDR + len;
+		n -= FIELD_HDR + len;
+		if (tag < EV_QID || tag > EV_TEXT)
+			continue;               /* a later version's field */
+		if ((seen & 1u << tag) || (width[tag] && len != width[tag]))
+			return -EBADMSG;
+		seen |= 1u << tag;
+		switch (tag) {
+		case EV_QID:
+			if (len != VR_QID_LEN)
+				return -EBADMSG;
+			memcpy(ev->qid, v, len);
+			ev->qid[len] = '\0';
+			break;
+		case EV_RCPT:     ev->rcpt = get32(v); break;
+		case EV_ATTEMPTS: ev->attempts = get32(v); break;
+		case EV_AT:       ev->at_us = get64(v); break;
+		case EV_NEXT:     ev->next_us = get64(v); break;
+		case EV_TEXT:
+			ev->text = (const char *)v;
+			ev->text_len = len;
+			break;
+		}
+	}
+	uint64_t t;
+	if ((seen & (1u << EV_QID | 1u << EV_AT)) != (1u << EV_QID | 1u << EV_AT) ||
+	    !vr_qid_time(ev->qid, &t))
+		return -EBADMSG;
 	return 0;
 }
 

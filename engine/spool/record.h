@@ -25,6 +25,7 @@ enum vr_rec_type {
 	VR_REC_ENVELOPE = 0x01,
 	VR_REC_BODY     = 0x02,
 	VR_REC_END      = 0x03,
+	/* 0x20-0x3f: enum vr_spool_state (spool.h); 0x40: VR_SPOOL_DKIM */
 };
 
 struct vr_seg_hdr {
@@ -77,6 +78,16 @@ void vr_rec_end_encode(uint8_t out[VR_REC_END_SIZE], uint64_t body_size, uint32_
 		       uint32_t salt);
 /* 0 or -EBADMSG. */
 int vr_rec_end_decode(const uint8_t *p, size_t n, uint64_t *body_size, uint32_t *n_body);
+
+/* Queue-state and annotation records (types 0x20-0x5f), about one
+ * message named by queue ID. Size of ev's record; 0 if it cannot be one
+ * (a type outside 0x20-0x5f, a qid that is no queue ID, a text over
+ * VR_ENV_TEXT_MAX). */
+size_t vr_rec_event_size(const struct vr_spool_event *ev);
+/* Writes that record (header sealed) into out, which has room for it. */
+void vr_rec_event_encode(uint8_t *out, const struct vr_spool_event *ev, uint32_t salt);
+/* Decodes a record of type 0x20-0x5f; ev->text points into p. 0 or -EBADMSG. */
+int vr_rec_event_decode(uint8_t type, const uint8_t *p, size_t n, struct vr_spool_event *ev);
 
 /* Queue IDs: 11 characters of microsecond time then 2 of worker number, in
  * Crockford's base 32; the fixed width makes text order time order. */

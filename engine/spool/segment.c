@@ -80,16 +80,22 @@ static int write_full(int fd, const void *p, size_t n, uint64_t off)
 
 int vr_seg_create(struct vr_seg *seg, int segdir, unsigned worker, uint64_t seq, uint32_t salt)
 {
+	vr_seg_name(seg->name, worker, seq);
+	return vr_seg_create_named(seg, segdir, worker, seq, salt);
+}
+
+int vr_seg_create_named(struct vr_seg *seg, int segdir, unsigned worker, uint64_t seq,
+			uint32_t salt)
+{
 	struct vr_seg_hdr h = {
 		.version = VR_SEG_VERSION, .worker = worker, .seq = seq,
 		.created_us = vr_clock_wall_us(), .salt = salt,
 	};
 	uint8_t hdr[VR_SEG_HDR_SIZE];
-	const char *base;
+	const char *slash = strrchr(seg->name, '/');
+	const char *base = slash ? slash + 1 : seg->name;
 	int rc;
 
-	vr_seg_name(seg->name, worker, seq);
-	base = seg->name + sizeof(VR_SEG_DIR);
 	seg->fd = openat(segdir, base, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (seg->fd < 0)
 		return -errno;

@@ -35,6 +35,10 @@ struct vr_seg {
  * behind on failure).
  */
 int vr_seg_create(struct vr_seg *seg, int segdir, unsigned worker, uint64_t seq, uint32_t salt);
+/* The same for a file of another kind (a state log): seg->name, set by the
+ * caller, is "<subdir>/<file>" and subdir the directory's fd. */
+int vr_seg_create_named(struct vr_seg *seg, int subdir, unsigned worker, uint64_t seq,
+			uint32_t salt);
 /* Writes the iov at seg->len, not yet durable, consuming the array (it is
  * left advanced). 0 or -errno; on failure part of it may be in the file. */
 int vr_seg_write(struct vr_seg *seg, struct iovec *iov, unsigned n_iov);

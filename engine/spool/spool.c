@@ -271,6 +271,12 @@ struct vr_spool *vr_spool_open(const char *dir, unsigned n_workers, char *err, s
 	return sp;
 }
 
+void vr_spool_on_commit(struct vr_spool *sp, vr_spool_commit_fn *fn, void *arg)
+{
+	sp->on_commit = fn;
+	sp->on_commit_arg = arg;
+}
+
 const struct vr_spool_recovery *vr_spool_recovered(const struct vr_spool *sp)
 {
 	return &sp->recovered;

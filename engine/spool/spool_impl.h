@@ -48,6 +48,7 @@ struct vr_spool_txn {
 	void *cookie;
 	char qid[VR_QID_MAX];
 	uint64_t body_size;
+	uint64_t off;                 /* committer: of the ENVELOPE, from the batch's start */
 	uint32_t n_body;              /* BODY records */
 	struct spool_body *body, *body_last;
 	uint8_t end[VR_REC_END_SIZE]; /* the END record, written at commit */
@@ -95,6 +96,7 @@ struct spool_worker {
 	struct cds_wfcq_tail batch_tail;
 	struct iovec *iov;
 	unsigned iov_cap;
+	uint64_t batch_base;          /* where the batch starts in seg */
 	/* Written by the committer alone with relaxed atomic stores, summed by
 	 * vr_spool_stats() in any thread: counters need no ordering with
 	 * anything else, and no line is written by two committers. */
@@ -113,6 +115,9 @@ struct vr_spool {
 	uint64_t next_seq __attribute__((aligned(VR_CACHE_LINE)));
 	/* Set once by vr_spool_close, read by every committer. */
 	int stop;
+	/* Set before the committers start, then read-only. */
+	vr_spool_commit_fn *on_commit;
+	void *on_commit_arg;
 };
 
 /* committer.c */

@@ -157,4 +157,90 @@ int vr_spool_scan(const char *dir, int (*fn)(const struct vr_spool_msg *msg, voi
 int vr_spool_read_body(const char *dir, const struct vr_spool_msg *msg,
 		       int (*out)(const void *p, size_t n, void *arg), void *arg);
 
+/* --- committed mail, as it is committed --- */
+
+/*
+ * fn is called by a committer thread, after the fdatasync, for every message
+ * it made durable (msg valid during the call only; segment and offset say
+ * where it lives). It must not block: the next batch waits for it. Set it
+ * before vr_spool_start(); it stays set until vr_spool_close().
+ */
+typedef void vr_spool_commit_fn(const struct vr_spool_msg *msg, void *arg);
+void vr_spool_on_commit(struct vr_spool *sp, vr_spool_commit_fn *fn, void *arg);
+
+/* --- queue state: what became of committed messages --- */
+
+/* Record types (record.c): per recipient, then per message, then the
+ * annotation that keeps a message's DKIM signature. */
+enum vr_spool_state {
+	VR_STATE_DELIVERED = 0x20,    /* the next hop took the recipient */
+	VR_STATE_DEFERRED  = 0x21,    /* temporary failure; next_us is the next try */
+	VR_STATE_BOUNCED   = 0x22,    /* permanent failure (a DSN went, unless from <>) */
+	VR_STATE_EXPIRED   = 0x23,    /* given up at max age (a DSN went, unless from <>) */
+	VR_STATE_HELD      = 0x30,    /* the message waits for the operator */
+	VR_STATE_RELEASED  = 0x31,    /* the operator let it go */
+	VR_STATE_DELETED   = 0x32,    /* the operator deleted it: final */
+	VR_SPOOL_DKIM      = 0x40,    /* text: the DKIM-Signature fields, CRLF lines */
+};
+#define VR_SPOOL_ALL 0xffffffffu  /* rcpt of a message-wide record */
+
+struct vr_spool_event {
+	uint8_t type;                 /* enum vr_spool_state */
+	char qid[VR_QID_MAX];
+	uint32_t rcpt;                /* recipient index, or VR_SPOOL_ALL */
+	uint32_t attempts;            /* delivery attempts so far */
+	uint64_t at_us;               /* when, wall clock */
+	uint64_t next_us;             /* DEFERRED: the next attempt, wall clock */
+	const char *text;             /* the remote reply or the signature; may be "" */
+	size_t text_len;              /* at most 65535 */
+};
+
+/*
+ * A state log: the delivery thread `id`'s own append-only file of events,
+ * DIR/state/d<id>-<seq>.log (a segment header and records, as record.c
+ * says), one per run and thread. Single-threaded: the owner appends
+ * events to a buffer and makes them durable with one write and one
+ * fdatasync per sync, so one loop iteration's events cost one fsync.
+ */
+struct vr_spool_log;
+/* NULL + err (and errno) on failure. The file is created at the first sync. */
+struct vr_spool_log *vr_spool_log_open(const char *dir, unsigned id, char *err, size_t errlen);
+/* Buffers ev. 0, -EINVAL (not a state record: type, qid or text too long)
+ * or -ENOMEM. */
+int vr_spool_log_append(struct vr_spool_log *log, const struct vr_spool_event *ev);
+/* Events buffered and not yet durable. */
+size_t vr_spool_log_pending(const struct vr_spool_log *log);
+/*
+ * Writes what was appended and fdatasyncs it: 0 (nothing buffered is 0 at
+ * once) or -errno. On failure the events stay buffered and the file is
+ * given up: the next sync writes them to a new file, so nothing
+ * acknowledged is lost and nothing is half-trusted.
+ */
+int vr_spool_log_sync(struct vr_spool_log *log);
+/* Syncs what is buffered (errors logged), closes, frees. */
+void vr_spool_log_close(struct vr_spool_log *log);
+
+/* A message's state, every event about it applied in order. */
+struct vr_spool_qstate {
+	uint8_t *rcpt;                /* [n_rcpts]: 0 pending, else the final state */
+	unsigned pending;             /* recipients still to deliver */
+	uint32_t attempts;
+	uint64_t next_us;             /* the next attempt; 0: at once */
+	bool held;                    /* envelope HOLD or HELD, and no RELEASED since */
+	bool deleted;
+	const char *dkim;             /* the stored signature, NULL if not signed yet */
+	size_t dkim_len;
+};
+
+/*
+ * Reads every state log of dir and calls fn for every intact message with
+ * its state (both valid during fn only), oldest first; fn returning
+ * non-zero stops and is returned. 0, or -errno (-ENOENT: no spool).
+ * Damaged events are skipped: at worst a recipient is tried again.
+ */
+int vr_spool_queue_scan(const char *dir,
+			int (*fn)(const struct vr_spool_msg *msg,
+				  const struct vr_spool_qstate *st, void *arg),
+			void *arg);
+
 #endif

@@ -1,0 +1,484 @@
+/*
+ * state.c - queue state: the delivery threads' state logs, and the reader
+ * that puts each committed message together with what became of it.
+ *
+ * Message segments are written by the committers and never touched again;
+ * what happens to a message later (delivered, deferred, bounced, held, its
+ * DKIM signature) is appended by its delivery thread to a state log of its
+ * own, DIR/state/d<thread>-<seq>.log: the same segment header and record
+ * codecs (record.c), so damage is found and skipped the same way. A log is
+ * never appended to by a later run, as with segments: a crash leaves its
+ * end in an unknown state.
+ *
+ * A restart reads every log into one array sorted by queue ID (events of
+ * one message in the order they happened), then scans the messages and
+ * folds each one's events into its state. A lost or damaged event costs at
+ * most a second delivery of a recipient, never a lost one: only DELIVERED,
+ * BOUNCED, EXPIRED and DELETED end a recipient.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmrelay/buf.h"
+#include "vmrelay/log.h"
+#include "scan.h"
+#include "segment.h"
+
+#define STATE_DIR "state"
+
+struct vr_spool_log {
+	char *dir;
+	int statefd;                  /* DIR/state */
+	unsigned id;
+	uint64_t seq;                 /* of the next file to create */
+	uint32_t salt;
+	struct vr_seg seg;            /* fd -1: none yet, or given up */
+	struct vr_buf buf;            /* sealed records not yet durable */
+	size_t n_pending;
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) VR_PRINTF(3, 4);
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* "d<id>-<seq>.log" -> id, seq; false for any other name. */
+static bool log_name_parse(const char *base, unsigned *id, uint64_t *seq)
+{
+	unsigned long long s;
+	unsigned i;
+	int end = 0;
+
+	if (sscanf(base, "d%u-%llu.log%n", &i, &s, &end) != 2 || base[end] != '\0' ||
+	    base[1] < '0' || base[1] > '9')
+		return false;
+	*id = i;
+	*seq = s;
+	return true;
+}
+
+static void log_name(char out[VR_SEG_NAME_MAX], unsigned id, uint64_t seq)
+{
+	snprintf(out, VR_SEG_NAME_MAX, STATE_DIR "/d%u-%010" PRIu64 ".log", id, seq);
+}
+
+/* Opens DIR/state, creating it durably if needed. fd or -errno. */
+static int state_dir_open(const char *dir, bool create)
+{
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0)
+		return -errno;
+	if (create && mkdirat(dirfd, STATE_DIR, 0700) == 0 && fsync(dirfd) < 0) {
+		int e = errno;
+		close(dirfd);
+		return -e;
+	}
+	int fd = openat(dirfd, STATE_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = fd < 0 ? -errno : fd;
+	close(dirfd);
+	return rc;
+}
+
+/* The log files in statefd, in directory order (caller frees *names and
+ * each); *max_seq the highest number among them. */
+static int log_list(int statefd, char ***names, size_t *n, uint64_t *max_seq)
+{
+	int fd = dup(statefd);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	struct dirent *de;
+	char **v = NULL;
+	size_t cap = 0;
+	int rc = 0;
+
+	*n = 0;
+	*max_seq = 0;
+	if (!d) {
+		rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	while ((de = readdir(d)) != NULL) {
+		unsigned id;
+		uint64_t seq;
+		if (!log_name_parse(de->d_name, &id, &seq))
+			continue;
+		if (seq > *max_seq)
+			*max_seq = seq;
+		if (*n == cap) {
+			cap = cap ? cap * 2 : 16;
+			char **nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				rc = -ENOMEM;
+				break;
+			}
+			v = nv;
+		}
+		if (!(v[*n] = strdup(de->d_name))) {
+			rc = -ENOMEM;
+			break;
+		}
+		(*n)++;
+	}
+	closedir(d);
+	if (rc < 0) {
+		while (*n)
+			free(v[--*n]);
+		free(v);
+		return rc;
+	}
+	*names = v;
+	return 0;
+}
+
+static void names_free(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* --- writing --- */
+
+struct vr_spool_log *vr_spool_log_open(const char *dir, unsigned id, char *err, size_t errlen)
+{
+	struct vr_spool_log *log = calloc(1, sizeof(*log));
+	char **names = NULL;
+	size_t n = 0;
+	int rc = -ENOMEM;
+
+	if (!log || !(log->dir = strdup(dir)))
+		goto fail;
+	log->id = id;
+	log->seg.fd = -1;
+	vr_buf_init(&log->buf, 0);
+	log->statefd = state_dir_open(dir, true);
+	if ((rc = log->statefd) < 0)
+		goto fail;
+	/* Numbers above every file there: each run and thread writes new files. */
+	if ((rc = log_list(log->statefd, &names, &n, &log->seq)) < 0)
+		goto fail;
+	names_free(names, n);
+	log->seq++;
+	if (getrandom(&log->salt, sizeof(log->salt), 0) != sizeof(log->salt)) {
+		rc = -errno;
+		goto fail;
+	}
+	return log;
+fail:
+	set_err(err, errlen, "spool %s: state log: %s", dir, strerror(-rc));
+	if (log && log->statefd > 0)
+		close(log->statefd);
+	if (log)
+		free(log->dir);
+	free(log);
+	errno = -rc;
+	return NULL;
+}
+
+int vr_spool_log_append(struct vr_spool_log *log, const struct vr_spool_event *ev)
+{
+	size_t size = vr_rec_event_size(ev);
+
+	if (!size)
+		return -EINVAL;
+	uint8_t *p = vr_buf_reserve(&log->buf, size);
+	if (!p)
+		return -ENOMEM;
+	vr_rec_event_encode(p, ev, log->salt);
+	vr_buf_commit(&log->buf, size);
+	log->n_pending++;
+	return 0;
+}
+
+size_t vr_spool_log_pending(const struct vr_spool_log *log)
+{
+	return log->n_pending;
+}
+
+static void log_abandon(struct vr_spool_log *log, const char *what, int err)
+{
+	vr_log_err("event=state_log_abandoned dir=%s log=%s failed=%s error=\"%s\"", log->dir,
+		   log->seg.name, what, strerror(err));
+	vr_seg_close(&log->seg);
+}
+
+int vr_spool_log_sync(struct vr_spool_log *log)
+{
+	int rc;
+
+	if (!vr_buf_len(&log->buf))
+		return 0;
+	while (log->seg.fd < 0) {
+		log_name(log->seg.name, log->id, log->seq++);
+		rc = vr_seg_create_named(&log->seg, log->statefd, log->id, log->seq - 1, log->salt);
+		if (rc == -EEXIST)
+			continue;           /* a file of a run that used our number: skip it */
+		if (rc < 0) {
+			vr_log_err("event=state_log_error dir=%s log=%s error=\"%s\"", log->dir,
+				   log->seg.name, strerror(-rc));
+			return rc;
+		}
+	}
+	struct iovec iov = { (void *)vr_buf_head(&log->buf), vr_buf_len(&log->buf) };
+	rc = vr_seg_write(&log->seg, &iov, 1);
+	if (rc < 0) {
+		log_abandon(log, "write", -rc);
+		return rc;
+	}
+	if (fdatasync(log->seg.fd) < 0) {
+		/* As with segments: after a failed fdatasync the file is never
+		 * trusted again; its events go to a fresh file. */
+		rc = -errno;
+		log_abandon(log, "fdatasync", -rc);
+		return rc;
+	}
+	log->seg.len += vr_buf_len(&log->buf);
+	vr_buf_reset(&log->buf);
+	log->n_pending = 0;
+	return 0;
+}
+
+void vr_spool_log_close(struct vr_spool_log *log)
+{
+	if (!log)
+		return;
+	vr_spool_log_sync(log);
+	vr_seg_close(&log->seg);
+	vr_buf_free(&log->buf);
+	close(log->statefd);
+	free(log->dir);
+	free(log);
+}
+
+/* --- reading --- */
+
+/* One event as read back; text only kept for the signature. */
+struct ev_entry {
+	char qid[VR_QID_LEN + 1];
+	uint8_t type;
+	uint32_t rcpt, attempts;
+	uint64_t at_us, next_us;
+	uint64_t order;               /* file, then position: ties on at_us */
+	char *text;
+	size_t text_len;
+};
+
+struct ev_table {
+	struct ev_entry *v;
+	size_t n, cap;
+};
+
+static int table_add(struct ev_table *t, const struct vr_spool_event *ev, uint64_t order)
+{
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 256;
+		struct ev_entry *nv = realloc(t->v, cap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		t->v = nv;
+		t->cap = cap;
+	}
+	struct ev_entry *e = &t->v[t->n];
+	memcpy(e->qid, ev->qid, sizeof(e->qid));
+	e->type = ev->type;
+	e->rcpt = ev->rcpt;
+	e->attempts = ev->attempts;
+	e->at_us = ev->at_us;
+	e->next_us = ev->next_us;
+	e->order = order;
+	e->text = NULL;
+	e->text_len = 0;
+	if (ev->type == VR_SPOOL_DKIM) {
+		if (!(e->text = malloc(ev->text_len + 1)))
+			return -ENOMEM;
+		memcpy(e->text, ev->text, ev->text_len);
+		e->text[ev->text_len] = '\0';
+		e->text_len = ev->text_len;
+	}
+	t->n++;
+	return 0;
+}
+
+static void table_free(struct ev_table *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		free(t->v[i].text);
+	free(t->v);
+}
+
+/* Reads one log's intact events into t. */
+static int log_read(int statefd, const char *name, uint64_t file_no, struct ev_table *t)
+{
+	struct vr_seg_reader r;
+	struct vr_rec rec;
+	struct vr_spool_event ev;
+	uint64_t off;
+	int ev_kind, rc = vr_seg_reader_open(&r, statefd, name);
+
+	if (rc < 0) {
+		/* Created and never written, or damaged: nothing to apply. */
+		if (rc != -ENODATA)
+			vr_log_warn("event=state_log_unreadable log=%s error=\"%s\"", name,
+				    strerror(-rc));
+		return rc == -ENOMEM ? rc : 0;
+	}
+	while ((ev_kind = vr_seg_reader_next(&r, &rec, &off)) != VR_SEG_EOF) {
+		if (ev_kind < 0) {
+			rc = ev_kind;
+			break;
+		}
+		if (ev_kind != VR_SEG_RECORD) {
+			vr_log_warn("event=state_log_damage log=%s offset=%" PRIu64 " bytes=%" PRIu64,
+				    name, r.bad_off, r.bad_len);
+			continue;
+		}
+		if (vr_rec_event_decode(rec.type, rec.payload, rec.len, &ev) < 0)
+			continue;
+		if ((rc = table_add(t, &ev, file_no << 40 | off)) < 0)
+			break;
+	}
+	vr_seg_reader_close(&r);
+	return rc;
+}
+
+static int entry_cmp(const void *x, const void *y)
+{
+	const struct ev_entry *a = x, *b = y;
+	int c = strcmp(a->qid, b->qid);
+
+	if (c)
+		return c;
+	if (a->at_us != b->at_us)
+		return a->at_us < b->at_us ? -1 : 1;
+	return a->order < b->order ? -1 : a->order > b->order;
+}
+
+/* The events of qid: [*first, *first + return). */
+static size_t table_find(const struct ev_table *t, const char *qid, size_t *first)
+{
+	size_t lo = 0, hi = t->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(t->v[mid].qid, qid) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*first = lo;
+	while (hi < t->n && strcmp(t->v[hi].qid, qid) == 0)
+		hi++;
+	return hi - lo;
+}
+
+struct queue_scan {
+	struct ev_table t;
+	int (*fn)(const struct vr_spool_msg *, const struct vr_spool_qstate *, void *);
+	void *arg;
+	uint8_t *rcpt;
+	unsigned rcpt_cap;
+};
+
+/* Applies one event to st (n recipients). */
+static void apply(struct vr_spool_qstate *st, unsigned n, const struct ev_entry *e)
+{
+	switch (e->type) {
+	case VR_STATE_DELIVERED:
+	case VR_STATE_BOUNCED:
+	case VR_STATE_EXPIRED:
+		if (e->rcpt < n && !st->rcpt[e->rcpt]) {
+			st->rcpt[e->rcpt] = e->type;
+			st->pending--;
+		}
+		break;
+	case VR_STATE_DEFERRED:
+		st->next_us = e->next_us;
+		break;
+	case VR_STATE_HELD:
+		st->held = true;
+		break;
+	case VR_STATE_RELEASED:
+		st->held = false;
+		break;
+	case VR_STATE_DELETED:
+		st->deleted = true;
+		break;
+	case VR_SPOOL_DKIM:
+		st->dkim = e->text;
+		st->dkim_len = e->text_len;
+		break;
+	}
+	if (e->attempts > st->attempts)
+		st->attempts = e->attempts;
+}
+
+static int queue_message(const struct vr_spool_msg *msg, void *arg)
+{
+	struct queue_scan *qs = arg;
+	size_t first, n;
+
+	if (msg->n_rcpts > qs->rcpt_cap) {
+		uint8_t *v = realloc(qs->rcpt, msg->n_rcpts);
+		if (!v)
+			return -ENOMEM;
+		qs->rcpt = v;
+		qs->rcpt_cap = msg->n_rcpts;
+	}
+	struct vr_spool_qstate st = {
+		.rcpt = qs->rcpt, .pending = msg->n_rcpts,
+		.held = (msg->flags & VR_SPOOL_HOLD) != 0,
+	};
+	memset(qs->rcpt, 0, msg->n_rcpts);
+	n = table_find(&qs->t, msg->qid, &first);
+	for (size_t i = first; i < first + n; i++)
+		apply(&st, msg->n_rcpts, &qs->t.v[i]);
+	return qs->fn(msg, &st, qs->arg);
+}
+
+int vr_spool_queue_scan(const char *dir,
+			int (*fn)(const struct vr_spool_msg *msg,
+				  const struct vr_spool_qstate *st, void *arg),
+			void *arg)
+{
+	struct queue_scan qs = { .fn = fn, .arg = arg };
+	char **names = NULL;
+	size_t n = 0;
+	uint64_t max_seq;
+	int rc = 0;
+
+	int statefd = state_dir_open(dir, false);
+	if (statefd >= 0) {
+		rc = log_list(statefd, &names, &n, &max_seq);
+		for (size_t i = 0; rc == 0 && i < n; i++)
+			rc = log_read(statefd, names[i], i, &qs.t);
+		names_free(names, n);
+		close(statefd);
+	} else if (statefd != -ENOENT) {
+		rc = statefd;           /* no state/ yet is a spool nothing was delivered from */
+	}
+	if (rc == 0) {
+		if (qs.t.n)
+			qsort(qs.t.v, qs.t.n, sizeof(*qs.t.v), entry_cmp);
+		rc = vr_spool_scan(dir, queue_message, &qs, NULL);
+	}
+	table_free(&qs.t);
+	free(qs.rcpt);
+	return rc;
+}
