@@ -143,6 +143,13 @@ struct vr_tls_ctx *vr_tls_client_ctx_new(char *err, size_t errlen)
 	/* RFC 7435 opportunistic security: encrypt even when we cannot
 	 * authenticate the server. */
 	SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_NONE, NULL);
+	/* DANE's digest table lives in the context, which is read-only once
+	 * shared; connections opt in with vr_tls_dane_enable(). */
+	if (SSL_CTX_dane_enable(ctx->ssl) <= 0) {
+		ctx_error(err, errlen, NULL, "cannot enable DANE");
+		vr_tls_ctx_free(ctx);
+		return NULL;
+	}
 	return ctx;
 }
 
@@ -217,6 +224,38 @@ void vr_tls_free(struct vr_tls *t)
 		return;
 	SSL_free(t->ssl);
 	free(t);
+}
+
+int vr_tls_dane_enable(struct vr_tls *t, const char *basedomain)
+{
+	ERR_clear_error();
+	if (SSL_dane_enable(t->ssl, basedomain) <= 0) {
+		ERR_clear_error();
+		return -ENOMEM;
+	}
+	/* RFC 7672 3.1.1: a DANE-EE(3) record binds the key to the service
+	 * itself; the names in the certificate do not matter. */
+	SSL_dane_set_flags(t->ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	return 0;
+}
+
+int vr_tls_dane_tlsa_add(struct vr_tls *t, uint8_t usage, uint8_t selector, uint8_t mtype,
+			 const uint8_t *data, size_t len)
+{
+	ERR_clear_error();
+	int rc = SSL_dane_tlsa_add(t->ssl, usage, selector, mtype, data, len);
+	ERR_clear_error();
+	if (rc <= 0)
+		return -EINVAL;
+	/* Only now: verification with DANE on but no usable record would
+	 * fall back to the (empty) PKIX trust store and always fail. */
+	SSL_set_verify(t->ssl, SSL_VERIFY_PEER, NULL);
+	return 0;
+}
+
+bool vr_tls_dane_verified(const struct vr_tls *t)
+{
+	return vr_tls_established(t) && SSL_get0_dane_authority(t->ssl, NULL, NULL) >= 0;
 }
 
 int vr_tls_feed(struct vr_tls *t, const void *p, size_t n)

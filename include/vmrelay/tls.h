@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include "vmrelay/buf.h"
 
@@ -36,6 +37,23 @@ void vr_tls_ctx_free(struct vr_tls_ctx *ctx);
 /* sni may be NULL; only used by client connections. NULL on -ENOMEM. */
 struct vr_tls *vr_tls_new(struct vr_tls_ctx *ctx, bool server, const char *sni);
 void vr_tls_free(struct vr_tls *t);
+
+/*
+ * DANE (RFC 7672) on a client connection, before its handshake. Enable it
+ * with the TLSA base domain (the MX host: the name a DANE-TA(2) chain must
+ * carry; DANE-EE(3) matches the key alone, without name checks), then add
+ * the records. Once one record was added, a certificate matching none of
+ * them fails the handshake (-EPROTO, vr_tls_error() says so); with none
+ * added the connection stays unauthenticated. enable: 0 or -ENOMEM;
+ * tlsa_add: 0, or -EINVAL for a record OpenSSL cannot use (a usage or
+ * matching type it does not know, a digest of the wrong length) - RFC 7672
+ * calls those unusable: skip them.
+ */
+int vr_tls_dane_enable(struct vr_tls *t, const char *basedomain);
+int vr_tls_dane_tlsa_add(struct vr_tls *t, uint8_t usage, uint8_t selector, uint8_t mtype,
+			 const uint8_t *data, size_t len);
+/* True once established when a TLSA record authenticated the server. */
+bool vr_tls_dane_verified(const struct vr_tls *t);
 
 /* Ciphertext from the peer. Returns 0 or -ENOMEM. */
 int vr_tls_feed(struct vr_tls *t, const void *p, size_t n);
