@@ -3,7 +3,8 @@
  *
  * Loads the configuration, the accounts table and the TLS key, builds the
  * sending windows ([limits]), opens and recovers the spool and counts what
- * it holds into the windows, then runs the kernel-socket transport until
+ * it holds into the windows, then runs the transport - kernel sockets, or
+ * DPDK poll-mode workers over our own TCP/IP stack (dpdk.c) - until
  * SIGTERM or SIGINT. SIGHUP reloads the accounts file into both the
  * accounts table and the windows; a bad file is logged with its line and
  * the tables in force stay. The control socket ([relay] control_socket,
@@ -40,6 +41,7 @@
 #include "vmrelay/smtp.h"
 #include "vmrelay/spool.h"
 #include "vmrelay/tls.h"
+#include "dpdk.h"
 
 #define EXIT_USAGE 2
 
@@ -51,7 +53,8 @@ struct relay {
 	struct vr_spool *spool;
 	struct vr_smtp_stats *stats;
 	struct vr_smtpd srv;
-	struct vr_io *io;
+	struct vr_io *io;             /* one of these two runs */
+	struct vr_dpdk *dpdk;
 	struct vr_ctl *ctl;
 	/* The windows have one writer at a time: SIGHUP's reload here, the
 	 * control thread's reload and quota commands. */
@@ -167,11 +170,6 @@ static int load_inputs(struct relay *r, const char *io_mode, struct vr_accounts 
 			return -1;
 		}
 	}
-	if (r->cfg.io_mode == VR_IO_DPDK) {
-		fprintf(stderr, "vmrelay: the DPDK transport is not built yet (it comes with a "
-				"later issue); run with --io kernel or [io] mode = kernel\n");
-		return -1;
-	}
 	*accounts = load_accounts(&r->cfg, err, sizeof(err));
 	if (!*accounts) {
 		fprintf(stderr, "vmrelay: %s\n", err);
@@ -198,7 +196,8 @@ fail:
 
 /*
  * "127.0.0.1:25,[::1]:25,0.0.0.0:465 tls=implicit" for the start line, with
- * the ports actually bound (a configured port 0 becomes the kernel's pick).
+ * the ports actually bound (a configured port 0 becomes the kernel's pick;
+ * DPDK takes none).
  */
 static void listen_text(const struct vr_config *cfg, const struct vr_io *io, char *out,
 			size_t len)
@@ -216,7 +215,9 @@ static void listen_text(const struct vr_config *cfg, const struct vr_io *io, cha
 			snprintf(host, sizeof(host), "?");
 		n += (size_t)snprintf(out + n, len - n, l->addr.ss_family == AF_INET6 ?
 				      "%s[%s]:%u%s" : "%s%s:%u%s", i ? "," : "", host,
-				      vr_io_bound_port(io, i), l->implicit_tls ? " tls=implicit" : "");
+				      io ? vr_io_bound_port(io, i) : ntohs(((const struct sockaddr_in *)
+									    &l->addr)->sin_port),
+				      l->implicit_tls ? " tls=implicit" : "");
 	}
 }
 
@@ -258,6 +259,14 @@ static int ctl_reload(void *arg, char *err, size_t errlen)
 	return reload_accounts(arg, err, errlen);
 }
 
+static void io_stop(struct relay *r)
+{
+	if (r->dpdk)
+		vr_dpdk_stop(r->dpdk);
+	else
+		vr_io_stop(r->io);
+}
+
 /* The io ends after its sessions; the main thread then sees a drained
  * relay, not a failed one. */
 static void ctl_drain(void *arg)
@@ -265,7 +274,7 @@ static void ctl_drain(void *arg)
 	struct relay *r = arg;
 
 	atomic_store(&r->draining, true);
-	vr_io_stop(r->io);
+	io_stop(r);
 }
 
 /* The control socket, if configured. 0, or -1 after saying why. */
@@ -334,7 +343,7 @@ static void *io_thread(void *arg)
 {
 	struct relay *r = arg;
 
-	r->io_rc = vr_io_run(r->io);
+	r->io_rc = r->dpdk ? vr_dpdk_run(r->dpdk) : vr_io_run(r->io);
 	/* Wakes the main thread if the io ended without being asked to. */
 	pthread_kill(r->main_thread, SIGUSR1);
 	return NULL;
@@ -357,16 +366,24 @@ static int wait_signals(struct relay *r, const sigset_t *set)
 		if (sig == SIGUSR1)
 			return 0;
 		vr_log_info("event=stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
-		vr_io_stop(r->io);
+		io_stop(r);
 		return sig;
 	}
 }
 
 static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *set)
 {
-	char err[1024], listen[VR_CONFIG_MAX_LISTEN * 72], q[sizeof(listen) + 8];
+	char err[1024], listen[VR_CONFIG_MAX_LISTEN * 72], q[sizeof(listen) + 8], port[256] = "";
 	const struct vr_config *cfg = &r->cfg;
 
+	/* First: the EAL pins this thread to the main lcore, and the threads
+	 * started after it (spool committers, control) inherit that cpu. */
+	if (cfg->io_mode == VR_IO_DPDK && vr_dpdk_eal_init(cfg, err, sizeof(err)) < 0) {
+		vr_log_err("event=io_failed error=%s", vr_log_quote(q, sizeof(q), err, strlen(err)));
+		fprintf(stderr, "vmrelay: %s\n", err);
+		vr_accounts_free(accounts);
+		return 1;
+	}
 	r->spool = vr_spool_open(cfg->spool_dir, cfg->workers, err, sizeof(err));
 	if (!r->spool) {
 		vr_log_err("event=spool_failed dir=%s error=%s", cfg->spool_dir,
@@ -398,8 +415,11 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 		vr_accounts_free(accounts);
 		return 1;
 	}
-	r->io = vr_io_kernel_new(&r->srv, err, sizeof(err));
-	if (!r->io) {
+	if (cfg->io_mode == VR_IO_DPDK)
+		r->dpdk = vr_dpdk_new(&r->srv, err, sizeof(err));
+	else
+		r->io = vr_io_kernel_new(&r->srv, err, sizeof(err));
+	if (!r->io && !r->dpdk) {
 		vr_log_err("event=io_failed error=%s", vr_log_quote(q, sizeof(q), err, strlen(err)));
 		fprintf(stderr, "vmrelay: %s\n", err);
 		vr_accounts_free(accounts);
@@ -410,10 +430,12 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 		return 1;
 
 	listen_text(cfg, r->io, listen, sizeof(listen));
-	vr_log_info("event=start version=%s pid=%d io=kernel workers=%u listen=%s accounts=%u "
-		    "tls=%s", VR_VERSION, (int)getpid(), cfg->workers,
-		    vr_log_quote(q, sizeof(q), listen, strlen(listen)),
-		    vr_accounts_count(accounts), r->tls ? "yes" : "no");
+	if (r->dpdk)
+		vr_dpdk_describe(r->dpdk, port, sizeof(port));
+	vr_log_info("event=start version=%s pid=%d io=%s workers=%u listen=%s accounts=%u "
+		    "tls=%s%s%s", VR_VERSION, (int)getpid(), r->dpdk ? "dpdk" : "kernel",
+		    cfg->workers, vr_log_quote(q, sizeof(q), listen, strlen(listen)),
+		    vr_accounts_count(accounts), r->tls ? "yes" : "no", port[0] ? " " : "", port);
 
 	pthread_t t;
 	r->main_thread = pthread_self();
@@ -438,6 +460,7 @@ static void shut_down(struct relay *r)
 	/* first: its drain and stats reach into the io and the counters */
 	vr_ctl_free(r->ctl);
 	vr_io_free(r->io);
+	vr_dpdk_free(r->dpdk);
 	/* Commits everything already submitted before it returns. */
 	if (r->spool)
 		vr_spool_close(r->spool);

@@ -1,0 +1,254 @@
+/*
+ * lcore.c - a poll-mode worker: one per worker lcore, pinned there by the
+ * EAL, running `while (!stop)`: rx burst from its queue, frames steered to
+ * the worker that owns their flow, the stack, tx burst.
+ *
+ * Steering: a TCP frame belongs to the worker its 4-tuple hashes to (see
+ * dpdk.c); one that arrives elsewhere is passed to the owner's inbox ring and
+ * the owner processes it with its own. ARP replies are copied to every worker,
+ * since each stack keeps its own neighbour cache and the reply to a request
+ * one worker sent may arrive at another. Everything else (ARP requests, ICMP)
+ * is answered by whichever worker receives it.
+ *
+ * Received frames are not copied: each mbuf is wrapped in a stack packet
+ * descriptor (vr_net_pkt_wrap) and given back through ext_free when the stack
+ * is done with it; a reply built in place (an ICMP echo) leaves in the very
+ * mbuf it came in. Packets the stack builds in its own pool are copied into
+ * an mbuf on the way out.
+ */
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_ip.h>
+#include <rte_lcore.h>
+#include <rte_thash.h>
+#include <urcu.h>
+
+#include "vmrelay/clock.h"
+#include "vmrelay/log.h"
+#include "dpdk_impl.h"
+
+/*
+ * A worker that found nothing to do this many rounds in a row sleeps
+ * IDLE_SLEEP_US before the next: an idle relay then costs a few percent of
+ * a core instead of all of it, on machines that share their cores, for at
+ * most that much latency on the first frame after a lull.
+ */
+#define IDLE_ROUNDS    2000
+#define IDLE_SLEEP_US  100
+
+static inline uint16_t rd16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The worker owning m's flow; *arp_reply set for an ARP reply (every
+ * worker's). Frames that are not unfragmented IPv4 TCP are ours. */
+static unsigned frame_owner(const struct dpdk_worker *w, const struct rte_mbuf *m,
+			    bool *arp_reply)
+{
+	const struct vr_dpdk *d = w->d;
+	const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
+	unsigned len = m->data_len;
+
+	*arp_reply = false;
+	if (len < RTE_ETHER_HDR_LEN + 8)
+		return w->id;
+	uint16_t type = rd16(f + 12);
+	if (type == RTE_ETHER_TYPE_ARP) {
+		*arp_reply = rd16(f + RTE_ETHER_HDR_LEN + 6) == 2;
+		return w->id;
+	}
+	if (type != RTE_ETHER_TYPE_IPV4 || d->n_workers == 1)
+		return w->id;
+	const uint8_t *ip = f + RTE_ETHER_HDR_LEN;
+	unsigned ihl = (ip[0] & 0xf) * 4u;
+	if (len < RTE_ETHER_HDR_LEN + 20 || (ip[0] >> 4) != 4 || ihl < 20 ||
+	    ip[9] != IPPROTO_TCP || ((ip[6] & 0x3f) | ip[7]) ||
+	    len < RTE_ETHER_HDR_LEN + ihl + 4)
+		return w->id;
+	uint32_t h;
+	if (d->rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH)) {
+		h = m->hash.rss;
+	} else {
+		struct rte_ipv4_tuple t = {
+			.src_addr = rd32(ip + 12), .dst_addr = rd32(ip + 16),
+			.sport = rd16(ip + ihl), .dport = rd16(ip + ihl + 2),
+		};
+		h = rte_softrss((uint32_t *)&t, RTE_THASH_V4_L4_LEN, d->rss_key);
+	}
+	return (h % d->reta_size) % d->n_workers;
+}
+
+/* Hands frames to this worker's stack, each mbuf wrapped, not copied. */
+static void rx_local(struct dpdk_worker *w, struct rte_mbuf **m, unsigned n, uint64_t now)
+{
+	struct vr_pkt *pkts[DPDK_BURST];
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct vr_pkt *p = vr_net_pkt_wrap(w->net, rte_pktmbuf_mtod(m[i], uint8_t *),
+						   m[i]->data_len, rte_pktmbuf_headroom(m[i]),
+						   rte_pktmbuf_tailroom(m[i]), m[i]);
+		if (!p) {
+			w->st.no_desc++;
+			rte_pktmbuf_free(m[i]);
+			continue;
+		}
+		if ((m[i]->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD)
+			p->flags |= VR_PKT_RX_IP_CSUM_OK;
+		pkts[k++] = p;
+	}
+	if (k)
+		vr_net_rx(w->net, pkts, k, now);
+}
+
+/* Copies an ARP reply into every other worker's inbox. */
+static void arp_share(struct dpdk_worker *w, struct rte_mbuf *m)
+{
+	struct vr_dpdk *d = w->d;
+
+	for (unsigned i = 0; i < d->n_workers; i++) {
+		if (i == w->id)
+			continue;
+		struct rte_mbuf *c = rte_pktmbuf_copy(m, d->mp, 0, UINT32_MAX);
+		if (!c || rte_ring_enqueue(d->w[i].inbox, c) < 0) {
+			w->st.inbox_full++;
+			if (c)
+				rte_pktmbuf_free(c);
+			continue;
+		}
+		w->st.arp_copies++;
+	}
+}
+
+/* One rx burst from our queue: ours to the stack, the rest to their owners. */
+static unsigned rx_port(struct dpdk_worker *w, uint64_t now)
+{
+	struct vr_dpdk *d = w->d;
+	struct rte_mbuf *m[DPDK_BURST], *mine[DPDK_BURST];
+	unsigned k = 0;
+	uint16_t n = rte_eth_rx_burst(d->port, (uint16_t)w->id, m, DPDK_BURST);
+
+	for (unsigned i = 0; i < n; i++) {
+		bool arp_reply;
+		if (m[i]->nb_segs != 1) {
+			w->st.rx_multiseg++;
+			rte_pktmbuf_free(m[i]);
+			continue;
+		}
+		unsigned owner = frame_owner(w, m[i], &arp_reply);
+		if (arp_reply)
+			arp_share(w, m[i]);
+		if (owner == w->id) {
+			mine[k++] = m[i];
+		} else if (rte_ring_enqueue(d->w[owner].inbox, m[i]) == 0) {
+			w->st.steered++;
+		} else {
+			w->st.inbox_full++;
+			rte_pktmbuf_free(m[i]);
+		}
+	}
+	rx_local(w, mine, k, now);
+	return n;
+}
+
+/* Frames other workers received for our flows. */
+static unsigned rx_inbox(struct dpdk_worker *w, uint64_t now)
+{
+	struct rte_mbuf *m[DPDK_BURST];
+	unsigned n = rte_ring_dequeue_burst(w->inbox, (void **)m, DPDK_BURST, NULL);
+
+	rx_local(w, m, n, now);
+	return n;
+}
+
+static void tx_flush(struct dpdk_worker *w)
+{
+	if (!w->ntx)
+		return;
+	uint16_t sent = rte_eth_tx_burst(w->d->port, (uint16_t)w->id, w->tx, (uint16_t)w->ntx);
+	if (sent < w->ntx) {
+		w->st.tx_full += w->ntx - sent;
+		rte_pktmbuf_free_bulk(w->tx + sent, w->ntx - sent);
+	}
+	w->ntx = 0;
+}
+
+unsigned vr_dpdk_tx(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t now)
+{
+	struct dpdk_worker *w = arg;
+
+	for (unsigned i = 0; i < n; i++) {
+		struct vr_pkt *p = pkts[i];
+		struct rte_mbuf *m = p->ext;
+		if (m) {
+			/* A received frame answered in place: send its own mbuf. */
+			m->data_off = (uint16_t)(p->data - (uint8_t *)m->buf_addr);
+			p->ext = NULL;
+		} else {
+			m = rte_pktmbuf_alloc(w->d->mp);
+			if (!m) {
+				w->st.tx_nombuf++;
+				return i;       /* the stack frees the rest */
+			}
+			memcpy(rte_pktmbuf_mtod(m, uint8_t *), p->data, p->len);
+		}
+		m->data_len = m->pkt_len = p->len;
+		m->ol_flags = 0;
+		vr_net_pkt_free(p);
+		w->tx[w->ntx++] = m;
+		if (w->ntx == DPDK_TX_MAX)
+			tx_flush(w);
+	}
+	return n;
+}
+
+void vr_dpdk_ext_free(void *arg, void *ext)
+{
+	rte_pktmbuf_free(ext);
+}
+
+static void worker_log_stats(const struct dpdk_worker *w)
+{
+	const struct vr_net_stats *ns = vr_net_stats(w->net);
+
+	vr_log_info("event=worker_stats worker=%u lcore=%u rx_frames=%llu tx_frames=%llu "
+		    "steered=%llu inbox_full=%llu arp_copies=%llu no_desc=%llu tx_nombuf=%llu "
+		    "tx_full=%llu", w->id, w->lcore, (unsigned long long)ns->rx_frames,
+		    (unsigned long long)ns->tx_frames, (unsigned long long)w->st.steered,
+		    (unsigned long long)w->st.inbox_full, (unsigned long long)w->st.arp_copies,
+		    (unsigned long long)w->st.no_desc, (unsigned long long)w->st.tx_nombuf,
+		    (unsigned long long)w->st.tx_full);
+}
+
+int vr_dpdk_worker_main(void *arg)
+{
+	struct dpdk_worker *w = arg;
+	struct vr_dpdk *d = w->d;
+	unsigned idle = 0;
+
+	/* Sessions read the RCU-published accounts and windows. */
+	rcu_register_thread();
+	vr_log_info("event=worker_start worker=%u lcore=%u", w->id, w->lcore);
+	/* Acquire pairs with vr_dpdk_stop's release; a round late is fine. */
+	while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
+		uint64_t now = vr_clock_ms();
+		unsigned work = rx_port(w, now) + rx_inbox(w, now);
+		vr_net_poll(w->net, now);
+		work += w->ntx;
+		tx_flush(w);
+		if (work) {
+			idle = 0;
+		} else if (++idle >= IDLE_ROUNDS) {
+			rte_delay_us_sleep(IDLE_SLEEP_US);
+		}
+	}
+	worker_log_stats(w);
+	rcu_unregister_thread();
+	return 0;
+}
