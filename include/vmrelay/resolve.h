@@ -32,8 +32,9 @@
 
 #define VR_DNS_NAME_MAX   253   /* presentation form, without the final dot */
 #define VR_MX_MAX_HOSTS   16    /* MX hosts kept, lowest preferences first */
-#define VR_MX_MAX_ADDRS   8     /* addresses kept per host (A first, then AAAA) */
-#define VR_RESOLVE_WHY_MAX 160
+#define VR_MX_MAX_ADDRS   8     /* addresses kept per host: up to half A, half AAAA;
+				 * A first */
+#define VR_RESOLVE_WHY_MAX 384   /* room for a full name and the reason */
 
 /*
  * What a lookup came to. Permanent: NXDOMAIN, NODATA, NULLMX. Temporary:

@@ -8,13 +8,16 @@ block.
 
 A zone is given as its records, relative names allowed, e.g.
 
-    with Nsd({"mx.test": '''
+    with Nsd({"mx.example": '''
             @      MX 10 mx1
             @      MX 20 mx2
             mx1    A  127.0.0.11
             mx2    A  127.0.0.12
             '''}) as dns:
         relay_config["delivery"]["resolver"] = dns.address   # "127.0.0.1@PORT"
+
+Name zones under example. (or any name that is not special-use): unbound
+and libunbound answer test., invalid., localhost. and onion. themselves.
 
 $ORIGIN, $TTL (60), a SOA and an NS record are added unless the text has
 its own SOA. Zones named in signed= are signed (ldns-keygen, ECDSA P-256,
