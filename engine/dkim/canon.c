@@ -1,0 +1,212 @@
+/*
+ * canon.c - DKIM canonicalisation (RFC 6376 3.4): the body, streamed into
+ * its hash a chunk at a time, and single header fields.
+ *
+ * The body is the hot loop of signing (a 6 KB message is hashed once, its
+ * headers are a few hundred bytes), so runs of bytes that pass unchanged
+ * are copied in one go and only SP, HTAB and CR take the slow path. Chunks
+ * may end anywhere: in a WSP run, between CR and LF, inside a run of empty
+ * lines; the state in struct vr_dkim_body carries each across.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "dkim_impl.h"
+
+/* Bytes the body loop must look at one by one, per canonicalisation. */
+static const bool special[][256] = {
+	[VR_DKIM_RELAXED] = { [' '] = true, ['\t'] = true, ['\r'] = true },
+	[VR_DKIM_SIMPLE] = { ['\r'] = true },
+};
+
+int vr_dkim_body_init(struct vr_dkim_body *b, enum vr_dkim_canon canon)
+{
+	const EVP_MD *sha256 = vr_dkim_sha256();
+
+	memset(b, 0, offsetof(struct vr_dkim_body, out));
+	b->canon = canon;
+	b->md = EVP_MD_CTX_new();
+	if (!b->md)
+		return -ENOMEM;
+	if (!sha256 || EVP_DigestInit_ex(b->md, sha256, NULL) != 1) {
+		vr_dkim_body_free(b);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void vr_dkim_body_free(struct vr_dkim_body *b)
+{
+	EVP_MD_CTX_free(b->md);
+	b->md = NULL;
+}
+
+static int flush(struct vr_dkim_body *b)
+{
+	if (b->n && EVP_DigestUpdate(b->md, b->out, b->n) != 1)
+		return -EIO;
+	b->n = 0;
+	return 0;
+}
+
+static int put(struct vr_dkim_body *b, const uint8_t *p, size_t n)
+{
+	b->hashed = true;
+	while (n) {
+		size_t k = VR_MIN(n, sizeof(b->out) - b->n);
+		memcpy(b->out + b->n, p, k);
+		b->n += k;
+		p += k;
+		n -= k;
+		if (b->n == sizeof(b->out) && flush(b) < 0)
+			return -EIO;
+	}
+	return 0;
+}
+
+/* A line starts to be hashed: the empty lines before it were not the end
+ * of the body after all, and a pending WSP run (relaxed) becomes one SP. */
+static int line_text(struct vr_dkim_body *b)
+{
+	static const uint8_t crlf[2] = { '\r', '\n' };
+
+	if (!b->text) {
+		for (; b->blank; b->blank--)
+			if (put(b, crlf, 2) < 0)
+				return -EIO;
+		b->text = true;
+	}
+	if (b->wsp) {
+		b->wsp = false;
+		return put(b, (const uint8_t *)" ", 1);
+	}
+	return 0;
+}
+
+static int line_end(struct vr_dkim_body *b)
+{
+	/* Relaxed: WSP at the end of a line is dropped, and a line of WSP
+	 * only is an empty line. */
+	b->wsp = false;
+	if (!b->text) {
+		b->blank++;
+		return 0;
+	}
+	b->text = false;
+	return put(b, (const uint8_t *)"\r\n", 2);
+}
+
+/* One byte that is content, not a line end. */
+static int content(struct vr_dkim_body *b, uint8_t c)
+{
+	if (b->canon == VR_DKIM_RELAXED && (c == ' ' || c == '\t')) {
+		b->wsp = true;
+		return 0;
+	}
+	if (line_text(b) < 0)
+		return -EIO;
+	return put(b, &c, 1);
+}
+
+int vr_dkim_body_feed(struct vr_dkim_body *b, const uint8_t *p, size_t n)
+{
+	const bool *sp = special[b->canon];
+	size_t i = 0;
+
+	while (i < n) {
+		uint8_t c = p[i];
+		if (!b->cr && !sp[c]) {
+			size_t j = i + 1;
+			while (j < n && !sp[p[j]])
+				j++;
+			if (line_text(b) < 0 || put(b, p + i, j - i) < 0)
+				return -EIO;
+			i = j;
+			continue;
+		}
+		i++;
+		if (b->cr) {
+			b->cr = false;
+			if (c == '\n') {
+				if (line_end(b) < 0)
+					return -EIO;
+				continue;
+			}
+			if (content(b, '\r') < 0)
+				return -EIO;
+		}
+		if (c == '\r')
+			b->cr = true;
+		else if (content(b, c) < 0)
+			return -EIO;
+	}
+	return 0;
+}
+
+int vr_dkim_body_final(struct vr_dkim_body *b, uint8_t hash[32])
+{
+	/* A last line without its CRLF gets the one the SMTP client will
+	 * add; a lone CR there is content, as anywhere else. */
+	if (b->cr) {
+		b->cr = false;
+		if (content(b, '\r') < 0)
+			return -EIO;
+	}
+	if (b->text && line_end(b) < 0)
+		return -EIO;
+	/* RFC 6376 3.4.3: an empty simple body is one CRLF; 3.4.4 (errata
+	 * 1384): an empty relaxed body is empty. */
+	if (b->canon == VR_DKIM_SIMPLE && !b->hashed && put(b, (const uint8_t *)"\r\n", 2) < 0)
+		return -EIO;
+	if (flush(b) < 0 || EVP_DigestFinal_ex(b->md, hash, NULL) != 1)
+		return -EIO;
+	return 0;
+}
+
+static bool is_wsp(uint8_t c)
+{
+	return c == ' ' || c == '\t';
+}
+
+int vr_dkim_header_canon(enum vr_dkim_canon canon, const uint8_t *p, size_t n,
+			 struct vr_buf *out)
+{
+	if (canon == VR_DKIM_SIMPLE)
+		return vr_buf_append(out, p, n);
+
+	/* Relaxed never makes a field longer, save the CRLF it may add. */
+	uint8_t *w = vr_buf_reserve(out, n + 2), *start = w;
+	if (!w)
+		return -ENOBUFS;
+	const uint8_t *colon = memchr(p, ':', n);
+	size_t name = (size_t)(colon - p);
+	while (name && is_wsp(p[name - 1]))
+		name--;
+	for (size_t i = 0; i < name; i++)
+		*w++ = (p[i] >= 'A' && p[i] <= 'Z') ? (uint8_t)(p[i] | 0x20) : p[i];
+	*w++ = ':';
+
+	bool crlf = n >= 2 && p[n - 2] == '\r' && p[n - 1] == '\n';
+	bool wsp = false, text = false;
+	for (size_t i = (size_t)(colon - p) + 1; i < n; i++) {
+		if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') {
+			i++;         /* unfolding: the CRLF goes, the WSP after it stays */
+			continue;
+		}
+		if (is_wsp(p[i])) {
+			wsp = true;
+			continue;
+		}
+		if (wsp && text)
+			*w++ = ' ';
+		wsp = false;
+		text = true;
+		*w++ = p[i];
+	}
+	if (crlf) {
+		*w++ = '\r';
+		*w++ = '\n';
+	}
+	vr_buf_commit(out, (size_t)(w - start));
+	return 0;
+}
