@@ -365,9 +365,11 @@ static void addr_answer(struct query *q, struct sub *s, int err, struct ub_resul
 	hs->st[fam] = classify(what, err, res, why, sizeof(why));
 	if (hs->st[fam] == VR_RESOLVE_TEMPFAIL && q->first_fail[0] == '\0')
 		snprintf(q->first_fail, sizeof(q->first_fail), "%s", why);
+	/* a validated "no AAAA" is as secure as a validated AAAA */
+	if (hs->st[fam] != VR_RESOLVE_TEMPFAIL)
+		hs->secure[fam] = res->secure;
 	if (hs->st[fam] != VR_RESOLVE_OK)
 		return;
-	hs->secure[fam] = res->secure;
 	/* Half the slots per family, so a host's many AAAA never crowd out
 	 * its A records (or the reverse), whichever answer comes first. */
 	for (int i = 0; res->data[i] && taken < VR_MX_MAX_ADDRS / 2; i++) {
