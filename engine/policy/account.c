@@ -13,7 +13,7 @@
  * type or shape, and a missing id are errors, so a typo in the operator's
  * file never silently drops a setting. Strings go into the table's arena.
  * Checks that involve other lines (duplicate ids and addresses) are the
- * caller's.
+ * caller's. DKIM key files are loaded here, each freed with the table.
  */
 #include <limits.h>
 #include <stdarg.h>
@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vmrelay/dkim.h"
 #include "policy_impl.h"
 
 struct parse {
@@ -473,6 +474,33 @@ static int check_dkim_domains(struct parse *p)
 	return 0;
 }
 
+static void dkim_key_unload(void *key)
+{
+	vr_dkim_key_unload(key);
+}
+
+/* Key files are read last, once the line is otherwise right, and now rather
+ * than at the first delivery, so a bad one fails the load (a reload keeps
+ * the table in use). The table's arena frees each key with it. */
+static int load_dkim_keys(struct parse *p)
+{
+	const struct vr_account *a = p->a;
+	char err[PATH_MAX + 128];
+
+	for (unsigned i = 0; i < a->n_dkim; i++) {
+		for (unsigned j = 0; j < a->dkim[i].n_keys; j++) {
+			struct vr_dkim_key *key = &a->dkim[i].keys[j];
+			if (vr_dkim_key_load(key, err, sizeof(err)) < 0)
+				return bad(p, "'dkim'.\"%s\"[%u]: %s", a->dkim[i].name, j, err);
+			if (vr_policy_arena_on_free(p->line->arena, dkim_key_unload, key) < 0) {
+				vr_dkim_key_unload(key);
+				return bad(p, "out of memory");
+			}
+		}
+	}
+	return 0;
+}
+
 int vr_policy_account_parse(struct vr_policy_line *line, json_t *obj, struct vr_account *a)
 {
 	struct parse p = { line, a };
@@ -496,5 +524,7 @@ int vr_policy_account_parse(struct vr_policy_line *line, json_t *obj, struct vr_
 	}
 	if (a->id[0] == '\0')
 		return bad(&p, "'id' is missing");
-	return check_dkim_domains(&p);
+	if (check_dkim_domains(&p) < 0)
+		return -1;
+	return load_dkim_keys(&p);
 }

@@ -74,8 +74,27 @@ char *vr_policy_arena_strndup(struct vr_policy_arena *a, const char *s, size_t n
 	return d;
 }
 
+struct arena_cleanup {
+	struct arena_cleanup *next;
+	void (*fn)(void *);
+	void *arg;
+};
+
+int vr_policy_arena_on_free(struct vr_policy_arena *a, void (*fn)(void *), void *arg)
+{
+	struct arena_cleanup *c = vr_policy_arena_alloc(a, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	*c = (struct arena_cleanup){ .next = a->cleanups, .fn = fn, .arg = arg };
+	a->cleanups = c;
+	return 0;
+}
+
 void vr_policy_arena_free(struct vr_policy_arena *a)
 {
+	for (struct arena_cleanup *c = a->cleanups; c; c = c->next)
+		c->fn(c->arg);
 	for (struct arena_chunk *c = a->chunks, *next; c; c = next) {
 		next = c->next;
 		free(c);

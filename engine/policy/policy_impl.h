@@ -65,10 +65,15 @@ bool vr_policy_addrtab_lookup(const struct vr_policy_addrtab *t, const struct vr
 struct vr_policy_arena {
 	struct arena_chunk *chunks;
 	uint8_t *next, *end;
+	struct arena_cleanup *cleanups;
 };
 
 void *vr_policy_arena_alloc(struct vr_policy_arena *a, size_t n);
 char *vr_policy_arena_strndup(struct vr_policy_arena *a, const char *s, size_t n);
+/* Has fn(arg) called when the arena is freed: for what the table holds
+ * outside it (loaded DKIM keys), also on a load that fails half way.
+ * 0 or -ENOMEM. */
+int vr_policy_arena_on_free(struct vr_policy_arena *a, void (*fn)(void *), void *arg);
 void vr_policy_arena_free(struct vr_policy_arena *a);
 
 /*

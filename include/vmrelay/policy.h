@@ -74,7 +74,10 @@ struct vr_accounts;
  * "verified": false} for one pending its DNS check), "daily_quota" (default
  * default_daily_quota), "over_quota" ("defer" or "hold"), "auth_sha256" (64
  * hex digits), "unlimited" (true: exempt from the sending windows), "dkim" ({"domain": [{"selector", "algorithm", "key"}]}). An
- * unknown key or a value of the wrong type is an error.
+ * unknown key or a value of the wrong type is an error. Every DKIM key file
+ * is read here (vr_dkim_key_load()): a missing or unreadable file, a key of
+ * the wrong type for its algorithm or an RSA key under 1024 bits is an
+ * error naming the line and the file.
  */
 struct vr_accounts *vr_accounts_load(const char *path, uint32_t default_daily_quota,
 				     char *err, size_t errlen);

@@ -3,6 +3,9 @@
  * bad line with its line number), lookups by address, id and AUTH token,
  * a large file, and RCU publication under concurrent readers.
  *
+ * DKIM keys are made by setup() in the test's directory; test_dkim_keys
+ * covers every way a key file can fail the load.
+ *
  * The large-file test loads 100,000 accounts and prints how long that and
  * the lookups took; VR_TEST_ACCOUNTS=1000000 makes it a million.
  */
@@ -24,12 +27,15 @@
 #include <urcu.h>
 
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 
 #include "vmrelay/common.h"
 #include "vmrelay/policy.h"
 
 static char dir[] = "/tmp/vr_test_policy.XXXXXX";
 static char path[128];
+/* Key files: ed25519, RSA-2048, RSA-512 (too small). */
+static const char *const key_names[] = { "ed1.pem", "rsa1.pem", "rsa512.pem" };
 
 /* sha256("s3cret-token") */
 #define TOKEN "s3cret-token"
@@ -83,6 +89,7 @@ static const char *full_file(void)
 {
 	static char text[4096];
 
+	/* The keys are loaded, so they must exist: setup() makes them. */
 	snprintf(text, sizeof(text),
 		"# accounts for the unit test\n"
 		"\n"
@@ -92,17 +99,17 @@ static const char *full_file(void)
 		"\"daily_quota\":5000,\"over_quota\":\"hold\",\"unlimited\":true,"
 		"\"auth_sha256\":\"%s\","
 		"\"dkim\":{\"example.com\":[{\"selector\":\"ed1\",\"algorithm\":\"ed25519-sha256\","
-		"\"key\":\"/etc/vmrelay/keys/ed1.pem\"},{\"selector\":\"rsa1\","
-		"\"algorithm\":\"rsa-sha256\",\"key\":\"/etc/vmrelay/keys/rsa1.pem\"}],"
+		"\"key\":\"%s/ed1.pem\"},{\"selector\":\"rsa1\","
+		"\"algorithm\":\"rsa-sha256\",\"key\":\"%s/rsa1.pem\"}],"
 		"\"host1.example.com\":[{\"selector\":\"h\",\"algorithm\":\"rsa-sha256\","
-		"\"key\":\"/k/h.pem\"}]}}\n"
+		"\"key\":\"%s/rsa1.pem\"}]}}\n"
 		"   # indented comment\r\n"
 		"{\"id\":\"vps2\",\"ips\":[\"198.51.100.0/24\",\"2001:db8:9::1\"]}\r\n"
 		"{\"id\":\"vps3\",\"ips\":[\"198.51.100.77\",\"2001:db8:9::/48\",\"::ffff:192.0.2.1\","
 		"\"2001:db8:9:0:1::/80\"]}\n"
 		"{\"id\":\"token-only_1.x\",\"auth_sha256\":\"%s\",\"domains\":[]}\n"
 		"{\"id\":\"vps5\",\"ips\":[\"10.0.0.0/8\",\"0.0.0.0/0\"]}\n",
-		token_hex, token_hex);
+		token_hex, dir, dir, dir, token_hex);
 	return text;
 }
 
@@ -143,10 +150,16 @@ static void test_every_field(void **state)
 	assert_int_equal(a->dkim[0].n_keys, 2);
 	assert_string_equal(a->dkim[0].keys[0].selector, "ed1");
 	assert_int_equal(a->dkim[0].keys[0].alg, VR_DKIM_ED25519_SHA256);
-	assert_string_equal(a->dkim[0].keys[0].key, "/etc/vmrelay/keys/ed1.pem");
+	char key[256];
+	snprintf(key, sizeof(key), "%s/ed1.pem", dir);
+	assert_string_equal(a->dkim[0].keys[0].key, key);
 	assert_string_equal(a->dkim[0].keys[1].selector, "rsa1");
 	assert_int_equal(a->dkim[0].keys[1].alg, VR_DKIM_RSA_SHA256);
 	assert_string_equal(a->dkim[1].name, "host1.example.com");
+	/* Loaded: each key object holds its own EVP_PKEY. */
+	assert_true(EVP_PKEY_is_a(a->dkim[0].keys[0].pkey, "ED25519"));
+	assert_true(EVP_PKEY_is_a(a->dkim[0].keys[1].pkey, "RSA"));
+	assert_true(EVP_PKEY_is_a(a->dkim[1].keys[0].pkey, "RSA"));
 
 	/* Defaults. */
 	a = vr_accounts_by_id(t, "vps2");
@@ -333,6 +346,47 @@ static void test_bad_lines(void **state)
 		expect_error(cases[i].text, 10000, cases[i].err);
 }
 
+/* A key file that cannot be used fails the load, naming the line and
+ * the file; a good table loaded after a failed one, and a reload, leave
+ * nothing behind (ASan's leak check would say). */
+static void test_dkim_keys(void **state)
+{
+	static const struct { const char *alg, *file, *err; } cases[] = {
+		{ "ed25519-sha256", "missing.pem", "missing.pem: No such file or directory" },
+		{ "ed25519-sha256", "rsa1.pem", "rsa1.pem: a RSA key, but the algorithm wants ED25519" },
+		{ "rsa-sha256", "ed1.pem", "ed1.pem: a ED25519 key, but the algorithm wants RSA" },
+		{ "rsa-sha256", "rsa512.pem",
+		  "rsa512.pem: RSA key of 512 bits, at least 1024 needed (RFC 8301)" },
+		{ "rsa-sha256", "accounts.jsonl",
+		  "accounts.jsonl: not a PEM private key (or one with a passphrase)" },
+	};
+	char text[1024], want[512], err[1024];
+
+	for (size_t i = 0; i < VR_ARRAY_SIZE(cases); i++) {
+		/* Line 1 loads its key before line 2 fails. */
+		snprintf(text, sizeof(text),
+			 "{\"id\":\"a\",\"domains\":[\"a.example\"],\"dkim\":{\"a.example\":"
+			 "[{\"selector\":\"s\",\"algorithm\":\"ed25519-sha256\",\"key\":\"%s/ed1.pem\"}]}}\n"
+			 "{\"id\":\"x\",\"domains\":[\"x.example\"],\"dkim\":{\"x.example\":["
+			 "{\"selector\":\"ok\",\"algorithm\":\"ed25519-sha256\",\"key\":\"%s/ed1.pem\"},"
+			 "{\"selector\":\"s\",\"algorithm\":\"%s\",\"key\":\"%s/%s\"}]}}\n",
+			 dir, dir, cases[i].alg, dir, cases[i].file);
+		snprintf(want, sizeof(want), ":2: 'dkim'.\"x.example\"[1]: %s/%s", dir, cases[i].err);
+		expect_error(text, 10000, want);
+	}
+
+	write_file(full_file());
+	struct vr_accounts *t = vr_accounts_load(path, 1000, err, sizeof(err));
+	assert_non_null(t);
+	struct vr_accounts *t2 = vr_accounts_load(path, 1000, err, sizeof(err));
+	assert_non_null(t2);
+	/* Each table has keys of its own: freeing one leaves the other's. */
+	vr_accounts_free(t);
+	const struct vr_account *a = vr_accounts_by_id(t2, "vps1");
+	assert_int_equal(EVP_PKEY_get_bits(a->dkim[0].keys[1].pkey), 2048);
+	vr_accounts_free(t2);
+}
+
 static void test_bad_file(void **state)
 {
 	char err[512];
@@ -467,11 +521,28 @@ static void test_rcu_publish(void **state)
 	assert_null(vr_policy_current());
 }
 
+static int write_key(const char *name, EVP_PKEY *k)
+{
+	char file[256];
+
+	snprintf(file, sizeof(file), "%s/%s", dir, name);
+	FILE *f = fopen(file, "w");
+	int ok = f && k && PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL) == 1;
+	if (f)
+		fclose(f);
+	EVP_PKEY_free(k);
+	return ok ? 0 : -1;
+}
+
 static int setup(void **state)
 {
 	uint8_t md[32];
 
 	if (!mkdtemp(dir))
+		return -1;
+	if (write_key(key_names[0], EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")) < 0 ||
+	    write_key(key_names[1], EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048)) < 0 ||
+	    write_key(key_names[2], EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)512)) < 0)
 		return -1;
 	snprintf(path, sizeof(path), "%s/accounts.jsonl", dir);
 	EVP_Digest(TOKEN, strlen(TOKEN), md, NULL, EVP_sha256(), NULL);
@@ -482,6 +553,12 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+	char file[256];
+
+	for (size_t i = 0; i < VR_ARRAY_SIZE(key_names); i++) {
+		snprintf(file, sizeof(file), "%s/%s", dir, key_names[i]);
+		unlink(file);
+	}
 	unlink(path);
 	return rmdir(dir);
 }
@@ -493,6 +570,7 @@ int main(void)
 		cmocka_unit_test(test_lookup_addr),
 		cmocka_unit_test(test_token),
 		cmocka_unit_test(test_bad_lines),
+		cmocka_unit_test(test_dkim_keys),
 		cmocka_unit_test(test_bad_file),
 		cmocka_unit_test(test_large_file),
 		cmocka_unit_test(test_rcu_publish),
