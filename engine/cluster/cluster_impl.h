@@ -1,0 +1,114 @@
+/*
+ * cluster_impl.h - what the files of engine/cluster share, and what
+ * tests/unit/test_cluster.c reaches into:
+ *
+ *   cluster.c  the table of active VPSes, the workers' side, the thread
+ *   lease.c    arithmetic: block size from a VPS's rate, the fail-safe share
+ *   script.c   the Lua script that grants and settles leases, its keys, and
+ *              the parsing of its reply
+ *   redis.c    connections to Redis (AUTH, SCRIPT LOAD, MOVED and ASK)
+ */
+#ifndef VR_CLUSTER_IMPL_H
+#define VR_CLUSTER_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmrelay/cluster.h"
+
+/* --- lease.c --- */
+
+struct vr_cl_sizing {
+	uint32_t lease_min, lease_max;
+	uint32_t ttl_s;
+};
+
+/* Mails per second, smoothed: the old rate weighs in by how short the new
+ * sample is (half-life of about 5 s). */
+double vr_cl_rate_update(double rate, uint64_t taken, uint64_t dt_ms);
+/* Slots to hold for a VPS sending at rate: a lease's life of mail, within
+ * [lease_min, lease_max]. The block is topped up when it falls below half,
+ * so a busy VPS calls Redis about twice per ttl. */
+uint32_t vr_cl_lease_want(const struct vr_cl_sizing *sz, double rate);
+
+/* Fail-safe counts of one VPS on this node: calendar minute, hour, day. */
+struct vr_cl_failsafe {
+	int64_t at[VR_RL_NWINDOWS];   /* which minute / hour / day is counted */
+	uint32_t n[VR_RL_NWINDOWS];
+};
+
+/* Grants up to want slots from the share (percent of each limit, rounded
+ * down) left in the current calendar windows at now, and counts them. */
+uint32_t vr_cl_failsafe_grant(struct vr_cl_failsafe *fs, const uint32_t limit[VR_RL_NWINDOWS],
+			      uint32_t percent, int64_t now, uint32_t want);
+/* Slots granted by the share but not used go back to it (same windows only). */
+void vr_cl_failsafe_return(struct vr_cl_failsafe *fs, int64_t now, uint32_t n);
+
+/* --- script.c --- */
+
+extern const char vr_cl_script[];
+
+/* Arguments of one script call: what the node settles and what it asks. */
+struct vr_cl_call {
+	const char *node;
+	uint32_t want;                /* new slots wanted */
+	uint32_t lease_used;          /* slots of this node's lease now sent */
+	uint32_t extra_used;          /* mails sent outside any lease (fail-safe) */
+	uint32_t returned;            /* lease slots given back */
+	uint32_t limit[VR_RL_NWINDOWS];
+	uint32_t ttl_s;
+};
+
+/* The script's answer. */
+struct vr_cl_grant {
+	uint32_t granted;
+	uint32_t lease;               /* this node's lease in Redis now */
+	int64_t now;                  /* Redis's clock */
+	uint32_t used[VR_RL_NWINDOWS];  /* incl. every lease and this grant */
+	bool lease_known;             /* the node's lease was still in Redis */
+	int refused;                  /* 0, or 1 + the window that stopped the grant */
+	int64_t resets_at;            /* when that window frees a slot */
+};
+
+/* "<prefix>{<id>}:w" and ":l": the hash tag keeps a VPS on one slot. -1 if
+ * they do not fit. */
+int vr_cl_keys(const char *prefix, const char *id, char *w, char *l, size_t len);
+/* Builds the argument vector of an EVALSHA (argv strings in buf). Returns
+ * argc (14). */
+int vr_cl_argv(const struct vr_cl_call *call, const char *sha, const char *kw, const char *kl,
+	       char buf[][24], const char *argv[]);
+/* Reads the script's array reply (integers). 0 or -1 if malformed. */
+struct redisReply;
+int vr_cl_grant_parse(const struct redisReply *r, struct vr_cl_grant *g);
+
+/* --- redis.c --- */
+
+#define VR_CL_CONNS 8
+
+struct vr_cl_redis {
+	struct {
+		struct redisContext *ctx;
+		char addr[64];
+	} conn[VR_CL_CONNS];
+	char seed[300];
+	char password[256];           /* "" = no AUTH */
+	char sha[41];
+	uint32_t timeout_ms;
+	uint64_t ops, errors, redirects;
+};
+
+/* Connects (AUTH, SCRIPT LOAD) to where (host:port) if not yet. The connection's index,
+ * or -1 with err. */
+int vr_cl_redis_conn(struct vr_cl_redis *r, const char *where, char *err, size_t errlen);
+/*
+ * Runs the script for keys kw/kl on connection *ci, following MOVED (which
+ * updates *ci: the VPS lives there now) and ASK, and reloading the script
+ * after NOSCRIPT. 0 with *g filled; -1 with err (connection dropped).
+ */
+int vr_cl_redis_eval(struct vr_cl_redis *r, int *ci, const char *kw, const char *kl,
+		     const struct vr_cl_call *call, struct vr_cl_grant *g, char *err,
+		     size_t errlen);
+void vr_cl_redis_close(struct vr_cl_redis *r);
+
+#endif

@@ -1,0 +1,170 @@
+/*
+ * script.c - the Lua script that is the whole cluster protocol, its keys
+ * and its reply.
+ *
+ * Per VPS, two hashes under one hash tag (so Redis Cluster keeps them on
+ * one slot and the script may touch both):
+ *
+ *   <prefix>{<id>}:w   settled mails: s<second>, m<minute>, d<day> (UTC
+ *                      epoch numbers) -> count
+ *   <prefix>{<id>}:l   outstanding leases: <node> -> "<slots> <expiry>"
+ *
+ * One call settles what the node reports and grants what it asks, at
+ * Redis's clock (TIME), so the nodes agree on every boundary:
+ *
+ *   1. A lease past its expiry was not renewed (its node died): all its
+ *      slots are charged as sent at the expiry, a time no earlier than any
+ *      mail sent from it, and the lease is gone.
+ *   2. The caller's sent mails are charged now (again no earlier than they
+ *      were sent) and its lease shrinks by them and by what it returns.
+ *   3. used(window) = settled mails in the last 61 seconds / 61 minutes /
+ *      this day + every outstanding lease; the grant is what every window
+ *      still has, up to what was asked. So settled + outstanding never
+ *      exceeds a limit, and a mail is counted either inside a lease or at
+ *      a time at or after it was sent: no window ever held more.
+ *
+ * The caller's lease expiry moves to now + ttl on every call.
+ */
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+
+#include "cluster_impl.h"
+
+/* Both keys live two days: the day window, and a lease that no call has
+ * charged yet must not vanish before its day is over. */
+const char vr_cl_script[] =
+	"local W, L = KEYS[1], KEYS[2]\n"
+	"local node = ARGV[1]\n"
+	"local want, lused = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+	"local extra, ret = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+	"local lim = { tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]) }\n"
+	"local ttl = tonumber(ARGV[9])\n"
+	"local t = tonumber(redis.call('TIME')[1])\n"
+	"local function charge(at, n)\n"
+	"  if n <= 0 then return end\n"
+	"  redis.call('HINCRBY', W, 's' .. at, n)\n"
+	"  redis.call('HINCRBY', W, 'm' .. math.floor(at / 60), n)\n"
+	"  redis.call('HINCRBY', W, 'd' .. math.floor(at / 86400), n)\n"
+	"end\n"
+	"local others, mine = 0, nil\n"
+	"local ls = redis.call('HGETALL', L)\n"
+	"for i = 1, #ls, 2 do\n"
+	"  local k, exp = string.match(ls[i + 1], '^(%d+) (%d+)$')\n"
+	"  k, exp = tonumber(k), tonumber(exp)\n"
+	"  if exp <= t then\n"
+	"    charge(exp, k)\n"
+	"    redis.call('HDEL', L, ls[i])\n"
+	"  elseif ls[i] == node then\n"
+	"    mine = k\n"
+	"  else\n"
+	"    others = others + k\n"
+	"  end\n"
+	"end\n"
+	"local known = 0\n"
+	"if mine then\n"
+	"  known = 1\n"
+	"  charge(t, lused)\n"
+	"  mine = math.max(mine - lused - ret, 0)\n"
+	"end\n"
+	"charge(t, extra)\n"
+	"local f = {}\n"
+	"for s = t - 60, t do f[#f + 1] = 's' .. s end\n"
+	"local m0 = math.floor(t / 60)\n"
+	"for m = m0 - 60, m0 do f[#f + 1] = 'm' .. m end\n"
+	"local d0 = math.floor(t / 86400)\n"
+	"f[#f + 1] = 'd' .. d0\n"
+	"local v = redis.call('HMGET', W, unpack(f))\n"
+	"local held = others + (mine or 0)\n"
+	"local used = { held, held, held + (tonumber(v[123]) or 0) }\n"
+	"local first = { nil, nil }\n"
+	"for i = 1, 61 do\n"
+	"  local n = tonumber(v[i]) or 0\n"
+	"  used[1] = used[1] + n\n"
+	"  if n > 0 and not first[1] then first[1] = t - 61 + i end\n"
+	"  n = tonumber(v[61 + i]) or 0\n"
+	"  used[2] = used[2] + n\n"
+	"  if n > 0 and not first[2] then first[2] = m0 - 61 + i end\n"
+	"end\n"
+	"local grant, refused, resets = want, 0, 0\n"
+	"for w = 1, 3 do\n"
+	"  local free = math.max(lim[w] - used[w], 0)\n"
+	"  if free < grant then grant, refused = free, w end\n"
+	"end\n"
+	"if refused == 1 then resets = first[1] and first[1] + 61 or t + ttl\n"
+	"elseif refused == 2 then resets = first[2] and (first[2] + 61) * 60 or t + ttl\n"
+	"elseif refused == 3 then resets = (d0 + 1) * 86400 end\n"
+	"local k = (mine or 0) + grant\n"
+	"if k > 0 then\n"
+	"  redis.call('HSET', L, node, k .. ' ' .. (t + ttl))\n"
+	"else\n"
+	"  redis.call('HDEL', L, node)\n"
+	"end\n"
+	"if redis.call('HLEN', W) > 140 then\n"
+	"  for _, key in ipairs(redis.call('HKEYS', W)) do\n"
+	"    local kind, n = string.sub(key, 1, 1), tonumber(string.sub(key, 2))\n"
+	"    if (kind == 's' and n < t - 60) or (kind == 'm' and n < m0 - 60)\n"
+	"       or (kind == 'd' and n < d0) then redis.call('HDEL', W, key) end\n"
+	"  end\n"
+	"end\n"
+	"redis.call('EXPIRE', W, 172800)\n"
+	"redis.call('EXPIRE', L, 172800)\n"
+	"return { grant, k, t, used[1] + grant, used[2] + grant, used[3] + grant, known,\n"
+	"         refused, resets }\n";
+
+int vr_cl_keys(const char *prefix, const char *id, char *w, char *l, size_t len)
+{
+	int n = snprintf(w, len, "%s{%s}:w", prefix, id);
+
+	if (n < 0 || (size_t)n >= len)
+		return -1;
+	snprintf(l, len, "%s{%s}:l", prefix, id);
+	return 0;
+}
+
+int vr_cl_argv(const struct vr_cl_call *call, const char *sha, const char *kw, const char *kl,
+	       char buf[][24], const char *argv[])
+{
+	const uint32_t nums[] = {
+		call->want, call->lease_used, call->extra_used, call->returned,
+		call->limit[VR_RL_MINUTE], call->limit[VR_RL_HOUR], call->limit[VR_RL_DAY],
+		call->ttl_s,
+	};
+	int argc = 0;
+
+	argv[argc++] = "EVALSHA";
+	argv[argc++] = sha;
+	argv[argc++] = "2";
+	argv[argc++] = kw;
+	argv[argc++] = kl;
+	argv[argc++] = call->node;
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+		snprintf(buf[i], 24, "%u", nums[i]);
+		argv[argc++] = buf[i];
+	}
+	return argc;
+}
+
+int vr_cl_grant_parse(const struct redisReply *r, struct vr_cl_grant *g)
+{
+	long long v[9];
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 9)
+		return -1;
+	for (size_t i = 0; i < 9; i++) {
+		if (r->element[i]->type != REDIS_REPLY_INTEGER || r->element[i]->integer < 0)
+			return -1;
+		v[i] = r->element[i]->integer;
+	}
+	if (v[0] > UINT32_MAX || v[1] > UINT32_MAX || v[7] > VR_RL_NWINDOWS)
+		return -1;
+	*g = (struct vr_cl_grant){
+		.granted = (uint32_t)v[0],
+		.lease = (uint32_t)v[1],
+		.now = v[2],
+		.used = { (uint32_t)v[3], (uint32_t)v[4], (uint32_t)v[5] },
+		.lease_known = v[6] != 0,
+		.refused = (int)v[7],
+		.resets_at = v[8],
+	};
+	return 0;
+}
