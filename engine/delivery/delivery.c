@@ -1,0 +1,201 @@
+/*
+ * delivery.c - the delivery workers' lifecycle: the queue read back from the
+ * spool at start, the commit hook that brings new mail in, the threads'
+ * start and drained stop, and the counters.
+ *
+ * A message goes to thread (hash of its queue ID) % workers, at start and
+ * when committed alike, so it stays with one thread whatever its
+ * destinations and the thread needs no lock for it.
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmrelay/clock.h"
+#include "vmrelay/crc32c.h"
+#include "vmrelay/log.h"
+#include "worker.h"
+
+static struct dworker *owner(struct vr_delivery *d, const char *qid)
+{
+	return &d->w[vr_crc32c(0, qid, strlen(qid)) % d->n];
+}
+
+/* --- mail in --- */
+
+/* A committer made m durable: to its thread's inbox. Wait-free for the
+ * committer, no lock for the thread; a message we cannot copy now is
+ * found again at the next start. */
+static void on_commit(const struct vr_spool_msg *m, void *arg)
+{
+	struct vr_delivery *d = arg;
+	struct dq_msg *dm = dq_msg_new(m, NULL);
+
+	if (!dm) {
+		vr_log_err("event=queue_failed qid=%s error=\"out of memory\"", m->qid);
+		return;
+	}
+	struct dworker *w = owner(d, m->qid);
+	cds_wfcq_node_init(&dm->node);
+	/* The enqueue is a full barrier: the thread sees all of dm. */
+	cds_wfcq_enqueue(&w->inbox_head, &w->inbox_tail, &dm->node);
+	dw_wake(w);
+}
+
+struct load {
+	struct vr_delivery *d;
+	uint64_t now, messages, recipients, held;
+};
+
+static int load_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *st, void *arg)
+{
+	struct load *ld = arg;
+
+	if (st->deleted || !st->pending)
+		return 0;
+	struct dq_msg *dm = dq_msg_new(m, st);
+	if (!dm || dq_msg_add(&owner(ld->d, m->qid)->q, dm, ld->now) < 0)
+		return -ENOMEM;
+	ld->messages++;
+	ld->recipients += st->pending;
+	ld->held += st->held;
+	return 0;
+}
+
+/* --- lifecycle --- */
+
+static int smarthost_parse(struct vr_delivery *d, char *err, size_t errlen)
+{
+	char host[300];
+	const char *hp = d->cfg->smarthost;
+	const char *colon = strrchr(hp, ':');
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+	struct addrinfo *ai;
+
+	if (!colon || (size_t)(colon - hp) >= sizeof(host)) {
+		snprintf(err, errlen, "[delivery] smarthost '%s': not host:port", hp);
+		return -EINVAL;
+	}
+	/* "[v6]:port" or "host:port" */
+	bool br = hp[0] == '[' && colon > hp && colon[-1] == ']';
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - hp) - (br ? 2 : 0), hp + br);
+	int rc = getaddrinfo(host, colon + 1, &hints, &ai);
+	if (rc != 0) {
+		snprintf(err, errlen, "[delivery] smarthost '%s': %s", hp, gai_strerror(rc));
+		return -EINVAL;
+	}
+	memcpy(&d->smarthost, ai->ai_addr, ai->ai_addrlen);
+	freeaddrinfo(ai);
+	return 0;
+}
+
+struct vr_delivery *vr_delivery_new(const struct vr_delivery_conf *conf, char *err,
+				    size_t errlen)
+{
+	const struct vr_config *cfg = conf->cfg;
+	struct vr_delivery *d = calloc(1, sizeof(*d));
+	int rc = 0;
+
+	if (!d) {
+		snprintf(err, errlen, "delivery: out of memory");
+		return NULL;
+	}
+	d->cfg = cfg;
+	d->spool = conf->spool;
+	d->tls = conf->tls;
+	d->n = cfg->delivery_workers;
+	d->w = aligned_alloc(VR_CACHE_LINE, d->n * sizeof(*d->w));
+	if (!d->w) {
+		free(d);
+		snprintf(err, errlen, "delivery: out of memory");
+		return NULL;
+	}
+	memset(d->w, 0, d->n * sizeof(*d->w));
+	if (cfg->smarthost[0])
+		rc = smarthost_parse(d, err, errlen);
+	for (unsigned i = 0; rc == 0 && i < d->n; i++) {
+		d->w[i].spool_worker = conf->spool_worker + i;
+		rc = dw_init(&d->w[i], d, i, err, errlen);
+	}
+	struct load ld = { .d = d, .now = vr_clock_wall_us() };
+	if (rc == 0 && (rc = vr_spool_queue_scan(cfg->spool_dir, load_one, &ld)) < 0)
+		snprintf(err, errlen, "spool %s: reading the queue: %s", cfg->spool_dir,
+			 strerror(-rc));
+	if (rc < 0) {
+		for (unsigned i = 0; i < d->n; i++)
+			if (d->w[i].d)
+				dw_fini(&d->w[i]);
+		free(d->w);
+		free(d);
+		return NULL;
+	}
+	vr_log_info("event=queue_loaded messages=%llu recipients=%llu held=%llu workers=%u "
+		    "route=%s", (unsigned long long)ld.messages, (unsigned long long)ld.recipients,
+		    (unsigned long long)ld.held, d->n, cfg->smarthost[0] ? cfg->smarthost : "mx");
+	vr_spool_on_commit(d->spool, on_commit, d);
+	return d;
+}
+
+int vr_delivery_start(struct vr_delivery *d)
+{
+	char name[16];
+
+	for (unsigned i = 0; i < d->n; i++) {
+		int rc = pthread_create(&d->w[i].thread, NULL, dw_main, &d->w[i]);
+		if (rc != 0) {
+			/* All or none: stop the ones started. */
+			d->started = i;
+			d->running = true;
+			vr_delivery_stop(d, 0);
+			return -rc;
+		}
+		snprintf(name, sizeof(name), "vr-deliver-%u", i % 1000);
+		pthread_setname_np(d->w[i].thread, name);
+	}
+	d->started = d->n;
+	d->running = true;
+	return 0;
+}
+
+void vr_delivery_stop(struct vr_delivery *d, unsigned drain_ms)
+{
+	if (!d || !d->running)
+		return;
+	d->drain_ms = drain_ms;
+	/* Release: the threads' acquire load sees drain_ms. */
+	__atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < d->started; i++)
+		dw_wake(&d->w[i]);
+	for (unsigned i = 0; i < d->started; i++)
+		pthread_join(d->w[i].thread, NULL);
+	d->started = 0;
+	d->running = false;
+}
+
+void vr_delivery_free(struct vr_delivery *d)
+{
+	if (!d)
+		return;
+	vr_delivery_stop(d, 0);
+	for (unsigned i = 0; i < d->n; i++)
+		dw_fini(&d->w[i]);
+	free(d->w);
+	free(d);
+}
+
+void vr_delivery_stats(const struct vr_delivery *d, struct vr_delivery_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	for (unsigned i = 0; i < d->n; i++) {
+		const struct vr_delivery_stats *s = &d->w[i].stats;
+		st->queued += __atomic_load_n(&s->queued, __ATOMIC_RELAXED);
+		st->sent += __atomic_load_n(&s->sent, __ATOMIC_RELAXED);
+		st->deferred += __atomic_load_n(&s->deferred, __ATOMIC_RELAXED);
+		st->bounced += __atomic_load_n(&s->bounced, __ATOMIC_RELAXED);
+		st->dsns += __atomic_load_n(&s->dsns, __ATOMIC_RELAXED);
+		st->in_flight += __atomic_load_n(&s->in_flight, __ATOMIC_RELAXED);
+		st->connections += __atomic_load_n(&s->connections, __ATOMIC_RELAXED);
+	}
+}

@@ -1,0 +1,86 @@
+/*
+ * delivery.h - the delivery workers: committed mail leaves the relay.
+ *
+ * [delivery] workers threads, each with an epoll loop of its own (kernel
+ * sockets): the resolver's fd, the outbound SMTP connections (smtpc.h), an
+ * eventfd for new mail and a timer heap of retries. A message belongs to one
+ * thread for its whole life (chosen by its queue ID), so its state needs no
+ * lock; its recipients are grouped by destination (the smarthost, or the
+ * recipient domain and its MX set), and each destination serves the VPSes
+ * that have mail for it in turn, so one VPS cannot starve the rest.
+ *
+ * Mail arrives two ways: at start, what the spool holds and its state logs
+ * say is not finished (vr_spool_queue_scan); while running, every message a
+ * committer makes durable (vr_spool_on_commit), pushed wait-free to its
+ * thread. Every outcome is a spool state record (spool.h), made durable
+ * before the thread acts on it further, so a restart resumes where it
+ * stopped: a recipient is delivered again only if its attempt was in flight.
+ *
+ * Retries: 4xx replies and failed connections defer with exponential
+ * backoff from retry_first_s, doubling to retry_max_s; 5xx bounces; a
+ * message older than max_age_s expires. Bounces and expiries send one RFC
+ * 3464 DSN per message and event to the envelope sender (never to <>),
+ * itself a message in the spool, from <>, delivered the same way.
+ *
+ * Threads: vr_delivery_new/start/stop/free from the main thread; the commit
+ * hook from the committers; vr_delivery_stats from any thread.
+ */
+#ifndef VR_DELIVERY_H
+#define VR_DELIVERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmrelay/config.h"
+#include "vmrelay/spool.h"
+#include "vmrelay/tls.h"
+
+struct vr_delivery;
+
+struct vr_delivery_conf {
+	const struct vr_config *cfg;  /* hostname, spool_dir, [delivery]; outlives us */
+	struct vr_spool *spool;       /* opened, not started yet (the hook is set here) */
+	/* The delivery threads submit their DSNs as spool workers
+	 * spool_worker .. spool_worker + [delivery] workers - 1: the spool
+	 * must have been opened with that many more workers than the SMTP
+	 * side uses. */
+	unsigned spool_worker;
+	struct vr_tls_ctx *tls;       /* client context for STARTTLS; NULL: never */
+};
+
+/*
+ * Reads the queue (every unfinished message in the spool, with its state)
+ * and sets the spool's commit hook. Starts no thread. NULL + err on failure.
+ */
+struct vr_delivery *vr_delivery_new(const struct vr_delivery_conf *conf, char *err,
+				    size_t errlen);
+/* Starts the threads, all or none. 0 or -errno. */
+int vr_delivery_start(struct vr_delivery *d);
+/*
+ * Stops taking new work, lets attempts in flight finish (at most
+ * drain_ms, then drops them: they are tried again after a restart), makes
+ * every state record durable, joins the threads. Mail committed after this
+ * waits in memory until vr_delivery_free() and in the spool for the next
+ * start.
+ */
+void vr_delivery_stop(struct vr_delivery *d, unsigned drain_ms);
+/* After vr_delivery_stop() and after the spool stopped committing. */
+void vr_delivery_free(struct vr_delivery *d);
+
+struct vr_delivery_stats {
+	uint64_t queued;              /* messages held in memory, waiting or in flight */
+	uint64_t sent;                /* recipients delivered */
+	uint64_t deferred;            /* recipient attempts deferred */
+	uint64_t bounced;             /* recipients bounced or expired */
+	uint64_t dsns;                /* DSNs committed to the spool */
+	uint64_t in_flight;           /* messages being handed over now */
+	uint64_t connections;         /* outbound connections open now */
+};
+/* Sums the threads' counters (each read alone: two may be a moment apart). */
+void vr_delivery_stats(const struct vr_delivery *d, struct vr_delivery_stats *st);
+
+/* Seconds to wait after the attempts-th failed attempt (1, 2, ...): first_s,
+ * doubling, at most max_s. */
+uint64_t vr_delivery_backoff_s(unsigned attempts, unsigned first_s, unsigned max_s);
+
+#endif
