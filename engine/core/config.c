@@ -99,6 +99,14 @@ static const struct key keys[] = {
 	NUM("delivery", "max_age_s", max_age_s, 1, SECONDS_MAX),
 
 	STR("cluster", "redis", redis, parse_hostport),
+	STR("cluster", "key_prefix", cluster_prefix, parse_str),
+	STR("cluster", "node", cluster_node, parse_str),
+	STR("cluster", "password_file", cluster_password_file, parse_path),
+	NUM("cluster", "lease_min", cluster_lease_min, 1, 1000000),
+	NUM("cluster", "lease_max", cluster_lease_max, 1, 1000000),
+	NUM("cluster", "lease_ttl_s", cluster_lease_ttl_s, 2, 3600),
+	NUM("cluster", "timeout_ms", cluster_timeout_ms, 1, 60000),
+	NUM("cluster", "failsafe_percent", cluster_failsafe_percent, 0, 100),
 
 	STR("dns", "spf_name", dns_spf_name, parse_hostname),
 	STR("dns", "key_zone", dns_key_zone, parse_hostname),
@@ -167,6 +175,12 @@ void vr_config_defaults(struct vr_config *cfg)
 	cfg->retry_max_s = 4000;
 	cfg->max_age_s = 5 * 86400;
 	cfg->dns_timeout_ms = 30000;
+	strcpy(cfg->cluster_prefix, "vmrelay:");
+	cfg->cluster_lease_min = 1;
+	cfg->cluster_lease_max = 64;
+	cfg->cluster_lease_ttl_s = 30;
+	cfg->cluster_timeout_ms = 200;
+	cfg->cluster_failsafe_percent = 10;
 }
 
 /* --- value parsers: each writes its field or explains in err --- */
@@ -679,6 +693,12 @@ static void check_all(struct load *ld)
 		const char *given = c->tls_cert[0] ? "cert" : "key";
 		fail(ld, seen_line(ld, "tls", given), "[tls] has %s but not %s", given,
 		     c->tls_cert[0] ? "key" : "cert");
+	}
+	if (c->cluster_lease_max < c->cluster_lease_min) {
+		unsigned l = seen_line(ld, "cluster", "lease_max");
+		fail(ld, l ? l : seen_line(ld, "cluster", "lease_min"),
+		     "lease_max %u is below lease_min %u in [cluster]", c->cluster_lease_max,
+		     c->cluster_lease_min);
 	}
 	if (c->retry_max_s < c->retry_first_s) {
 		unsigned l = seen_line(ld, "delivery", "retry_max_s");

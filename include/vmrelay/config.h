@@ -80,8 +80,15 @@ struct vr_config {
 	unsigned dns_timeout_ms;      /* per DNS query; default 30000 */
 	unsigned retry_first_s, retry_max_s, max_age_s;
 
-	/* [cluster] */
-	char redis[300];
+	/* [cluster]: quota leases on Redis (vmrelay/cluster.h); off without redis */
+	char redis[300];              /* host:port, "" = not clustered */
+	char cluster_prefix[64];      /* key_prefix; default "vmrelay:" */
+	char cluster_node[128];       /* node: this node's lease name; "" = host-pid */
+	char cluster_password_file[PATH_MAX];   /* AUTH password, first line */
+	unsigned cluster_lease_min, cluster_lease_max;  /* slots per block; 1, 64 */
+	unsigned cluster_lease_ttl_s;               /* default 30 */
+	unsigned cluster_timeout_ms;                /* connect and reply; default 200 */
+	unsigned cluster_failsafe_percent;          /* per node with Redis away; 10 */
 
 	/* [dns]: the DNS wizard (dns-records, dns-check) */
 	char dns_spf_name[256];       /* customers' SPF says include:<this> */
