@@ -13,7 +13,9 @@
  *           ends any other way (released). With no slot: 451 4.7.1 saying
  *           which window, its count and when a slot frees; or, for an
  *           account with over_quota = hold, the transaction is accepted and
- *           held for the operator.
+ *           held for the operator. Clustered (vmrelay/cluster.h), the
+ *           recipient also takes a slot of this node's block of the VPS's
+ *           cluster-wide allowance, after the local windows agreed.
  *   header  once the header section has passed (msg.c feeds hdr.c), every
  *           address of the one From field has a domain the account may
  *           use; the verdict is given as the reply to the message.
@@ -26,6 +28,7 @@
 #include <urcu.h>
 
 #include "vmrelay/clock.h"
+#include "vmrelay/cluster.h"
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"
 #include "vmrelay/ratelimit.h"
@@ -85,6 +88,7 @@ static int access_mail(struct vr_session *s, const struct vr_smtp_envcmd *cmd)
 	const struct vr_accounts *t;
 	enum vr_may_send v = VR_SEND_OK;
 	char id[VR_ACCOUNT_ID_MAX];
+	uint32_t daily = 0;
 
 	rcu_read_lock();
 	t = vr_policy_current();
@@ -95,6 +99,7 @@ static int access_mail(struct vr_session *s, const struct vr_smtp_envcmd *cmd)
 		memcpy(id, acct->id, sizeof(id));
 		s->hold_over_quota = acct->over_quota == VR_OVER_QUOTA_HOLD;
 		s->unlimited = acct->unlimited;
+		daily = acct->daily_quota;
 		/* the null sender (a bounce from the VPS) names no domain */
 		if (cmd->addr_len)
 			v = vr_account_may_send(acct, (const char *)cmd->domain, cmd->domain_len);
@@ -112,10 +117,23 @@ static int access_mail(struct vr_session *s, const struct vr_smtp_envcmd *cmd)
 		return -1;
 	}
 	memcpy(s->account, id, sizeof(s->account));
+	/* RCPTs follow: have this node's cluster block ready by then */
+	if (s->srv->cluster && !s->unlimited)
+		vr_cluster_touch(s->srv->cluster, id, daily);
 	return 0;
 }
 
 /* --- RCPT --- */
+
+/* A held message is not sent, so it takes no slot: what this transaction
+ * reserved goes back now, and nothing more is. */
+static int access_hold(struct vr_session *s)
+{
+	vr_smtp_quota_end(s, false);
+	s->held = true;
+	vr_log_info("event=hold client=%s account=%s", s->client, s->account);
+	return 0;
+}
 
 /* A window of the account is full: defer the recipient, or hold the
  * message if the account says so. */
@@ -123,15 +141,28 @@ static int access_over_quota(struct vr_session *s, const struct vr_rl_verdict *v
 {
 	char why[VR_SMTP_DENY_TEXT];
 
-	if (s->hold_over_quota) {
-		/* A held message is not sent, so it takes no slot: what this
-		 * transaction reserved goes back now, and nothing more is. */
-		vr_smtp_quota_end(s, false);
-		s->held = true;
-		vr_log_info("event=hold client=%s account=%s", s->client, s->account);
-		return 0;
-	}
+	if (s->hold_over_quota)
+		return access_hold(s);
 	vr_rl_explain(s->srv->rl, v, now, why, sizeof(why));
+	vr_smtp_reply(s, VR_R_QUOTA, why);
+	return -1;
+}
+
+/* The local windows granted ticket; now the cluster-wide allowance. A
+ * block not here yet is a 451 that says so, never a hold: only a spent
+ * allowance is over quota. */
+static int access_cluster(struct vr_session *s, const struct vr_rl_ticket *ticket, int64_t now)
+{
+	struct vr_cluster_verdict cv;
+	char why[VR_SMTP_DENY_TEXT];
+	int rc = vr_cluster_take(s->srv->cluster, s->account, 1, &cv);
+
+	if (rc == 0)
+		return 0;
+	vr_rl_release(s->srv->rl, s->account, ticket);
+	if (rc == -EDQUOT && s->hold_over_quota)
+		return access_hold(s);
+	vr_cluster_explain(&cv, s->account, now, why, sizeof(why));
 	vr_smtp_reply(s, VR_R_QUOTA, why);
 	return -1;
 }
@@ -159,6 +190,10 @@ static int access_rcpt(struct vr_session *s)
 		vr_smtp_reply(s, VR_R_QUOTA_UNKNOWN, s->account);
 		return -1;
 	}
+	if (s->srv->cluster && (rc = access_cluster(s, &ticket, now)) != 0)
+		return rc;
+	if (s->held)
+		return 0;
 	/* one per recipient, and RCPT stops at max_recipients < slots */
 	s->tickets[s->n_tickets++] = ticket;
 	return 0;
@@ -171,6 +206,13 @@ void vr_smtp_quota_end(struct vr_session *s, bool sent)
 			vr_rl_confirm(s->srv->rl, s->account, &s->tickets[i]);
 		else
 			vr_rl_release(s->srv->rl, s->account, &s->tickets[i]);
+	}
+	/* every ticket also holds one cluster slot (access_cluster) */
+	if (s->srv->cluster && s->n_tickets) {
+		if (sent)
+			vr_cluster_confirm(s->srv->cluster, s->account, s->n_tickets);
+		else
+			vr_cluster_release(s->srv->cluster, s->account, s->n_tickets);
 	}
 	s->n_tickets = 0;
 }

@@ -52,12 +52,14 @@ struct vr_smtp_stats {
 };
 
 struct vr_rl;
+struct vr_cluster;
 
 struct vr_smtpd {
 	const struct vr_config *cfg;
 	struct vr_tls_ctx *tls;       /* NULL: no STARTTLS, no implicit TLS */
 	struct vr_spool *spool;
 	struct vr_rl *rl;             /* the sending windows; NULL: no limits (unit tests) */
+	struct vr_cluster *cluster;   /* cluster-wide quotas; NULL: this node alone */
 	struct vr_smtp_stats *stats;  /* one per worker, indexed by worker */
 	unsigned n_workers;
 };
