@@ -24,6 +24,7 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 
+#include "vmrelay/clock.h"
 #include "vmrelay/log.h"
 #include "dpdk_impl.h"
 
@@ -33,6 +34,10 @@
 #define MBUF_CACHE    256
 #define RETA_DEFAULT  128              /* a port without RSS: any size works */
 #define NET_PKTS      8192             /* stack packet descriptors per worker */
+#define TCP_CONNS_MAX (1u << 20)
+/* An SMTP client sends little but DATA, and the session takes it at once:
+ * a small window is enough, and 10000 connections fit in 500 MiB. */
+#define TCP_RCVBUF    (32u << 10)
 
 /* The key most NICs ship with (Microsoft's RSS verification suite). */
 static const uint8_t rss_key_default[DPDK_RSS_KEY] = {
@@ -242,7 +247,19 @@ static int worker_setup(struct vr_dpdk *d, struct dpdk_worker *w, char *err, siz
 		snprintf(err, errlen, "[dpdk] ip %s: %s", d->cfg->dpdk_ip, why);
 		return -1;
 	}
-	return 0;
+	/* Room past max_connections for the finished ones still closing. */
+	struct vr_tcp_conf tc = {
+		.max_conns = VR_MIN(d->cfg->max_connections + d->cfg->max_connections / 4 + 16,
+				    TCP_CONNS_MAX),
+		.rcvbuf = TCP_RCVBUF,
+	};
+	w->tcp = vr_tcp_new(w->net, &tc, vr_clock_ms(), why, sizeof(why));
+	if (!w->tcp) {
+		snprintf(err, errlen, "worker %u: %s", w->id, why);
+		return -1;
+	}
+	w->stack = vr_iostack_new(d->srv, d->sh, w->id, w->tcp, err, errlen);
+	return w->stack ? 0 : -1;
 }
 
 struct vr_dpdk *vr_dpdk_new(struct vr_smtpd *srv, char *err, size_t errlen)
@@ -263,6 +280,7 @@ struct vr_dpdk *vr_dpdk_new(struct vr_smtpd *srv, char *err, size_t errlen)
 		goto fail;
 	}
 	if (parse_addresses(d, err, errlen) < 0 || check_listen(d, err, errlen) < 0 ||
+	    !(d->sh = vr_iostack_shared_new(d->cfg, d->n_workers, err, errlen)) ||
 	    port_setup(d, err, errlen) < 0)
 		goto fail;
 	unsigned lcore, id = 0;
@@ -326,6 +344,8 @@ void vr_dpdk_free(struct vr_dpdk *d)
 		while (w->inbox && rte_ring_dequeue(w->inbox, (void **)&m) == 0)
 			rte_pktmbuf_free(m);
 		rte_ring_free(w->inbox);
+		vr_iostack_free(w->stack);
+		vr_tcp_free(w->tcp);
 		vr_net_free(w->net);
 	}
 	if (d->port_started) {
@@ -333,6 +353,7 @@ void vr_dpdk_free(struct vr_dpdk *d)
 		rte_eth_dev_close(d->port);
 	}
 	rte_mempool_free(d->mp);
+	vr_iostack_shared_free(d->sh);
 	rte_free(d->w);
 	free(d);
 }

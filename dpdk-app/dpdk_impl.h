@@ -18,8 +18,10 @@
 #include <rte_ring.h>
 
 #include "vmrelay/config.h"
+#include "vmrelay/iostack.h"
 #include "vmrelay/net.h"
 #include "vmrelay/smtp.h"
+#include "vmrelay/tcp.h"
 #include "dpdk.h"
 
 #define DPDK_BURST     VR_NET_BURST
@@ -44,6 +46,8 @@ struct dpdk_worker {
 	unsigned id;                 /* = queue = the spool's worker index */
 	unsigned lcore;
 	struct vr_net *net;
+	struct vr_tcp *tcp;
+	struct vr_iostack *stack;    /* SMTP over tcp */
 	struct rte_ring *inbox;
 	struct rte_mbuf *tx[DPDK_TX_MAX];
 	unsigned ntx;
@@ -66,6 +70,7 @@ struct vr_dpdk {
 	uint8_t rss_key[DPDK_RSS_KEY];
 	unsigned n_workers;
 	struct rte_mempool *mp;
+	struct vr_iostack_shared *sh;/* per-client connection counts, all workers */
 	atomic_bool stop;            /* set by vr_dpdk_stop; workers poll it */
 	struct dpdk_worker *w;
 };
