@@ -82,6 +82,7 @@ struct vr_tcp_conn {
 	unsigned ts_ok : 1, sack_ok : 1, ws_ok : 1;
 	unsigned fin_queued : 1;     /* shutdown: FIN after the data */
 	unsigned fin_sent : 1;       /* our FIN has a sequence number (snd_max covers it) */
+	unsigned fin_acked : 1;
 	unsigned fin_rcvd : 1;       /* the peer's FIN is in sequence */
 	unsigned fin_ooo : 1;        /* the peer's FIN arrived ahead of a hole, at fin_seq */
 	unsigned peer_closed_due : 1, readable_due : 1, writable_due : 1, established_due : 1;

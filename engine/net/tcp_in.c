@@ -204,6 +204,7 @@ static void ack_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t n
 			c->writable_due = 1;
 		}
 		if (fin_acked) {
+			c->fin_acked = 1;
 			if (c->state == TCP_FIN_WAIT_1) {
 				c->state = TCP_FIN_WAIT_2;
 				if (!c->owned)

@@ -324,7 +324,8 @@ static int send_data(struct vr_tcp_conn *c, uint64_t now)
 	uint32_t data_end = c->snd_una + c->slen;
 	int sent = 0;
 
-	while (seq_lt(c->snd_nxt, data_end) || (c->fin_queued && c->snd_nxt == data_end)) {
+	while (seq_lt(c->snd_nxt, data_end) ||
+	       (c->fin_queued && !c->fin_acked && c->snd_nxt == data_end)) {
 		uint32_t avail = data_end - c->snd_nxt;
 		uint32_t wnd = VR_MIN(c->snd_wnd, c->cwnd);
 		uint32_t used = c->snd_nxt - c->snd_una;
