@@ -21,7 +21,7 @@
 #include <rte_ip.h>
 #include <rte_lcore.h>
 #include <rte_thash.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "vmrelay/clock.h"
 #include "vmrelay/log.h"
@@ -237,6 +237,9 @@ int vr_dpdk_worker_main(void *arg)
 	vr_log_info("event=worker_start worker=%u lcore=%u", w->id, w->lcore);
 	/* Acquire pairs with vr_dpdk_stop's release; a round late is fine. */
 	while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
+		/* DESIGN: a quiescent state once per loop (QSBR); no table
+		 * pointer is held from one round to the next. */
+		rcu_quiescent_state();
 		uint64_t now = vr_clock_ms();
 		unsigned work = rx_port(w, now) + rx_inbox(w, now);
 		vr_net_poll(w->net, now);

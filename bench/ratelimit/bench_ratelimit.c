@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "vmrelay/common.h"
 #include "vmrelay/policy.h"
@@ -293,6 +293,8 @@ static void *worker_main(void *p)
 		for (int k = 0; k < 256; k++)
 			w->granted += op_reserve_confirm(r->kind, ids[xorshift(&rng) % pool], now);
 		w->ops += 256;
+		/* A worker's loop iteration (DESIGN: one quiescent state each). */
+		rcu_quiescent_state();
 	}
 	w->secs = since(&r->start);
 	w->cpu = thread_cpu() - w->cpu;
@@ -321,7 +323,9 @@ static void *writer_main(void *p)
 			next.tv_nsec -= 1000000000L;
 			next.tv_sec++;
 		}
+		rcu_thread_offline();
 		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+		rcu_thread_online();
 	}
 	w->secs = since(&r->start);
 	rcu_unregister_thread();
@@ -349,10 +353,12 @@ static double run(enum map_kind kind, unsigned n, unsigned round)
 		;
 	clock_gettime(CLOCK_MONOTONIC, &r.start);
 	atomic_fetch_add(&r.ready, 1);
+	rcu_thread_offline();
 	sleep(opt.seconds);
 	atomic_store(&r.stop, 1);
 	for (unsigned i = 0; i <= n; i++)
 		pthread_join(w[i].th, NULL);
+	rcu_thread_online();
 	for (unsigned i = 0; i < n; i++) {
 		ops += w[i].ops;
 		granted += w[i].granted;

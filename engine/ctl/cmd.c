@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "ctl_impl.h"
 #include "vmrelay/log.h"
@@ -143,6 +143,15 @@ static int id_of_addr(const char *text, char *id, size_t idlen, char *err, size_
 	return 1;
 }
 
+/* The windows' writer lock, taken offline (QSBR): its holder may be in a
+ * reload waiting for a grace period, which would wait for us. */
+static void writer_lock(struct vr_ctl *c)
+{
+	rcu_thread_offline();
+	pthread_mutex_lock(c->ops.writer);
+	rcu_thread_online();
+}
+
 /* Whether id is a current account, and whether it is exempt from the windows. */
 static int account_known(const char *id, bool *unlimited, char *err, size_t errlen)
 {
@@ -226,7 +235,7 @@ static int cmd_quota_set(struct vr_ctl *c, const char *const *argv, json_t *repl
 	}
 	if (account_known(argv[0], &unlimited, err, errlen) < 0)
 		return -1;
-	pthread_mutex_lock(c->ops.writer);
+	writer_lock(c);
 	int rc = vr_rl_set_daily(c->ops.srv->rl, argv[0], n);
 	pthread_mutex_unlock(c->ops.writer);
 	if (rc < 0) {
@@ -246,7 +255,7 @@ static int cmd_quota_reset(struct vr_ctl *c, const char *const *argv, json_t *re
 
 	if (account_known(argv[0], &unlimited, err, errlen) < 0)
 		return -1;
-	pthread_mutex_lock(c->ops.writer);
+	writer_lock(c);
 	int rc = vr_rl_reset(c->ops.srv->rl, argv[0]);
 	pthread_mutex_unlock(c->ops.writer);
 	if (rc < 0) {

@@ -34,7 +34,7 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "ctl_impl.h"
 #include "http.h"
@@ -484,7 +484,12 @@ static void *ctl_thread(void *arg)
 				(short)(POLLIN | (vr_buf_len(&cl->out) ? POLLOUT : 0)) };
 		}
 		int timeout = next == UINT64_MAX ? -1 : (int)(next - now) + 1;
-		if (poll(pfd, VR_ARRAY_SIZE(pfd), timeout) < 0) {
+		/* Offline while waiting (QSBR): a quiescent state each round,
+		 * and no grace period waits for an idle control socket. */
+		rcu_thread_offline();
+		int n = poll(pfd, VR_ARRAY_SIZE(pfd), timeout);
+		rcu_thread_online();
+		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			vr_log_err("event=ctl_failed error=\"poll: %s\"", strerror(errno));

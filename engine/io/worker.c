@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "vmrelay/clock.h"
 #include "vmrelay/log.h"
@@ -162,7 +162,12 @@ static int worker_loop(struct io_worker *w)
 			break;
 		if (w->accept_paused && now >= w->accept_resume)
 			worker_listen(w, true);
+		/* Offline while it may block: a quiescent state once per round
+		 * (DESIGN), and no grace period waits for an idle worker. No
+		 * table pointer is held across rounds. */
+		rcu_thread_offline();
 		int n = epoll_wait(w->ep, ev, EVENTS_MAX, worker_timeout(w, now));
+		rcu_thread_online();
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -186,7 +191,8 @@ void *vr_io_worker_main(void *arg)
 {
 	struct io_worker *w = arg;
 
-	/* Sessions read the RCU-published accounts table. */
+	/* Sessions read the RCU-published accounts and windows (QSBR reader:
+	 * vmrelay/ratelimit.h says what that takes). */
 	rcu_register_thread();
 	w->rc = worker_loop(w);
 	while (!LIST_EMPTY(&w->conns))

@@ -2,11 +2,12 @@
  * policy.c - publication of the current accounts table with RCU (see
  * vmrelay/policy.h).
  *
- * Threads: worker threads are registered liburcu readers (default flavour)
- * and call vr_policy_current() inside rcu_read_lock(); one writer at a time
- * (startup, then the reload / control thread) calls vr_policy_publish().
+ * Threads: worker threads are registered liburcu QSBR readers (see "RCU
+ * readers" in vmrelay/ratelimit.h) and call vr_policy_current() inside
+ * rcu_read_lock(); one writer at a time (startup, then the reload / control
+ * thread) calls vr_policy_publish().
  */
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "vmrelay/policy.h"
 
@@ -25,7 +26,8 @@ void vr_policy_publish(struct vr_accounts *t)
 
 	if (!old)
 		return;
-	/* Readers that may still hold old finish their read-side section. */
+	/* Every reader that may still hold old passes a quiescent state (a
+	 * registered caller is taken offline meanwhile). */
 	synchronize_rcu();
 	vr_accounts_free(old);
 }

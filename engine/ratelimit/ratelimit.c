@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <urcu.h>          /* before any urcu/ header: it maps call_rcu to the flavour */
+#include <urcu-qsbr.h>     /* before any urcu/ header: it maps call_rcu and cds_lfht to QSBR */
 
 #include "vmrelay/common.h"
 #include "vmrelay/policy.h"

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <urcu.h>
+#include <urcu-qsbr.h>
 #include <urcu/rculfhash.h>
 
 #include "vmrelay/ratelimit.h"

@@ -25,7 +25,7 @@
  */
 #include <errno.h>
 #include <string.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "vmrelay/clock.h"
 #include "vmrelay/cluster.h"

@@ -6,7 +6,7 @@
  */
 #include <string.h>
 #include <strings.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"

@@ -17,13 +17,34 @@
  * threads reserving for one VPS across a second boundary may both back off
  * where one of them would have fitted; never both get the last slot.)
  *
- * Threads: every function is called from an RCU-registered thread (liburcu's
- * default flavour) outside a read-side critical section; each takes
- * rcu_read_lock itself. vr_rl_reserve/confirm/release/show are for any
- * number of worker threads at once and never wait. vr_rl_sync,
- * vr_rl_set_daily, vr_rl_reset and vr_rl_restore are for one writer thread
- * at a time (the main thread on reload, the control thread later), running
- * alongside the workers.
+ * Threads: every function is called from a thread registered with liburcu's
+ * QSBR flavour (see "RCU readers" below), online, outside a read-side
+ * critical section; each takes rcu_read_lock itself (free under QSBR).
+ * vr_rl_reserve/confirm/release/show are for any number of worker threads
+ * at once and never wait. vr_rl_sync, vr_rl_set_daily, vr_rl_reset and
+ * vr_rl_restore are for one writer thread at a time (the main thread on
+ * reload, the control thread), running alongside the workers; vr_rl_sync
+ * may wait for a grace period (it goes offline meanwhile by itself).
+ *
+ * RCU readers. The relay uses liburcu's QSBR flavour everywhere (meson's
+ * `urcu` is liburcu-qsbr; never mix in <urcu.h>, the default flavour: its
+ * readers are invisible to QSBR writers). A thread that touches any
+ * RCU-protected table (this one, vr_policy_current()'s accounts, anything
+ * published with rcu_assign_pointer/rcu_xchg_pointer or kept in a cds_lfht)
+ *  1. includes <urcu-qsbr.h> (before any <urcu/...> header, so cds_lfht and
+ *     call_rcu map to the QSBR flavour) and calls rcu_register_thread()
+ *     before its first lookup: it is then online;
+ *  2. calls rcu_quiescent_state() once per loop iteration, where it holds
+ *     no pointer it found in a table (such a pointer is good from its
+ *     lookup until the thread's next quiescent state or offline);
+ *  3. calls rcu_thread_offline() before anything that may block (epoll_wait,
+ *     poll, sigwait, sleeps, pthread_join, a lock the writer may hold) and
+ *     rcu_thread_online() after it: an online thread that blocks stalls
+ *     every writer's grace period, and vr_rl_sync and policy reloads with it;
+ *  4. calls rcu_unregister_thread() before it exits.
+ * A writer may be a registered thread; synchronize_rcu and rcu_barrier take
+ * it offline while they wait. A thread that never reads a table needs none
+ * of this.
  *
  * Time is passed in (wall-clock seconds since the epoch, from 1970-01-02 to
  * 2106), so tests replay any schedule. An account's time never runs

@@ -26,7 +26,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"

@@ -26,7 +26,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <jansson.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "../../engine/ctl/http.h"
 #include "vmrelay/ctl.h"

@@ -21,7 +21,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 #include <cmocka.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "vmrelay/clock.h"
 #include "vmrelay/config.h"

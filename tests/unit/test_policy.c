@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -486,6 +486,7 @@ static void *reader(void *arg)
 			__atomic_add_fetch(lookups, 1, __ATOMIC_RELAXED);
 		}
 		rcu_read_unlock();
+		rcu_quiescent_state();          /* a worker's loop (QSBR) */
 	}
 	rcu_unregister_thread();
 	return NULL;

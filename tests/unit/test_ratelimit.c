@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 
 #include "vmrelay/common.h"
 #include "vmrelay/policy.h"
@@ -817,6 +817,8 @@ static void *stress_worker(void *p)
 
 	rcu_register_thread();
 	while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+		/* A worker's loop: no entry held from the last round. */
+		rcu_quiescent_state();
 		uint32_t pick = rnd(&seed, 10), n = 1 + rnd(&seed, 2), acct = rnd(&seed, HOT);
 		int64_t now = atomic_load_explicit(&s->clock, memory_order_relaxed) -
 			      rnd(&seed, 2);     /* threads' clocks differ a little */
@@ -899,11 +901,15 @@ static void test_stress_threads_and_reloads(void **state)
 		assert_int_equal(vr_rl_sync(s->rl, t), 0);
 		vr_accounts_free(t);
 		atomic_fetch_add(&s->clock, 1 + rnd(&seed, 40));
+		rcu_thread_offline();
 		usleep(2000);
+		rcu_thread_online();
 	}
 	atomic_store(&s->stop, 1);
+	rcu_thread_offline();
 	for (int i = 0; i < WORKERS; i++)
 		pthread_join(th[i], NULL);
+	rcu_thread_online();
 
 	/* No account ever had more than its limits confirmed, checked on the
 	 * merged, time-ordered record of what the workers were granted. */
@@ -975,6 +981,7 @@ static void *racer(void *p)
 
 	rcu_register_thread();
 	for (unsigned k = 0; k < RACE_ROUNDS; k++) {
+		rcu_quiescent_state();
 		/* Both threads leave this spin together. */
 		atomic_fetch_add(&r->arrived, 1);
 		while (atomic_load(&r->arrived) < 2 * (k + 1))

@@ -17,7 +17,7 @@
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 #include <cmocka.h>
 
 #include "vmrelay/log.h"

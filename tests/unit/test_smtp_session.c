@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include <openssl/evp.h>
-#include <urcu.h>
+#include <urcu-qsbr.h>
 #include <cmocka.h>
 
 #include "vmrelay/policy.h"
