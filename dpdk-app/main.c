@@ -32,6 +32,7 @@
 #include <unistd.h>
 #include <urcu-qsbr.h>
 
+#include "vmrelay/cluster.h"
 #include "vmrelay/config.h"
 #include "vmrelay/ctl.h"
 #include "vmrelay/io.h"
@@ -51,6 +52,7 @@ struct relay {
 	struct vr_tls_ctx *tls;
 	struct vr_rl *rl;
 	struct vr_spool *spool;
+	struct vr_cluster *cluster;   /* [cluster] redis set: quota leases */
 	struct vr_smtp_stats *stats;
 	struct vr_smtpd srv;
 	struct vr_io *io;             /* one of these two runs */
@@ -343,6 +345,42 @@ static int replay_spool(struct relay *r)
 	return 0;
 }
 
+/* [cluster]: the quota leases' thread, if a Redis address is set. 0, or -1
+ * after saying why. Redis need not be up: the fail-safe share holds till it is. */
+static int cluster_start(struct relay *r)
+{
+	const struct vr_config *cfg = &r->cfg;
+	char node[192], host[128] = "", err[512], q[600];
+	int rc;
+
+	if (!cfg->redis[0])
+		return 0;
+	/* a restarted node is a new lease holder: its old lease just expires */
+	if (cfg->cluster_node[0])
+		snprintf(node, sizeof(node), "%s", cfg->cluster_node);
+	else
+		snprintf(node, sizeof(node), "%s-%d",
+			 gethostname(host, sizeof(host) - 1) == 0 ? host : "vmrelay", (int)getpid());
+	const struct vr_cluster_params p = {
+		.redis = cfg->redis, .prefix = cfg->cluster_prefix, .node = node,
+		.password_file = cfg->cluster_password_file, .per_minute = cfg->per_minute,
+		.per_hour = cfg->per_hour, .lease_min = cfg->cluster_lease_min,
+		.lease_max = cfg->cluster_lease_max, .lease_ttl_s = cfg->cluster_lease_ttl_s,
+		.timeout_ms = cfg->cluster_timeout_ms,
+		.failsafe_percent = cfg->cluster_failsafe_percent, .timezone = cfg->timezone,
+	};
+	r->cluster = vr_cluster_new(&p, err, sizeof(err));
+	if (r->cluster && (rc = vr_cluster_start(r->cluster)) == 0) {
+		vr_log_info("event=cluster redis=%s node=%s", cfg->redis, node);
+		return 0;
+	}
+	if (r->cluster)
+		snprintf(err, sizeof(err), "cluster thread: %s", strerror(-rc));
+	vr_log_err("event=cluster_failed error=%s", vr_log_quote(q, sizeof(q), err, strlen(err)));
+	fprintf(stderr, "vmrelay: [cluster] %s\n", err);
+	return -1;
+}
+
 static void *io_thread(void *arg)
 {
 	struct relay *r = arg;
@@ -416,6 +454,11 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 		.cfg = cfg, .tls = r->tls, .spool = r->spool, .rl = r->rl, .stats = r->stats,
 		.n_workers = cfg->workers,
 	};
+	if (cluster_start(r) < 0) {
+		vr_accounts_free(accounts);
+		return 1;
+	}
+	r->srv.cluster = r->cluster;
 	int rc = r->stats ? vr_spool_start(r->spool) : -ENOMEM;
 	if (rc < 0) {
 		vr_log_err("event=spool_failed error=\"%s\"", strerror(-rc));
@@ -470,6 +513,8 @@ static void shut_down(struct relay *r)
 	vr_ctl_free(r->ctl);
 	vr_io_free(r->io);
 	vr_dpdk_free(r->dpdk);
+	/* after the sessions: what they hold is settled, the rest given back */
+	vr_cluster_free(r->cluster);
 	/* Commits everything already submitted before it returns. */
 	if (r->spool)
 		vr_spool_close(r->spool);
