@@ -1,7 +1,13 @@
 /*
  * lcore.c - a poll-mode worker: one per worker lcore, pinned there by the
  * EAL, running `while (!stop)`: rx burst from its queue, frames steered to
- * the worker that owns their flow, the stack, tx burst.
+ * the worker that owns their flow, the stack (its TCP calls the SMTP
+ * sessions back, engine/io/stack.c), the sessions' timers and spool
+ * completions, TCP's timers and output, tx burst.
+ *
+ * On stop the worker stops accepting and serves the sessions in flight for
+ * up to DPDK_GRACE_MS, then resets what is left and sends those resets
+ * before it returns.
  *
  * Steering: a TCP frame belongs to the worker its 4-tuple hashes to (see
  * dpdk.c); one that arrives elsewhere is passed to the owner's inbox ring and
@@ -213,44 +219,84 @@ void vr_dpdk_ext_free(void *arg, void *ext)
 	rte_pktmbuf_free(ext);
 }
 
+/* The worker's counters, and every drop reason that counted, at its end. */
 static void worker_log_stats(const struct dpdk_worker *w)
 {
 	const struct vr_net_stats *ns = vr_net_stats(w->net);
+	const struct vr_tcp_stats *ts = vr_tcp_stats(w->tcp);
+	char drops[1024];
+	size_t n = 0;
 
+	drops[0] = '\0';
+	for (unsigned i = 0; i < VR_NET_DROP_MAX && n < sizeof(drops); i++)
+		if (ns->drop[i])
+			n += (size_t)snprintf(drops + n, sizeof(drops) - n, " net_%s=%llu",
+					      vr_net_drop_name(i), (unsigned long long)ns->drop[i]);
+	for (unsigned i = 0; i < VR_TCP_DROP_MAX && n < sizeof(drops); i++)
+		if (ts->drop[i])
+			n += (size_t)snprintf(drops + n, sizeof(drops) - n, " tcp_%s=%llu",
+					      vr_tcp_drop_name(i), (unsigned long long)ts->drop[i]);
 	vr_log_info("event=worker_stats worker=%u lcore=%u rx_frames=%llu tx_frames=%llu "
 		    "steered=%llu inbox_full=%llu arp_copies=%llu no_desc=%llu tx_nombuf=%llu "
-		    "tx_full=%llu", w->id, w->lcore, (unsigned long long)ns->rx_frames,
+		    "tx_full=%llu tcp_passive_opens=%llu tcp_resets_out=%llu "
+		    "tcp_retransmits=%llu%s", w->id, w->lcore, (unsigned long long)ns->rx_frames,
 		    (unsigned long long)ns->tx_frames, (unsigned long long)w->st.steered,
 		    (unsigned long long)w->st.inbox_full, (unsigned long long)w->st.arp_copies,
 		    (unsigned long long)w->st.no_desc, (unsigned long long)w->st.tx_nombuf,
-		    (unsigned long long)w->st.tx_full);
+		    (unsigned long long)w->st.tx_full, (unsigned long long)ts->passive_opens,
+		    (unsigned long long)ts->resets_out, (unsigned long long)ts->retransmits, drops);
+}
+
+/* One round of the loop; returns how much it did (0: idle). */
+static unsigned worker_round(struct dpdk_worker *w, uint64_t now)
+{
+	unsigned work = rx_port(w, now) + rx_inbox(w, now);
+
+	vr_iostack_poll(w->stack, now);
+	vr_tcp_poll(w->tcp, now);       /* and vr_net_poll */
+	work += w->ntx;
+	tx_flush(w);
+	return work;
 }
 
 int vr_dpdk_worker_main(void *arg)
 {
 	struct dpdk_worker *w = arg;
 	struct vr_dpdk *d = w->d;
+	uint64_t grace_until = 0;
 	unsigned idle = 0;
 
 	/* Sessions read the RCU-published accounts and windows. */
 	rcu_register_thread();
 	vr_log_info("event=worker_start worker=%u lcore=%u", w->id, w->lcore);
-	/* Acquire pairs with vr_dpdk_stop's release; a round late is fine. */
-	while (!atomic_load_explicit(&d->stop, memory_order_acquire)) {
+	for (;;) {
 		/* DESIGN: a quiescent state once per loop (QSBR); no table
 		 * pointer is held from one round to the next. */
 		rcu_quiescent_state();
 		uint64_t now = vr_clock_ms();
-		unsigned work = rx_port(w, now) + rx_inbox(w, now);
-		vr_net_poll(w->net, now);
-		work += w->ntx;
-		tx_flush(w);
-		if (work) {
+		/* Acquire pairs with vr_dpdk_stop's release; a round late is fine. */
+		if (!grace_until && atomic_load_explicit(&d->stop, memory_order_acquire)) {
+			vr_iostack_stop(w->stack);
+			grace_until = now + DPDK_GRACE_MS;
+			vr_log_info("event=worker_stopping worker=%u connections=%u", w->id,
+				    vr_iostack_conns(w->stack));
+		}
+		if (grace_until && (vr_iostack_conns(w->stack) == 0 || now >= grace_until))
+			break;
+		if (worker_round(w, now)) {
 			idle = 0;
 		} else if (++idle >= IDLE_ROUNDS) {
+			/* A registered RCU reader sleeps offline (ratelimit.h). */
+			rcu_thread_offline();
 			rte_delay_us_sleep(IDLE_SLEEP_US);
+			rcu_thread_online();
 		}
 	}
+	/* Whatever outlived the grace is reset, and the resets leave now. */
+	vr_iostack_free(w->stack);
+	w->stack = NULL;
+	vr_tcp_poll(w->tcp, vr_clock_ms());
+	tx_flush(w);
 	worker_log_stats(w);
 	rcu_unregister_thread();
 	return 0;
