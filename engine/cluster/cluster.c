@@ -70,7 +70,7 @@ struct entry {
 	uint64_t next_call_ms;
 	uint64_t taken_seen, rate_at_ms, last_use_ms;
 	double rate;
-	uint32_t pend_lease_used, pend_extra;
+	uint32_t pend_lease_used, pend_extra, pend_returned;
 	int conn;
 	struct vr_cl_failsafe fs;
 };
@@ -370,7 +370,8 @@ static bool lease_call(struct vr_cluster *c, struct entry *e, uint32_t want, uin
 	struct vr_cl_grant g;
 	struct vr_cl_call call = {
 		.node = c->node, .want = want, .lease_used = e->pend_lease_used,
-		.extra_used = e->pend_extra, .returned = back, .ttl_s = c->p.lease_ttl_s,
+		.extra_used = e->pend_extra, .returned = back + e->pend_returned,
+		.ttl_s = c->p.lease_ttl_s,
 	};
 
 	limits_of(c, e, call.limit);
@@ -382,7 +383,8 @@ static bool lease_call(struct vr_cluster *c, struct entry *e, uint32_t want, uin
 	}
 	e->pend_lease_used = 0;
 	e->pend_extra = 0;
-	count(&c->st.slots_returned, back);
+	e->pend_returned = 0;
+	count(&c->st.slots_returned, call.returned);
 	if (!g.lease_known && e->src == SRC_LEASE) {
 		/* Redis no longer has our lease (it lost its data): what is left
 		 * of the block is backed by nothing. */
@@ -453,7 +455,8 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 	fold_used(c, e);
 
 	int32_t avail = __atomic_load_n(&e->avail, __ATOMIC_RELAXED);
-	bool idle = now_ms - e->last_use_ms > (uint64_t)c->p.lease_ttl_s * 500u;
+	/* a VPS quiet for a lease's life gives its block back */
+	bool idle = now_ms - e->last_use_ms > (uint64_t)c->p.lease_ttl_s * 1000u;
 
 	if (stopping || (e->src != SRC_NONE && idle)) {
 		/* The block aged out (or we stop): what is left goes back. */
@@ -465,17 +468,18 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 			e->src = SRC_NONE;
 			back = 0;
 		}
-		if (!up || (e->lease == 0 && !e->pend_lease_used && !e->pend_extra))
+		if (!up || (e->lease == 0 && !e->pend_lease_used && !e->pend_extra &&
+			    !e->pend_returned))
 			return true;
 		return lease_call(c, e, 0, back, now_ms);
 	}
 	if (e->src == SRC_LEASE && now_ms >= e->deadline_ms) {
-		/* Not renewed in time: Redis charges the whole lease at its expiry. */
-		if (!block_end(c, e, &back))
+		/* Not renewed in time (Redis away): spend no more of it; it is
+		 * settled exactly when Redis is back, unless another node's call
+		 * found it expired first and charged all of it. */
+		if (!block_end(c, e, &e->pend_returned))
 			return true;
 		e->src = SRC_NONE;
-		e->lease = 0;
-		e->pend_lease_used = 0;
 	}
 	if (!up) {
 		if (e->src == SRC_LEASE)
@@ -501,7 +505,7 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 	bool refill = avail < (int32_t)(want + 1) / 2 && (demand || e->src == SRC_LEASE);
 	bool renew = e->src == SRC_LEASE &&
 		     e->deadline_ms - now_ms < (uint64_t)c->p.lease_ttl_s * 500u;
-	if (!refill && !renew && !e->pend_extra)
+	if (!refill && !renew && !e->pend_extra && !e->pend_returned && !e->pend_lease_used)
 		return true;
 	uint32_t ask = avail < (int32_t)want ? want - (uint32_t)VR_MAX(avail, 0) : 0;
 	return lease_call(c, e, ask, 0, now_ms);
@@ -560,6 +564,7 @@ static void pass(struct vr_cluster *c, bool stopping)
 		struct entry *e = c->list[i];
 		entry_pass(c, e, now_ms, stopping);
 		bool empty = e->src == SRC_NONE && e->lease == 0 && !e->pend_extra &&
+			     !e->pend_returned && !e->pend_lease_used &&
 			     __atomic_load_n(&e->avail, __ATOMIC_SEQ_CST) == 0 &&
 			     __atomic_load_n(&e->inflight, __ATOMIC_SEQ_CST) == 0 &&
 			     !__atomic_load_n(&e->demand, __ATOMIC_SEQ_CST);

@@ -12,11 +12,16 @@
  * One call settles what the node reports and grants what it asks, at
  * Redis's clock (TIME), so the nodes agree on every boundary:
  *
- *   1. A lease past its expiry was not renewed (its node died): all its
- *      slots are charged as sent at the expiry, a time no earlier than any
- *      mail sent from it, and the lease is gone.
+ *   1. Another node's lease past its expiry was not renewed (the node died
+ *      or lost Redis): all its slots are charged as sent at the expiry, a
+ *      time no earlier than any mail sent from it, and the lease is gone.
+ *      (Grants happen only in calls, so until this call it counted in
+ *      full.)
  *   2. The caller's sent mails are charged now (again no earlier than they
- *      were sent) and its lease shrinks by them and by what it returns.
+ *      were sent) and its lease shrinks by them and by what it returns;
+ *      its own lease, even expired, is settled exactly this way: the node
+ *      stopped spending it at its own earlier deadline and knows what it
+ *      used (after a Redis outage, say).
  *   3. used(window) = settled mails in the last 61 seconds / 61 minutes /
  *      this day + every outstanding lease; the grant is what every window
  *      still has, up to what was asked. So settled + outstanding never
@@ -51,11 +56,11 @@ const char vr_cl_script[] =
 	"for i = 1, #ls, 2 do\n"
 	"  local k, exp = string.match(ls[i + 1], '^(%d+) (%d+)$')\n"
 	"  k, exp = tonumber(k), tonumber(exp)\n"
-	"  if exp <= t then\n"
+	"  if ls[i] == node then\n"
+	"    mine = k\n"
+	"  elseif exp <= t then\n"
 	"    charge(exp, k)\n"
 	"    redis.call('HDEL', L, ls[i])\n"
-	"  elseif ls[i] == node then\n"
-	"    mine = k\n"
 	"  else\n"
 	"    others = others + k\n"
 	"  end\n"

@@ -353,6 +353,15 @@ static void test_script_dead_lease(void **state)
 	freeReplyObject(rep);
 	g = call(r, "a", 0, 0, 15, lim);
 	assert_int_equal(g.used[VR_RL_MINUTE], 5 + 3);
+	/* a's own lease, expired while Redis was away: a knows it sent 2 of
+	 * its 6 and gave 4 back, and exactly that is charged */
+	snprintf(v, sizeof(v), "6 %lld", (long long)g.now - 1);
+	rep = redisCommand(ctx, "HSET t:{v}:l a %s", v);
+	freeReplyObject(rep);
+	g = call(r, "a", 0, 2, 4, lim);
+	assert_true(g.lease_known);
+	assert_int_equal(g.lease, 0);
+	assert_int_equal(g.used[VR_RL_MINUTE], 5 + 3 + 2);
 	redisFree(ctx);
 	vr_cl_redis_close(r);
 	free(r);
