@@ -240,7 +240,7 @@ struct vr_tcp_conn *tcp_conn_alloc(struct vr_tcp *t, const struct vr_flow_key *k
 	c->rto = t->conf.rto_init_ms;
 	c->ts_offset = tcp_ts_offset(t, k);
 	c->mss = tcp_mss_for_mtu(vr_net_mtu(t->net));
-	c->rcv_wscale = 0;
+	c->rcv_mss = TCP_MSS_DEFAULT;
 	c->ssthresh = UINT32_MAX;
 	t->nconns++;
 	return c;
@@ -663,7 +663,7 @@ void vr_tcp_close(struct vr_tcp_conn *c)
 		return;
 	}
 	c->owned = 0;
-	if (c->state == TCP_FIN_WAIT_2 && !c->busy)
+	if (c->state == TCP_FIN_WAIT_2)
 		c->idle_at = c->t->now + c->t->conf.fin_wait_ms;
 	vr_tcp_shutdown(c);
 	tcp_conn_timer(c);

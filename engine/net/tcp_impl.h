@@ -91,7 +91,6 @@ struct vr_tcp_conn {
 	unsigned in_recovery : 1;    /* NewReno fast recovery (RFC 6582) */
 	unsigned persist : 1;        /* the retransmission timer probes a zero window */
 	unsigned rtt_timing : 1;     /* rtt_seq is being timed (no timestamps) */
-	unsigned from_cookie : 1;
 	int error;                   /* for the error callback, when due */
 
 	const struct vr_tcp_cb *cb;
@@ -111,6 +110,7 @@ struct vr_tcp_conn {
 	uint32_t rhead, rlen;
 	struct tcp_range ooo[TCP_OOO_MAX];   /* most recent first (RFC 2018 §4) */
 	uint8_t segs_unacked;        /* full segments since our last ACK */
+	uint16_t rcv_mss;            /* the largest segment seen: what "full" means */
 
 	/* Timestamps (RFC 7323): ours run at 1 ms from a per-tuple offset. */
 	uint32_t ts_offset, ts_recent;

@@ -333,10 +333,12 @@ static int data_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t n
 	c->rlen += len;
 	t->st.bytes_in += len;
 	c->readable_due = 1;
+	if (s->len > c->rcv_mss)
+		c->rcv_mss = (uint16_t)VR_MIN(s->len, 0xffffu);
 	if (c->nooo) {
 		ooo_pull(c);
 		c->ack_now = 1;              /* it filled (part of) a hole */
-	} else if (s->len >= c->mss && ++c->segs_unacked >= 2) {
+	} else if (s->len >= c->rcv_mss && ++c->segs_unacked >= 2) {
 		c->ack_now = 1;              /* RFC 5681 §4.2: every second full segment */
 	} else if (!c->delack_at) {
 		c->delack_at = now + t->conf.delack_ms;

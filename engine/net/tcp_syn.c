@@ -113,7 +113,6 @@ static struct vr_tcp_conn *cookie_check(struct vr_tcp *t, struct tcp_listener *l
 	tcp_syn_options(c, &o, now);
 	c->state = TCP_ESTABLISHED;
 	c->passive = 1;
-	c->from_cookie = 1;
 	c->listener = (uint8_t)(l - t->lst);
 	c->irs = peer_isn;
 	c->rcv_nxt = s->seq;
