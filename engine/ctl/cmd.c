@@ -54,6 +54,8 @@ static const struct cmd cmds[] = {
 	{ "vps", "show", 1, cmd_vps_show, "vps show ID|IP" },
 	{ "reload", NULL, 0, cmd_reload, "reload" },
 	{ "drain", NULL, 0, cmd_drain, "drain" },
+	{ "dns-records", NULL, 1, vr_ctl_dns_records, "dns-records DOMAIN" },
+	{ "dns-check", NULL, 1, vr_ctl_dns_check, "dns-check DOMAIN" },
 };
 
 static int set_u64(json_t *o, const char *key, uint64_t v)

@@ -38,6 +38,7 @@
 
 #include "ctl_impl.h"
 #include "http.h"
+#include "vmrelay/wizard.h"
 #include "vmrelay/log.h"
 
 #define CLIENTS_MAX 32
@@ -204,7 +205,8 @@ struct vr_ctl *vr_ctl_new(const struct vr_ctl_ops *ops, char *err, size_t errlen
 	c->lfd = listen_unix(ops->cfg->control_socket, err, errlen);
 	if (c->lfd < 0)
 		goto fail;
-	if (resolve_group(c, err, errlen) < 0 || listen_metrics(c, err, errlen) < 0)
+	if (resolve_group(c, err, errlen) < 0 || listen_metrics(c, err, errlen) < 0 ||
+	    vr_ctl_dns_init(c, err, errlen) < 0)
 		goto fail;
 	c->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (c->stop_fd < 0) {
@@ -555,5 +557,6 @@ void vr_ctl_free(struct vr_ctl *c)
 		close(c->stop_fd);
 	if (c->hfd >= 0)
 		close(c->hfd);
+	vr_wizard_free(c->wizard);
 	free(c);
 }

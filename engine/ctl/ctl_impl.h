@@ -24,6 +24,7 @@ struct vr_ctl {
 	gid_t group;
 	pthread_t thread;
 	bool started;
+	struct vr_wizard *wizard;     /* dns-records, dns-check; NULL: no [dns] section */
 };
 
 /* One counter of struct vr_smtp_stats: its JSON key is name, its metric
@@ -54,5 +55,16 @@ int vr_ctl_accounts_add(struct vr_ctl *c, const char *line, char *id, size_t idl
 /* Removes account id's line from the file. 0, or -1 with err (e.g. an
  * unknown id), the file untouched. */
 int vr_ctl_accounts_remove(struct vr_ctl *c, const char *id, char *err, size_t errlen);
+
+/* --- dns.c: the DNS wizard's commands --- */
+
+/* Makes c->wizard from [dns] (reads the secret); none without a [dns]
+ * section. 0, or -1 with err. */
+int vr_ctl_dns_init(struct vr_ctl *c, char *err, size_t errlen);
+struct json_t;
+int vr_ctl_dns_records(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
+		       char *err, size_t errlen);
+int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
+		     char *err, size_t errlen);
 
 #endif

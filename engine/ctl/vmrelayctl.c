@@ -236,6 +236,48 @@ static void human_accounts(const json_t *r)
 	}
 }
 
+/* The records as zone-file lines, then what the relay's operator adds. */
+static void human_dns_records(const json_t *r)
+{
+	const char *note = json_string_value(json_object_get(r, "note"));
+	const char *op = json_string_value(json_object_get(r, "operator_zone"));
+
+	printf("; %s (account %s): add to the zone of %s\n",
+	       json_string_value(json_object_get(r, "domain")),
+	       json_string_value(json_object_get(r, "account")),
+	       json_string_value(json_object_get(r, "domain")));
+	if (note)
+		printf("; note: %s\n", note);
+	fputs(json_string_value(json_object_get(r, "zone")), stdout);
+	if (op && *op)
+		printf("; the relay's operator publishes the keys:\n%s", op);
+}
+
+/* One line per record: verdict, type, name, and what was found if not ok. */
+static void human_dns_check(const json_t *r)
+{
+	const json_t *recs = json_object_get(r, "records"), *rec;
+	size_t i;
+
+	printf("%-8s %-5s %-5s %s\n", "VERDICT", "KIND", "TYPE", "NAME");
+	json_array_foreach(recs, i, rec) {
+		const char *verdict = json_string_value(json_object_get(rec, "verdict"));
+		const char *found = json_string_value(json_object_get(rec, "found"));
+
+		printf("%-8s %-5s %-5s %s\n", verdict,
+		       json_string_value(json_object_get(rec, "kind")),
+		       json_string_value(json_object_get(rec, "type")),
+		       json_string_value(json_object_get(rec, "name")));
+		if (strcmp(verdict, "ok") == 0)
+			continue;
+		printf("%8s expected: %s\n", "", json_string_value(json_object_get(rec, "value")));
+		if (found)
+			printf("%8s found:    %s\n", "", found);
+	}
+	printf("%s\n", json_is_true(json_object_get(r, "all_ok")) ? "all records check out" :
+	       "some records do not check out");
+}
+
 static void human(const char *cmd, const char *sub, const json_t *r)
 {
 	if (!json_is_true(json_object_get(r, "ok"))) {
@@ -250,6 +292,10 @@ static void human(const char *cmd, const char *sub, const json_t *r)
 		human_vps(r);
 	} else if (strcmp(cmd, "account") == 0 && sub && strcmp(sub, "list") == 0) {
 		human_accounts(r);
+	} else if (strcmp(cmd, "dns-records") == 0) {
+		human_dns_records(r);
+	} else if (strcmp(cmd, "dns-check") == 0) {
+		human_dns_check(r);
 	} else if (json_object_size(r) > 1) {
 		print_object(r, 0);
 	} else {

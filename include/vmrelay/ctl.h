@@ -6,8 +6,9 @@
  * A request is one line, {"cmd": "quota", "args": ["show", "vps1"]}; the
  * reply is one line, {"ok": true, ...} or {"ok": false, "error": "..."}.
  * Commands: stats, metrics, quota show|set|reset, account
- * list|show|add|remove, vps show, reload, drain (engine/ctl/cmd.c has the
- * table, with each one's usage). account add|remove edit [relay] accounts
+ * list|show|add|remove, vps show, reload, drain, dns-records, dns-check
+ * (engine/ctl/cmd.c has the table, with each one's usage; dns.c the DNS
+ * wizard's two). account add|remove edit [relay] accounts
  * and then call ops->reload.
  *
  * With [relay] metrics_listen set, the same thread serves the metrics over

@@ -1,0 +1,323 @@
+/*
+ * dns.c - the DNS wizard's control commands (issue 6):
+ *
+ *   dns-records DOMAIN   the records the customer adds (wizard.h), SPF
+ *                        merged into the domain's SPF record if it has one,
+ *                        and for each DKIM CNAME the TXT the relay's
+ *                        operator publishes at its target; as JSON and as
+ *                        zone-file snippets
+ *   dns-check DOMAIN     each record looked up and judged: ok, missing,
+ *                        wrong (with what was found) or unknown (DNS failed)
+ *
+ * The lookups block the control thread, at most [delivery] dns_timeout_ms:
+ * an operator's command may wait, and a resolver of the command's own keeps
+ * the delivery thread's out of it. What the answers are judged against is
+ * copied out of the accounts table first, and the thread is RCU-offline
+ * while it waits, so no grace period (a reload) waits for DNS.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu-qsbr.h>
+
+#include "ctl_impl.h"
+#include "vmrelay/buf.h"
+#include "vmrelay/dkim.h"
+#include "vmrelay/policy.h"
+#include "vmrelay/resolve.h"
+#include "vmrelay/wizard.h"
+
+#define MAX_RECORDS 18            /* SPF, AUTH and up to 16 DKIM selectors */
+#define DKIM_TXT_MAX 1024         /* "v=DKIM1; k=rsa; p=" + a 4096-bit key's base64 */
+#define WAIT_MARGIN_MS 1000       /* past the resolver's own per-query deadline */
+
+/* One record and what DNS said about it. */
+struct item {
+	struct vr_wizard_record rec;
+	char dkim_txt[DKIM_TXT_MAX];  /* DKIM: what the operator publishes at the target */
+	struct vr_txt_result *txt;
+	struct vr_cname_result *cname;
+};
+
+struct job {
+	char domain[VR_DNS_NAME_MAX + 1];
+	char account[VR_ACCOUNT_ID_MAX];
+	bool verified;
+	unsigned n;
+	struct item items[MAX_RECORDS];
+	struct vr_txt_result *domain_txt;  /* TXT at the domain: the SPF advice's input */
+};
+
+int vr_ctl_dns_init(struct vr_ctl *c, char *err, size_t errlen)
+{
+	const struct vr_config *cfg = c->ops.cfg;
+
+	/* The wizard is optional; half a [dns] section is a mistake. */
+	if (!cfg->dns_spf_name[0] && !cfg->dns_key_zone[0] && !cfg->dns_secret_file[0])
+		return 0;
+	c->wizard = vr_wizard_new(cfg->dns_spf_name, cfg->dns_key_zone, cfg->dns_secret_file,
+				  err, errlen);
+	return c->wizard ? 0 : -1;
+}
+
+/* The key's TXT; a table loaded without its keys (pkey NULL) has it read. */
+static void dkim_txt(const struct vr_dkim_key *k, char *out, size_t len)
+{
+	struct vr_buf b;
+	struct vr_dkim_key tmp = *k;
+	char err[256];
+	int rc;
+
+	vr_buf_init(&b, len - 1);
+	tmp.pkey = NULL;
+	if (k->pkey)
+		rc = vr_dkim_key_txt(k, &b);
+	else if ((rc = vr_dkim_key_load(&tmp, err, sizeof(err))) == 0)
+		rc = vr_dkim_key_txt(&tmp, &b);
+	if (rc == 0)
+		snprintf(out, len, "%.*s", (int)vr_buf_len(&b), (const char *)vr_buf_head(&b));
+	else
+		snprintf(out, len, "(the key %s cannot be read: %s)", k->key,
+			 k->pkey ? strerror(-rc) : err);
+	vr_dkim_key_unload(&tmp);
+	vr_buf_free(&b);
+}
+
+/* Copies the records of domain out of the current table. */
+static int job_prepare(struct vr_ctl *c, const char *domain, struct job *j, char *err,
+		       size_t errlen)
+{
+	struct vr_wizard_record recs[MAX_RECORDS];
+	int n = -1;
+
+	if (c->wizard == NULL) {
+		snprintf(err, errlen, "the DNS wizard is off: set [dns] spf_name, key_zone and "
+			 "secret_file");
+		return -1;
+	}
+	rcu_read_lock();
+	const struct vr_accounts *t = vr_policy_current();
+	const struct vr_account *a = t ? vr_wizard_account_of(t, domain, &j->verified) : NULL;
+	if (a == NULL) {
+		snprintf(err, errlen, "no account lists the domain '%s'", domain);
+	} else {
+		n = vr_wizard_records(c->wizard, a, domain, recs, MAX_RECORDS, err, errlen);
+		snprintf(j->account, sizeof(j->account), "%s", a->id);
+		for (int i = 0; i < n; i++) {
+			j->items[i].rec = recs[i];
+			if (recs[i].kind == VR_WIZARD_DKIM)
+				dkim_txt(recs[i].key, j->items[i].dkim_txt,
+					 sizeof(j->items[i].dkim_txt));
+			/* the key lives in the table: not past the unlock */
+			j->items[i].rec.key = NULL;
+		}
+	}
+	rcu_read_unlock();
+	if (n < 0)
+		return -1;
+	j->n = (unsigned)n;
+	snprintf(j->domain, sizeof(j->domain), "%s", recs[0].name);   /* SPF's: the domain */
+	return 0;
+}
+
+static void got_txt(void *arg, struct vr_txt_result *res)
+{
+	*(struct vr_txt_result **)arg = res;
+}
+
+static void got_cname(void *arg, struct vr_cname_result *res)
+{
+	*(struct vr_cname_result **)arg = res;
+}
+
+/* Looks up the domain's TXT and, with check, every record; waits for all. */
+static int job_lookup(struct vr_ctl *c, struct job *j, bool check, char *err, size_t errlen)
+{
+	const struct vr_config *cfg = c->ops.cfg;
+	struct vr_resolver_conf rc = { .server = cfg->resolver, .trust_anchor = cfg->trust_anchor,
+				       .timeout_ms = cfg->dns_timeout_ms };
+	struct vr_resolver *r = vr_resolver_new(&rc, err, errlen);
+	int e = 0;
+
+	if (r == NULL)
+		return -1;
+	e = vr_resolve_txt(r, j->domain, got_txt, &j->domain_txt);
+	for (unsigned i = 0; check && i < j->n && e == 0; i++) {
+		struct item *it = &j->items[i];
+
+		if (it->rec.kind == VR_WIZARD_SPF)
+			continue;      /* judged on domain_txt */
+		e = it->rec.cname ? vr_resolve_cname(r, it->rec.name, got_cname, &it->cname) :
+			vr_resolve_txt(r, it->rec.name, got_txt, &it->txt);
+	}
+	if (e < 0) {
+		snprintf(err, errlen, "cannot look up %s: %s", j->domain, strerror(-e));
+	} else {
+		rcu_thread_offline();
+		/* every query ends by its own deadline, so none is left but
+		 * after a failure of the resolver itself */
+		if (vr_resolver_wait(r, rc.timeout_ms + WAIT_MARGIN_MS) > 0) {
+			snprintf(err, errlen, "the resolver failed while looking up %s", j->domain);
+			e = -EIO;
+		}
+		rcu_thread_online();
+	}
+	vr_resolver_free(r);      /* drops what is still out after an error */
+	return e < 0 ? -1 : 0;
+}
+
+static void job_free(struct job *j)
+{
+	vr_resolve_free(j->domain_txt);
+	for (unsigned i = 0; i < j->n; i++) {
+		vr_resolve_free(j->items[i].txt);
+		vr_resolve_free(j->items[i].cname);
+	}
+}
+
+/* A TXT value in zone-file form: quoted, '"' and '\' escaped, split into
+ * strings of at most 255 octets (RFC 1035 3.3.14). */
+static void zone_txt(struct vr_buf *b, const char *text)
+{
+	size_t n = strlen(text), at = 0;
+
+	do {
+		size_t end = VR_MIN(n, at + 255);
+
+		vr_buf_printf(b, "%s\"", at ? " " : "");
+		for (; at < end; at++) {
+			if (text[at] == '"' || text[at] == '\\')
+				vr_buf_append(b, "\\", 1);
+			vr_buf_append(b, &text[at], 1);
+		}
+		vr_buf_append(b, "\"", 1);
+	} while (at < n);
+}
+
+static void zone_line(struct vr_buf *b, const char *name, bool cname, const char *value)
+{
+	vr_buf_printf(b, "%s. 3600 IN %s ", name, cname ? "CNAME" : "TXT");
+	if (cname)
+		vr_buf_printf(b, "%s.", value);
+	else
+		zone_txt(b, value);
+	vr_buf_append(b, "\n", 1);
+}
+
+static void set_text(json_t *o, const char *key, struct vr_buf *b)
+{
+	json_object_set_new(o, key, json_stringn((const char *)vr_buf_head(b), vr_buf_len(b)));
+}
+
+static json_t *record_json(const struct item *it)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "kind", vr_wizard_kind_name(it->rec.kind),
+			      "name", it->rec.name, "type", it->rec.cname ? "CNAME" : "TXT",
+			      "value", it->rec.value);
+
+	if (it->rec.kind == VR_WIZARD_DKIM)
+		json_object_set_new(o, "target_txt", json_string(it->dkim_txt));
+	return o;
+}
+
+static void reply_head(json_t *reply, const struct job *j)
+{
+	json_object_set_new(reply, "domain", json_string(j->domain));
+	json_object_set_new(reply, "account", json_string(j->account));
+	json_object_set_new(reply, "verified", json_boolean(j->verified));
+}
+
+int vr_ctl_dns_records(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
+		       size_t errlen)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	json_t *recs = json_array();
+	struct vr_buf zone, op;
+	int rc = -1;
+
+	if (j == NULL) {
+		snprintf(err, errlen, "out of memory");
+		json_decref(recs);
+		return -1;
+	}
+	vr_buf_init(&zone, 64 * 1024);
+	vr_buf_init(&op, 64 * 1024);
+	if (job_prepare(c, argv[0], j, err, errlen) < 0 || job_lookup(c, j, false, err, errlen) < 0)
+		goto out;
+	if (j->domain_txt->status == VR_RESOLVE_TEMPFAIL)
+		json_object_set_new(reply, "note", json_sprintf(
+			"the domain's SPF record could not be read (%s): merge by hand if it has one",
+			j->domain_txt->why));
+	for (unsigned i = 0; i < j->n; i++) {
+		struct item *it = &j->items[i];
+
+		if (it->rec.kind == VR_WIZARD_SPF)
+			vr_wizard_spf_advice(c->wizard, &it->rec, j->domain_txt);
+		json_array_append_new(recs, record_json(it));
+		zone_line(&zone, it->rec.name, it->rec.cname, it->rec.value);
+		if (it->rec.kind == VR_WIZARD_DKIM)
+			zone_line(&op, it->rec.value, false, it->dkim_txt);
+	}
+	reply_head(reply, j);
+	json_object_set_new(reply, "records", recs);
+	recs = NULL;
+	set_text(reply, "zone", &zone);
+	set_text(reply, "operator_zone", &op);
+	rc = 0;
+out:
+	json_decref(recs);
+	vr_buf_free(&zone);
+	vr_buf_free(&op);
+	job_free(j);
+	free(j);
+	return rc;
+}
+
+int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
+		     size_t errlen)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	json_t *recs = json_array();
+	bool all_ok = true;
+	int rc = -1;
+
+	if (j == NULL) {
+		snprintf(err, errlen, "out of memory");
+		json_decref(recs);
+		return -1;
+	}
+	if (job_prepare(c, argv[0], j, err, errlen) < 0 || job_lookup(c, j, true, err, errlen) < 0)
+		goto out;
+	for (unsigned i = 0; i < j->n; i++) {
+		struct item *it = &j->items[i];
+		struct vr_wizard_finding f;
+		json_t *o;
+
+		if (it->rec.kind == VR_WIZARD_SPF) {
+			vr_wizard_judge_txt(c->wizard, &it->rec, j->domain_txt, &f);
+			vr_wizard_spf_advice(c->wizard, &it->rec, j->domain_txt);
+		} else if (it->rec.cname) {
+			vr_wizard_judge_cname(&it->rec, it->cname, &f);
+		} else {
+			vr_wizard_judge_txt(c->wizard, &it->rec, it->txt, &f);
+		}
+		all_ok &= f.verdict == VR_WIZARD_OK;
+		o = record_json(it);
+		json_object_set_new(o, "verdict", json_string(vr_wizard_verdict_name(f.verdict)));
+		if (f.found[0])
+			json_object_set_new(o, "found", json_string(f.found));
+		json_array_append_new(recs, o);
+	}
+	reply_head(reply, j);
+	json_object_set_new(reply, "all_ok", json_boolean(all_ok));
+	json_object_set_new(reply, "records", recs);
+	recs = NULL;
+	rc = 0;
+out:
+	json_decref(recs);
+	job_free(j);
+	free(j);
+	return rc;
+}

@@ -1,0 +1,206 @@
+#!/usr/bin/python3
+"""The DNS wizard end to end: a relay whose resolver asks nsd (on loopback)
+serving the customer's zone; vmrelayctl dns-records prints what to add,
+dns-check judges what the zone holds - before the records are added, after
+(the zone file rewritten and nsd reloaded), and with each record wrong.
+
+The ownership token and the DKIM keys' TXT are computed here independently
+(Python's hmac, openssl pkey) from what wizard.h and RFC 6376 / 8463 say.
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+from dnsserver import Nsd
+from relay import ROOT, Relay
+
+DOMAIN = "cust.example"
+SPF_NAME = "spf.relay.example"
+KEY_ZONE = "keys.relay.example"
+SECRET = b"e2e-wizard-secret-0123456789abcdef"
+KEYS = os.path.join(ROOT, "tests", "data", "dkim")
+
+ACCOUNTS = [
+    {"id": "vps1", "ips": ["127.0.0.1", "::1"], "hostname": "vps1.cust.example",
+     "domains": [DOMAIN, {"name": "pending.example", "verified": False}],
+     "dkim": {DOMAIN: [
+         {"selector": "ed1", "algorithm": "ed25519-sha256",
+          "key": os.path.join(KEYS, "ed25519.pem")},
+         {"selector": "rsa1", "algorithm": "rsa-sha256",
+          "key": os.path.join(KEYS, "rsa2048.pem")}]}},
+    {"id": "vps2", "ips": ["192.0.2.10"], "domains": ["other.example"]},
+]
+
+
+def token(account, domain):
+    key = hmac.new(SECRET, b"vmrelay-account:" + account.encode(), hashlib.sha256).digest()
+    return "vmrelay-auth=" + hmac.new(key, domain.encode(), hashlib.sha256).hexdigest()
+
+
+def public_key_der(pem):
+    return subprocess.run(["openssl", "pkey", "-in", pem, "-pubout", "-outform", "DER"],
+                          check=True, capture_output=True).stdout
+
+
+def dkim_txt(alg, pem):
+    der = public_key_der(pem)
+    # RFC 8463: an Ed25519 p= is the bare 32-octet key; RSA's is the SPKI
+    raw = der[-32:] if alg == "ed25519" else der
+    return "v=DKIM1; k=%s; p=%s" % (alg, base64.b64encode(raw).decode())
+
+
+class WizardTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.nsd = Nsd({DOMAIN: "www A 127.0.0.80"}).start()
+        cls.dir = tempfile.mkdtemp(prefix="vr-wizard-")
+        secret = os.path.join(cls.dir, "dns.secret")
+        with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(SECRET + b"\n")
+        cls.r = Relay(workers=1, tls=False, accounts=ACCOUNTS)
+        with open(cls.r.config_path, "a") as f:
+            f.write("\n[delivery]\nresolver = %s\ndns_timeout_ms = 3000\n"
+                    "\n[dns]\nspf_name = %s\nkey_zone = %s\nsecret_file = %s\n"
+                    % (cls.nsd.address, SPF_NAME, KEY_ZONE, secret))
+        cls.r.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.r.stop()
+        cls.r.cleanup()
+        cls.nsd.stop()
+        subprocess.run(["rm", "-rf", cls.dir])
+
+    def ctl(self, *args, human=False):
+        out = self.r.ctl(*args, human=human)
+        if human:
+            return out
+        return json.loads(out.stdout)
+
+    def check(self):
+        """dns-check DOMAIN as {name-or-kind: record}."""
+        reply = self.ctl("dns-check", DOMAIN)
+        self.assertTrue(reply["ok"], reply)
+        return reply, {r["name"] if r["kind"] != "spf" else "spf": r for r in reply["records"]}
+
+    def expected(self):
+        return [
+            ("spf", DOMAIN, "TXT", "v=spf1 include:%s ~all" % SPF_NAME),
+            ("dkim", "ed1._domainkey." + DOMAIN, "CNAME", "ed1.%s.%s" % (DOMAIN, KEY_ZONE)),
+            ("dkim", "rsa1._domainkey." + DOMAIN, "CNAME", "rsa1.%s.%s" % (DOMAIN, KEY_ZONE)),
+            ("auth", "_vmrelay-auth." + DOMAIN, "TXT", token("vps1", DOMAIN)),
+        ]
+
+    def test_1_records(self):
+        reply = self.ctl("dns-records", DOMAIN)
+        self.assertTrue(reply["ok"], reply)
+        self.assertEqual((reply["domain"], reply["account"], reply["verified"]),
+                         (DOMAIN, "vps1", True))
+        got = [(r["kind"], r["name"], r["type"], r["value"]) for r in reply["records"]]
+        self.assertEqual(got, self.expected())
+        keys = {r["name"]: r.get("target_txt") for r in reply["records"]}
+        self.assertEqual(keys["ed1._domainkey." + DOMAIN],
+                         dkim_txt("ed25519", os.path.join(KEYS, "ed25519.pem")))
+        self.assertEqual(keys["rsa1._domainkey." + DOMAIN],
+                         dkim_txt("rsa", os.path.join(KEYS, "rsa2048.pem")))
+        # the RSA key's TXT is over 255 octets: split into strings for the zone
+        self.assertIn('rsa1.%s.%s. 3600 IN TXT "v=DKIM1; k=rsa; p=' % (DOMAIN, KEY_ZONE),
+                      reply["operator_zone"])
+        self.assertRegex(reply["operator_zone"], r'"[^"]{255}" "')
+
+        human = self.ctl("dns-records", DOMAIN, human=True)
+        self.assertEqual(human.returncode, 0, human.stderr)
+        self.assertIn("ed1._domainkey.%s. 3600 IN CNAME ed1.%s.%s.\n" % (DOMAIN, DOMAIN, KEY_ZONE),
+                      human.stdout)
+        self.assertIn('_vmrelay-auth.%s. 3600 IN TXT "%s"\n' % (DOMAIN, token("vps1", DOMAIN)),
+                      human.stdout)
+
+    def test_2_missing_then_ok_then_wrong(self):
+        self.nsd.set_zone(DOMAIN, "www A 127.0.0.80")
+        reply, recs = self.check()
+        self.assertFalse(reply["all_ok"])
+        self.assertEqual({k: r["verdict"] for k, r in recs.items()},
+                         {"spf": "missing", "ed1._domainkey." + DOMAIN: "missing",
+                          "rsa1._domainkey." + DOMAIN: "missing",
+                          "_vmrelay-auth." + DOMAIN: "missing"})
+
+        # the zone snippet dns-records prints, pasted as is
+        zone = self.ctl("dns-records", DOMAIN)["zone"]
+        self.nsd.set_zone(DOMAIN, "www A 127.0.0.80\n" + zone)
+        reply, recs = self.check()
+        self.assertTrue(reply["all_ok"], reply)
+        self.assertTrue(all(r["verdict"] == "ok" for r in recs.values()))
+        human = self.ctl("dns-check", DOMAIN, human=True)
+        self.assertIn("all records check out", human.stdout)
+
+        # each one wrong: its own SPF without us, a CNAME elsewhere, and
+        # another account's token
+        self.nsd.set_zone(DOMAIN, """
+            @ TXT "v=spf1 mx -all"
+            ed1._domainkey CNAME ed1.%s.keys.elsewhere.example.
+            rsa1._domainkey TXT "v=DKIM1; k=rsa; p=pasted"
+            _vmrelay-auth TXT "%s"
+            """ % (DOMAIN, token("vps2", DOMAIN)))
+        reply, recs = self.check()
+        self.assertFalse(reply["all_ok"])
+        self.assertEqual((recs["spf"]["verdict"], recs["spf"]["found"]),
+                         ("wrong", "v=spf1 mx -all"))
+        # merged advice: our include first, the domain's own terms kept
+        self.assertEqual(recs["spf"]["value"], "v=spf1 include:%s mx -all" % SPF_NAME)
+        ed1 = recs["ed1._domainkey." + DOMAIN]
+        self.assertEqual((ed1["verdict"], ed1["found"]),
+                         ("wrong", "ed1.%s.keys.elsewhere.example" % DOMAIN))
+        # a key pasted as TXT is no CNAME: it would break at the next rotation
+        self.assertEqual(recs["rsa1._domainkey." + DOMAIN]["verdict"], "missing")
+        auth = recs["_vmrelay-auth." + DOMAIN]
+        self.assertEqual((auth["verdict"], auth["found"]), ("wrong", token("vps2", DOMAIN)))
+        human = self.ctl("dns-check", DOMAIN, human=True)
+        self.assertIn("found:    v=spf1 mx -all", human.stdout)
+        self.assertIn("some records do not check out", human.stdout)
+
+        records = self.ctl("dns-records", DOMAIN)
+        self.assertEqual(records["records"][0]["value"], "v=spf1 include:%s mx -all" % SPF_NAME)
+
+    def test_refusals(self):
+        reply = self.ctl("dns-records", "nobody.example")
+        self.assertEqual(reply, {"ok": False,
+                                 "error": "no account lists the domain 'nobody.example'"})
+        reply = self.ctl("dns-check")
+        self.assertEqual(reply["error"], "usage: dns-check DOMAIN")
+
+
+class WizardOffTest(unittest.TestCase):
+    def test_without_dns_section(self):
+        with Relay(workers=1, tls=False) as r:
+            out = r.ctl("dns-records", "example.com")
+            self.assertEqual(json.loads(out.stdout)["error"],
+                             "the DNS wizard is off: set [dns] spf_name, key_zone and "
+                             "secret_file")
+
+    def test_secret_readable_by_others_refused_at_start(self):
+        d = tempfile.mkdtemp(prefix="vr-wizard-")
+        secret = os.path.join(d, "dns.secret")
+        with open(secret, "wb") as f:
+            f.write(SECRET)
+        os.chmod(secret, 0o644)
+        r = Relay(workers=1, tls=False)
+        try:
+            with open(r.config_path, "a") as f:
+                f.write("\n[dns]\nspf_name = %s\nkey_zone = %s\nsecret_file = %s\n"
+                        % (SPF_NAME, KEY_ZONE, secret))
+            with self.assertRaises(RuntimeError) as e:
+                r.start(timeout=5)
+            self.assertIn("secret_file %s: readable by others (mode 0644)" % secret,
+                          str(e.exception))
+        finally:
+            r.cleanup()
+            subprocess.run(["rm", "-rf", d])
+
+
+if __name__ == "__main__":
+    unittest.main()
