@@ -81,9 +81,9 @@ static ssize_t body_read(void *cookie, uint8_t *buf, size_t cap)
 	return n < 0 ? -1 : n;
 }
 
-static void on_ready(void *owner)
+/* The next message, or QUIT when all went. */
+static void next_msg(struct run *r)
 {
-	struct run *r = owner;
 	struct vr_smtpc *c = vr_smtpc_conn_smtpc(r->k);
 
 	if (r->started == r->count) {
@@ -94,6 +94,11 @@ static void on_ready(void *owner)
 	r->off = 0;
 	if (vr_smtpc_send(c, &r->msg, vr_clock_ms()) < 0)
 		abort();
+}
+
+static void on_ready(void *owner)
+{
+	next_msg(owner);
 }
 
 static void on_msg_done(void *owner, struct vr_smtpc_msg *msg, enum vr_smtpc_status st,
@@ -220,6 +225,9 @@ static int run_conn(struct run *r, struct vr_smtpc_params *p)
 		perror("vmrelay-send");
 		return -1;
 	}
+	/* The first message goes with the connection, as the delivery thread
+	 * hands it over: a failure to connect or greet is then its outcome. */
+	next_msg(r);
 	int fd = vr_smtpc_conn_fd(r->k);
 	struct epoll_event ev = { .events = vr_smtpc_conn_events(r->k) };
 	epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
