@@ -83,9 +83,9 @@ int vr_dpdk_eal_init(const struct vr_config *cfg, char *err, size_t errlen)
 
 /* "10.77.0.1/24" -> ip, prefix; "10.77.0.254" -> gateway. config.c checked
  * the syntax; the stack checks the meaning. */
-static int parse_addresses(struct vr_dpdk *d, char *err, size_t errlen)
+static int parse_addresses(const struct vr_config *cfg, struct vr_dpdk *d, char *err,
+			   size_t errlen)
 {
-	const struct vr_config *cfg = d->cfg;
 	char ip[sizeof(cfg->dpdk_ip)];
 	struct in_addr a;
 
@@ -117,10 +117,8 @@ static int parse_addresses(struct vr_dpdk *d, char *err, size_t errlen)
 }
 
 /* Listeners must be on our address or on every address: the stack has one. */
-static int check_listen(const struct vr_dpdk *d, char *err, size_t errlen)
+static int check_listen(const struct vr_config *cfg, uint32_t ip, char *err, size_t errlen)
 {
-	const struct vr_config *cfg = d->cfg;
-
 	for (unsigned i = 0; i < cfg->n_listen; i++) {
 		const struct vr_listen *l = &cfg->listen[i];
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)&l->addr;
@@ -129,9 +127,9 @@ static int check_listen(const struct vr_dpdk *d, char *err, size_t errlen)
 			return -1;
 		}
 		uint32_t a = ntohl(sin->sin_addr.s_addr);
-		if (a != 0 && a != d->ip) {
+		if (a != 0 && a != ip) {
 			snprintf(err, errlen, "listen %s: not [dpdk] ip %s nor 0.0.0.0", l->text,
-				 d->cfg->dpdk_ip);
+				 cfg->dpdk_ip);
 			return -1;
 		}
 		if (sin->sin_port == 0) {
@@ -141,6 +139,28 @@ static int check_listen(const struct vr_dpdk *d, char *err, size_t errlen)
 		}
 	}
 	return 0;
+}
+
+int vr_dpdk_check(const struct vr_config *cfg, char *err, size_t errlen)
+{
+	char buf[sizeof(cfg->dpdk_eal) + 8], why[128];
+	char *argv[EAL_ARGS_MAX];
+	struct vr_dpdk d;
+
+	int argc = vr_dpdk_split(cfg->dpdk_eal, buf, sizeof(buf), argv, EAL_ARGS_MAX - 1, why,
+				 sizeof(why));
+	if (argc < 0) {
+		snprintf(err, errlen, "[dpdk] eal: %s", why);
+		return -1;
+	}
+	if (argc == 0) {
+		snprintf(err, errlen, "[dpdk] eal is required with io = dpdk (e.g. -l 0-1 "
+			 "--vdev=net_af_packet0,iface=eth1)");
+		return -1;
+	}
+	if (parse_addresses(cfg, &d, err, errlen) < 0)
+		return -1;
+	return check_listen(cfg, d.ip, err, errlen);
 }
 
 /* Deals the port's redirection table round-robin over the queues. */
@@ -279,7 +299,8 @@ struct vr_dpdk *vr_dpdk_new(struct vr_smtpd *srv, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	if (parse_addresses(d, err, errlen) < 0 || check_listen(d, err, errlen) < 0 ||
+	if (parse_addresses(d->cfg, d, err, errlen) < 0 ||
+	    check_listen(d->cfg, d->ip, err, errlen) < 0 ||
 	    !(d->sh = vr_iostack_shared_new(d->cfg, d->n_workers, err, errlen)) ||
 	    port_setup(d, err, errlen) < 0)
 		goto fail;

@@ -27,6 +27,13 @@ int vr_dpdk_split(const char *line, char *buf, size_t buflen, char **argv, int m
 		  char *err, size_t errlen);
 
 /*
+ * What --check can tell about cfg's DPDK settings without starting the EAL:
+ * an eal line that splits and names a port, [dpdk] ip, listen addresses the
+ * stack can serve (IPv4, its address or 0.0.0.0, a fixed port). 0, or -1
+ * with err.
+ */
+int vr_dpdk_check(const struct vr_config *cfg, char *err, size_t errlen);
+/*
  * Starts the EAL from cfg->dpdk_eal and checks it against cfg: one worker
  * lcore per [io] workers besides the main lcore, and a port. Once per
  * process, before any thread is started that should stay off the worker

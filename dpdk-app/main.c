@@ -172,6 +172,10 @@ static int load_inputs(struct relay *r, const char *io_mode, struct vr_accounts 
 			return -1;
 		}
 	}
+	if (r->cfg.io_mode == VR_IO_DPDK && vr_dpdk_check(&r->cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "vmrelay: %s\n", err);
+		return -1;
+	}
 	*accounts = load_accounts(&r->cfg, err, sizeof(err));
 	if (!*accounts) {
 		fprintf(stderr, "vmrelay: %s\n", err);

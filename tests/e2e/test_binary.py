@@ -84,16 +84,18 @@ class BinaryTest(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("/nonexistent/relay.ini", err)
 
-    def test_dpdk_not_built_yet(self):
+    def test_dpdk_needs_its_settings(self):
+        """DPDK mode (test_dpdk.py runs it) refuses a configuration without
+        [dpdk] before it starts anything, --check included."""
         code, _, err = run("-c", self.relay.config_path, "--io", "dpdk")
         self.assertEqual(code, 2)
-        self.assertIn("DPDK transport is not built yet", err)
+        self.assertIn("[dpdk] eal is required with io = dpdk", err)
         text = open(self.relay.config_path).read().replace("mode = kernel", "mode = dpdk")
         with open(self.relay.config_path, "w") as f:
-            f.write(text)
-        code, _, err = run("-c", self.relay.config_path)
+            f.write(text + "\n[dpdk]\neal = -l 0-1 --no-huge\nip = 10.77.0.1/24\n")
+        code, _, err = run("-c", self.relay.config_path, "--check")
         self.assertEqual(code, 2)
-        self.assertIn("DPDK transport is not built yet", err)
+        self.assertIn("listen 127.0.0.1:0: not [dpdk] ip 10.77.0.1/24 nor 0.0.0.0", err)
 
     def test_start_and_stop_lines(self):
         r = self.relay.start()
