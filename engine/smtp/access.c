@@ -148,23 +148,76 @@ static int access_over_quota(struct vr_session *s, const struct vr_rl_verdict *v
 	return -1;
 }
 
-/* The local windows granted ticket; now the cluster-wide allowance. A
- * block not here yet is a 451 that says so, never a hold: only a spent
- * allowance is over quota. */
-static int access_cluster(struct vr_session *s, const struct vr_rl_ticket *ticket, int64_t now)
+/* --- the cluster-wide allowance (vmrelay/cluster.h) --- */
+
+/* A VPS's first RCPT on this node may come before the node's block of its
+ * allowance (asked for at MAIL) has arrived from Redis: the reply waits,
+ * input with it, looking again every RCPT_POLL_MS, for at most
+ * RCPT_WAIT_MS (well inside any client's RCPT timeout). */
+#define RCPT_WAIT_MS 1500
+#define RCPT_POLL_MS 2
+
+/* No cluster slot for the recipient: its local reservation (the last
+ * ticket) goes back and the client learns why. */
+static void cluster_refuse(struct vr_session *s, const struct vr_cluster_verdict *cv)
+{
+	int64_t now = (int64_t)(vr_clock_wall_us() / 1000000u);
+	char why[VR_SMTP_DENY_TEXT];
+
+	vr_rl_release(s->srv->rl, s->account, &s->tickets[--s->n_tickets]);
+	vr_cluster_explain(cv, s->account, now, why, sizeof(why));
+	vr_smtp_reply(s, VR_R_QUOTA, why);
+}
+
+/* After the local windows took the recipient's ticket: 0 with the cluster
+ * slot taken (or the message held), 1 when the reply waits
+ * (VR_SMTP_RCPT_WAIT), -1 after a 451. Only a spent allowance is over
+ * quota; a block not here yet is waited for, then a 451 that says so. */
+static int access_cluster(struct vr_session *s)
 {
 	struct vr_cluster_verdict cv;
-	char why[VR_SMTP_DENY_TEXT];
 	int rc = vr_cluster_take(s->srv->cluster, s->account, 1, &cv);
 
-	if (rc == 0)
+	if (rc == 0) {
+		s->n_cluster++;
 		return 0;
-	vr_rl_release(s->srv->rl, s->account, ticket);
-	if (rc == -EDQUOT && s->hold_over_quota)
+	}
+	if (rc == -EAGAIN) {
+		s->phase = VR_SMTP_RCPT_WAIT;
+		s->rcpt_wait_until = s->now + RCPT_WAIT_MS;
+		return 1;
+	}
+	if (s->hold_over_quota)
 		return access_hold(s);
-	vr_cluster_explain(&cv, s->account, now, why, sizeof(why));
-	vr_smtp_reply(s, VR_R_QUOTA, why);
+	cluster_refuse(s, &cv);
 	return -1;
+}
+
+void vr_smtp_rcpt_wait(struct vr_session *s)
+{
+	struct vr_cluster_verdict cv;
+	int rc = vr_cluster_take(s->srv->cluster, s->account, 1, &cv);
+
+	if (rc == -EAGAIN && s->now < s->rcpt_wait_until)
+		return;
+	/* the recipient is on the envelope already (cmd.c): it comes off
+	 * unless the slot came or the message is held */
+	s->phase = VR_SMTP_CMD;
+	if (rc == 0) {
+		s->n_cluster++;
+		vr_smtp_reply(s, VR_R_RCPT_OK);
+	} else if (rc == -EDQUOT && s->hold_over_quota) {
+		access_hold(s);
+		vr_smtp_reply(s, VR_R_RCPT_OK);
+	} else {
+		cluster_refuse(s, &cv);
+		s->n_rcpt--;
+	}
+}
+
+uint64_t vr_smtp_rcpt_wait_deadline(const struct vr_session *s)
+{
+	return VR_MIN(s->now + RCPT_POLL_MS, s->rcpt_wait_until);
 }
 
 static int access_rcpt(struct vr_session *s)
@@ -190,12 +243,10 @@ static int access_rcpt(struct vr_session *s)
 		vr_smtp_reply(s, VR_R_QUOTA_UNKNOWN, s->account);
 		return -1;
 	}
-	if (s->srv->cluster && (rc = access_cluster(s, &ticket, now)) != 0)
-		return rc;
-	if (s->held)
-		return 0;
 	/* one per recipient, and RCPT stops at max_recipients < slots */
 	s->tickets[s->n_tickets++] = ticket;
+	if (s->srv->cluster)
+		return access_cluster(s) < 0 ? -1 : 0;
 	return 0;
 }
 
@@ -207,14 +258,14 @@ void vr_smtp_quota_end(struct vr_session *s, bool sent)
 		else
 			vr_rl_release(s->srv->rl, s->account, &s->tickets[i]);
 	}
-	/* every ticket also holds one cluster slot (access_cluster) */
-	if (s->srv->cluster && s->n_tickets) {
+	if (s->n_cluster) {
 		if (sent)
-			vr_cluster_confirm(s->srv->cluster, s->account, s->n_tickets);
+			vr_cluster_confirm(s->srv->cluster, s->account, s->n_cluster);
 		else
-			vr_cluster_release(s->srv->cluster, s->account, s->n_tickets);
+			vr_cluster_release(s->srv->cluster, s->account, s->n_cluster);
 	}
 	s->n_tickets = 0;
+	s->n_cluster = 0;
 }
 
 int vr_smtp_access(struct vr_session *s, enum vr_smtp_access_stage stage,

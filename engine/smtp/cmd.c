@@ -189,11 +189,14 @@ static int rcpt_check(struct vr_session *s, struct cmd_args *a)
 static void rcpt_proceed(struct vr_session *s, struct cmd_args *a)
 {
 	if (vr_smtp_env_add(s, s->n_rcpt + 1, a->env.addr, a->env.addr_len) < 0) {
+		s->phase = VR_SMTP_CMD;        /* no waiting for a recipient we lost */
 		vr_smtp_reply(s, VR_R_NOMEM, s->cfg->hostname);
 		return;
 	}
 	s->n_rcpt++;
-	vr_smtp_reply(s, VR_R_RCPT_OK);
+	/* the cluster quota block is on its way: the reply waits (access.c) */
+	if (s->phase != VR_SMTP_RCPT_WAIT)
+		vr_smtp_reply(s, VR_R_RCPT_OK);
 }
 
 /* --- DATA, BDAT --- */

@@ -51,7 +51,8 @@ static bool tx_high(const struct vr_session *s)
 /* Input cannot be used now: it stays where it is. */
 static bool session_blocked(const struct vr_session *s)
 {
-	return s->phase == VR_SMTP_COMMIT || s->phase == VR_SMTP_CLOSED || tx_high(s);
+	return s->phase == VR_SMTP_COMMIT || s->phase == VR_SMTP_RCPT_WAIT ||
+	       s->phase == VR_SMTP_CLOSED || tx_high(s);
 }
 
 static void session_fail(struct vr_session *s, const char *what)
@@ -435,6 +436,9 @@ void vr_session_tick(struct vr_session *s, uint64_t now_ms)
 		if (now_ms >= s->greet_at)
 			session_banner(s);
 		break;
+	case VR_SMTP_RCPT_WAIT:
+		vr_smtp_rcpt_wait(s);
+		break;
 	case VR_SMTP_TLS:
 		if (idle && now_ms >= s->idle_at + idle) {
 			/* Mid-handshake there is no channel for a 421. */
@@ -463,6 +467,8 @@ uint64_t vr_session_deadline(const struct vr_session *s)
 		return UINT64_MAX;
 	case VR_SMTP_GREET:
 		return s->greet_at;
+	case VR_SMTP_RCPT_WAIT:
+		return vr_smtp_rcpt_wait_deadline(s);
 	default:
 		break;
 	}

@@ -44,6 +44,8 @@ enum vr_smtp_phase {
 	VR_SMTP_DATA,
 	VR_SMTP_BDAT,            /* bdat_left octets of chunk content are due */
 	VR_SMTP_COMMIT,          /* message with the spool: input waits */
+	VR_SMTP_RCPT_WAIT,       /* a RCPT's reply waits for the cluster quota
+				  * block (access.c): input waits */
 	VR_SMTP_CLOSED,
 };
 
@@ -102,6 +104,8 @@ struct vr_session {
 	 * all released (access.c); a held transaction holds none */
 	struct vr_rl_ticket *tickets;
 	unsigned n_tickets;
+	unsigned n_cluster;                /* of them, holding a cluster slot too */
+	uint64_t rcpt_wait_until;          /* VR_SMTP_RCPT_WAIT gives up then */
 	bool hold_over_quota;              /* the account's over_quota = hold */
 	bool unlimited;                    /* the account is exempt from the windows */
 	bool held;                         /* over quota, accepted for the operator */
@@ -171,5 +175,10 @@ void vr_smtp_access_header(struct vr_session *s, int rc);
 /* The transaction's reservations: confirmed (its message is committed) or
  * released (it ended any other way), each exactly once. */
 void vr_smtp_quota_end(struct vr_session *s, bool sent);
+/* VR_SMTP_RCPT_WAIT: looks for the cluster block again; replies to the
+ * RCPT and returns to VR_SMTP_CMD once it is there, spent, or too late. */
+void vr_smtp_rcpt_wait(struct vr_session *s);
+/* When vr_smtp_rcpt_wait wants to be called next (monotonic ms). */
+uint64_t vr_smtp_rcpt_wait_deadline(const struct vr_session *s);
 
 #endif
