@@ -358,13 +358,19 @@ static void word(struct fold *f, const char *s, size_t n, bool sp)
 }
 
 /* Text that may be folded anywhere (base64: RFC 6376 3.5 allows FWS
- * between any two of its characters). */
-static void text(struct fold *f, const char *s, size_t n)
+ * between any two of its characters), with room left after it for tail
+ * more characters (the ';' that ends its tag). */
+static void text(struct fold *f, const char *s, size_t n, size_t tail)
 {
 	while (n) {
-		if (f->col >= FOLD_COLUMNS)
+		size_t room = f->col < FOLD_COLUMNS ? FOLD_COLUMNS - f->col : 0;
+		size_t k = n + tail <= room ? n : VR_MIN(n, room);
+		if (k == n && n + tail > room)
+			k = room > tail ? room - tail : 0;
+		if (k == 0) {
 			fold(f);
-		size_t k = VR_MIN(n, FOLD_COLUMNS - f->col);
+			continue;
+		}
 		put(f, s, k);
 		s += k;
 		n -= k;
@@ -396,19 +402,21 @@ static int sig_prefix(struct vr_dkim_signer *s, const struct vr_dkim_key *k,
 	word(&f, w, VR_MIN((size_t)n, sizeof(w) - 1), true);
 	n = snprintf(w, sizeof(w), "t=%" PRIu64 ";", s->now);
 	word(&f, w, (size_t)n, true);
-	/* h=: each name as often as it occurs, From once more. */
-	bool first = true;
-	for (unsigned k2 = 0; k2 < N_SIGNED; k2++) {
-		unsigned times = s->count[k2] + (k2 == FROM);
-		for (unsigned t = 0; t < times; t++) {
-			n = snprintf(w, sizeof(w), "%s%s", first ? "h=" : ":", signed_names[k2]);
+	/* h=: each name as often as it occurs, From once more; the last
+	 * carries the ';' so that it folds with it. */
+	unsigned left = 1;
+	for (unsigned i = 0; i < N_SIGNED; i++)
+		left += s->count[i];
+	for (unsigned i = 0; i < N_SIGNED; i++) {
+		for (unsigned t = 0; t < s->count[i] + (i == FROM); t++) {
+			bool first = i == FROM && t == 0;
+			n = snprintf(w, sizeof(w), "%s%s%s", first ? "h=" : ":", signed_names[i],
+				     --left ? "" : ";");
 			word(&f, w, (size_t)n, first);
-			first = false;
 		}
 	}
-	put(&f, ";", 1);
 	word(&f, "bh=", 3, true);
-	text(&f, bh, strlen(bh));
+	text(&f, bh, strlen(bh), 1);
 	put(&f, ";", 1);
 	word(&f, "b=", 2, true);
 	return f.rc ? f.rc : (int)f.col;
@@ -477,7 +485,7 @@ static int sign_key(struct vr_dkim_signer *s, const struct vr_dkim_key *k,
 	int rc = sig && sig64 ? sign_hash(s, k, hash, sig, &siglen) : fail(s, -ENOMEM, "out of memory");
 	if (rc == 0) {
 		struct fold f = { .b = out, .col = (size_t)col };
-		text(&f, sig64, b64(sig64, sig, siglen));
+		text(&f, sig64, b64(sig64, sig, siglen), 0);
 		put(&f, "\r\n", 2);
 		rc = f.rc ? fail(s, f.rc, "no room for the signature field") : 0;
 	}

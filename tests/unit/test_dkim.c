@@ -660,6 +660,18 @@ static void test_verify(void **state)
 			}
 		}
 	}
+	/* 0..23 Cc fields move where the lines fold: before a ';', inside
+	 * and at the end of bh= and b=, before base64's '=' padding. */
+	for (int n = 0; n < 24; n++) {
+		char msg[2048] = "From: a@example.com\r\n", name[64];
+		for (int i = 0; i < n; i++)
+			strcat(msg, "Cc: c@example.org\r\n");
+		strcat(msg, "\r\nbody\r\n");
+		char *sig = sign(&dual_dom, NULL, msg, strlen(msg));
+		snprintf(name, sizeof(name), "fold-%02d.eml", n);
+		write_file(name, sig, strlen(sig), msg, strlen(msg));
+		free(sig);
+	}
 	assert_int_equal(run_verify(false), 0);
 
 	clean_dir();
