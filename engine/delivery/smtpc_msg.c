@@ -183,13 +183,13 @@ void vr_smtpc_msg_refused(struct vr_smtpc *c, uint64_t now_ms)
 
 /* --- starting one --- */
 
-static void refuse_all(struct vr_smtpc *c, unsigned code, const char *enh, const char *fmt,
-		       const char *arg)
+/* Every recipient not refused already gets this local reply. */
+static void refuse_all(struct vr_smtpc *c, unsigned code, const char *enh, const char *text)
 {
 	for (size_t i = 0; i < c->msg->n_rcpts; i++) {
 		struct vr_smtpc_rcpt *x = &c->msg->rcpts[i];
 		if (x->reply.code == 0)
-			vr_smtpc_local(&x->reply, code, enh, fmt, arg);
+			vr_smtpc_local(&x->reply, code, enh, "%s", text);
 	}
 }
 
@@ -198,6 +198,7 @@ void vr_smtpc_msg_start(struct vr_smtpc *c, uint64_t now_ms)
 	struct vr_smtpc_msg *m = c->msg;
 	int from = addr_check(m->from, true), utf8 = from > 0 || (m->flags & VR_SMTPC_SMTPUTF8);
 	size_t valid = 0;
+	char text[VR_SMTPC_TEXT_MAX];
 
 	memset(&c->reply, 0, sizeof(c->reply));
 	for (size_t i = 0; i < m->n_rcpts; i++) {
@@ -217,20 +218,21 @@ void vr_smtpc_msg_start(struct vr_smtpc *c, uint64_t now_ms)
 	 * vr_smtpc_send(): its caller may be in one of our callbacks. */
 	c->refuse_pending = true;
 	if (from < 0) {
-		refuse_all(c, 553, "5.1.7", "bad sender address syntax%s", "");
+		refuse_all(c, 553, "5.1.7", "bad sender address syntax (control bytes, brackets, "
+			   "bad UTF-8 or too long)");
 		return;
 	}
 	if (utf8 && !(c->caps & VR_SMTPC_CAP_SMTPUTF8)) {
 		/* RFC 6531 3.4: no downgrade; the sender gets a DSN. */
-		refuse_all(c, 550, "5.6.7", "SMTPUTF8 is required, but was not offered by host %s",
-			   c->peer);
+		snprintf(text, sizeof(text), "SMTPUTF8 is required, but was not offered by host %s",
+			 c->peer);
+		refuse_all(c, 550, "5.6.7", text);
 		return;
 	}
 	if (c->size_limit && m->size > c->size_limit) {
-		char t[48];
-		snprintf(t, sizeof(t), "%llu", (unsigned long long)c->size_limit);
-		refuse_all(c, 552, "5.3.4", "message exceeds the size limit of %s bytes of the "
-			   "server", t);
+		snprintf(text, sizeof(text), "message size %llu exceeds size limit %llu of server %s",
+			 (unsigned long long)m->size, (unsigned long long)c->size_limit, c->peer);
+		refuse_all(c, 552, "5.3.4", text);
 		return;
 	}
 	if (valid == 0)

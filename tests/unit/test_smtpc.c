@@ -31,10 +31,62 @@
 #include "guard.h"
 
 static char dir[] = "/tmp/vr_test_smtpc.XXXXXX";
-static char cert_path[64], key_path[64];
-static uint8_t spki_sha256[32];
+/* cert.pem: a self-signed mx.test; chain.pem: mx.test issued by a test CA,
+ * then the CA, for DANE-TA. */
+static char cert_path[64], key_path[64], chain_path[64], chain_key_path[64];
+static uint8_t spki_sha256[32];          /* TLSA 3 1 1 of cert.pem */
+static uint8_t leaf_sha512[64];          /* TLSA 3 0 2 of cert.pem */
+static uint8_t ca_sha256[32];            /* TLSA 2 0 1 of the CA */
 
-/* --- the certificate --- */
+/* --- certificates --- */
+
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *issuer, EVP_PKEY *issuer_key,
+		       bool ca)
+{
+	X509 *x = X509_new();
+	X509V3_CTX v3;
+
+	X509_set_version(x, X509_VERSION_3);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), ca ? 1 : 2);
+	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+	X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+				   (const unsigned char *)cn, -1, -1, 0);
+	X509_set_issuer_name(x, X509_get_subject_name(issuer ? issuer : x));
+	X509_set_pubkey(x, key);
+	X509V3_set_ctx(&v3, issuer ? issuer : x, x, NULL, NULL, 0);
+	X509_EXTENSION *e = ca
+		? X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:TRUE")
+		: X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, "DNS:mx.test");
+	X509_add_ext(x, e, -1);
+	X509_EXTENSION_free(e);
+	assert_true(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0);
+	return x;
+}
+
+static void write_pem(const char *path, EVP_PKEY *key, X509 *x, X509 *x2)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	if (key)
+		PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
+	if (x)
+		PEM_write_X509(f, x);
+	if (x2)
+		PEM_write_X509(f, x2);
+	fclose(f);
+}
+
+static void cert_digest(X509 *x, const EVP_MD *md, uint8_t *out)
+{
+	unsigned char *der = NULL;
+	int n = i2d_X509(x, &der);
+	unsigned int len = 0;
+
+	EVP_Digest(der, (size_t)n, out, &len, md, NULL);
+	OPENSSL_free(der);
+}
 
 static int setup(void **state)
 {
@@ -42,34 +94,34 @@ static int setup(void **state)
 		return -1;
 	snprintf(cert_path, sizeof(cert_path), "%s/cert.pem", dir);
 	snprintf(key_path, sizeof(key_path), "%s/key.pem", dir);
+	snprintf(chain_path, sizeof(chain_path), "%s/chain.pem", dir);
+	snprintf(chain_key_path, sizeof(chain_key_path), "%s/chain-key.pem", dir);
+
+	/* Self-signed mx.test: DANE-EE by key (3 1 1) and by certificate. */
 	EVP_PKEY *key = EVP_EC_gen("P-256");
-	FILE *f = fopen(key_path, "w");
-	PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
-	fclose(f);
-
-	X509 *x = X509_new();
-	X509_set_version(x, X509_VERSION_3);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-	X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-	X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-	X509_NAME *name = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"mx.test",
-				   -1, -1, 0);
-	X509_set_issuer_name(x, name);
-	X509_set_pubkey(x, key);
-	X509_sign(x, key, EVP_sha256());
-	f = fopen(cert_path, "w");
-	PEM_write_X509(f, x);
-	fclose(f);
-
-	/* TLSA 3 1 1: SHA-256 of the SubjectPublicKeyInfo. */
+	X509 *x = make_cert("mx.test", key, NULL, NULL, false);
+	write_pem(key_path, key, NULL, NULL);
+	write_pem(cert_path, NULL, x, NULL);
 	unsigned char *der = NULL;
 	int n = i2d_PUBKEY(key, &der);
-	unsigned int mdlen = 0;
-	EVP_Digest(der, (size_t)n, spki_sha256, &mdlen, EVP_sha256(), NULL);
+	unsigned int len = 0;
+	EVP_Digest(der, (size_t)n, spki_sha256, &len, EVP_sha256(), NULL);
 	OPENSSL_free(der);
+	cert_digest(x, EVP_sha512(), leaf_sha512);
 	X509_free(x);
 	EVP_PKEY_free(key);
+
+	/* A CA and a leaf it issued; the server sends both. */
+	EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *leaf_key = EVP_EC_gen("P-256");
+	X509 *ca = make_cert("vmrelay test CA", ca_key, NULL, NULL, true);
+	X509 *leaf = make_cert("mx.test", leaf_key, ca, ca_key, false);
+	write_pem(chain_key_path, leaf_key, NULL, NULL);
+	write_pem(chain_path, NULL, leaf, ca);
+	cert_digest(ca, EVP_sha256(), ca_sha256);
+	X509_free(ca);
+	X509_free(leaf);
+	EVP_PKEY_free(ca_key);
+	EVP_PKEY_free(leaf_key);
 	return 0;
 }
 
@@ -77,6 +129,8 @@ static int teardown(void **state)
 {
 	unlink(cert_path);
 	unlink(key_path);
+	unlink(chain_path);
+	unlink(chain_key_path);
 	return rmdir(dir);
 }
 
@@ -363,6 +417,8 @@ static void h_open(struct h *h, const struct vr_smtpc_params *extra)
 		p.n_tlsa = extra->n_tlsa;
 		p.max_msgs = extra->max_msgs;
 		p.timeouts = extra->timeouts;
+		if (extra->peer_name)
+			p.peer_name = extra->peer_name;
 	}
 	p.owner = h;
 	h->now = 1000;
@@ -492,6 +548,39 @@ static void test_pipelined(void **state)
 	assert_int_equal(m_rcpts[2].reply.code, 451);
 	vr_smtpc_quit(h.c, h.now);
 	expect_out(&h, "QUIT\r\n");
+	h_close(&h);
+}
+
+/* The server's bytes one at a time: every reply split everywhere. */
+static void srv_bytes(struct h *h, const char *s)
+{
+	for (; *s; s++) {
+		vr_smtpc_rx(h->c, s, 1, h->now);
+		collect(h);
+	}
+}
+
+static void test_byte_by_byte(void **state)
+{
+	struct h h;
+	MSG(m, "x\r\n", { .addr = "a@b.test" }, { .addr = "c@d.test" });
+
+	h_open(&h, NULL);
+	srv_bytes(&h, "220-mx.test\r\n220 ESMTP\r\n");
+	expect_out(&h, "EHLO relay.test\r\n");
+	srv_bytes(&h, "250-mx.test\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n");
+	assert_int_equal(h.ready, 1);
+	vr_smtpc_send(h.c, &m, h.now);
+	srv_bytes(&h, "250 2.1.0 ok\r\n250 2.1.5 ok\r\n452-4.5.3 too\r\n452 4.5.3 many\r\n"
+		      "354 go\r\n");
+	expect_out(&h, "MAIL FROM:<alice@example.com>\r\nRCPT TO:<a@b.test>\r\n"
+		       "RCPT TO:<c@d.test>\r\nDATA\r\nx\r\n.\r\n");
+	srv_bytes(&h, "250 2.0.0 ok\r\n");
+	assert_int_equal(h.st, VR_SMTPC_SENT);
+	assert_string_equal(m_rcpts[0].reply.text, "ok");
+	assert_int_equal(m_rcpts[1].reply.code, 452);
+	assert_string_equal(m_rcpts[1].reply.enh, "4.5.3");
+	assert_string_equal(m_rcpts[1].reply.text, "too many");
 	h_close(&h);
 }
 
@@ -820,6 +909,8 @@ static void test_bad_addresses_and_size(void **state)
 	assert_int_equal(m_rcpts[0].reply.code, 553);
 	assert_int_equal(m_rcpts[1].reply.code, 552);
 	assert_string_equal(m_rcpts[1].reply.enh, "5.3.4");
+	assert_string_equal(m_rcpts[1].reply.text, "message size 5000 exceeds size limit 4000 of "
+			    "server mx.test[192.0.2.25]:25");
 	assert_int_equal(m_rcpts[2].reply.code, 553);
 	assert_int_equal(m_rcpts[3].reply.code, 553);
 	expect_out(&h, "");
@@ -944,12 +1035,14 @@ static void test_garbage_reply(void **state)
 
 /* --- STARTTLS --- */
 
-/* Greets, offers STARTTLS, and switches the script to TLS on the 220. */
-static void tls_start(struct h *h, const char *caps_before)
+/* Greets, offers STARTTLS, and switches the script to TLS on the 220,
+ * the server showing cert (its chain) with key. */
+static void tls_start_with(struct h *h, const char *caps_before, const char *cert,
+			   const char *key)
 {
 	char err[256];
 
-	h->sctx = vr_tls_server_ctx_new(cert_path, key_path, err, sizeof(err));
+	h->sctx = vr_tls_server_ctx_new(cert, key, err, sizeof(err));
 	assert_non_null(h->sctx);
 	h->srv = vr_tls_new(h->sctx, true, NULL);
 	h_greet(h, caps_before);
@@ -958,6 +1051,11 @@ static void tls_start(struct h *h, const char *caps_before)
 	vr_smtpc_rx(h->c, "220 2.0.0 go ahead\r\n", 20, h->now);
 	h->srv_tls = true;
 	collect(h);
+}
+
+static void tls_start(struct h *h, const char *caps_before)
+{
+	tls_start_with(h, caps_before, cert_path, key_path);
 }
 
 static struct vr_tls_ctx *client_ctx(void)
@@ -1098,6 +1196,64 @@ static void test_dane(void **state)
 	vr_tls_ctx_free(cctx);
 }
 
+/* The other record shapes RFC 7672 allows, each against a server that
+ * matches it and, for DANE-TA, the name check it brings. */
+static void test_dane_records(void **state)
+{
+	struct vr_tls_ctx *cctx = client_ctx();
+	struct vr_smtpc_tlsa ee_sha512[] = { { 3, 0, 2, leaf_sha512, 64 } };
+	struct vr_smtpc_tlsa ta[] = { { 2, 0, 1, ca_sha256, 32 } };
+	struct vr_smtpc_tlsa unusable[] = { { 0, 0, 1, ca_sha256, 32 } };
+	struct vr_smtpc_params p = { .tls = cctx, .tls_mode = VR_SMTPC_TLS_DANE };
+	struct h h;
+
+	/* DANE-EE, full certificate, SHA-512. */
+	p.tlsa = ee_sha512;
+	p.n_tlsa = 1;
+	h_open(&h, &p);
+	tls_start(&h, "250 STARTTLS\r\n");
+	expect_out(&h, "EHLO relay.test\r\n");
+	assert_true(vr_smtpc_tls_verified(h.c));
+	h_close(&h);
+
+	/* DANE-TA: the chain leads to the CA in the record, and the leaf
+	 * names the MX host. */
+	p.tlsa = ta;
+	h_open(&h, &p);
+	tls_start_with(&h, "250 STARTTLS\r\n", chain_path, chain_key_path);
+	expect_out(&h, "EHLO relay.test\r\n");
+	assert_true(vr_smtpc_tls_verified(h.c));
+	h_close(&h);
+
+	/* DANE-TA and a leaf for another name: refused. */
+	p.peer_name = "mx.other.test";
+	h_open(&h, &p);
+	tls_start_with(&h, "250 STARTTLS\r\n", chain_path, chain_key_path);
+	assert_int_equal(h.closed, 1);
+	assert_string_equal(h.closed_reply.enh, "4.7.5");
+	assert_non_null(strstr(h.closed_reply.text, "hostname mismatch"));
+	h_close(&h);
+
+	/* DANE-TA with a server sending only its leaf: no way to the anchor. */
+	p.peer_name = NULL;
+	h_open(&h, &p);
+	tls_start(&h, "250 STARTTLS\r\n");
+	assert_int_equal(h.closed, 1);
+	h_close(&h);
+
+	/* Only PKIX records (unusable for SMTP, RFC 7672 3.1.3): TLS is still
+	 * required, but unauthenticated. */
+	p.tlsa = unusable;
+	h_open(&h, &p);
+	tls_start(&h, "250 STARTTLS\r\n");
+	expect_out(&h, "EHLO relay.test\r\n");
+	assert_false(vr_smtpc_tls_verified(h.c));
+	assert_non_null(vr_smtpc_tls_version(h.c));
+	assert_int_equal(h.closed, 0);
+	h_close(&h);
+	vr_tls_ctx_free(cctx);
+}
+
 static void test_params(void **state)
 {
 	struct vr_smtpc_params p = { .helo_name = "relay.test", .ops = &ops };
@@ -1127,6 +1283,7 @@ int main(void)
 		cmocka_unit_test(test_reply_truncated_text),
 		cmocka_unit_test(test_plain_transaction),
 		cmocka_unit_test(test_pipelined),
+		cmocka_unit_test(test_byte_by_byte),
 		cmocka_unit_test(test_helo_fallback),
 		cmocka_unit_test(test_greeting_refused),
 		cmocka_unit_test(test_mail_refused),
@@ -1146,6 +1303,7 @@ int main(void)
 		cmocka_unit_test(test_starttls_refused_or_absent),
 		cmocka_unit_test(test_starttls_injection),
 		cmocka_unit_test(test_dane),
+		cmocka_unit_test(test_dane_records),
 		cmocka_unit_test(test_params),
 	};
 
