@@ -228,7 +228,8 @@ void peer_send(uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags, uint16
 	put16(th + 14, win);
 	put16(th + 16, 0);
 	put16(th + 18, 0);
-	memcpy(th + 20 + olen, data, len);
+	if (len)
+		memcpy(th + 20 + olen, data, len);
 	put16(th + 16, rfc1071(pseudo(PEER_IP, OUR_IP, tl), th, tl));
 	if (corrupt)
 		th[tl - 1] ^= 0x10;
