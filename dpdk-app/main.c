@@ -35,6 +35,7 @@
 #include "vmrelay/cluster.h"
 #include "vmrelay/config.h"
 #include "vmrelay/ctl.h"
+#include "vmrelay/delivery.h"
 #include "vmrelay/io.h"
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"
@@ -45,14 +46,19 @@
 #include "dpdk.h"
 
 #define EXIT_USAGE 2
+/* How long a stop lets deliveries in flight finish: well inside the 15 s a
+ * service manager gives before SIGKILL. */
+#define DELIVERY_DRAIN_MS 5000u
 
 struct relay {
 	const char *config_path;
 	struct vr_config cfg;
 	struct vr_tls_ctx *tls;
+	struct vr_tls_ctx *client_tls;  /* delivery's STARTTLS */
 	struct vr_rl *rl;
 	struct vr_spool *spool;
 	struct vr_cluster *cluster;   /* [cluster] redis set: quota leases */
+	struct vr_delivery *delivery;
 	struct vr_smtp_stats *stats;
 	struct vr_smtpd srv;
 	struct vr_io *io;             /* one of these two runs */
@@ -349,6 +355,27 @@ static int replay_spool(struct relay *r)
 	return 0;
 }
 
+/* The delivery workers: the queue read back, the commit hook set, before
+ * the committers start. 0, or -1 after saying why. */
+static int delivery_new(struct relay *r)
+{
+	char err[1024], q[1100];
+
+	r->client_tls = vr_tls_client_ctx_new(err, sizeof(err));
+	if (r->client_tls) {
+		const struct vr_delivery_conf dc = {
+			.cfg = &r->cfg, .spool = r->spool, .spool_worker = r->cfg.workers,
+			.tls = r->client_tls,
+		};
+		r->delivery = vr_delivery_new(&dc, err, sizeof(err));
+	}
+	if (r->delivery)
+		return 0;
+	vr_log_err("event=delivery_failed error=%s", vr_log_quote(q, sizeof(q), err, strlen(err)));
+	fprintf(stderr, "vmrelay: %s\n", err);
+	return -1;
+}
+
 /* [cluster]: the quota leases' thread, if a Redis address is set. 0, or -1
  * after saying why. Redis need not be up: the fail-safe share holds till it is. */
 static int cluster_start(struct relay *r)
@@ -433,7 +460,10 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 		vr_accounts_free(accounts);
 		return 1;
 	}
-	r->spool = vr_spool_open(cfg->spool_dir, cfg->workers, err, sizeof(err));
+	/* The delivery threads submit their DSNs as spool workers of their own,
+	 * after the SMTP workers. */
+	r->spool = vr_spool_open(cfg->spool_dir, cfg->workers + cfg->delivery_workers, err,
+				 sizeof(err));
 	if (!r->spool) {
 		vr_log_err("event=spool_failed dir=%s error=%s", cfg->spool_dir,
 			   vr_log_quote(q, sizeof(q), err, strlen(err)));
@@ -463,9 +493,18 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 		return 1;
 	}
 	r->srv.cluster = r->cluster;
+	if (delivery_new(r) < 0) {
+		vr_accounts_free(accounts);
+		return 1;
+	}
 	int rc = r->stats ? vr_spool_start(r->spool) : -ENOMEM;
 	if (rc < 0) {
 		vr_log_err("event=spool_failed error=\"%s\"", strerror(-rc));
+		vr_accounts_free(accounts);
+		return 1;
+	}
+	if ((rc = vr_delivery_start(r->delivery)) < 0) {
+		vr_log_err("event=delivery_failed error=\"%s\"", strerror(-rc));
 		vr_accounts_free(accounts);
 		return 1;
 	}
@@ -519,9 +558,15 @@ static void shut_down(struct relay *r)
 	vr_dpdk_free(r->dpdk);
 	/* after the sessions: what they hold is settled, the rest given back */
 	vr_cluster_free(r->cluster);
+	/* Attempts in flight may finish (SIGTERM drains); the rest is tried
+	 * again after the restart. Stopped before the spool, freed after it:
+	 * the committers' hook hands it mail until they stop. */
+	vr_delivery_stop(r->delivery, DELIVERY_DRAIN_MS);
 	/* Commits everything already submitted before it returns. */
 	if (r->spool)
 		vr_spool_close(r->spool);
+	vr_delivery_free(r->delivery);
+	vr_tls_ctx_free(r->client_tls);
 	vr_policy_publish(NULL);
 	vr_rl_free(r->rl);
 	vr_tls_ctx_free(r->tls);

@@ -640,6 +640,9 @@ static void conn_free(struct dworker *w, struct dconn *c)
 		c->dest->idle--;
 	}
 	c->dest->conns--;
+	/* Its place may go to a job that waited for it, or to the next address. */
+	if (c->dest->ready)
+		dq_kick(&w->q, c->dest);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -791,6 +794,9 @@ static int wait_ms(struct dworker *w, uint64_t conn_deadline)
 {
 	uint64_t now = vr_clock_ms(), due = dq_next_due_ms(&w->q);
 	uint64_t t = conn_deadline;
+
+	if (w->q.kick)
+		return 0;               /* a destination freed up while we swept */
 
 	if (due != UINT64_MAX) {
 		uint64_t wall = wall_us() / 1000u;

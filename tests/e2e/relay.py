@@ -105,7 +105,7 @@ class Relay:
     """A vmrelay process with its own directory, ports and spool."""
 
     def __init__(self, smtp=None, workers=2, tls=True, accounts=None, spool_dir=None,
-                 listen_v6=False, limits=None, relay_keys=None):
+                 listen_v6=False, limits=None, relay_keys=None, delivery=None):
         self.dir = tempfile.mkdtemp(prefix="vr-e2e-")
         # world-searchable, so a test can let another user reach the control socket
         os.chmod(self.dir, 0o711)
@@ -134,6 +134,10 @@ class Relay:
         if tls:
             cert, key = test_cert()
             lines += ["", "[tls]", "cert = " + cert, "key = " + key]
+        # Mail must never leave loopback (no DNS, no real MX): unless the test
+        # routes it, it goes to a closed local port and waits for a retry.
+        lines += ["", "[delivery]"] + ["%s = %s" % kv for kv in
+                                       (delivery or {"smarthost": "127.0.0.1:1"}).items()]
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines) + "\n")
 
