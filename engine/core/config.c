@@ -170,9 +170,9 @@ void vr_config_defaults(struct vr_config *cfg)
 	strcpy(cfg->timezone, "UTC");
 	/* Postfix's backoff (5 minutes doubling to about an hour) and its
 	 * five-day maximal_queue_lifetime. */
-	cfg->delivery_workers = 2;           /* the delivery threads mostly wait on the network */
+	cfg->delivery_workers = 2;    /* they mostly wait on the network */
 	cfg->retry_first_s = 300;
-	cfg->retry_max_s = 3600;              /* issue 5: back off to at most an hour */
+	cfg->retry_max_s = 3600;
 	cfg->max_age_s = 5 * 86400;
 	cfg->dns_timeout_ms = 30000;
 	strcpy(cfg->cluster_prefix, "vmrelay:");
