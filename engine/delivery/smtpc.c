@@ -85,16 +85,22 @@ static const char *phase(const struct vr_smtpc *c)
 
 /* --- replies we make up --- */
 
+static void vlocal(struct vr_smtpc_reply *r, unsigned code, const char *enh, const char *fmt,
+		   va_list ap)
+{
+	r->code = code;
+	r->local = true;
+	snprintf(r->enh, sizeof(r->enh), "%s", enh);
+	vsnprintf(r->text, sizeof(r->text), fmt, ap);
+}
+
 void vr_smtpc_local(struct vr_smtpc_reply *r, unsigned code, const char *enh, const char *fmt,
 		    ...)
 {
 	va_list ap;
 
-	r->code = code;
-	r->local = true;
-	snprintf(r->enh, sizeof(r->enh), "%s", enh);
 	va_start(ap, fmt);
-	vsnprintf(r->text, sizeof(r->text), fmt, ap);
+	vlocal(r, code, enh, fmt, ap);
 	va_end(ap);
 }
 
@@ -119,11 +125,8 @@ static void fail_local(struct vr_smtpc *c, unsigned code, const char *enh, const
 	struct vr_smtpc_reply r;
 	va_list ap;
 
-	r.code = code;
-	r.local = true;
-	snprintf(r.enh, sizeof(r.enh), "%s", enh);
 	va_start(ap, fmt);
-	vsnprintf(r.text, sizeof(r.text), fmt, ap);
+	vlocal(&r, code, enh, fmt, ap);
 	va_end(ap);
 	vr_smtpc_fail(c, &r);
 }
