@@ -595,6 +595,9 @@ int vr_smtpc_send(struct vr_smtpc *c, struct vr_smtpc_msg *msg, uint64_t now_ms)
 		return -EBUSY;
 	if (!msg || !msg->from || !msg->rcpts || msg->n_rcpts == 0 || !msg->body)
 		return -EINVAL;
+	/* Whatever ends the message, from now on, writes each reply anew. */
+	for (size_t i = 0; i < msg->n_rcpts; i++)
+		memset(&msg->rcpts[i].reply, 0, sizeof(msg->rcpts[i].reply));
 	c->msg = msg;
 	if (c->state == S_IDLE)
 		vr_smtpc_msg_start(c, now_ms);

@@ -204,7 +204,6 @@ void vr_smtpc_msg_start(struct vr_smtpc *c, uint64_t now_ms)
 	for (size_t i = 0; i < m->n_rcpts; i++) {
 		struct vr_smtpc_rcpt *x = &m->rcpts[i];
 		int rc = addr_check(x->addr, false);
-		memset(&x->reply, 0, sizeof(x->reply));
 		if (rc < 0) {
 			vr_smtpc_local(&x->reply, 553, "5.1.3",
 				       "bad recipient address syntax (control bytes, brackets, "
