@@ -1,20 +1,28 @@
 """vmrelay on DPDK (--io dpdk) over our own TCP/IP stack, against real Linux
-clients: a "VPS" namespace reaches the relay across a veth pair whose other
-end the relay drives with net_af_packet, without hugepages or a NIC.
+clients in a "VPS" network namespace, without hugepages or a NIC:
 
-The test makes two network namespaces (the relay's, so the kernel there
+  AfPacket            one worker; the relay drives its end of a veth pair
+                      with net_af_packet: ping, swaks (with and without
+                      STARTTLS), smtplib (STARTTLS, implicit TLS), 1000
+                      concurrent connections, SIGTERM in mid-session.
+  AfPacketTwoWorkers  two workers on two af_packet queues (the kernel's
+                      fanout is not our flow hash: frames are passed to the
+                      worker owning their flow): concurrent sessions, mail.
+  Tap                 one worker on net_tap, the tap interface moved into
+                      the VPS namespace: ping, swaks with STARTTLS.
+
+Each class makes its namespaces (the relay's own, so that the kernel there
 has no address on the relay's interface and stays out of its traffic, and
-the VPS's) and the pair, and removes them however it ends. Needs root.
+the VPS's) and removes them however it ends. Needs root.
 
-The VPS's end of the pair has transmit checksum offload turned off (what
-`ethtool -K IF tx off` does): over a veth the kernel would leave TCP
-checksums unfilled for a NIC that is not there.
+The VPS's interface has transmit checksum offload turned off (what
+`ethtool -K IF tx off` does): over a veth or a tap the kernel would leave
+TCP checksums for a NIC to fill in, and the relay would see them as corrupt.
 
 The relay's configuration for DPDK mode is CONFIG below: [dpdk] eal names
-the lcores (main + one worker per [io] workers), no hugepages, no PCI, and
-the af_packet port on the relay's end of the pair; [dpdk] ip is the
-relay's address on it. Listen addresses are 0.0.0.0 (or that address) with
-fixed ports: the stack has no kernel to pick one.
+the lcores (the main one, then one per [io] workers), no hugepages, no PCI,
+the port; [dpdk] ip is the relay's address. Listen addresses are 0.0.0.0
+(or that address) with fixed ports: the stack has no kernel to pick one.
 """
 
 import ctypes
@@ -23,7 +31,6 @@ import os
 import re
 import smtplib
 import socket
-import ssl
 import struct
 import subprocess
 import tempfile
@@ -33,12 +40,8 @@ import unittest
 
 import relay as R
 
-NET = "10.77.%d" % (os.getpid() % 200 + 20)
-RELAY_IP, VPS_IP = NET + ".1", NET + ".2"
-TAG = "%d" % (os.getpid() % 100000)
-NS_RELAY, NS_VPS = "vrd%sr" % TAG, "vrd%sv" % TAG
-IF_RELAY, IF_VPS = "vrd%sr" % TAG, "vrd%sv" % TAG
 PORT, TLS_PORT = 25, 465
+LIBC = ctypes.CDLL(None, use_errno=True)
 
 CONFIG = """[relay]
 hostname = {hostname}
@@ -50,7 +53,7 @@ log_level = info
 
 [io]
 mode = dpdk
-workers = 1
+workers = {workers}
 
 [delivery]
 smarthost = 127.0.0.1:1   ; mail stays on this machine: a closed port, retried later
@@ -60,7 +63,7 @@ max_connections = 2000
 max_conn_per_ip = 1500
 
 [dpdk]
-eal = -l 0-1 --no-huge -m 512 --no-pci --no-shconf --file-prefix=vr{tag} --vdev=net_af_packet0,iface={iface}
+eal = {lcores} --no-huge -m 512 --no-pci --no-shconf --file-prefix=vr{tag} --vdev={vdev}
 ip = {ip}/24
 
 [limits]
@@ -73,8 +76,6 @@ cert = {cert}
 key = {key}
 """
 
-LIBC = ctypes.CDLL(None, use_errno=True)
-
 ACCOUNTS = '{"id":"vps1","ips":["%s"],"hostname":"vps1.example.com","domains":["example.com"]}\n'
 
 
@@ -83,18 +84,18 @@ def sh(*args, check=True):
                           stderr=subprocess.PIPE, timeout=30)
 
 
-def in_vps(func, *args):
-    """Runs func(*args) in a thread that has joined the VPS namespace, so
+def in_netns(ns, func, *args):
+    """Runs func(*args) in a thread that has joined network namespace ns, so
     Python's own sockets (smtplib, raw ICMP) speak from there."""
     out = {}
 
     def body():
         try:
-            fd = os.open("/run/netns/" + NS_VPS, os.O_RDONLY)
+            fd = os.open("/run/netns/" + ns, os.O_RDONLY)
             try:
                 # CLONE_NEWNET, for this thread only (os.setns is Python 3.12+)
                 if LIBC.setns(fd, 0x40000000) != 0:
-                    raise OSError(ctypes.get_errno(), "setns " + NS_VPS)
+                    raise OSError(ctypes.get_errno(), "setns " + ns)
             finally:
                 os.close(fd)
             out["value"] = func(*args)
@@ -109,9 +110,7 @@ def in_vps(func, *args):
 
 
 def tx_checksum_off(ifname):
-    """`ethtool -K IF tx off` without ethtool: a veth otherwise leaves TCP
-    checksums for a NIC to fill in, and af_packet hands the relay the
-    frames with them unfilled (its stack drops them as corrupt)."""
+    """`ethtool -K IF tx off`, without ethtool."""
     ev = ctypes.create_string_buffer(struct.pack("II", 0x17, 0))    # ETHTOOL_STXCSUM
     ifr = struct.pack("16sP", ifname.encode(), ctypes.addressof(ev))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -153,52 +152,102 @@ def ping(dst, count=3, timeout=1.0):
     return ok
 
 
-@unittest.skipUnless(os.geteuid() == 0, "needs root (namespaces, af_packet)")
-@unittest.skipUnless(os.path.exists(R.VMRELAY), "vmrelay not built")
-class DpdkRelay(unittest.TestCase):
+def concurrent(dst, n):
+    """n connections open at once, each greeted, then each saying NOOP and
+    QUIT: "ok", or what went wrong first."""
+    socks = []
+    try:
+        for _ in range(n):
+            socks.append(socket.create_connection((dst, PORT), timeout=30))
+        for s in socks:
+            f = s.makefile("rb")
+            line = f.readline()
+            if not line.startswith(b"220 "):
+                return "banner: %r" % line
+            s.sendall(b"NOOP\r\nQUIT\r\n")
+            a, b = f.readline(), f.readline()
+            if not (a.startswith(b"250 ") and b.startswith(b"221 ")):
+                return "replies: %r %r" % (a, b)
+            if f.read() != b"":
+                return "no close after 221"
+        return "ok"
+    finally:
+        for s in socks:
+            s.close()
+
+
+class DpdkBase:
+    """A relay on DPDK in namespace ns_relay, a VPS in ns_vps. Subclasses
+    set WORKERS, LCORES and SUFFIX and say how the port is made (vdev,
+    attach)."""
+
+    WORKERS = 1
+    LCORES = "-l 0-1"
+    SUFFIX = "a"
+
+    @classmethod
+    def vdev(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def attach(cls):
+        """Links the VPS namespace to the relay's port, after the relay starts."""
 
     @classmethod
     def setUpClass(cls):
+        tag = "%d%s" % (os.getpid() % 100000, cls.SUFFIX)
+        cls.tag = tag
+        net = "10.77.%d" % (os.getpid() % 200 + 20)
+        cls.relay_ip, cls.vps_ip = net + ".1", net + ".2"
+        cls.ns_relay, cls.ns_vps = "vrd%sr" % tag, "vrd%sv" % tag
+        cls.if_relay, cls.if_vps = "vrd%sr" % tag, "vrd%sv" % tag
         cls.dir = tempfile.mkdtemp(prefix="vr-e2e-dpdk-")
         cls.proc = None
         cls.made = False
         try:
-            sh("ip", "netns", "add", NS_RELAY)
-            sh("ip", "netns", "add", NS_VPS)
+            sh("ip", "netns", "add", cls.ns_relay)
+            sh("ip", "netns", "add", cls.ns_vps)
             cls.made = True
-            sh("ip", "link", "add", IF_RELAY, "netns", NS_RELAY, "type", "veth",
-               "peer", "name", IF_VPS, "netns", NS_VPS)
-            sh("ip", "netns", "exec", NS_RELAY, "sysctl", "-qw",
-               "net.ipv6.conf.%s.disable_ipv6=1" % IF_RELAY)
-            sh("ip", "-n", NS_RELAY, "link", "set", IF_RELAY, "up")
-            sh("ip", "-n", NS_VPS, "addr", "add", VPS_IP + "/24", "dev", IF_VPS)
-            sh("ip", "-n", NS_VPS, "link", "set", IF_VPS, "up")
-            sh("ip", "-n", NS_VPS, "link", "set", "lo", "up")
-            in_vps(tx_checksum_off, IF_VPS)
+            sh("ip", "-n", cls.ns_vps, "link", "set", "lo", "up")
+            cls.prepare()
             cls.start_relay()
+            cls.attach()
+            in_netns(cls.ns_vps, tx_checksum_off, cls.if_vps)
         except BaseException:
             cls.tearDownClass()
             raise
+
+    @classmethod
+    def prepare(cls):
+        """What must exist before the relay starts."""
+
+    @classmethod
+    def vps_address(cls):
+        sh("ip", "-n", cls.ns_vps, "addr", "add", cls.vps_ip + "/24", "dev", cls.if_vps)
+        sh("ip", "-n", cls.ns_vps, "link", "set", cls.if_vps, "up")
 
     @classmethod
     def start_relay(cls):
         cert, key = R.test_cert()
         cls.config = os.path.join(cls.dir, "relay.ini")
         with open(cls.config, "w") as f:
-            f.write(CONFIG.format(hostname=R.HOSTNAME, port=PORT, tls_port=TLS_PORT, dir=cls.dir,
-                                  tag=TAG, iface=IF_RELAY, ip=RELAY_IP, cert=cert, key=key))
+            f.write(CONFIG.format(hostname=R.HOSTNAME, port=PORT, tls_port=TLS_PORT,
+                                  dir=cls.dir, workers=cls.WORKERS, lcores=cls.LCORES,
+                                  tag=cls.tag, vdev=cls.vdev(), ip=cls.relay_ip,
+                                  cert=cert, key=key))
         with open(os.path.join(cls.dir, "accounts.jsonl"), "w") as f:
-            f.write(ACCOUNTS % VPS_IP)
+            f.write(ACCOUNTS % cls.vps_ip)
         cls.log_path = os.path.join(cls.dir, "relay.log")
-        cls.offset = os.path.getsize(cls.log_path) if os.path.exists(cls.log_path) else 0
         log = open(cls.log_path, "ab")
-        cls.proc = subprocess.Popen(["ip", "netns", "exec", NS_RELAY, R.VMRELAY, "-c", cls.config],
+        cls.proc = subprocess.Popen(["ip", "netns", "exec", cls.ns_relay, R.VMRELAY,
+                                     "-c", cls.config],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         deadline = time.monotonic() + 30
         while not re.search(r"event=start .*io=dpdk", cls.log()):
             if cls.proc.poll() is not None:
-                raise RuntimeError("vmrelay exited with %d:\n%s" % (cls.proc.returncode, cls.log()))
+                raise RuntimeError("vmrelay exited with %d:\n%s" % (cls.proc.returncode,
+                                                                    cls.log()))
             if time.monotonic() > deadline:
                 raise RuntimeError("vmrelay did not start:\n" + cls.log())
             time.sleep(0.05)
@@ -206,7 +255,6 @@ class DpdkRelay(unittest.TestCase):
     @classmethod
     def log(cls):
         with open(cls.log_path, "rb") as f:
-            f.seek(cls.offset)
             return f.read().decode("utf-8", "replace")
 
     @classmethod
@@ -227,107 +275,154 @@ class DpdkRelay(unittest.TestCase):
             cls.stop_relay()
         finally:
             if cls.made:
-                sh("ip", "netns", "del", NS_VPS, check=False)
-                sh("ip", "netns", "del", NS_RELAY, check=False)
+                sh("ip", "netns", "del", cls.ns_vps, check=False)
+                sh("ip", "netns", "del", cls.ns_relay, check=False)
             subprocess.run(["rm", "-rf", cls.dir])
 
-    # --- the tests, in name order ---
+    def vps(self, func, *args):
+        return in_netns(self.ns_vps, func, *args)
+
+    def swaks(self, *extra):
+        r = sh("ip", "netns", "exec", self.ns_vps, "swaks", "--server", self.relay_ip,
+               "--port", str(PORT), "--from", "user@example.com", "--to", "rcpt@example.net",
+               "--h-From", "<user@example.com>", "--timeout", "20", *extra, check=False)
+        out = r.stdout.decode("utf-8", "replace")
+        self.assertEqual(r.returncode, 0, out + r.stderr.decode())
+        return out
+
+    def message(self, subject):
+        return R.message(subject, sender="user@example.com")
+
+
+class AfPacketBase(DpdkBase):
+
+    @classmethod
+    def vdev(cls):
+        q = ",qpairs=%d" % cls.WORKERS if cls.WORKERS > 1 else ""
+        return "net_af_packet0,iface=%s%s" % (cls.if_relay, q)
+
+    @classmethod
+    def prepare(cls):
+        sh("ip", "link", "add", cls.if_relay, "netns", cls.ns_relay, "type", "veth",
+           "peer", "name", cls.if_vps, "netns", cls.ns_vps)
+        sh("ip", "netns", "exec", cls.ns_relay, "sysctl", "-qw",
+           "net.ipv6.conf.%s.disable_ipv6=1" % cls.if_relay)
+        sh("ip", "-n", cls.ns_relay, "link", "set", cls.if_relay, "up")
+        cls.vps_address()
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (namespaces, af_packet)")
+@unittest.skipUnless(os.path.exists(R.VMRELAY), "vmrelay not built")
+class AfPacket(AfPacketBase, unittest.TestCase):
+    """The tests run in name order; test_9 stops the relay."""
 
     def test_1_arp_and_ping(self):
-        self.assertEqual(in_vps(ping, RELAY_IP, 3), 3)
-        neigh = sh("ip", "-n", NS_VPS, "neigh", "show", RELAY_IP).stdout.decode()
+        self.assertEqual(self.vps(ping, self.relay_ip, 3), 3)
+        neigh = sh("ip", "-n", self.ns_vps, "neigh", "show", self.relay_ip).stdout.decode()
         mac = re.search(r"mac=([0-9A-F:]{17})", self.log()).group(1).lower()
         self.assertIn("lladdr " + mac, neigh)
 
-    def smtp_message(self, subject):
-        return R.message(subject, sender="user@example.com")
-
     def test_2_swaks(self):
-        r = sh("ip", "netns", "exec", NS_VPS, "swaks", "--server", RELAY_IP, "--port", str(PORT),
-               "--from", "user@example.com", "--to", "rcpt@example.net",
-               "--h-From", "<user@example.com>", "--header", "Subject: swaks over dpdk",
-               "--timeout", "20", check=False)
-        out = r.stdout.decode("utf-8", "replace")
-        self.assertEqual(r.returncode, 0, out + r.stderr.decode())
+        out = self.swaks("--header", "Subject: swaks over dpdk")
         self.assertRegex(out, r"<-  250 2\.0\.0 .*queued as")
         self.assertIn("<-  221 ", out)
 
     def test_3_swaks_starttls(self):
-        r = sh("ip", "netns", "exec", NS_VPS, "swaks", "--server", RELAY_IP, "--port", str(PORT),
-               "--tls", "--from", "user@example.com", "--to", "rcpt@example.net",
-               "--h-From", "<user@example.com>", "--timeout", "20", check=False)
-        out = r.stdout.decode("utf-8", "replace")
-        self.assertEqual(r.returncode, 0, out + r.stderr.decode())
+        out = self.swaks("--tls")
         self.assertIn("<-  220 2.0.0 ready to start TLS", out)
         self.assertRegex(out, r"<~  250 2\.0\.0 .*queued as")
 
     def test_4_smtplib(self):
         def send():
-            with smtplib.SMTP(RELAY_IP, PORT, timeout=20) as s:
+            with smtplib.SMTP(self.relay_ip, PORT, timeout=20) as s:
                 s.ehlo("vps1.example.com")
                 s.starttls(context=R.client_tls())
                 s.ehlo("vps1.example.com")
                 return s.sendmail("user@example.com", ["a@example.net", "b@example.net"],
-                                  self.smtp_message("smtplib over dpdk"))
-        self.assertEqual(in_vps(send), {})
+                                  self.message("smtplib over dpdk"))
+        self.assertEqual(self.vps(send), {})
 
         def implicit():
-            with smtplib.SMTP_SSL(RELAY_IP, TLS_PORT, timeout=20, context=R.client_tls()) as s:
+            with smtplib.SMTP_SSL(self.relay_ip, TLS_PORT, timeout=20,
+                                  context=R.client_tls()) as s:
                 return s.sendmail("user@example.com", ["c@example.net"],
-                                  self.smtp_message("implicit TLS over dpdk"))
-        self.assertEqual(in_vps(implicit), {})
+                                  self.message("implicit TLS over dpdk"))
+        self.assertEqual(self.vps(implicit), {})
 
     def test_5_concurrent(self):
-        """1000 connections open at once, each greeted, each saying NOOP and
-        QUIT once all are open."""
-        n = 1000
-
-        def many():
-            socks = []
-            try:
-                for _ in range(n):
-                    s = socket.create_connection((RELAY_IP, PORT), timeout=30)
-                    socks.append(s)
-                for s in socks:
-                    f = s.makefile("rb")
-                    line = f.readline()
-                    if not line.startswith(b"220 "):
-                        return "banner: %r" % line
-                    s.sendall(b"NOOP\r\nQUIT\r\n")
-                    a, b = f.readline(), f.readline()
-                    if not (a.startswith(b"250 ") and b.startswith(b"221 ")):
-                        return "replies: %r %r" % (a, b)
-                    if f.read() != b"":
-                        return "no close after 221"
-                return "ok"
-            finally:
-                for s in socks:
-                    s.close()
-        self.assertEqual(in_vps(many), "ok")
+        self.assertEqual(self.vps(concurrent, self.relay_ip, 1000), "ok")
 
     def test_9_sigterm(self):
         """SIGTERM: new connections are refused at once, the session in
         flight finishes its message, the relay exits 0."""
         def session():
-            s = smtplib.SMTP(RELAY_IP, PORT, timeout=20)
+            s = smtplib.SMTP(self.relay_ip, PORT, timeout=20)
             s.ehlo("vps1.example.com")
             s.mail("user@example.com")
             s.rcpt("a@example.net")
             self.__class__.proc.terminate()
             time.sleep(0.5)
             try:
-                socket.create_connection((RELAY_IP, PORT), timeout=2)
+                socket.create_connection((self.relay_ip, PORT), timeout=2).close()
                 refused = False
             except OSError:
                 refused = True
-            code, _ = s.data(self.smtp_message("during stop"))
+            code, _ = s.data(self.message("during stop"))
             s.quit()
             return refused, code
-        refused, code = in_vps(session)
+        refused, code = self.vps(session)
         self.assertTrue(refused)
         self.assertEqual(code, 250)
         self.assertEqual(self.stop_relay(), 0)
         self.assertIn("event=stop status=0", self.log())
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (namespaces, af_packet)")
+@unittest.skipUnless(os.path.exists(R.VMRELAY), "vmrelay not built")
+class AfPacketTwoWorkers(AfPacketBase, unittest.TestCase):
+    """Two worker lcores (sharing the second cpu of a small machine)."""
+
+    WORKERS = 2
+    LCORES = "--lcores 0@0,1@1,2@1"
+    SUFFIX = "b"
+
+    def test_sessions_on_both_workers(self):
+        self.assertEqual(self.vps(concurrent, self.relay_ip, 600), "ok")
+        self.assertRegex(self.swaks("--tls"), r"<~  250 2\.0\.0 .*queued as")
+        self.assertEqual(self.stop_relay(), 0)
+        stats = {w: (int(s), int(o)) for w, s, o in re.findall(
+            r"event=worker_stats worker=(\d) .*? steered=(\d+) .*?tcp_passive_opens=(\d+)",
+            self.log())}
+        self.assertEqual(sorted(stats), ["0", "1"])
+        # 601 connections spread over both workers by the flow hash, and
+        # the frames the kernel's fanout put on the other queue handed over
+        self.assertEqual(sum(o for _, o in stats.values()), 601)
+        for w, (steered, opens) in stats.items():
+            self.assertGreater(opens, 100, w)
+        self.assertGreater(sum(s for s, _ in stats.values()), 0)
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (namespaces, tap)")
+@unittest.skipUnless(os.path.exists(R.VMRELAY), "vmrelay not built")
+class Tap(DpdkBase, unittest.TestCase):
+    """net_tap makes its interface in the relay's namespace; it is moved
+    into the VPS's, the relay keeping its end."""
+
+    SUFFIX = "t"
+
+    @classmethod
+    def vdev(cls):
+        return "net_tap0,iface=" + cls.if_vps
+
+    @classmethod
+    def attach(cls):
+        sh("ip", "-n", cls.ns_relay, "link", "set", cls.if_vps, "netns", cls.ns_vps)
+        cls.vps_address()
+
+    def test_ping_and_mail(self):
+        self.assertEqual(self.vps(ping, self.relay_ip, 3), 3)
+        self.assertRegex(self.swaks("--tls"), r"<~  250 2\.0\.0 .*queued as")
+        self.assertEqual(self.stop_relay(), 0)
 
 
 if __name__ == "__main__":
