@@ -1,5 +1,6 @@
 /*
- * acctfile.c - `account add` and `account remove` edit the accounts file,
+ * acctfile.c - `account add`, `account remove` and the DNS wizard's marking
+ * of a domain verified (vr_ctl_accounts_edit) edit the accounts file,
  * which stays the source of truth: the relay's table is only ever what a
  * reload made of that file.
  *
@@ -231,4 +232,45 @@ int vr_ctl_accounts_remove(struct vr_ctl *c, const char *id, char *err, size_t e
 	free(parts);
 	free(old.s);
 	return rc;
+}
+
+int vr_ctl_accounts_edit(struct vr_ctl *c, const char *id, vr_ctl_account_edit_fn *fn,
+			 void *arg, char *err, size_t errlen)
+{
+	struct text old;
+	char *line = NULL;
+	int rc = -1;
+
+	if (read_all(c->ops.cfg->accounts, &old, err, errlen) < 0)
+		return -1;
+	for (char *p = old.s, *end = old.s + old.len; p < end;) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t len = nl ? (size_t)(nl + 1 - p) : (size_t)(end - p);
+
+		if (!line_is(p, len, id)) {
+			p += len;
+			continue;
+		}
+		/* the line rewritten in full: keys in their order, one line */
+		json_t *obj = json_loadb(p, len, JSON_REJECT_DUPLICATES, NULL);
+		if (fn(obj, arg, err, errlen) == 0 &&
+		    (line = json_dumps(obj, JSON_PRESERVE_ORDER | JSON_COMPACT)) == NULL)
+			snprintf(err, errlen, "out of memory");
+		json_decref(obj);
+		if (line) {
+			struct iovec parts[] = {
+				{ old.s, (size_t)(p - old.s) },
+				{ line, strlen(line) },
+				{ (void *)"\n", 1 },
+				{ p + len, (size_t)(end - p - len) },
+			};
+			rc = replace(c, &old, parts, VR_ARRAY_SIZE(parts), err, errlen);
+		}
+		free(line);
+		free(old.s);
+		return rc;
+	}
+	snprintf(err, errlen, "unknown account '%s' (not in %s)", id, c->ops.cfg->accounts);
+	free(old.s);
+	return -1;
 }

@@ -43,6 +43,10 @@ extern const unsigned vr_ctl_n_counters;
 extern const struct vr_ctl_counter vr_ctl_spool_counters[];
 extern const unsigned vr_ctl_n_spool_counters;
 
+/* The same for struct vr_cluster_stats (Redis quota leases, issue 8). */
+extern const struct vr_ctl_counter vr_ctl_cluster_counters[];
+extern const unsigned vr_ctl_n_cluster_counters;
+
 /* Worker w's counter k, read while the worker runs. */
 uint64_t vr_ctl_counter_read(const struct vr_ctl *c, unsigned w, const struct vr_ctl_counter *k);
 
@@ -55,13 +59,18 @@ int vr_ctl_accounts_add(struct vr_ctl *c, const char *line, char *id, size_t idl
 /* Removes account id's line from the file. 0, or -1 with err (e.g. an
  * unknown id), the file untouched. */
 int vr_ctl_accounts_remove(struct vr_ctl *c, const char *id, char *err, size_t errlen);
+/* Rewrites account id's line as fn changed its JSON object (fn: 0, or -1
+ * with err to leave the file alone). 0, or -1 with err, the file untouched. */
+struct json_t;
+typedef int vr_ctl_account_edit_fn(struct json_t *obj, void *arg, char *err, size_t errlen);
+int vr_ctl_accounts_edit(struct vr_ctl *c, const char *id, vr_ctl_account_edit_fn *fn,
+			 void *arg, char *err, size_t errlen);
 
 /* --- dns.c: the DNS wizard's commands --- */
 
 /* Makes c->wizard from [dns] (reads the secret); none without a [dns]
  * section. 0, or -1 with err. */
 int vr_ctl_dns_init(struct vr_ctl *c, char *err, size_t errlen);
-struct json_t;
 int vr_ctl_dns_records(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
 		       char *err, size_t errlen);
 int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, struct json_t *reply,

@@ -7,7 +7,17 @@
  *                        operator publishes at its target; as JSON and as
  *                        zone-file snippets
  *   dns-check DOMAIN     each record looked up and judged: ok, missing,
- *                        wrong (with what was found) or unknown (DNS failed)
+ *                        wrong (with what was found) or unknown (DNS failed);
+ *                        a domain pending its check ("verified": false in
+ *                        the accounts file) whose records all check out is
+ *                        marked "verified": true there, and the relay
+ *                        reloads: it may send from then on
+ *
+ * Verification is recorded in the accounts file because that file is the one
+ * source of truth for who may send what (acctfile.c): it survives restarts
+ * and reloads, the provider's panel and `account show` see it, and the
+ * workers see it the moment the reloaded table is published, with no state
+ * of the wizard's own to keep in step.
  *
  * The lookups block the control thread, at most [delivery] dns_timeout_ms:
  * an operator's command may wait, and a resolver of the command's own keeps
@@ -20,11 +30,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <urcu-qsbr.h>
 
 #include "ctl_impl.h"
 #include "vmrelay/buf.h"
 #include "vmrelay/dkim.h"
+#include "vmrelay/log.h"
 #include "vmrelay/policy.h"
 #include "vmrelay/resolve.h"
 #include "vmrelay/wizard.h"
@@ -275,6 +287,44 @@ out:
 	return rc;
 }
 
+/* The pending domain arg of an account's line: "verified" becomes true. */
+static int mark_verified(json_t *obj, void *arg, char *err, size_t errlen)
+{
+	const char *domain = arg;
+	json_t *d;
+	size_t i;
+
+	json_array_foreach(json_object_get(obj, "domains"), i, d) {
+		const char *name = json_string_value(json_object_get(d, "name"));
+
+		if (name && strcasecmp(name, domain) == 0)
+			return json_object_set_new(d, "verified", json_true());
+	}
+	snprintf(err, errlen, "the account no longer lists %s as pending", domain);
+	return -1;
+}
+
+/* All records check out for a pending domain: record it, then reload. */
+static void verify(struct vr_ctl *c, const struct job *j, json_t *reply)
+{
+	char why[1024];
+
+	if (vr_ctl_accounts_edit(c, j->account, mark_verified, (void *)j->domain, why,
+				 sizeof(why)) < 0) {
+		json_object_set_new(reply, "verify_error", json_string(why));
+		return;
+	}
+	vr_log_info("event=dns_verified domain=%s account=%s", j->domain, j->account);
+	if (!c->ops.reload || c->ops.reload(c->ops.arg, why, sizeof(why)) < 0) {
+		json_object_set_new(reply, "verify_error", json_sprintf(
+			"%s marks %s verified, but the reload failed: %s", c->ops.cfg->accounts,
+			j->domain, c->ops.reload ? why : "this relay cannot reload"));
+		return;
+	}
+	json_object_set_new(reply, "verified", json_true());
+	json_object_set_new(reply, "verified_now", json_true());
+}
+
 int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
 		     size_t errlen)
 {
@@ -314,6 +364,8 @@ int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 	json_object_set_new(reply, "all_ok", json_boolean(all_ok));
 	json_object_set_new(reply, "records", recs);
 	recs = NULL;
+	if (all_ok && !j->verified)
+		verify(c, j, reply);
 	rc = 0;
 out:
 	json_decref(recs);

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import smtplib
 import subprocess
 import tempfile
 import unittest
@@ -20,6 +21,7 @@ from dnsserver import Nsd
 from relay import ROOT, Relay
 
 DOMAIN = "cust.example"
+PENDING = "pending.example"
 SPF_NAME = "spf.relay.example"
 KEY_ZONE = "keys.relay.example"
 SECRET = b"e2e-wizard-secret-0123456789abcdef"
@@ -27,7 +29,7 @@ KEYS = os.path.join(ROOT, "tests", "data", "dkim")
 
 ACCOUNTS = [
     {"id": "vps1", "ips": ["127.0.0.1", "::1"], "hostname": "vps1.cust.example",
-     "domains": [DOMAIN, {"name": "pending.example", "verified": False}],
+     "domains": [DOMAIN, {"name": PENDING, "verified": False}],
      "dkim": {DOMAIN: [
          {"selector": "ed1", "algorithm": "ed25519-sha256",
           "key": os.path.join(KEYS, "ed25519.pem")},
@@ -57,7 +59,7 @@ def dkim_txt(alg, pem):
 class WizardTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.nsd = Nsd({DOMAIN: "www A 127.0.0.80"}).start()
+        cls.nsd = Nsd({DOMAIN: "www A 127.0.0.80", PENDING: "www A 127.0.0.81"}).start()
         cls.dir = tempfile.mkdtemp(prefix="vr-wizard-")
         secret = os.path.join(cls.dir, "dns.secret")
         with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
@@ -165,6 +167,44 @@ class WizardTest(unittest.TestCase):
 
         records = self.ctl("dns-records", DOMAIN)
         self.assertEqual(records["records"][0]["value"], "v=spf1 include:%s mx -all" % SPF_NAME)
+
+    def mail_from(self, domain):
+        with smtplib.SMTP("127.0.0.1", self.r.port, timeout=10) as s:
+            s.ehlo("vps1.cust.example")
+            return s.mail("user@" + domain)
+
+    def test_3_pending_domain_usable_once_checked(self):
+        code, text = self.mail_from(PENDING)
+        self.assertEqual(code, 550)
+        self.assertIn(b"pending verification", text)
+
+        reply = self.ctl("dns-check", PENDING)
+        self.assertEqual((reply["all_ok"], reply["verified"]), (False, False))
+        self.assertNotIn("verified_now", reply)
+
+        records = self.ctl("dns-records", PENDING)
+        self.assertEqual([r["kind"] for r in records["records"]], ["spf", "auth"])
+        self.assertEqual(records["records"][1]["value"], token("vps1", PENDING))
+        self.nsd.set_zone(PENDING, records["zone"])
+        reply = self.ctl("dns-check", PENDING)
+        self.assertTrue(reply["all_ok"], reply)
+        self.assertEqual((reply["verified"], reply["verified_now"]), (True, True))
+        self.assertNotIn("verify_error", reply)
+
+        # recorded where the relay reads who may send what: the accounts file
+        with open(self.r.accounts_path) as f:
+            vps1 = json.loads(f.readline())
+        self.assertEqual(vps1["domains"], [DOMAIN, {"name": PENDING, "verified": True}])
+        self.assertEqual(vps1["dkim"], ACCOUNTS[0]["dkim"])
+        self.assertRegex(self.r.log(), r"event=dns_verified domain=%s account=vps1" % PENDING)
+        self.assertEqual(self.mail_from(PENDING)[0], 250)
+
+        # checked again: still verified, nothing rewritten
+        before = os.stat(self.r.accounts_path).st_mtime_ns
+        reply = self.ctl("dns-check", PENDING)
+        self.assertEqual((reply["all_ok"], reply["verified"]), (True, True))
+        self.assertNotIn("verified_now", reply)
+        self.assertEqual(os.stat(self.r.accounts_path).st_mtime_ns, before)
 
     def test_refusals(self):
         reply = self.ctl("dns-records", "nobody.example")
