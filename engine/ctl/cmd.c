@@ -19,6 +19,7 @@
 #include <urcu-qsbr.h>
 
 #include "ctl_impl.h"
+#include "vmrelay/cluster.h"
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"
 #include "vmrelay/ratelimit.h"
@@ -98,6 +99,18 @@ static int cmd_stats(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 						    vr_ctl_spool_counters[i].offset));
 	}
 	json_object_set_new(reply, "spool", spool);
+	if (srv->cluster) {
+		json_t *cl = json_object();
+		struct vr_cluster_stats cs;
+
+		vr_cluster_stats(srv->cluster, &cs);
+		json_object_set_new(cl, "redis_up", json_boolean(cs.redis_up));
+		for (unsigned i = 0; i < vr_ctl_n_cluster_counters; i++)
+			set_u64(cl, vr_ctl_cluster_counters[i].name,
+				*(const uint64_t *)((const char *)&cs +
+						    vr_ctl_cluster_counters[i].offset));
+		json_object_set_new(reply, "cluster", cl);
+	}
 	return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "ctl_impl.h"
+#include "vmrelay/cluster.h"
 #include "vmrelay/spool.h"
 
 #define C(field, help) { #field, offsetof(struct vr_smtp_stats, field), false, help }
@@ -58,6 +59,22 @@ const struct vr_ctl_counter vr_ctl_spool_counters[] = {
 };
 const unsigned vr_ctl_n_spool_counters = VR_ARRAY_SIZE(vr_ctl_spool_counters);
 
+#define L(field, gauge, help) { #field, offsetof(struct vr_cluster_stats, field), gauge, help }
+const struct vr_ctl_counter vr_ctl_cluster_counters[] = {
+	L(redis_ops, false, "Commands sent to Redis for quota leases."),
+	L(redis_errors, false, "Failed Redis connects, timeouts and error replies."),
+	L(redirects, false, "Redis Cluster MOVED and ASK replies followed."),
+	L(leases, false, "Quota blocks granted by Redis."),
+	L(slots_leased, false, "Slots granted in quota blocks."),
+	L(slots_returned, false, "Unused slots given back to Redis."),
+	L(taken, false, "Cluster slots taken by recipients."),
+	L(pending, false, "RCPTs that found no quota block on this node at once."),
+	L(spent, false, "RCPTs deferred: a cluster-wide window is full."),
+	L(failsafe_taken, false, "Mails sent on the fail-safe share while Redis was away."),
+	L(active, true, "VPSes with a quota block or demand on this node now."),
+};
+const unsigned vr_ctl_n_cluster_counters = VR_ARRAY_SIZE(vr_ctl_cluster_counters);
+
 int vr_ctl_metrics(const struct vr_ctl *c, struct vr_buf *out)
 {
 	const struct vr_smtpd *srv = c->ops.srv;
@@ -74,6 +91,25 @@ int vr_ctl_metrics(const struct vr_ctl *c, struct vr_buf *out)
 			rc = vr_buf_printf(out, "vmrelay_%s%s{worker=\"%u\"} %llu\n", k->name,
 					   suffix, w,
 					   (unsigned long long)vr_ctl_counter_read(c, w, k));
+	}
+	if (srv->cluster && rc == 0) {
+		struct vr_cluster_stats cs;
+
+		vr_cluster_stats(srv->cluster, &cs);
+		rc = vr_buf_printf(out, "# HELP vmrelay_cluster_redis_up Whether Redis answers "
+				   "(0: fail-safe shares).\n# TYPE vmrelay_cluster_redis_up gauge\n"
+				   "vmrelay_cluster_redis_up %d\n", cs.redis_up);
+		for (unsigned i = 0; i < vr_ctl_n_cluster_counters && rc == 0; i++) {
+			const struct vr_ctl_counter *k = &vr_ctl_cluster_counters[i];
+			const char *suffix = k->gauge ? "" : "_total";
+
+			rc = vr_buf_printf(out, "# HELP vmrelay_cluster_%s%s %s\n"
+					   "# TYPE vmrelay_cluster_%s%s %s\nvmrelay_cluster_%s%s %llu\n",
+					   k->name, suffix, k->help, k->name, suffix,
+					   k->gauge ? "gauge" : "counter", k->name, suffix,
+					   (unsigned long long)*(const uint64_t *)(
+						   (const char *)&cs + k->offset));
+		}
 	}
 	if (!srv->spool)
 		return rc;
