@@ -51,12 +51,12 @@ def free_port():
 
 
 def send(port, body, to=("rcpt@dest.test",), sender="vps@example.com", args=(),
-         timeout=30):
+         timeout=30, server="127.0.0.1"):
     """Runs vmrelay-send; returns (exit status, [msg events], closed event)."""
     with tempfile.NamedTemporaryFile(prefix="vr-smtpc-", suffix=".eml") as f:
         f.write(body)
         f.flush()
-        cmd = [SEND, "--server", "127.0.0.1:%d" % port, "--from", sender]
+        cmd = [SEND, "--server", "%s:%d" % (server, port), "--from", sender]
         for r in to:
             cmd += ["--to", r]
         p = subprocess.run(cmd + list(args) + [f.name], capture_output=True,
@@ -195,6 +195,17 @@ class ByteExact(unittest.TestCase):
         self.assertEqual(got[0]["from"], "vps@example.com")
         self.assertEqual(got[0]["to"], ["rcpt@dest.test"])
         self.assertEqual(closed["reply"]["code"], 221)
+
+    @unittest.skipUnless(Controller and socket.has_ipv6, "aiosmtpd or IPv6 missing")
+    def test_ipv6(self):
+        srv = Aiosmtpd()
+        srv.controller.hostname = "::1"
+        with srv:
+            rc, msgs, closed = send(srv.port, b"Subject: v6\r\n\r\nx\r\n", server="[::1]")
+            got = srv.handler.messages
+        self.assertEqual(rc, 0, msgs)
+        self.assertEqual(closed["peer"], "[::1]:%d" % srv.port)
+        self.assertEqual(got[0]["content"], b"Subject: v6\r\n\r\nx\r\n")
 
     @unittest.skipUnless(Controller, "aiosmtpd missing")
     def test_large_body_and_reuse(self):
@@ -335,6 +346,19 @@ class Failures(unittest.TestCase):
         self.assertTrue(r["local"])
         self.assertIn("lost connection with [127.0.0.1]:", r["text"])
         self.assertIn("while sending DATA command", r["text"])
+
+    def test_end_of_data_4xx_defers(self):
+        rc, msgs, _ = self.run_sink("-r", ".")
+        self.assertEqual(msgs[0]["status"], "deferred")
+        self.assertEqual(msgs[0]["reply"]["code"] // 100, 4)
+        self.assertFalse(msgs[0]["reply"]["local"])
+
+    def test_max_msgs_opens_new_connections(self):
+        with Sink() as sink:
+            rc, msgs, closed = send(sink.port, b"x\r\n", args=["--count", "5", "--max-msgs", "2"])
+        self.assertEqual(rc, 0)
+        self.assertEqual(len(msgs), 5)
+        self.assertEqual(closed["msgs"], 1)           # the third connection's one
 
     def test_connect_refused(self):
         rc, msgs, closed = send(free_port(), b"x\r\n")
