@@ -310,7 +310,8 @@ static void caps_parse(struct vr_smtpc *c, const struct vr_smtpc_rp *p, const ui
 			/* "SIZE" alone or "SIZE 0": no fixed limit (RFC 1870). */
 			uint64_t v = 0;
 			for (size_t d = kw + 1; d < n && s[d] >= '0' && s[d] <= '9'; d++)
-				v = v > UINT64_MAX / 10 ? UINT64_MAX : v * 10 + (uint64_t)(s[d] - '0');
+				v = v > (UINT64_MAX - 9) / 10 ? UINT64_MAX
+							      : v * 10 + (uint64_t)(s[d] - '0');
 			c->size_limit = v;
 			break;
 		}
