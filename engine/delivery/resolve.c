@@ -764,6 +764,13 @@ static int ctx_setup(struct vr_resolver *r, const struct vr_resolver_conf *conf,
 	 * recursive server on 127.0.0.1 is the common case, not an error. */
 	if ((rc = ub_ctx_set_option(r->ctx, "do-not-query-localhost:", "no")) != 0)
 		goto ub_fail;
+	/* A queue run at start asks for thousands of domains at once, and
+	 * libunbound as a library keeps 16 queries out (outgoing-range 16):
+	 * 2000 MX lookups took 14 s. 1024 took 1.3 s, as fast as 4096 and
+	 * with a quarter of the sockets at most. */
+	if ((rc = ub_ctx_set_option(r->ctx, "outgoing-range:", "1024")) != 0 ||
+	    (rc = ub_ctx_set_option(r->ctx, "num-queries-per-thread:", "4096")) != 0)
+		goto ub_fail;
 	if (*server == '\0') {
 		if ((rc = ub_ctx_resolvconf(r->ctx, NULL)) != 0) {
 			snprintf(err, errlen, "resolver: cannot read /etc/resolv.conf: %s",

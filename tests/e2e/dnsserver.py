@@ -178,8 +178,10 @@ class Nsd:
     # --- process ---
 
     def start(self):
-        self.proc = subprocess.Popen([NSD, "-d", "-c", self.conf],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # a configuration error goes to stderr, not to the log file
+        with open(os.path.join(self.dir, "nsd.log"), "ab") as log:
+            self.proc = subprocess.Popen([NSD, "-d", "-c", self.conf],
+                                         stdout=subprocess.DEVNULL, stderr=log)
         first = next(iter(self.zones))
         _wait(lambda: self.proc.poll() is not None or dig(self.port, first, "SOA", self.ip),
               "nsd to answer for " + first)

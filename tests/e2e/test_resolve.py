@@ -54,6 +54,16 @@ ZONES = {
     """ % (HASH, HASH),
 }
 
+MANY = 1000
+
+
+def many_addr(i):
+    return "127.1.%d.%d" % (i // 250, i % 250 + 1)
+
+
+ZONES["many.example"] = "\n".join("d%d MX 10 mx%d\nmx%d A %s" % (i, i, i, many_addr(i))
+                                   for i in range(MANY))
+
 
 def resolve(server, *queries, anchor=None, timeout_ms=5000):
     """[(type, name), ...] -> one dict per query, in order."""
@@ -153,13 +163,15 @@ class ResolveTest(unittest.TestCase):
                          [("alias.mail.example", ["127.0.0.16"])])
 
     def test_many_queries_in_flight(self):
-        names = ["a", "b", "c", "backup", "nomx", "real"]
-        queries = [("mx", "%s.mail.example" % names[i % len(names)]) for i in range(300)]
+        # 1000 domains, each its own MX host and address: every answer
+        # must reach its own query, all of them out at once
+        queries = [("mx", "d%d.many.example" % i) for i in range(MANY)]
         results = resolve(self.dns, *queries)
-        self.assertEqual(len(results), 300)
-        for (_, name), r in zip(queries, results):
+        self.assertEqual(len(results), MANY)
+        for i, r in enumerate(results):
             self.assertEqual(r["status"], "ok", r["why"])
-            self.assertEqual(r["hosts"][0]["name"], name)
+            self.assertEqual([(h["name"], h["addrs"]) for h in r["hosts"]],
+                             [("mx%d.many.example" % i, [many_addr(i)])])
 
     def test_txt_and_cname(self):
         txt, cname, none = resolve(self.dns, ("txt", "spf.mail.example"),
