@@ -631,6 +631,50 @@ static void test_greeting_refused(void **state)
 	h_close(&h);
 }
 
+/* EHLO 4xx, HELO refused, RSET refused: each ends the connection, and the
+ * message in hand is deferred with the server's words quoted. */
+static void test_session_refusals(void **state)
+{
+	struct h h;
+	MSG(m, "x", { .addr = "a@b.test" });
+
+	h_open(&h, NULL);
+	vr_smtpc_send(h.c, &m, h.now);
+	srv(&h, "220 hi\r\n421 4.3.2 busy\r\n");
+	assert_int_equal(h.st, VR_SMTPC_DEFER);
+	assert_string_equal(h.closed_reply.text,
+			    "host mx.test[192.0.2.25]:25 refused EHLO: 421 4.3.2 busy");
+	h_close(&h);
+
+	h_open(&h, NULL);
+	vr_smtpc_send(h.c, &m, h.now);
+	srv(&h, "220 hi\r\n502 no\r\n");
+	expect_out(&h, "EHLO relay.test\r\nHELO relay.test\r\n");
+	srv(&h, "550 not you either\r\n");
+	assert_int_equal(h.st, VR_SMTPC_DEFER);
+	assert_int_equal(m_rcpts[0].reply.code, 421);
+	assert_non_null(strstr(m_rcpts[0].reply.text, "refused HELO: 550 not you either"));
+	h_close(&h);
+
+	/* All recipients refused leaves MAIL open; the RSET before the next
+	 * message is refused too. */
+	h_open(&h, NULL);
+	h_greet(&h, "");
+	vr_smtpc_send(h.c, &m, h.now);
+	srv(&h, "250 ok\r\n550 no\r\n");
+	assert_int_equal(h.st, VR_SMTPC_BOUNCE);
+	expect_out(&h, "MAIL FROM:<alice@example.com>\r\nRCPT TO:<a@b.test>\r\n");
+	vr_smtpc_send(h.c, &m, h.now);
+	expect_out(&h, "RSET\r\n");
+	srv(&h, "500 what\r\n");
+	assert_int_equal(h.msg_done, 2);
+	assert_int_equal(h.st, VR_SMTPC_DEFER);
+	assert_string_equal(m_rcpts[0].reply.text,
+			    "host mx.test[192.0.2.25]:25 refused RSET: 500 what");
+	assert_int_equal(h.closed, 1);
+	h_close(&h);
+}
+
 /* MAIL refused: 4xx defers, 5xx bounces; the next message needs no RSET. */
 static void test_mail_refused(void **state)
 {
@@ -1288,6 +1332,7 @@ int main(void)
 		cmocka_unit_test(test_byte_by_byte),
 		cmocka_unit_test(test_helo_fallback),
 		cmocka_unit_test(test_greeting_refused),
+		cmocka_unit_test(test_session_refusals),
 		cmocka_unit_test(test_mail_refused),
 		cmocka_unit_test(test_rcpts_refused_then_rset),
 		cmocka_unit_test(test_data_354_without_rcpts),
