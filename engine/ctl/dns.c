@@ -364,6 +364,8 @@ int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 	json_object_set_new(reply, "all_ok", json_boolean(all_ok));
 	json_object_set_new(reply, "records", recs);
 	recs = NULL;
+	vr_log_info("event=ctl_dns_check domain=%s account=%s all_ok=%s", j->domain, j->account,
+		    all_ok ? "yes" : "no");
 	if (all_ok && !j->verified)
 		verify(c, j, reply);
 	rc = 0;

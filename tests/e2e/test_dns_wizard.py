@@ -196,7 +196,8 @@ class WizardTest(unittest.TestCase):
             vps1 = json.loads(f.readline())
         self.assertEqual(vps1["domains"], [DOMAIN, {"name": PENDING, "verified": True}])
         self.assertEqual(vps1["dkim"], ACCOUNTS[0]["dkim"])
-        self.assertRegex(self.r.log(), r"event=dns_verified domain=%s account=vps1" % PENDING)
+        self.assertRegex(self.r.log(), r"event=ctl_dns_check domain=%s account=vps1 all_ok=yes\n"
+                         r".* event=dns_verified domain=%s account=vps1" % (PENDING, PENDING))
         self.assertEqual(self.mail_from(PENDING)[0], 250)
 
         # checked again: still verified, nothing rewritten
