@@ -385,11 +385,20 @@ void tcp_output(struct vr_tcp_conn *c, uint64_t now)
 	default:
 		if (!send_data(c, now) && c->ack_now)
 			seg_send(c, c->snd_nxt, 0, TCP_ACK, now);
-		/* RFC 9293 §3.8.6.1: data waits and nothing in flight will bring an ACK. */
-		if (seq_lt(c->snd_nxt, c->snd_una + c->slen) && c->snd_una == c->snd_max &&
-		    !c->rtx_at) {
-			c->persist = 1;
-			c->rtx_at = now + backoff(c);
+		/*
+		 * RFC 6298 §5.1: a timer runs while anything is unacknowledged. With
+		 * nothing in flight (the window held it back, or an RTO took it back)
+		 * it is the persist timer (RFC 9293 §3.8.6.1), whose probes the
+		 * window's owner answers.
+		 */
+		if (!c->rtx_at) {
+			if (seq_gt(c->snd_nxt, c->snd_una)) {
+				c->rtx_at = now + c->rto;
+			} else if (seq_lt(c->snd_nxt, c->snd_una + c->slen) ||
+				   c->snd_una != c->snd_max) {
+				c->persist = 1;
+				c->rtx_at = now + backoff(c);
+			}
 		}
 		break;
 	}
