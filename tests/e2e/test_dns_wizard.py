@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import unittest
 
-from dnsserver import Nsd
+from dnsserver import Nsd, Silent
 from relay import ROOT, Relay
 
 DOMAIN = "cust.example"
@@ -213,6 +213,36 @@ class WizardTest(unittest.TestCase):
                                  "error": "no account lists the domain 'nobody.example'"})
         reply = self.ctl("dns-check")
         self.assertEqual(reply["error"], "usage: dns-check DOMAIN")
+
+
+class WizardNoDnsTest(unittest.TestCase):
+    """The relay's resolver gets no answer: nothing is judged missing."""
+
+    def test_unknown_when_dns_does_not_answer(self):
+        d = tempfile.mkdtemp(prefix="vr-wizard-")
+        secret = os.path.join(d, "dns.secret")
+        with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(SECRET)
+        r = Relay(workers=1, tls=False, accounts=ACCOUNTS)
+        try:
+            with Silent() as silent:
+                with open(r.config_path, "a") as f:
+                    f.write("\n[delivery]\nresolver = %s\ndns_timeout_ms = 400\n"
+                            "\n[dns]\nspf_name = %s\nkey_zone = %s\nsecret_file = %s\n"
+                            % (silent.address, SPF_NAME, KEY_ZONE, secret))
+                r.start()
+                reply = json.loads(r.ctl("dns-check", DOMAIN).stdout)
+                self.assertFalse(reply["all_ok"])
+                for rec in reply["records"]:
+                    self.assertEqual(rec["verdict"], "unknown", rec)
+                    self.assertRegex(rec["found"], r"^(TXT|CNAME) \S+: no answer within 400 ms$")
+                reply = json.loads(r.ctl("dns-records", DOMAIN).stdout)
+                self.assertEqual(reply["records"][0]["value"], "v=spf1 include:%s ~all" % SPF_NAME)
+                self.assertIn("could not be read", reply["note"])
+                r.stop()
+        finally:
+            r.cleanup()
+            subprocess.run(["rm", "-rf", d])
 
 
 class WizardOffTest(unittest.TestCase):
