@@ -66,6 +66,27 @@ static int load_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *
 
 /* --- lifecycle --- */
 
+/* The quota replay counts the last day of mail from the spool: segments
+ * whose mail is all done go once they are this much older. */
+#define KEEP_US ((24 + 1) * 3600ull * 1000000u)
+
+/* Drops finished segments and folds the state logs, so neither grows
+ * without bound. A failure costs disk space, not mail: logged only. */
+static void compact(const char *dir, uint64_t now)
+{
+	struct vr_spool_compact_stats cs;
+	int rc = vr_spool_compact(dir, now > KEEP_US ? now - KEEP_US : 0, &cs);
+
+	if (rc < 0)
+		vr_log_warn("event=spool_compact_failed dir=%s error=\"%s\"", dir, strerror(-rc));
+	else
+		vr_log_info("event=spool_compacted dir=%s segments_removed=%llu messages_removed=%llu "
+			    "logs_folded=%llu events=%llu", dir,
+			    (unsigned long long)cs.segments_removed,
+			    (unsigned long long)cs.messages_removed,
+			    (unsigned long long)cs.logs_replaced, (unsigned long long)cs.events);
+}
+
 static int smarthost_parse(struct vr_delivery *d, char *err, size_t errlen)
 {
 	char host[300];
@@ -120,6 +141,8 @@ struct vr_delivery *vr_delivery_new(const struct vr_delivery_conf *conf, char *e
 		rc = dw_init(&d->w[i], d, i, err, errlen);
 	}
 	struct load ld = { .d = d, .now = vr_clock_wall_us() };
+	if (rc == 0)
+		compact(cfg->spool_dir, ld.now);
 	if (rc == 0 && (rc = vr_spool_queue_scan(cfg->spool_dir, load_one, &ld)) < 0)
 		snprintf(err, errlen, "spool %s: reading the queue: %s", cfg->spool_dir,
 			 strerror(-rc));

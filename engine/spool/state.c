@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "vmrelay/buf.h"
+#include "vmrelay/common.h"
 #include "vmrelay/log.h"
 #include "scan.h"
 #include "segment.h"
@@ -452,33 +453,208 @@ static int queue_message(const struct vr_spool_msg *msg, void *arg)
 	return qs->fn(msg, &st, qs->arg);
 }
 
+/* Reads every state log of dir into qs->t, sorted; their names stay in
+ * *names (caller frees) for compaction. */
+static int table_load(const char *dir, struct queue_scan *qs, char ***names, size_t *n)
+{
+	uint64_t max_seq;
+	int rc = 0;
+
+	*names = NULL;
+	*n = 0;
+	int statefd = state_dir_open(dir, false);
+	if (statefd >= 0) {
+		rc = log_list(statefd, names, n, &max_seq);
+		for (size_t i = 0; rc == 0 && i < *n; i++)
+			rc = log_read(statefd, (*names)[i], i, &qs->t);
+		close(statefd);
+	} else if (statefd != -ENOENT) {
+		rc = statefd;           /* no state/ yet is a spool nothing was delivered from */
+	}
+	if (rc == 0 && qs->t.n)
+		qsort(qs->t.v, qs->t.n, sizeof(*qs->t.v), entry_cmp);
+	return rc;
+}
+
+static void queue_scan_free(struct queue_scan *qs)
+{
+	table_free(&qs->t);
+	free(qs->rcpt);
+}
+
 int vr_spool_queue_scan(const char *dir,
 			int (*fn)(const struct vr_spool_msg *msg,
 				  const struct vr_spool_qstate *st, void *arg),
 			void *arg)
 {
 	struct queue_scan qs = { .fn = fn, .arg = arg };
-	char **names = NULL;
-	size_t n = 0;
-	uint64_t max_seq;
-	int rc = 0;
+	char **names;
+	size_t n;
 
-	int statefd = state_dir_open(dir, false);
-	if (statefd >= 0) {
-		rc = log_list(statefd, &names, &n, &max_seq);
-		for (size_t i = 0; rc == 0 && i < n; i++)
-			rc = log_read(statefd, names[i], i, &qs.t);
-		names_free(names, n);
-		close(statefd);
-	} else if (statefd != -ENOENT) {
-		rc = statefd;           /* no state/ yet is a spool nothing was delivered from */
+	int rc = table_load(dir, &qs, &names, &n);
+	names_free(names, n);
+	if (rc == 0)
+		rc = vr_spool_scan(dir, queue_message, &qs, NULL);
+	queue_scan_free(&qs);
+	return rc;
+}
+
+/* --- compaction --- */
+
+struct compact {
+	uint64_t before_us;
+	/* the segment being read: are all its messages done, and how new? */
+	bool all_final;
+	uint64_t newest_us, messages;
+	char **victims;
+	size_t n_victims;
+	struct vr_spool_log *log;
+	struct vr_spool_compact_stats *st;
+	int err;
+};
+
+static int gc_message(const struct vr_spool_msg *msg, const struct vr_spool_qstate *st,
+		      void *arg)
+{
+	struct compact *c = arg;
+
+	c->all_final &= st->deleted || st->pending == 0;
+	c->newest_us = VR_MAX(c->newest_us, msg->received_us);
+	c->messages++;
+	return 0;
+}
+
+/* Damaged segments stay, for the operator's tools; so does a segment the
+ * quota replay still counts. */
+static void gc_segment(const struct vr_spool_seg_info *seg, void *arg)
+{
+	struct queue_scan *qs = arg;      /* the scan's argument: messages go through it */
+	struct compact *c = qs->arg;
+
+	if (seg->error == 0 && seg->damaged == 0 && c->messages && c->all_final &&
+	    c->newest_us < c->before_us) {
+		char **v = realloc(c->victims, (c->n_victims + 1) * sizeof(*v));
+		if (v && (v[c->n_victims] = strdup(seg->name)) != NULL) {
+			c->victims = v;
+			c->n_victims++;
+			c->st->messages_removed += c->messages;
+		} else {
+			c->victims = v ? v : c->victims;
+			c->err = -ENOMEM;
+		}
+	}
+	c->all_final = true;
+	c->newest_us = c->messages = 0;
+}
+
+static void fold_event(struct compact *c, const struct vr_spool_msg *msg, uint8_t type,
+		       uint32_t rcpt, const struct vr_spool_qstate *st, const char *text,
+		       size_t len)
+{
+	struct vr_spool_event ev = {
+		.type = type, .rcpt = rcpt, .attempts = st->attempts, .at_us = msg->received_us,
+		.next_us = st->next_us, .text = text, .text_len = len,
+	};
+	memcpy(ev.qid, msg->qid, sizeof(ev.qid));
+	int rc = vr_spool_log_append(c->log, &ev);
+	if (rc < 0 && !c->err)
+		c->err = rc;
+	c->st->events++;
+}
+
+/* The events that give msg its state back, and nothing more. */
+static int fold_message(const struct vr_spool_msg *msg, const struct vr_spool_qstate *st,
+			void *arg)
+{
+	struct compact *c = arg;
+	bool hold_flag = (msg->flags & VR_SPOOL_HOLD) != 0;
+
+	for (unsigned i = 0; i < msg->n_rcpts; i++)
+		if (st->rcpt[i])
+			fold_event(c, msg, st->rcpt[i], i, st, "", 0);
+	if (st->pending && (st->attempts || st->next_us))
+		fold_event(c, msg, VR_STATE_DEFERRED, VR_SPOOL_ALL, st, "", 0);
+	if (st->held != hold_flag)
+		fold_event(c, msg, st->held ? VR_STATE_HELD : VR_STATE_RELEASED, VR_SPOOL_ALL, st,
+			   "", 0);
+	if (st->deleted)
+		fold_event(c, msg, VR_STATE_DELETED, VR_SPOOL_ALL, st, "", 0);
+	if (st->dkim)
+		fold_event(c, msg, VR_SPOOL_DKIM, VR_SPOOL_ALL, st, st->dkim, st->dkim_len);
+	return c->err;
+}
+
+/* Removes dir/name for each name, then makes that durable in sub. */
+static int unlink_all(const char *dir, const char *sub, char **names, size_t n)
+{
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = dirfd < 0 ? -errno : 0;
+
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		if (unlinkat(dirfd, names[i], 0) < 0 && errno != ENOENT)
+			rc = -errno;
+	int subfd = dirfd < 0 ? -1 : openat(dirfd, sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (rc == 0 && (subfd < 0 || fsync(subfd) < 0))
+		rc = -errno;
+	if (subfd >= 0)
+		close(subfd);
+	if (dirfd >= 0)
+		close(dirfd);
+	return rc;
+}
+
+int vr_spool_compact(const char *dir, uint64_t before_us, struct vr_spool_compact_stats *st)
+{
+	struct vr_spool_compact_stats dummy;
+	struct queue_scan qs = { 0 };
+	struct compact c = { .before_us = before_us, .all_final = true, .st = st ? st : &dummy };
+	char **logs, err[256];
+	size_t n_logs;
+
+	memset(c.st, 0, sizeof(*c.st));
+	int rc = table_load(dir, &qs, &logs, &n_logs);
+	/* Which segments are done: a scan with the segment callback. */
+	qs.fn = gc_message;
+	qs.arg = &c;
+	const struct vr_spool_scan_ops ops = {
+		.message = queue_message, .segment = gc_segment, .arg = &qs,
+	};
+	if (rc == 0)
+		rc = vr_spool_scan_ops(dir, &ops, NULL);
+	if (rc == 0)
+		rc = c.err;
+	/* Segments first: their messages' state may go only after them. */
+	if (rc == 0 && c.n_victims)
+		rc = unlink_all(dir, VR_SEG_DIR, c.victims, c.n_victims);
+	if (rc == 0) {
+		c.st->segments_removed = c.n_victims;
+		c.log = vr_spool_log_open(dir, 0, err, sizeof(err));
+		rc = c.log ? 0 : -errno;
 	}
 	if (rc == 0) {
-		if (qs.t.n)
-			qsort(qs.t.v, qs.t.n, sizeof(*qs.t.v), entry_cmp);
+		qs.fn = fold_message;
 		rc = vr_spool_scan(dir, queue_message, &qs, NULL);
 	}
-	table_free(&qs.t);
-	free(qs.rcpt);
+	if (rc == 0)
+		rc = c.err ? c.err : vr_spool_log_sync(c.log);
+	/* The folded log is durable: the old ones may go. */
+	for (size_t i = 0; rc == 0 && i < n_logs; i++) {
+		char *name = malloc(strlen(STATE_DIR) + strlen(logs[i]) + 2);
+		if (!name) {
+			rc = -ENOMEM;
+			break;
+		}
+		sprintf(name, "%s/%s", STATE_DIR, logs[i]);
+		free(logs[i]);
+		logs[i] = name;
+	}
+	if (rc == 0 && n_logs)
+		rc = unlink_all(dir, STATE_DIR, logs, n_logs);
+	if (rc == 0)
+		c.st->logs_replaced = n_logs;
+	vr_spool_log_close(c.log);
+	names_free(logs, n_logs);
+	names_free(c.victims, c.n_victims);
+	queue_scan_free(&qs);
 	return rc;
 }

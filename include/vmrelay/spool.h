@@ -243,4 +243,23 @@ int vr_spool_queue_scan(const char *dir,
 				  const struct vr_spool_qstate *st, void *arg),
 			void *arg);
 
+struct vr_spool_compact_stats {
+	uint64_t segments_removed;    /* message segments whose mail was all done */
+	uint64_t messages_removed;
+	uint64_t logs_replaced;       /* state logs folded into one */
+	uint64_t events;              /* events the folded log holds */
+};
+
+/*
+ * Start-of-run housekeeping, before anything appends (no committer or
+ * delivery thread running): removes the message segments whose every
+ * message is final (each recipient delivered, bounced or expired, or the
+ * message deleted) and whose newest message arrived before before_us (the
+ * quota replay reads the last day of mail: pass now - 25 h), then folds
+ * every state log into one holding only what the remaining messages need.
+ * Crash-safe at every step: segments go first, the folded log is durable
+ * before the old logs go. 0 or -errno (files left as they were).
+ */
+int vr_spool_compact(const char *dir, uint64_t before_us, struct vr_spool_compact_stats *st);
+
 #endif

@@ -311,6 +311,19 @@ static void seg_path(char *out, size_t len, const char *segment)
 	snprintf(out, len, "%s/%s", dir, segment);
 }
 
+/* Entries of path other than . and .. */
+static unsigned dir_count(const char *path)
+{
+	unsigned n = 0;
+	DIR *d = opendir(path);
+
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d)) != NULL;)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
 /* Files in dir/seg. */
 static unsigned seg_count(void)
 {
@@ -1381,7 +1394,9 @@ static int tmpfs_teardown(void **state)
 	return 0;
 }
 
-/* --- queue state: records, logs, the hook --- */
+/* --- queue state: records, logs, the hook, compaction --- */
+
+#define T_OLD 1000000ull        /* before any message: nothing is old enough */
 
 static void test_event_codec(void **state)
 {
@@ -1627,6 +1642,64 @@ static void test_commit_hook(void **state)
 	found_free(&f);
 }
 
+
+static void test_compact(void **state)
+{
+	char qid[4][VR_QID_MAX], err[256], path[512];
+	struct vr_spool_envelope env = env_default;
+	/* Run 1: two messages, both finished. Run 2: one finished, one not. */
+	commit_two(2, qid, &env);
+	commit_two(2, qid + 2, &env);
+	struct vr_spool_log *log = vr_spool_log_open(dir, 0, err, sizeof(err));
+	assert_non_null(log);
+	for (unsigned m = 0; m < 3; m++)
+		for (uint32_t r = 0; r < 2; r++)
+			assert_int_equal(log_ev(log, m == 1 && r == 1 ? VR_STATE_BOUNCED :
+						VR_STATE_DELIVERED, qid[m], r, 1, 10 + m, 0, "250 ok"), 0);
+	assert_int_equal(log_ev(log, VR_SPOOL_DKIM, qid[3], VR_SPOOL_ALL, 0, 20, 0,
+				"DKIM-Signature: x\r\n"), 0);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[3], 1, 1, 21, 0, "250 ok"), 0);
+	assert_int_equal(log_ev(log, VR_STATE_DEFERRED, qid[3], 0, 3, 22, 777, "451 no"), 0);
+	assert_int_equal(log_ev(log, VR_STATE_HELD, qid[3], VR_SPOOL_ALL, 3, 23, 0, ""), 0);
+	vr_spool_log_close(log);
+	log = vr_spool_log_open(dir, 1, err, sizeof(err));
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[2], 1, 1, 30, 0, "250 ok"), 0);
+	vr_spool_log_close(log);
+
+	struct qfound before = { 0 };
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &before), 0);
+	assert_int_equal(before.n, 4);
+
+	/* Nothing is old enough: no segment goes, the logs fold into one. */
+	struct vr_spool_compact_stats cs;
+	assert_int_equal(vr_spool_compact(dir, T_OLD, &cs), 0);
+	assert_int_equal(cs.segments_removed, 0);
+	assert_int_equal(cs.logs_replaced, 2);
+	struct qfound after = { 0 };
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &after), 0);
+	assert_memory_equal(&before, &after, sizeof(before));
+	snprintf(path, sizeof(path), "%s/state", dir);
+	assert_int_equal(dir_count(path), 1);
+
+	/* Everything is old: run 1's segment (all final) goes, run 2's stays
+	 * for its unfinished message, whose state survives as it was. */
+	unsigned segs = seg_count();
+	assert_int_equal(vr_spool_compact(dir, UINT64_MAX, &cs), 0);
+	assert_int_equal(cs.segments_removed, 1);
+	assert_int_equal(cs.messages_removed, 2);
+	assert_int_equal(seg_count(), segs - 1);
+	memset(&after, 0, sizeof(after));
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &after), 0);
+	assert_int_equal(after.n, 2);
+	assert_memory_equal(&after.v[0], &before.v[2], sizeof(after.v[0]));
+	assert_memory_equal(&after.v[1], &before.v[3], sizeof(after.v[1]));
+	assert_true(after.v[1].held);
+	assert_true(after.v[1].next_us == 777);
+	assert_int_equal(after.v[1].attempts, 3);
+	assert_string_equal(after.v[1].dkim, "DKIM-Signature: x\r\n");
+	assert_int_equal(dir_count(path), 1);
+}
+
 static int setup(void **state)
 {
 	if (!mkdtemp(tmpdir))
@@ -1670,6 +1743,7 @@ int main(void)
 		cmocka_unit_test_setup(test_state_recovery, test_setup),
 		cmocka_unit_test_setup(test_state_log_damage, test_setup),
 		cmocka_unit_test_setup(test_commit_hook, test_setup),
+		cmocka_unit_test_setup(test_compact, test_setup),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
