@@ -83,6 +83,34 @@ static void test_cookie_timestamps_carry_options(void **state)
 	assert_int_equal(info.snd_wnd, 100 << 9);
 }
 
+static void test_syn_flood_legit_connects(void **state)
+{
+	/* 20000 spoofed SYNs: the queue holds its 128, the rest get cookies, nothing grows. */
+	for (unsigned i = 0; i < 20000; i++) {
+		pport = (uint16_t)(1024 + i);
+		peer_send(PORT, PISN + i, 0, F_SYN, 65535, NULL, 0, NULL);
+		nout = 0;
+		if (i % 1000 == 0)
+			tick(1);
+	}
+	assert_int_equal(vr_tcp_conn_count(tcp), 128);
+	assert_int_equal(st()->cookies_sent, 20000 - 128);
+	assert_int_equal(vr_net_pkt_in_use(net), 0);
+	/* A real client in the middle of it completes through its cookie. */
+	pport = PPORT;
+	peer_send(PORT, PISN, 0, F_SYN, 65535, NULL, 0, NULL);
+	uint32_t cookie = one()->seq;
+	peer_send(PORT, PISN + 1, cookie + 1, F_ACK, 65535, "EHLO", 4, NULL);
+	assert_int_equal(accepted, 1);
+	assert_int_equal(vr_tcp_readable(conn), 4);
+	/* The spoofed half-open ones are given up on; the queue empties. */
+	for (unsigned i = 0; i < 70; i++) {
+		tick(1000);
+		nout = 0;
+	}
+	assert_int_equal(vr_tcp_conn_count(tcp), 1);
+}
+
 static void test_cookie_expires(void **state)
 {
 	tconf.always_cookies = 1;
@@ -179,6 +207,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_syn_queue_overflow_cookies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cookie_timestamps_carry_options, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_syn_flood_legit_connects, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cookie_expires, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cookie_ack_without_flood, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_synack_retransmitted_and_given_up, setup,
