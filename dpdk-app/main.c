@@ -297,7 +297,7 @@ static void ctl_drain(void *arg)
 static int ctl_start(struct relay *r)
 {
 	const struct vr_ctl_ops ops = {
-		.cfg = &r->cfg, .srv = &r->srv, .writer = &r->writer,
+		.cfg = &r->cfg, .srv = &r->srv, .writer = &r->writer, .delivery = r->delivery,
 		.reload = ctl_reload, .drain = ctl_drain, .arg = r,
 	};
 	char err[1024], q[1100];

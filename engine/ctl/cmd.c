@@ -20,6 +20,7 @@
 
 #include "ctl_impl.h"
 #include "vmrelay/cluster.h"
+#include "vmrelay/delivery.h"
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"
 #include "vmrelay/ratelimit.h"
@@ -99,6 +100,17 @@ static int cmd_stats(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 						    vr_ctl_spool_counters[i].offset));
 	}
 	json_object_set_new(reply, "spool", spool);
+	if (c->ops.delivery) {
+		json_t *dl = json_object();
+		struct vr_delivery_stats ds;
+
+		vr_delivery_stats(c->ops.delivery, &ds);
+		for (unsigned i = 0; i < vr_ctl_n_delivery_counters; i++)
+			set_u64(dl, vr_ctl_delivery_counters[i].name,
+				*(const uint64_t *)((const char *)&ds +
+						    vr_ctl_delivery_counters[i].offset));
+		json_object_set_new(reply, "delivery", dl);
+	}
 	if (srv->cluster) {
 		json_t *cl = json_object();
 		struct vr_cluster_stats cs;

@@ -47,6 +47,10 @@ extern const unsigned vr_ctl_n_spool_counters;
 extern const struct vr_ctl_counter vr_ctl_cluster_counters[];
 extern const unsigned vr_ctl_n_cluster_counters;
 
+/* The same for struct vr_delivery_stats (issue 5). */
+extern const struct vr_ctl_counter vr_ctl_delivery_counters[];
+extern const unsigned vr_ctl_n_delivery_counters;
+
 /* Worker w's counter k, read while the worker runs. */
 uint64_t vr_ctl_counter_read(const struct vr_ctl *c, unsigned w, const struct vr_ctl_counter *k);
 

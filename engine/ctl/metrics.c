@@ -10,6 +10,7 @@
 
 #include "ctl_impl.h"
 #include "vmrelay/cluster.h"
+#include "vmrelay/delivery.h"
 #include "vmrelay/spool.h"
 
 #define C(field, help) { #field, offsetof(struct vr_smtp_stats, field), false, help }
@@ -75,6 +76,38 @@ const struct vr_ctl_counter vr_ctl_cluster_counters[] = {
 };
 const unsigned vr_ctl_n_cluster_counters = VR_ARRAY_SIZE(vr_ctl_cluster_counters);
 
+#define D(field, gauge, help) { #field, offsetof(struct vr_delivery_stats, field), gauge, help }
+const struct vr_ctl_counter vr_ctl_delivery_counters[] = {
+	D(queued, true, "Messages the delivery threads hold, waiting or in flight."),
+	D(sent, false, "Recipients delivered."),
+	D(deferred, false, "Recipient attempts deferred."),
+	D(bounced, false, "Recipients bounced or expired."),
+	D(dsns, false, "Delivery status notifications committed to the spool."),
+	D(in_flight, true, "Messages being handed to the next hop now."),
+	D(connections, true, "Outbound SMTP connections open now."),
+};
+const unsigned vr_ctl_n_delivery_counters = VR_ARRAY_SIZE(vr_ctl_delivery_counters);
+
+/* The delivery threads' counters, summed over the threads. */
+static int delivery_metrics(const struct vr_delivery *d, struct vr_buf *out)
+{
+	struct vr_delivery_stats ds;
+	int rc = 0;
+
+	vr_delivery_stats(d, &ds);
+	for (unsigned i = 0; i < vr_ctl_n_delivery_counters && rc == 0; i++) {
+		const struct vr_ctl_counter *k = &vr_ctl_delivery_counters[i];
+		const char *suffix = k->gauge ? "" : "_total";
+
+		rc = vr_buf_printf(out, "# HELP vmrelay_delivery_%s%s %s\n"
+				   "# TYPE vmrelay_delivery_%s%s %s\nvmrelay_delivery_%s%s %llu\n",
+				   k->name, suffix, k->help, k->name, suffix,
+				   k->gauge ? "gauge" : "counter", k->name, suffix,
+				   (unsigned long long)*(const uint64_t *)((const char *)&ds + k->offset));
+	}
+	return rc;
+}
+
 int vr_ctl_metrics(const struct vr_ctl *c, struct vr_buf *out)
 {
 	const struct vr_smtpd *srv = c->ops.srv;
@@ -111,6 +144,8 @@ int vr_ctl_metrics(const struct vr_ctl *c, struct vr_buf *out)
 						   (const char *)&cs + k->offset));
 		}
 	}
+	if (c->ops.delivery && rc == 0)
+		rc = delivery_metrics(c->ops.delivery, out);
 	if (!srv->spool)
 		return rc;
 

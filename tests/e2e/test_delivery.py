@@ -15,6 +15,7 @@ one, fallback to the A record, null MX bouncing at once.
 import base64
 import email
 import email.policy
+import json
 import os
 import re
 import smtplib
@@ -229,9 +230,11 @@ class SmarthostTest(DeliveryCase):
         self.assertIn(b"Subject: bounce me", raw)
         normal = [g for g in got if g[0] == SENDER]
         self.assertEqual(normal[0][1], ["good@dest.example"])
-        # A DSN is never bounced to <> again: its own failure ends there.
         self.assertRegex(r.log(), r"event=dsn qid=\w+ dsn_qid=\w+ to=<user@example.com> "
                          r"recipients=2 reason=bounced")
+        # The operator's view: the counters in `stats`.
+        st = json.loads(r.ctl("stats").stdout)["delivery"]
+        self.assertEqual((st["sent"], st["bounced"], st["dsns"], st["in_flight"]), (2, 2, 1, 0))
 
     def test_expiry_gives_dsn(self):
         # Refuses everyone but the DSN's recipient, for ever.
