@@ -298,6 +298,9 @@ static void *worker_main(void *p)
 	struct run *r = w->run;
 	uint64_t rng = 0x9e3779b97f4a7c15 * (w->idx + 1);
 	unsigned pool = opt.hot ? opt.hot : opt.accounts;
+	/* Counted here, stored at the end: the workers' structs share cache
+	 * lines, and a store per operation would bounce them between cores. */
+	uint64_t ops = 0, granted = 0;
 	char id[16];
 
 	rcu_register_thread();
@@ -307,12 +310,13 @@ static void *worker_main(void *p)
 		/* An hour per real second; the clock is read every 256 operations. */
 		uint32_t now = (uint32_t)(r->t0 + (int64_t)(since(&r->start) * 3600));
 		for (int k = 0; k < 256; k++)
-			w->granted += op_reserve_confirm(r->kind, id_of(xorshift(&rng) % pool, id),
-							 now);
-		w->ops += 256;
+			granted += op_reserve_confirm(r->kind, id_of(xorshift(&rng) % pool, id), now);
+		ops += 256;
 		/* A worker's loop iteration (DESIGN: one quiescent state each). */
 		rcu_quiescent_state();
 	}
+	w->ops = ops;
+	w->granted = granted;
 	w->secs = since(&r->start);
 	w->cpu = thread_cpu() - w->cpu;
 	rcu_unregister_thread();

@@ -1,14 +1,17 @@
 /*
  * ratelimit.c - the table of per-VPS windows (see vmrelay/ratelimit.h): a
  * liburcu lock-free hash table (cds_lfht) of entries keyed by account id,
- * kept in step with the accounts file by one writer, looked up by the
- * workers under rcu_read_lock; the windows themselves are in window.c. Also
- * the refusal text of a 451.
+ * kept in step with the accounts file by one writer, and the flat index of
+ * the same entries (index.c) that the workers look accounts up in under
+ * rcu_read_lock; the windows themselves are in window.c. Also the refusal
+ * text of a 451.
  *
- * Threads: workers are RCU readers and only read the table; the writer adds
- * and deletes nodes (cds_lfht is safe for that alongside readers) and frees
- * deleted entries in one call_rcu batch per sync, after every reader that
- * could still hold one has left its read-side critical section.
+ * Threads: workers (and the control thread's show) are RCU readers of the
+ * index and the entries' atomics; the writer alone walks and changes the
+ * cds_lfht, publishes a new index whenever the set of accounts changed, and
+ * frees the old index and the deleted entries in call_rcu batches queued
+ * after that, so after every reader that could still hold one has passed a
+ * quiescent state.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -29,28 +32,6 @@ struct key {
 	size_t len;
 };
 
-/* Eight bytes a step, then MurmurHash3's finaliser: ids differ in their
- * last digits, and the split-ordered list indexes by the hash's low bits.
- * (Ids come from the operator's file, not from clients.) */
-static unsigned long hash_id(const char *id, size_t len)
-{
-	uint64_t h = len * UINT64_C(0x9e3779b97f4a7c15), w;
-
-	for (; len >= 8; id += 8, len -= 8) {
-		memcpy(&w, id, 8);
-		h = (h ^ w) * UINT64_C(0xff51afd7ed558ccd);
-		h ^= h >> 29;
-	}
-	w = 0;
-	for (size_t i = 0; i < len; i++)
-		w |= (uint64_t)(uint8_t)id[i] << (8 * i);
-	h = (h ^ w) * UINT64_C(0xc4ceb9fe1a85ec53);
-	h ^= h >> 33;
-	h *= UINT64_C(0xff51afd7ed558ccd);
-	h ^= h >> 33;
-	return (unsigned long)h;
-}
-
 static int match_id(struct cds_lfht_node *node, const void *k)
 {
 	struct vr_rl_entry *e = caa_container_of(node, struct vr_rl_entry, node);
@@ -67,7 +48,8 @@ static bool key_of(const char *id, struct key *k)
 	return k->len > 0 && k->len < VR_ACCOUNT_ID_MAX;
 }
 
-/* Under rcu_read_lock; the entry is valid until the unlock. */
+/* The writer's lookup, under rcu_read_lock; the entry is valid until the
+ * unlock. */
 static struct vr_rl_entry *lookup(const struct vr_rl *rl, const char *id)
 {
 	struct cds_lfht_iter iter;
@@ -76,9 +58,28 @@ static struct vr_rl_entry *lookup(const struct vr_rl *rl, const char *id)
 
 	if (!key_of(id, &k))
 		return NULL;
-	cds_lfht_lookup(rl->ht, hash_id(k.id, k.len), match_id, &k, &iter);
+	cds_lfht_lookup(rl->ht, vr_rl_hash_id(k.id, k.len), match_id, &k, &iter);
 	node = cds_lfht_iter_get_node(&iter);
 	return node ? caa_container_of(node, struct vr_rl_entry, node) : NULL;
+}
+
+/* The workers' lookup, in the published index, under rcu_read_lock; the
+ * entry is valid until the unlock (QSBR: the thread's next quiescent state). */
+static struct vr_rl_entry *find(const struct vr_rl *rl, const char *id)
+{
+	/* Acquire pairs with the release that published the index: its slots
+	 * and the entries they name are seen whole. */
+	const struct vr_rl_index *ix = atomic_load_explicit(&rl->index, memory_order_acquire);
+	struct vr_rl_entry *e;
+	struct key k;
+
+	if (!ix || !key_of(id, &k))
+		return NULL;
+	e = vr_rl_index_find(ix, k.id, k.len);
+	VR_RL_IX_DONE(ix);
+	if (e)
+		VR_RL_FOUND(e);
+	return e;
 }
 
 /* The end of a lookup's use of e, before rcu_read_unlock. */
@@ -151,8 +152,10 @@ void vr_rl_free(struct vr_rl *rl)
 	}
 	rcu_read_unlock();
 	cds_lfht_destroy(rl->ht, NULL);
-	/* Entries removed by earlier syncs are freed before we return. */
+	/* Entries and indexes replaced by earlier syncs are freed before we
+	 * return. */
 	rcu_barrier();
+	vr_rl_index_free(atomic_load_explicit(&rl->index, memory_order_relaxed));
 	vr_rl_tz_free(&rl->tz);
 	free(rl);
 }
@@ -207,20 +210,21 @@ static int sync_add(struct vr_rl *rl, const struct vr_accounts *accounts)
 		/* Publishes the initialised entry (cds_lfht orders the node's
 		 * contents before the store that links it). */
 		VR_RL_PUBLISH(e);
-		cds_lfht_add(rl->ht, hash_id(e->id, e->idlen), &e->node);
+		cds_lfht_add(rl->ht, vr_rl_hash_id(e->id, e->idlen), &e->node);
 		rl->n_entries++;
 	}
 	return 0;
 }
 
-/* One bucket per account, rounded up to a power of two: chains of about
- * one node. Resizing is safe alongside readers (outside a read-side
- * critical section, from a registered thread). */
+/* A bucket per four accounts, rounded up to a power of two: the workers
+ * look accounts up in the index, so only the writer walks these chains.
+ * Resizing is safe alongside readers (outside a read-side critical
+ * section, from a registered thread). */
 static void table_fit(struct vr_rl *rl, unsigned long n)
 {
 	unsigned long want = RL_MIN_BUCKETS;
 
-	while (want < n)
+	while (want < n / 4)
 		want <<= 1;
 	if (want != rl->buckets) {
 		cds_lfht_resize(rl->ht, want);
@@ -228,10 +232,36 @@ static void table_fit(struct vr_rl *rl, unsigned long n)
 	}
 }
 
+static void index_free_rcu(struct rcu_head *head)
+{
+	struct vr_rl_index *ix = caa_container_of(head, struct vr_rl_index, rcu);
+
+	VR_RL_IX_RECLAIM(ix);
+	vr_rl_index_free(ix);
+}
+
+/* Makes ix the workers' index; the one it replaces is freed after a grace
+ * period, as is g (queued after the swap, so no worker can still find its
+ * entries once the grace period ends). */
+static void index_publish(struct vr_rl *rl, struct vr_rl_index *ix, struct grave *g)
+{
+	struct vr_rl_index *old = atomic_load_explicit(&rl->index, memory_order_relaxed);
+
+	/* Release: the slots and the entries they name before the pointer. */
+	atomic_store_explicit(&rl->index, ix, memory_order_release);
+	if (old)
+		call_rcu(&old->rcu, index_free_rcu);
+	if (g) {
+		VR_RL_PUBLISH(g);
+		call_rcu(&g->rcu, grave_free);
+	}
+}
+
 int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts)
 {
 	struct cds_lfht_iter iter;
 	struct vr_rl_entry *e;
+	struct vr_rl_index *ix;
 	struct grave *g = NULL;
 	size_t gone = 0;
 	int rc;
@@ -256,19 +286,28 @@ int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts)
 	table_fit(rl, VR_MAX(rl->n_entries, vr_accounts_count(accounts)));
 	rcu_read_lock();
 	rc = sync_add(rl, accounts);
-	/* The only writer: the entries counted above are the ones deleted here. */
+	/* The new index holds what stays; what goes leaves the table only once
+	 * the index without it is built, so a failure leaves both as they were. */
+	ix = vr_rl_index_new(rl->n_entries - gone);
 	cds_lfht_for_each_entry(rl->ht, &iter, e, node) {
-		if (g && g->n < gone && !vr_accounts_by_id(accounts, e->id) &&
-		    cds_lfht_del(rl->ht, &e->node) == 0) {
-			g->e[g->n++] = e;
-			rl->n_entries--;
+		/* The only writer: the entries counted above are the ones found here. */
+		if (!vr_accounts_by_id(accounts, e->id)) {
+			if (g && g->n < gone)
+				g->e[g->n++] = e;
+		} else if (ix && vr_rl_index_add(ix, e) < 0) {
+			vr_rl_index_free(ix);
+			ix = NULL;
 		}
 	}
+	for (size_t i = 0; ix && g && i < g->n; i++)
+		if (cds_lfht_del(rl->ht, &g->e[i]->node) == 0)
+			rl->n_entries--;
 	rcu_read_unlock();
-	if (g) {
-		VR_RL_PUBLISH(g);
-		call_rcu(&g->rcu, grave_free);
+	if (!ix) {
+		free(g);
+		return -ENOMEM;
 	}
+	index_publish(rl, ix, g);
 	table_fit(rl, rl->n_entries);
 	return rc;
 }
@@ -324,7 +363,7 @@ int vr_rl_reserve(struct vr_rl *rl, const char *id, uint32_t n, int64_t now,
 	if (n == 0 || !time_ok(rl, now))
 		return -EINVAL;
 	rcu_read_lock();
-	e = lookup(rl, id);
+	e = find(rl, id);
 	if (e)
 		rc = vr_rl_entry_reserve(rl, e, n, (uint32_t)now, ticket, v);
 	put(e);
@@ -343,7 +382,7 @@ void vr_rl_release(struct vr_rl *rl, const char *id, const struct vr_rl_ticket *
 	if (ticket->n == 0 || !time_ok(rl, ticket->at))
 		return;
 	rcu_read_lock();
-	e = lookup(rl, id);
+	e = find(rl, id);
 	if (e)
 		vr_rl_entry_release(rl, e, ticket);
 	put(e);
@@ -356,7 +395,7 @@ int vr_rl_show(struct vr_rl *rl, const char *id, int64_t now, struct vr_rl_verdi
 	if (!time_ok(rl, now))
 		return -EINVAL;
 	rcu_read_lock();
-	e = lookup(rl, id);
+	e = find(rl, id);
 	if (e)
 		vr_rl_entry_show(rl, e, (uint32_t)now, v);
 	put(e);

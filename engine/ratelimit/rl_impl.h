@@ -1,8 +1,9 @@
 /*
  * rl_impl.h - what the ratelimit module's files share and nobody else sees:
  * the calendar days of the configured time zone (tz.c), one account's
- * windows and the lock-free operations on them (window.c), and the table
- * that holds the accounts (ratelimit.c).
+ * windows and the lock-free operations on them (window.c), the flat index
+ * the workers find accounts in (index.c), and the table that holds the
+ * accounts (ratelimit.c).
  */
 #ifndef VR_RL_IMPL_H
 #define VR_RL_IMPL_H
@@ -22,7 +23,8 @@
  * assembly and its grace periods futexes), so these state them: an entry's
  * contents are ordered before any reader finds it (cds_lfht_add publishes
  * with a full barrier), and every reader's use of an entry before its free
- * after a grace period. They compile to nothing in other builds.
+ * after a grace period (of an index too: the IX pair). They compile to
+ * nothing in other builds.
  */
 #if defined(__SANITIZE_THREAD__)
 #define VR_RL_TSAN 1
@@ -37,11 +39,15 @@
 #define VR_RL_FOUND(e) __tsan_acquire(e)
 #define VR_RL_DONE(e) __tsan_release(&(e)->quota)
 #define VR_RL_RECLAIM(e) __tsan_acquire(&(e)->quota)
+#define VR_RL_IX_DONE(ix) __tsan_release((void *)&(ix)->mask)
+#define VR_RL_IX_RECLAIM(ix) __tsan_acquire(&(ix)->mask)
 #else
 #define VR_RL_PUBLISH(e) ((void)(e))
 #define VR_RL_FOUND(e) ((void)(e))
 #define VR_RL_DONE(e) ((void)(e))
 #define VR_RL_RECLAIM(e) ((void)(e))
+#define VR_RL_IX_DONE(ix) ((void)(ix))
+#define VR_RL_IX_RECLAIM(ix) ((void)(ix))
 #endif
 
 /* --- tz.c --- */
@@ -133,7 +139,38 @@ struct vr_rl_entry {
 
 #define RL_MIN_BUCKETS 1024ul
 
+/* --- index.c --- */
+
+/*
+ * The workers' way to an entry: open addressing over 8-byte slots, each an
+ * entry's address (48 bits) under 16 bits of its id's hash, so a lookup
+ * reads one slot line and then the entry, where cds_lfht's split-ordered
+ * list reads a bucket, then one node after another (a cache miss each, with
+ * a million accounts). Immutable once published: the writer builds a new
+ * one whenever the set of accounts changes and frees the old one after a
+ * grace period. At most half full.
+ */
+struct vr_rl_index {
+	struct rcu_head rcu;
+	size_t mask;
+	size_t room;                    /* entries it may still take */
+	uint64_t slot[];                /* 0: empty */
+};
+
+/* The id's hash: the index's and the cds_lfht's. */
+unsigned long vr_rl_hash_id(const char *id, size_t len);
+/* An empty index for up to n entries (NULL: ENOMEM), and an entry added to
+ * it before it is published: 0, -ENOSPC past n, -EOVERFLOW for an address
+ * above 48 bits (none on Linux x86-64 or arm64). */
+struct vr_rl_index *vr_rl_index_new(size_t n);
+int vr_rl_index_add(struct vr_rl_index *ix, struct vr_rl_entry *e);
+/* The entry with this id (len bytes), or NULL. */
+struct vr_rl_entry *vr_rl_index_find(const struct vr_rl_index *ix, const char *id, size_t len);
+void vr_rl_index_free(struct vr_rl_index *ix);
+
 struct vr_rl {
+	/* The workers' index (RCU: published with release, read with acquire). */
+	_Atomic(struct vr_rl_index *) index;
 	struct cds_lfht *ht;
 	uint32_t per_minute, per_hour, per_day_max;
 	unsigned long n_entries;        /* the writer's own: entries, and buckets */

@@ -106,8 +106,8 @@ void vr_rl_free(struct vr_rl *rl);
  * (their entries freed after a grace period, call_rcu). Counters of accounts
  * that stay are kept; a quota is set from the table, so it replaces one set
  * with vr_rl_set_daily. 0; -ERANGE if a daily_quota is 0 or above
- * per_day_max (nothing changed); -ENOMEM (accounts not yet added are
- * missing, the rest is done).
+ * per_day_max (nothing changed); -ENOMEM (quotas are set, but new accounts
+ * may be missing and removed ones still counted until a sync succeeds).
  */
 int vr_rl_sync(struct vr_rl *rl, const struct vr_accounts *accounts);
 /* The operator's change of one daily quota: -ERANGE above per_day_max or 0,

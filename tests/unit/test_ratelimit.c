@@ -756,6 +756,66 @@ static long rss_bytes(void)
 	return rss * sysconf(_SC_PAGESIZE);
 }
 
+/*
+ * The workers' index: every account found, nothing else (absent ids probe
+ * through runs of full slots, near misses share a prefix), the longest id,
+ * and a rebuild that drops half the accounts keeps the others' counts.
+ */
+static void test_index_lookups(void **state)
+{
+	struct vr_rl *rl = rl_make(60, 250, "UTC");
+	char id[80], extra[200];
+	struct vr_rl_ticket tk;
+	struct vr_rl_verdict v;
+	const unsigned n = 5000;
+
+	memset(id, 'x', 63);
+	id[63] = '\0';
+	snprintf(extra, sizeof(extra), "{\"id\":\"%s\",\"daily_quota\":5}\n", id);
+	struct vr_accounts *t = accounts_write(n, "a", 5, extra);
+	assert_int_equal(vr_rl_sync(rl, t), 0);
+	vr_accounts_free(t);
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(id, sizeof(id), "a%u", i);
+		assert_int_equal(vr_rl_reserve(rl, id, 1, T0, &tk, NULL), 0);
+		snprintf(id, sizeof(id), "a%u", n + i);
+		assert_int_equal(vr_rl_reserve(rl, id, 1, T0, &tk, NULL), -ENOENT);
+		snprintf(id, sizeof(id), "a%u ", i);
+		assert_int_equal(vr_rl_show(rl, id, T0, &v), -ENOENT);
+	}
+	assert_int_equal(vr_rl_show(rl, "a", T0, &v), -ENOENT);
+	assert_int_equal(vr_rl_show(rl, "", T0, &v), -ENOENT);
+	memset(id, 'x', 63);
+	id[63] = '\0';
+	assert_int_equal(vr_rl_show(rl, id, T0, &v), 0);
+	id[62] = '\0';
+	assert_int_equal(vr_rl_show(rl, id, T0, &v), -ENOENT);
+
+	/* Only the odd ones stay. */
+	FILE *f = fopen(path, "w");
+	char err[512];
+	assert_non_null(f);
+	for (unsigned i = 1; i < n; i += 2)
+		fprintf(f, "{\"id\":\"a%u\",\"daily_quota\":5}\n", i);
+	fclose(f);
+	t = vr_accounts_load(path, 1000, err, sizeof(err));
+	assert_non_null(t);
+	assert_int_equal(vr_rl_sync(rl, t), 0);
+	vr_accounts_free(t);
+	assert_int_equal(rl->n_entries, n / 2);
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(id, sizeof(id), "a%u", i);
+		int rc = vr_rl_show(rl, id, T0, &v);
+		if (i % 2 == 0) {
+			assert_int_equal(rc, -ENOENT);
+		} else {
+			assert_int_equal(rc, 0);
+			assert_int_equal(v.w[VR_RL_DAY].used, 1);
+		}
+	}
+	vr_rl_free(rl);
+}
+
 static void test_memory_per_account(void **state)
 {
 	const char *env = getenv("VR_TEST_RL_ACCOUNTS");
@@ -1060,6 +1120,7 @@ int main(void)
 		cmocka_unit_test(test_property_random_schedules),
 		cmocka_unit_test(test_restore_after_kill),
 		cmocka_unit_test(test_sync),
+		cmocka_unit_test(test_index_lookups),
 		cmocka_unit_test(test_memory_per_account),
 		cmocka_unit_test(test_stress_threads_and_reloads),
 		cmocka_unit_test(test_second_boundary_race),
