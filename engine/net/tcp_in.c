@@ -597,7 +597,8 @@ void vr_tcp_input(void *arg, struct vr_pkt *p, const struct vr_net_ip_info *ip, 
 		tcp_drop(t, p, VR_TCP_DROP_SHORT);
 		return;
 	}
-	if (vr_net_csum_fold(vr_net_csum_add(vr_net_csum_pseudo(ip->src, ip->dst,
+	if (!(p->flags & VR_PKT_RX_L4_CSUM_OK) &&
+	    vr_net_csum_fold(vr_net_csum_add(vr_net_csum_pseudo(ip->src, ip->dst,
 								 VR_NET_IP_PROTO_TCP, p->len),
 					     d, p->len))) {
 		tcp_drop(t, p, VR_TCP_DROP_CSUM);

@@ -55,6 +55,8 @@ struct vr_pkt {
 
 /* The port verified the IPv4 header checksum (an rx offload). */
 #define VR_PKT_RX_IP_CSUM_OK  0x1
+/* The port verified the TCP checksum (an rx offload): TCP does not sum it again. */
+#define VR_PKT_RX_L4_CSUM_OK  0x2
 
 /*
  * Burst callback: takes pkts[0 .. n) and returns how many it took, from the

@@ -44,6 +44,10 @@ struct vr_tcp;
 struct vr_tcp_conn;
 
 struct vr_tcp_conf {
+	/*
+	 * Memory is max_conns * (sndbuf + rcvbuf), all allocated by vr_tcp_new
+	 * (the defaults: 80 MiB, touched only as connections use it).
+	 */
 	unsigned max_conns;          /* connections, embryonic ones included; 0 means 1024 */
 	uint32_t sndbuf;             /* bytes per connection, 2K..16M; 0 means 16 KiB */
 	uint32_t rcvbuf;             /* bytes per connection, 2K..16M; 0 means 64 KiB */

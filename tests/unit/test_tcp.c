@@ -93,13 +93,21 @@ static void test_bad_segments(void **state)
 	corrupt = 0;
 	assert_int_equal(st()->drop[VR_TCP_DROP_CSUM], 1);
 	assert_int_equal(vr_tcp_readable(conn), 0);
+	/* A port that verified the checksum itself says so, and is believed. */
+	corrupt = 1;
+	rx_flags = VR_PKT_RX_L4_CSUM_OK;
+	peer_send(PORT, PISN + 1, iss + 1, F_ACK, 65535, "abc", 3, NULL);
+	corrupt = 0;
+	rx_flags = 0;
+	assert_int_equal(vr_tcp_readable(conn), 3);
+	assert_int_equal(st()->drop[VR_TCP_DROP_CSUM], 1);
 	peer_send(PORT, PISN + 1, iss + 1, F_SYN | F_FIN, 65535, NULL, 0, NULL);
 	assert_int_equal(st()->drop[VR_TCP_DROP_BAD_FLAGS], 1);
-	/* An option running past the header. */
-	struct opts o = { .mss = 1460, .ws = -1 };
-	peer_send(PORT, PISN + 1, iss + 1, F_ACK, 65535, NULL, 0, &o);
-	assert_int_equal(st()->drop[VR_TCP_DROP_BAD_OPT], 0);
-	assert_int_equal(nout, 0);
+	/* An option running past the header: dropped before it is looked at. */
+	struct opts o = { .mss = -1, .ws = -1, .truncated = 1 };
+	peer_send(PORT, PISN + 4, iss + 1, F_ACK, 65535, "def", 3, &o);
+	assert_int_equal(st()->drop[VR_TCP_DROP_BAD_OPT], 1);
+	assert_int_equal(vr_tcp_readable(conn), 3);
 	assert_non_null(conn);
 }
 

@@ -117,6 +117,7 @@ uint64_t now;
 struct vr_tcp_conn *conn;       /* the last one accepted or connected */
 int accepted, established, readable, writable, peer_closed, errors, last_err;
 int refuse;
+uint16_t rx_flags;
 
 static int on_accept(void *arg, struct vr_tcp_conn *c, uint64_t t)
 {
@@ -152,6 +153,7 @@ void inject(const uint8_t *b, size_t len)
 	assert_non_null(p);
 	memcpy(p->data, b, len);
 	p->len = (uint16_t)len;
+	p->flags = rx_flags;
 	vr_net_rx(net, &p, 1, now);
 }
 
@@ -192,6 +194,8 @@ static size_t opts_build(uint8_t *o, const struct opts *x)
 		put32(o + n + 4, x->tsecr);
 		n += 8;
 	}
+	if (x->truncated)
+		o[n++] = 8, o[n++] = 10, o[n++] = 0, o[n++] = 0;
 	return n;
 }
 
@@ -256,6 +260,7 @@ void fixture_make(void)
 	accepted = established = readable = writable = peer_closed = errors = last_err = 0;
 	refuse = 0;
 	corrupt = 0;
+	rx_flags = 0;
 	pport = PPORT;
 	conn = NULL;
 	net = vr_net_new(&c, err, sizeof(err));

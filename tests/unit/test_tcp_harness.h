@@ -31,6 +31,7 @@ struct opts {
 	uint32_t tsval, tsecr;
 	unsigned nsack;
 	uint32_t sack[4][2];
+	int truncated;                 /* sending: end with an option longer than the room left */
 };
 
 struct seg {
@@ -55,6 +56,7 @@ extern int refuse;                     /* the accept callback refuses */
 extern struct vr_tcp_conf tconf;       /* what fixture_make creates the stack with */
 extern uint16_t pport;                 /* the peer's port in what it sends */
 extern int corrupt;                    /* flip a payload bit after the checksum */
+extern uint16_t rx_flags;              /* VR_PKT_* offload flags on injected frames */
 extern uint32_t iss;                   /* our ISN on the current connection */
 extern const struct vr_tcp_cb cbs;
 
