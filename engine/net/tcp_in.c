@@ -411,7 +411,7 @@ static void syn_sent_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint6
 	}
 	c->snd_una = s->ack;
 	c->snd_nxt = c->snd_max = s->ack;
-	c->recover = c->snd_una;
+	c->recover = c->iss;             /* RFC 6582 §3.2: recover starts at the ISN */
 	c->cwnd = tcp_initial_cwnd(c);
 	c->nrtx = 0;
 	c->rtx_at = 0;
@@ -440,7 +440,7 @@ static int syn_rcvd_ack(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t
 		rtt_sample(c, (uint32_t)(now - c->rtt_start));
 	}
 	c->snd_una = c->snd_nxt = c->snd_max = c->iss + 1;
-	c->recover = c->snd_una;
+	c->recover = c->iss;             /* RFC 6582 §3.2: recover starts at the ISN */
 	c->cwnd = tcp_initial_cwnd(c);
 	c->nrtx = 0;
 	c->rtx_at = 0;

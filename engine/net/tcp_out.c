@@ -317,6 +317,16 @@ static void unqueue(struct vr_tcp_conn *c)
 	c->qpprev = NULL;
 }
 
+/*
+ * RFC 3042: the first two duplicate ACKs each let a new segment out beyond
+ * cwnd, so a small window still collects the three that trigger a fast
+ * retransmit instead of waiting out an RTO.
+ */
+static uint32_t limited_transmit(const struct vr_tcp_conn *c)
+{
+	return !c->in_recovery && c->dupacks < 3 ? c->dupacks * (uint32_t)c->mss : 0;
+}
+
 /* Sends what the windows allow from snd_nxt; returns whether a segment left. */
 static int send_data(struct vr_tcp_conn *c, uint64_t now)
 {
@@ -327,7 +337,7 @@ static int send_data(struct vr_tcp_conn *c, uint64_t now)
 	while (seq_lt(c->snd_nxt, data_end) ||
 	       (c->fin_queued && !c->fin_acked && c->snd_nxt == data_end)) {
 		uint32_t avail = data_end - c->snd_nxt;
-		uint32_t wnd = VR_MIN(c->snd_wnd, c->cwnd);
+		uint32_t wnd = VR_MIN(c->snd_wnd, c->cwnd + limited_transmit(c));
 		uint32_t used = c->snd_nxt - c->snd_una;
 		uint32_t usable = wnd > used ? wnd - used : 0;
 		uint32_t room = seg_room(c);

@@ -118,7 +118,8 @@ static struct vr_tcp_conn *cookie_check(struct vr_tcp *t, struct tcp_listener *l
 	c->rcv_nxt = s->seq;
 	c->rcv_adv = s->seq;
 	c->iss = isn;
-	c->snd_una = c->snd_nxt = c->snd_max = c->recover = s->ack;
+	c->snd_una = c->snd_nxt = c->snd_max = s->ack;
+	c->recover = c->iss;
 	c->snd_wnd = c->max_snd_wnd = (uint32_t)s->win << c->snd_wscale;
 	c->snd_wl1 = s->seq;
 	c->snd_wl2 = s->ack;

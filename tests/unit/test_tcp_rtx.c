@@ -105,6 +105,25 @@ static void test_fast_retransmit_newreno(void **state)
 	assert_int_equal(nout, 0);                 /* no RTO left armed */
 }
 
+static void test_limited_transmit(void **state)
+{
+	open_passive(&mss1000, 65535);
+	assert_int_equal(vr_tcp_send(conn, blk, 14000), 14000);
+	tick(0);
+	assert_int_equal(nout, 10);
+	nout = 0;
+	/* The first segment was lost: each of the first two duplicates lets one new one out. */
+	peer_send(PORT, PISN + 1, iss + 1, F_ACK, 65535, NULL, 0, NULL);
+	assert_int_equal(one()->seq, iss + 1 + 10000);
+	peer_send(PORT, PISN + 1, iss + 1, F_ACK, 65535, NULL, 0, NULL);
+	assert_int_equal(one()->seq, iss + 1 + 11000);
+	peer_send(PORT, PISN + 1, iss + 1, F_ACK, 65535, NULL, 0, NULL);
+	struct seg *s = one();
+	assert_int_equal(s->seq, iss + 1);         /* the third: fast retransmit */
+	assert_int_equal(st()->fast_retransmits, 1);
+	assert_int_equal(st()->rto_expired, 0);
+}
+
 static void test_peer_zero_window_probes(void **state)
 {
 	open_passive(&mss1000, 0);
@@ -251,6 +270,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rto_backoff_and_give_up, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rtt_from_timestamps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fast_retransmit_newreno, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_limited_transmit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_zero_window_probes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_own_window_shuts_and_reopens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_buffer_full_writable, setup, teardown),
