@@ -42,6 +42,7 @@ static const char *const drop_names[VR_TCP_DROP_MAX] = {
 	[VR_TCP_DROP_BAD_ACK] = "bad_ack", [VR_TCP_DROP_BAD_COOKIE] = "bad_cookie",
 	[VR_TCP_DROP_OOO_FULL] = "ooo_full", [VR_TCP_DROP_RST_IGNORED] = "rst_ignored",
 	[VR_TCP_DROP_NO_PKT] = "no_pkt", [VR_TCP_DROP_PMTU] = "pmtu",
+	[VR_TCP_DROP_CHALLENGE_LIMIT] = "challenge_limit",
 };
 
 const char *tcp_state_name(unsigned s)

@@ -31,6 +31,7 @@
 #define TCP_WSCALE_MAX   14
 #define TCP_TS_LEN       12          /* NOP NOP TS: what timestamps cost per segment */
 #define TCP_PAWS_IDLE_MS (24u * 86400 * 1000)  /* RFC 7323 §5.5: ts_recent goes stale */
+#define TCP_CHALLENGE_PER_S 10          /* challenge ACKs a connection sends a second */
 #define TCP_PMTU_MIN     552         /* a floor under ICMP's word, as Linux's min_pmtu */
 #define TCP_TW_FLAG      0x80000000u /* flow table value: a TIME_WAIT entry, not a conn */
 
@@ -75,6 +76,7 @@ struct vr_tcp_conn {
 	uint8_t nrtx;                /* RTO expiries (or unanswered probes) in a row */
 	uint8_t dupacks;
 	uint8_t nooo;
+	uint8_t challenges;          /* challenge ACKs sent since challenge_at */
 	unsigned owned : 1;          /* the owner holds the handle */
 	unsigned busy : 1;           /* the stack is inside this connection: defer the free */
 	unsigned passive : 1;
@@ -120,6 +122,7 @@ struct vr_tcp_conn {
 	uint32_t srtt8, rttvar4, rto;
 	uint32_t rtt_seq;
 	uint64_t rtt_start;
+	uint64_t challenge_at;
 	uint64_t retransmits;
 
 	/* One wheel timer at the earliest of these (0: not set). */

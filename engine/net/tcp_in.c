@@ -94,9 +94,23 @@ void tcp_syn_options(struct vr_tcp_conn *c, const struct tcp_opts *o, uint64_t n
 	}
 }
 
-/* A challenge ACK (RFC 5961 §§3.2, 4.2, 5.2): the peer, if genuine, resynchronizes. */
+/*
+ * A challenge ACK (RFC 5961 §§3.2, 4.2, 5.2): the peer, if genuine,
+ * resynchronizes. Throttled per connection (§7), not per instance: a shared
+ * budget is the side channel of CVE-2016-5696, letting an off-path attacker
+ * count the challenges someone else's connection provoked.
+ */
 static void challenge_ack(struct vr_tcp_conn *c, uint64_t now)
 {
+	if (now - c->challenge_at >= 1000) {
+		c->challenge_at = now;
+		c->challenges = 0;
+	}
+	if (c->challenges >= TCP_CHALLENGE_PER_S) {
+		c->t->st.drop[VR_TCP_DROP_CHALLENGE_LIMIT]++;
+		return;
+	}
+	c->challenges++;
 	c->t->st.challenge_acks++;
 	c->ack_now = 1;
 }

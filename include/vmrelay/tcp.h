@@ -17,8 +17,8 @@
  *     ...sessions run, calling vr_tcp_send / vr_tcp_read ...
  *     vr_tcp_poll(tcp, now);     timers, queued output, vr_net_poll + flush
  *
- * Callbacks are called from vr_net_rx (through the net hook), vr_tcp_poll
- * and vr_tcp_connect, never from vr_tcp_send, vr_tcp_read, vr_tcp_consume,
+ * Callbacks are called from vr_net_rx (through the net hook) and
+ * vr_tcp_poll, never from vr_tcp_connect, vr_tcp_send, vr_tcp_read, vr_tcp_consume,
  * vr_tcp_shutdown, vr_tcp_close or vr_tcp_abort, so an owner may call any of
  * these from inside a callback. Data given to vr_tcp_send leaves at the next
  * vr_tcp_poll (or at the end of the rx burst being processed), so several
@@ -82,7 +82,7 @@ struct vr_tcp_conf {
  *   it is readable already). The owner may still send, then shutdown/close.
  * error: the connection is gone (err: -ECONNRESET the peer reset it,
  *   -ECONNREFUSED reset during active open, -ETIMEDOUT retransmissions or
- *   the handshake timed out, -EHOSTUNREACH no route). The handle is invalid
+ *   the handshake timed out). The handle is invalid
  *   once it returns; do not close it.
  */
 struct vr_tcp_cb {
@@ -116,6 +116,7 @@ enum vr_tcp_drop {
 	VR_TCP_DROP_RST_IGNORED,     /* RST outside the window */
 	VR_TCP_DROP_NO_PKT,          /* no packet to send a segment in */
 	VR_TCP_DROP_PMTU,            /* fragmentation-needed not believed */
+	VR_TCP_DROP_CHALLENGE_LIMIT, /* a challenge ACK over the connection's budget */
 	VR_TCP_DROP_MAX
 };
 

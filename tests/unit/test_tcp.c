@@ -111,6 +111,16 @@ static void test_bad_segments(void **state)
 	assert_non_null(conn);
 }
 
+static void test_drop_names(void **state)
+{
+	for (unsigned d = 0; d < VR_TCP_DROP_MAX; d++) {
+		assert_non_null(vr_tcp_drop_name(d));
+		for (unsigned e = 0; e < d; e++)
+			assert_string_not_equal(vr_tcp_drop_name(d), vr_tcp_drop_name(e));
+	}
+	assert_string_equal(vr_tcp_drop_name(VR_TCP_DROP_MAX), "unknown");
+}
+
 static void test_data_and_delayed_ack(void **state)
 {
 	char buf[64];
@@ -277,6 +287,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_isn_keyed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_listener_rst, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_segments, setup, teardown),
+		cmocka_unit_test(test_drop_names),
 		cmocka_unit_test_setup_teardown(test_data_and_delayed_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_every_second_segment_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_reassembly_sack, setup, teardown),

@@ -280,6 +280,15 @@ static void test_challenge_ack_syn(void **state)
 	assert_int_equal(c->ack, PISN + 1);
 	assert_int_equal(st()->challenge_acks, 1);
 	assert_string_equal(state_of(conn), "ESTABLISHED");
+	/* A blind attacker's stream: ten challenges a second, the rest counted and dropped. */
+	for (unsigned i = 0; i < 50; i++)
+		peer_send(PORT, PISN + 5 + i, 0, F_SYN, 65535, NULL, 0, NULL);
+	assert_int_equal(nout, 9);
+	assert_int_equal(st()->drop[VR_TCP_DROP_CHALLENGE_LIMIT], 41);
+	nout = 0;
+	now += 1000;
+	peer_send(PORT, PISN + 5, 0, F_SYN, 65535, NULL, 0, NULL);
+	assert_int_equal(one()->flags, F_ACK);
 }
 
 static void test_ack_checks(void **state)
