@@ -1,7 +1,7 @@
 /*
  * bench_ratelimit.c - reserve+confirm operations per second per core with a
  * million accounts while a writer changes 10,000 accounts' quotas a second:
- * engine/ratelimit (cds_lfht, lock-free windows) against two baselines in
+ * engine/ratelimit (flat RCU index, lock-free windows) against two baselines in
  * the same run, a hash map behind one mutex and one behind a reader-writer
  * lock.
  *
@@ -21,7 +21,11 @@
  * operation takes the granting path; the granted share is printed. Rates
  * are per wall-clock second (all workers, and per worker) and per CPU
  * second a worker actually ran: on a shared machine the last is the speed
- * of one core.
+ * of one core. Workers format the ids they ask for (the relay has its
+ * session's account id in cache) and report a quiescent state every 256
+ * operations, as the relay's workers do once per loop. Before the runs it
+ * prints what one dependent cache miss costs over a buffer the table's
+ * size: the floor under any lookup of a random account.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -407,6 +411,38 @@ static long rss_bytes(void)
 	return rss * sysconf(_SC_PAGESIZE);
 }
 
+/*
+ * What one cache miss costs here: a pointer chase in a random cycle over
+ * one 64-byte line per slot of a buffer as big as the table, so every load
+ * waits for the one before, as a lookup's loads do. No lookup of a random
+ * account among a million can take less than one of these, which bounds
+ * any map's operations per second per core. Returns ns per load.
+ */
+static double miss_ns(size_t bytes)
+{
+	size_t n = bytes / 64, *line = malloc(n * 64);
+	uint64_t rng = 42;
+
+	if (!line)
+		abort();
+	/* Sattolo's shuffle: one cycle through every line. */
+	for (size_t i = 0; i < n; i++)
+		line[i * 8] = i;
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = xorshift(&rng) % i, t = line[i * 8];
+		line[i * 8] = line[j * 8];
+		line[j * 8] = t;
+	}
+	size_t p = 0, loads = 4000000;
+	/* CPU time, as the rates per CPU-second: other load does not count. */
+	double t0 = thread_cpu();
+	for (size_t k = 0; k < loads; k++)
+		p = line[p * 8];
+	double ns = (thread_cpu() - t0) * 1e9 / (double)loads;
+	free(line);
+	return p == SIZE_MAX ? 0 : ns;        /* p used: the chase is not optimised out */
+}
+
 /* Loads the accounts into engine/ratelimit; returns bytes per account. */
 static double rl_setup(void)
 {
@@ -549,6 +585,10 @@ int main(int argc, char **argv)
 		printf("  accounts drawn from the first %u\n", opt.hot);
 	printf("  engine/ratelimit memory: %.0f bytes per account (RSS growth over the sync)\n",
 	       per_account);
+	double miss = miss_ns((size_t)(per_account * opt.accounts));
+	printf("  a dependent cache miss over as many bytes: %.0f ns, so at most %.1fM "
+	       "operations/s per core doing one, %.1fM doing two\n", miss, 1e3 / miss,
+	       1e3 / miss / 2);
 	printf("  load average before: %.2f %.2f %.2f (%ld CPUs online)\n", load[0][0], load[0][1],
 	       load[0][2], sysconf(_SC_NPROCESSORS_ONLN));
 	printf("%-7s %7s %10s %12s %12s %9s %10s\n", "map", "threads", "Mops/s", "per thread",
