@@ -38,6 +38,8 @@ struct vr_dkim_body {
 
 /* 0 or -ENOMEM. */
 int vr_dkim_body_init(struct vr_dkim_body *b, enum vr_dkim_canon canon);
+/* Ready for the next body, keeping the digest context. 0 or -EIO. */
+int vr_dkim_body_reset(struct vr_dkim_body *b);
 /* 0, or -EIO if the digest fails. */
 int vr_dkim_body_feed(struct vr_dkim_body *b, const uint8_t *p, size_t n);
 /* Ends the body (adding the CRLF a last line lacks) and writes its hash. */

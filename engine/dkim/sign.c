@@ -8,9 +8,13 @@
  * header fields we sign, hashes their canonical form once, and then per
  * key adds that key's own signature field (with b= empty) to a copy of the
  * hash and signs it: dual signing costs one body hash and one header pass.
+ *
+ * A signer can be reset for the next message and keeps what it allocated,
+ * including each key's signing context: setting one up (OpenSSL fetches
+ * the algorithm by name) costs as much as hashing a few KB, a tenth of an
+ * Ed25519 signature.
  */
 #include <errno.h>
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +44,20 @@ static const char *const canon_names[] = {
 	[VR_DKIM_RELAXED] = "relaxed", [VR_DKIM_SIMPLE] = "simple",
 };
 
+/* Signing contexts a signer keeps, for its last keys used. */
+#define KEY_CTX 4
+/* A header block buffer grown past this is given back between messages. */
+#define HDR_KEEP (64u * 1024)
+
+/* A key's signing context, ready for the next signature. It holds a
+ * reference to pkey, so pkey stays valid (and its address cannot be
+ * reused by another key) while cached, even across a table reload. */
+struct key_ctx {
+	const EVP_PKEY *pkey;
+	EVP_MD_CTX *md;              /* Ed25519: EVP_DigestSign one-shot */
+	EVP_PKEY_CTX *pk;            /* RSA: EVP_PKEY_sign */
+};
+
 /* A header field we sign: where it sits in the header block. */
 struct field {
 	uint32_t off, len;           /* name through its CRLF */
@@ -60,6 +78,11 @@ struct vr_dkim_signer {
 	size_t n_fields, cap_fields;
 	unsigned count[N_SIGNED];    /* occurrences of each */
 	struct vr_dkim_body body;
+	/* kept across messages */
+	struct vr_buf tmp;           /* one canonical header field */
+	EVP_MD_CTX *hctx, *kctx;     /* header hash, and its copy per key */
+	struct key_ctx keys[KEY_CTX];
+	unsigned next_key;           /* the slot to replace next */
 };
 
 static int fail(struct vr_dkim_signer *s, int err, const char *fmt, ...) VR_PRINTF(3, 4);
@@ -77,6 +100,14 @@ static int fail(struct vr_dkim_signer *s, int err, const char *fmt, ...)
 	return err;
 }
 
+static bool keys_loaded(const struct vr_dkim_domain *d)
+{
+	for (unsigned i = 0; i < d->n_keys; i++)
+		if (!d->keys[i].pkey)
+			return false;
+	return true;
+}
+
 static struct vr_dkim_signer *signer_alloc(uint64_t now_s, const struct vr_dkim_opts *opts)
 {
 	static const struct vr_dkim_opts relaxed = { VR_DKIM_RELAXED, VR_DKIM_RELAXED };
@@ -87,8 +118,11 @@ static struct vr_dkim_signer *signer_alloc(uint64_t now_s, const struct vr_dkim_
 	s->now = now_s;
 	s->opts = opts ? *opts : relaxed;
 	vr_buf_init(&s->hdr, VR_DKIM_HEADER_MAX);
-	if (vr_dkim_body_init(&s->body, s->opts.body) < 0) {
-		free(s);
+	vr_buf_init(&s->tmp, 0);
+	s->hctx = EVP_MD_CTX_new();
+	s->kctx = EVP_MD_CTX_new();
+	if (!s->hctx || !s->kctx || vr_dkim_body_init(&s->body, s->opts.body) < 0) {
+		vr_dkim_signer_free(s);
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -98,11 +132,9 @@ static struct vr_dkim_signer *signer_alloc(uint64_t now_s, const struct vr_dkim_
 struct vr_dkim_signer *vr_dkim_signer_new(const struct vr_dkim_domain *d, uint64_t now_s,
 					  const struct vr_dkim_opts *opts)
 {
-	for (unsigned i = 0; i < d->n_keys; i++) {
-		if (!d->keys[i].pkey) {
-			errno = EINVAL;
-			return NULL;
-		}
+	if (!keys_loaded(d)) {
+		errno = EINVAL;
+		return NULL;
 	}
 	struct vr_dkim_signer *s = signer_alloc(now_s, opts);
 	if (s)
@@ -120,12 +152,58 @@ struct vr_dkim_signer *vr_dkim_signer_new_for(const struct vr_account *acct, uin
 	return s;
 }
 
+static int reset(struct vr_dkim_signer *s, const struct vr_dkim_domain *d,
+		 const struct vr_account *acct, uint64_t now_s)
+{
+	s->d = d;
+	s->acct = acct;
+	s->now = now_s;
+	s->err = 0;
+	s->why[0] = '\0';
+	s->in_body = false;
+	s->bol = 0;
+	if (s->hdr.cap > HDR_KEEP) {
+		vr_buf_free(&s->hdr);
+		vr_buf_init(&s->hdr, VR_DKIM_HEADER_MAX);
+	}
+	vr_buf_reset(&s->hdr);
+	s->n_fields = 0;
+	memset(s->count, 0, sizeof(s->count));
+	return vr_dkim_body_reset(&s->body);
+}
+
+int vr_dkim_signer_reset(struct vr_dkim_signer *s, const struct vr_dkim_domain *d,
+			 uint64_t now_s)
+{
+	if (!keys_loaded(d))
+		return -EINVAL;
+	return reset(s, d, NULL, now_s);
+}
+
+int vr_dkim_signer_reset_for(struct vr_dkim_signer *s, const struct vr_account *acct,
+			     uint64_t now_s)
+{
+	return reset(s, NULL, acct, now_s);
+}
+
+static void key_ctx_free(struct key_ctx *c)
+{
+	EVP_MD_CTX_free(c->md);
+	EVP_PKEY_CTX_free(c->pk);
+	*c = (struct key_ctx){ 0 };
+}
+
 void vr_dkim_signer_free(struct vr_dkim_signer *s)
 {
 	if (!s)
 		return;
 	vr_dkim_body_free(&s->body);
 	vr_buf_free(&s->hdr);
+	vr_buf_free(&s->tmp);
+	EVP_MD_CTX_free(s->hctx);
+	EVP_MD_CTX_free(s->kctx);
+	for (unsigned i = 0; i < KEY_CTX; i++)
+		key_ctx_free(&s->keys[i]);
 	free(s->fields);
 	free(s);
 }
@@ -382,37 +460,48 @@ static size_t b64(char *out, const uint8_t *p, size_t n)
 	return (size_t)EVP_EncodeBlock((unsigned char *)out, p, (int)n);
 }
 
+/* a, b and c joined into w (at least 3 * 256 bytes; names are shorter):
+ * the words of the signature field, built without printf, which would
+ * cost as much as the rest of the field together. */
+static size_t join(char *w, const char *a, const char *b, const char *c)
+{
+	size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+
+	memcpy(w, a, la);
+	memcpy(w + la, b, lb);
+	memcpy(w + la + lb, c, lc);
+	return la + lb + lc;
+}
+
 /* Everything up to and including "b=": what the header hash covers. */
 static int sig_prefix(struct vr_dkim_signer *s, const struct vr_dkim_key *k,
 		      const char *bh, struct vr_buf *out)
 {
 	struct fold f = { .b = out };
-	char w[300];
-	int n;
+	char w[3 * 256], t[24], *p = t + sizeof(t);
+	uint64_t now = s->now;
 
 	put(&f, "DKIM-Signature: v=1;", 20);
-	n = snprintf(w, sizeof(w), "a=%s;", alg_names[k->alg]);
-	word(&f, w, (size_t)n, true);
-	n = snprintf(w, sizeof(w), "c=%s/%s;", canon_names[s->opts.header],
-		     canon_names[s->opts.body]);
-	word(&f, w, (size_t)n, true);
-	n = snprintf(w, sizeof(w), "d=%s;", s->d->name);
-	word(&f, w, VR_MIN((size_t)n, sizeof(w) - 1), true);
-	n = snprintf(w, sizeof(w), "s=%s;", k->selector);
-	word(&f, w, VR_MIN((size_t)n, sizeof(w) - 1), true);
-	n = snprintf(w, sizeof(w), "t=%" PRIu64 ";", s->now);
-	word(&f, w, (size_t)n, true);
+	word(&f, w, join(w, "a=", alg_names[k->alg], ";"), true);
+	size_t n = join(w, "c=", canon_names[s->opts.header], "/");
+	word(&f, w, n + join(w + n, canon_names[s->opts.body], ";", ""), true);
+	word(&f, w, join(w, "d=", s->d->name, ";"), true);
+	word(&f, w, join(w, "s=", k->selector, ";"), true);
+	*--p = '\0';
+	do
+		*--p = (char)('0' + now % 10);
+	while (now /= 10);
+	word(&f, w, join(w, "t=", p, ";"), true);
 	/* h=: each name as often as it occurs, From once more; the last
 	 * carries the ';' so that it folds with it. */
 	unsigned left = 1;
 	for (unsigned i = 0; i < N_SIGNED; i++)
 		left += s->count[i];
 	for (unsigned i = 0; i < N_SIGNED; i++) {
-		for (unsigned t = 0; t < s->count[i] + (i == FROM); t++) {
-			bool first = i == FROM && t == 0;
-			n = snprintf(w, sizeof(w), "%s%s%s", first ? "h=" : ":", signed_names[i],
-				     --left ? "" : ";");
-			word(&f, w, (size_t)n, first);
+		for (unsigned j = 0; j < s->count[i] + (i == FROM); j++) {
+			bool first = i == FROM && j == 0;
+			word(&f, w, join(w, first ? "h=" : ":", signed_names[i], --left ? "" : ";"),
+			     first);
 		}
 	}
 	word(&f, "bh=", 3, true);
@@ -432,33 +521,50 @@ static int openssl_fail(struct vr_dkim_signer *s, const char *what)
 }
 
 /* RFC 6376 3.3.1: RSASSA-PKCS1-v1_5 over the SHA-256 hash; RFC 8463 3:
- * PureEdDSA over the same 32-byte hash. */
+ * PureEdDSA over the same 32-byte hash. The context is the key's cached
+ * one, or set up now in the slot used longest ago. */
 static int sign_hash(struct vr_dkim_signer *s, const struct vr_dkim_key *k,
 		     const uint8_t hash[32], uint8_t *sig, size_t *siglen)
 {
-	int ok = 0;
+	struct key_ctx *c = NULL;
+	bool ok = true;
 
-	if (k->alg == VR_DKIM_ED25519_SHA256) {
-		EVP_MD_CTX *m = EVP_MD_CTX_new();
-		ok = m && EVP_DigestSignInit_ex(m, NULL, NULL, NULL, NULL, k->pkey, NULL) == 1 &&
-		     EVP_DigestSign(m, sig, siglen, hash, 32) == 1;
-		EVP_MD_CTX_free(m);
-	} else {
-		EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL);
-		ok = c && EVP_PKEY_sign_init(c) == 1 &&
-		     EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) == 1 &&
-		     EVP_PKEY_CTX_set_signature_md(c, vr_dkim_sha256()) == 1 &&
-		     EVP_PKEY_sign(c, sig, siglen, hash, 32) == 1;
-		EVP_PKEY_CTX_free(c);
+	for (unsigned i = 0; i < KEY_CTX && !c; i++)
+		if (s->keys[i].pkey == k->pkey)
+			c = &s->keys[i];
+	if (!c) {
+		c = &s->keys[s->next_key++ % KEY_CTX];
+		key_ctx_free(c);
+		if (k->alg == VR_DKIM_ED25519_SHA256) {
+			c->md = EVP_MD_CTX_new();
+			ok = c->md && EVP_DigestSignInit_ex(c->md, NULL, NULL, NULL, NULL, k->pkey,
+							    NULL) == 1;
+		} else {
+			c->pk = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL);
+			ok = c->pk && EVP_PKEY_sign_init(c->pk) == 1 &&
+			     EVP_PKEY_CTX_set_rsa_padding(c->pk, RSA_PKCS1_PADDING) == 1 &&
+			     EVP_PKEY_CTX_set_signature_md(c->pk, vr_dkim_sha256()) == 1;
+		}
+		if (!ok) {
+			key_ctx_free(c);
+			return openssl_fail(s, k->key);
+		}
+		c->pkey = k->pkey;
 	}
+	if (c->md)
+		ok = EVP_DigestSign(c->md, sig, siglen, hash, 32) == 1;
+	else
+		ok = EVP_PKEY_sign(c->pk, sig, siglen, hash, 32) == 1;
 	return ok ? 0 : openssl_fail(s, k->key);
 }
 
-/* One key's DKIM-Signature field, appended to out. hctx has hashed the
- * signed header fields. */
-static int sign_key(struct vr_dkim_signer *s, const struct vr_dkim_key *k,
-		    const EVP_MD_CTX *hctx, const char *bh, struct vr_buf *out,
-		    struct vr_buf *tmp)
+/* Signatures up to RSA-8192; larger keys are signed from the heap. */
+#define SIG_STACK 1024
+
+/* One key's DKIM-Signature field, appended to out. s->hctx has hashed
+ * the signed header fields. */
+static int sign_key(struct vr_dkim_signer *s, const struct vr_dkim_key *k, const char *bh,
+		    struct vr_buf *out)
 {
 	size_t start = out->len;
 	int col = sig_prefix(s, k, bh, out);
@@ -466,55 +572,54 @@ static int sign_key(struct vr_dkim_signer *s, const struct vr_dkim_key *k,
 		return fail(s, col, "no room for the signature field");
 
 	/* The field as hashed: itself with an empty b= and no CRLF. */
-	vr_buf_reset(tmp);
+	vr_buf_reset(&s->tmp);
 	if (vr_dkim_header_canon(s->opts.header, vr_buf_head(out) + start, out->len - start,
-				 tmp) < 0)
+				 &s->tmp) < 0)
 		return fail(s, -ENOMEM, "out of memory");
 	uint8_t hash[32];
-	EVP_MD_CTX *m = EVP_MD_CTX_new();
-	int ok = m && EVP_MD_CTX_copy_ex(m, hctx) == 1 &&
-		 EVP_DigestUpdate(m, vr_buf_head(tmp), tmp->len) == 1 &&
-		 EVP_DigestFinal_ex(m, hash, NULL) == 1;
-	EVP_MD_CTX_free(m);
-	if (!ok)
+	if (EVP_MD_CTX_copy_ex(s->kctx, s->hctx) != 1 ||
+	    EVP_DigestUpdate(s->kctx, vr_buf_head(&s->tmp), s->tmp.len) != 1 ||
+	    EVP_DigestFinal_ex(s->kctx, hash, NULL) != 1)
 		return openssl_fail(s, "SHA-256");
 
 	size_t max = (size_t)EVP_PKEY_get_size(k->pkey), siglen = max;
-	uint8_t *sig = malloc(max);
-	char *sig64 = malloc(4 * ((max + 2) / 3) + 1);
-	int rc = sig && sig64 ? sign_hash(s, k, hash, sig, &siglen) : fail(s, -ENOMEM, "out of memory");
+	uint8_t stack[SIG_STACK + 4 * SIG_STACK / 3 + 4];
+	uint8_t *sig = max <= SIG_STACK ? stack : malloc(max + 4 * ((max + 2) / 3) + 1);
+	if (!sig)
+		return fail(s, -ENOMEM, "out of memory");
+	char *sig64 = (char *)sig + max;
+	int rc = sign_hash(s, k, hash, sig, &siglen);
 	if (rc == 0) {
 		struct fold f = { .b = out, .col = (size_t)col };
 		text(&f, sig64, b64(sig64, sig, siglen), 0);
 		put(&f, "\r\n", 2);
 		rc = f.rc ? fail(s, f.rc, "no room for the signature field") : 0;
 	}
-	free(sig);
-	free(sig64);
+	if (sig != stack)
+		free(sig);
 	return rc;
 }
 
 /* The canonical signed header fields, hashed once for every key: for a
  * name listed n times, its n occurrences from the bottom up (RFC 6376
  * 5.4.2). */
-static int header_hash(struct vr_dkim_signer *s, EVP_MD_CTX *hctx, struct vr_buf *tmp)
+static int header_hash(struct vr_dkim_signer *s)
 {
 	const uint8_t *h = vr_buf_head(&s->hdr);
 
-	if (EVP_DigestInit_ex(hctx, vr_dkim_sha256(), NULL) != 1)
+	if (EVP_DigestInit_ex(s->hctx, vr_dkim_sha256(), NULL) != 1)
 		return openssl_fail(s, "SHA-256");
+	vr_buf_reset(&s->tmp);
 	for (uint8_t k = 0; k < N_SIGNED; k++) {
 		for (size_t i = s->n_fields; i-- > 0;) {
 			const struct field *f = &s->fields[i];
-			if (f->name != k)
-				continue;
-			vr_buf_reset(tmp);
-			if (vr_dkim_header_canon(s->opts.header, h + f->off, f->len, tmp) < 0)
+			if (f->name == k &&
+			    vr_dkim_header_canon(s->opts.header, h + f->off, f->len, &s->tmp) < 0)
 				return fail(s, -ENOMEM, "out of memory");
-			if (EVP_DigestUpdate(hctx, vr_buf_head(tmp), tmp->len) != 1)
-				return openssl_fail(s, "SHA-256");
 		}
 	}
+	if (EVP_DigestUpdate(s->hctx, vr_buf_head(&s->tmp), s->tmp.len) != 1)
+		return openssl_fail(s, "SHA-256");
 	return 0;
 }
 
@@ -524,10 +629,7 @@ int vr_dkim_signer_finish(struct vr_dkim_signer *s, struct vr_buf *out, char *er
 	size_t start = out->len;
 	uint8_t bh[32];
 	char bh64[48];
-	struct vr_buf tmp;
-	EVP_MD_CTX *hctx = NULL;
 
-	vr_buf_init(&tmp, 0);
 	if (s->err || header_index(s) < 0 || choose_domain(s) < 0)
 		goto out;
 	if (vr_dkim_body_final(&s->body, bh) < 0) {
@@ -535,19 +637,12 @@ int vr_dkim_signer_finish(struct vr_dkim_signer *s, struct vr_buf *out, char *er
 		goto out;
 	}
 	b64(bh64, bh, sizeof(bh));
-	hctx = EVP_MD_CTX_new();
-	if (!hctx) {
-		fail(s, -ENOMEM, "out of memory");
-		goto out;
-	}
-	if (header_hash(s, hctx, &tmp) < 0)
+	if (header_hash(s) < 0)
 		goto out;
 	for (unsigned i = 0; i < s->d->n_keys; i++)
-		if (sign_key(s, &s->d->keys[i], hctx, bh64, out, &tmp) < 0)
+		if (sign_key(s, &s->d->keys[i], bh64, out) < 0)
 			break;
 out:
-	EVP_MD_CTX_free(hctx);
-	vr_buf_free(&tmp);
 	if (s->err) {
 		out->len = start;
 		snprintf(err, errlen, "%s", s->why);

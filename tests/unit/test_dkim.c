@@ -574,6 +574,72 @@ static void test_chunks(void **state)
 	}
 }
 
+/*
+ * One signer reset between messages gives the bytes a fresh signer gives
+ * (Ed25519 and RSA PKCS#1 v1.5 are both deterministic), through a failed
+ * message, switching domains, and more keys than it keeps contexts for
+ * (six copies of the Ed25519 key, each its own EVP_PKEY).
+ */
+static void test_reset(void **state)
+{
+	struct vr_dkim_key copies[6];
+	struct vr_dkim_domain cdom[6];
+	const struct vr_dkim_domain *doms[] = { &dual_dom, &ed_dom, &rsa_dom, &cdom[0], &cdom[1],
+						&cdom[2], &cdom[3], &cdom[4], &cdom[5] };
+	char err[256];
+	struct vr_buf out;
+
+	for (int i = 0; i < 6; i++) {
+		copies[i] = ed_key;
+		copies[i].pkey = NULL;
+		assert_int_equal(vr_dkim_key_load(&copies[i], err, sizeof(err)), 0);
+		cdom[i] = (struct vr_dkim_domain){ .name = "example.com", .keys = &copies[i],
+						   .n_keys = 1 };
+	}
+	vr_buf_init(&out, 0);
+	struct vr_dkim_signer *s = vr_dkim_signer_new(&ed_dom, NOW, NULL);
+	assert_non_null(s);
+	for (size_t round = 0; round < 2; round++) {
+		for (size_t i = 0; i < n_corpus; i++) {
+			const struct vr_dkim_domain *d = doms[(i + round) % VR_ARRAY_SIZE(doms)];
+			char *want = sign(d, NULL, corpus[i].msg, corpus[i].len);
+			assert_int_equal(vr_dkim_signer_reset(s, d, NOW), 0);
+			assert_int_equal(vr_dkim_signer_feed(s, corpus[i].msg, corpus[i].len), 0);
+			vr_buf_reset(&out);
+			assert_int_equal(vr_dkim_signer_finish(s, &out, err, sizeof(err)), 0);
+			assert_int_equal(out.len, strlen(want));
+			assert_memory_equal(vr_buf_head(&out), want, out.len);
+			free(want);
+
+			/* A failure in between leaves nothing behind. */
+			assert_int_equal(vr_dkim_signer_reset(s, d, NOW), 0);
+			assert_int_equal(vr_dkim_signer_feed(s, "Bad\r\n\r\nx", 8), 0);
+			vr_buf_reset(&out);
+			assert_int_equal(vr_dkim_signer_finish(s, &out, err, sizeof(err)), -EBADMSG);
+		}
+	}
+	/* reset_for chooses the domain again; a domain with an unloaded key
+	 * is refused. */
+	struct vr_account acct = { .id = "a", .dkim = &ed_dom, .n_dkim = 1 };
+	assert_int_equal(vr_dkim_signer_reset_for(s, &acct, NOW), 0);
+	assert_int_equal(vr_dkim_signer_feed(s, basic, strlen(basic)), 0);
+	vr_buf_reset(&out);
+	assert_int_equal(vr_dkim_signer_finish(s, &out, err, sizeof(err)), 0);
+	char *want = sign(&ed_dom, NULL, basic, strlen(basic));
+	assert_memory_equal(vr_buf_head(&out), want, strlen(want));
+	free(want);
+	struct vr_dkim_key unloaded = { .selector = "s", .alg = VR_DKIM_RSA_SHA256, .key = "/x" };
+	struct vr_dkim_domain ud = { .name = "example.com", .keys = &unloaded, .n_keys = 1 };
+	assert_int_equal(vr_dkim_signer_reset(s, &ud, NOW), -EINVAL);
+
+	/* Keys unloaded while the signer still holds their contexts stay
+	 * valid for it (ASan would see a use after free otherwise). */
+	for (int i = 0; i < 6; i++)
+		vr_dkim_key_unload(&copies[i]);
+	vr_dkim_signer_free(s);
+	vr_buf_free(&out);
+}
+
 static void write_file(const char *name, const void *a, size_t alen, const void *b,
 		       size_t blen)
 {
@@ -732,6 +798,7 @@ int main(void)
 		cmocka_unit_test(test_error_keeps_out),
 		cmocka_unit_test(test_new_for),
 		cmocka_unit_test(test_chunks),
+		cmocka_unit_test(test_reset),
 		cmocka_unit_test(test_verify),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
