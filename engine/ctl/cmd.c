@@ -56,6 +56,12 @@ static const struct cmd cmds[] = {
 	{ "vps", "show", 1, cmd_vps_show, "vps show ID|IP" },
 	{ "reload", NULL, 0, cmd_reload, "reload" },
 	{ "drain", NULL, 0, cmd_drain, "drain" },
+	{ "queue", "list", 0, vr_ctl_queue_list, "queue list" },
+	{ "queue", "show", 1, vr_ctl_queue_show, "queue show QID" },
+	{ "queue", "hold", 1, vr_ctl_queue_hold, "queue hold QID" },
+	{ "queue", "release", 1, vr_ctl_queue_release, "queue release QID" },
+	{ "queue", "delete", 1, vr_ctl_queue_delete, "queue delete QID" },
+	{ "queue", "flush", 0, vr_ctl_queue_flush, "queue flush" },
 	{ "dns-records", NULL, 1, vr_ctl_dns_records, "dns-records DOMAIN" },
 	{ "dns-check", NULL, 1, vr_ctl_dns_check, "dns-check DOMAIN" },
 };

@@ -75,6 +75,20 @@ int vr_ctl_accounts_edit(struct vr_ctl *c, const char *id, vr_ctl_account_edit_f
 /* Makes c->wizard from [dns] (reads the secret); none without a [dns]
  * section. 0, or -1 with err. */
 int vr_ctl_dns_init(struct vr_ctl *c, char *err, size_t errlen);
+/* queue.c: queue list|show|hold|release|delete|flush (issue 6). */
+int vr_ctl_queue_list(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
+		      char *err, size_t errlen);
+int vr_ctl_queue_show(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
+		      char *err, size_t errlen);
+int vr_ctl_queue_hold(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
+		      char *err, size_t errlen);
+int vr_ctl_queue_release(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
+			 char *err, size_t errlen);
+int vr_ctl_queue_delete(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
+			char *err, size_t errlen);
+int vr_ctl_queue_flush(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
+		       char *err, size_t errlen);
+
 int vr_ctl_dns_records(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
 		       char *err, size_t errlen);
 int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, struct json_t *reply,

@@ -9,9 +9,11 @@
  */
 #include <errno.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 
 #include "vmrelay/clock.h"
 #include "vmrelay/crc32c.h"
@@ -206,6 +208,55 @@ void vr_delivery_free(struct vr_delivery *d)
 		dw_fini(&d->w[i]);
 	free(d->w);
 	free(d);
+}
+
+/* Hands one command to w and waits for it until deadline (monotonic ms). */
+static int command_one(struct dworker *w, enum vr_delivery_op op, const char *qid,
+		       uint64_t deadline)
+{
+	struct dcmd *c = calloc(1, sizeof(*c));
+
+	if (!c || (c->done_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->op = op;
+	snprintf(c->qid, sizeof(c->qid), "%s", qid ? qid : "");
+	c->refs = 2;
+	cds_wfcq_node_init(&c->node);
+	cds_wfcq_enqueue(&w->cmd_head, &w->cmd_tail, &c->node);
+	dw_wake(w);
+
+	struct pollfd pfd = { .fd = c->done_fd, .events = POLLIN };
+	uint64_t now;
+	int rc = -ETIMEDOUT;
+	while ((now = vr_clock_ms()) < deadline) {
+		int n = poll(&pfd, 1, (int)VR_MIN(deadline - now, 1000u));
+		if (n == 1) {
+			rc = __atomic_load_n(&c->result, __ATOMIC_ACQUIRE);
+			break;
+		}
+	}
+	dcmd_put(c);
+	return rc;
+}
+
+int vr_delivery_command(struct vr_delivery *d, enum vr_delivery_op op, const char *qid,
+			unsigned timeout_ms)
+{
+	uint64_t deadline = vr_clock_ms() + timeout_ms;
+
+	if (!d->running)
+		return -ESHUTDOWN;
+	if (op != VR_DELIVERY_FLUSH)
+		return qid && strlen(qid) < VR_QID_MAX ? command_one(owner(d, qid), op, qid, deadline)
+						      : -ENOENT;
+	for (unsigned i = 0; i < d->n; i++) {
+		int rc = command_one(&d->w[i], op, NULL, deadline);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
 }
 
 void vr_delivery_stats(const struct vr_delivery *d, struct vr_delivery_stats *st)

@@ -30,9 +30,11 @@ struct dq_msg {
 	unsigned n_rcpts, pending;    /* recipients, and those not final */
 	unsigned jobs;                /* jobs alive */
 	uint32_t flags, attempts;
+	uint32_t gen;                 /* bumped by hold and delete: older jobs are void */
 	uint64_t received_us, size, offset;
 	uint64_t next_us;             /* the next attempt (wall); 0 = now */
 	bool held;
+	bool deleted;                 /* by the operator: freed once no job refers to it */
 	char *dkim;                   /* the stored signature; NULL: not decided yet */
 	size_t dkim_len;
 };
@@ -45,6 +47,7 @@ struct dq_job {
 	struct dq_msg *msg;
 	struct dq_dest *dest;
 	struct vr_timer timer;        /* armed while it waits for its time (wall ms) */
+	uint32_t gen;                 /* msg->gen when made; another: dropped when taken */
 	unsigned n;
 	unsigned rcpt[];              /* indexes into msg->rcpts */
 };
@@ -99,13 +102,20 @@ struct dq_msg *dq_msg_new(const struct vr_spool_msg *m, const struct vr_spool_qs
 /* Takes m in and makes jobs of its pending recipients, ready at once or
  * when m->next_us comes (held: none until released). 0 or -ENOMEM. */
 int dq_msg_add(struct dq *q, struct dq_msg *m, uint64_t now_us);
-/* Drops m once nothing refers to it (no job alive). */
+/* Makes jobs of m's pending recipients (a release). 0 or -ENOMEM. */
+int dq_msg_jobs(struct dq *q, struct dq_msg *m, uint64_t now_us);
+/* The message qid, NULL if none (or deleted). Linear: for operators. */
+struct dq_msg *dq_msg_find(struct dq *q, const char *qid);
+/* Drops m once nothing refers to it (no job alive) and nothing is left to
+ * do (every recipient final, or deleted). */
 void dq_msg_release(struct dq *q, struct dq_msg *m);
 
 /* The destination of a recipient address: the smarthost, or its domain. */
 struct dq_dest *dq_dest_get(struct dq *q, const char *rcpt);
 /* The next job of d, taking the VPSes in turn; NULL if none is ready. The
- * job is in flight until dq_job_wait() or dq_job_free(). */
+ * job is in flight until dq_job_wait() or dq_job_free(). Jobs voided by a
+ * hold or delete are dropped on the way (and their message with them if
+ * nothing else refers to it). */
 struct dq_job *dq_job_take(struct dq *q, struct dq_dest *d);
 /* Back to waiting until at_us (wall); 0 or -ENOMEM (then it is ready). */
 int dq_job_wait(struct dq *q, struct dq_job *j, uint64_t at_us);

@@ -103,7 +103,9 @@ static void msg_free(struct dq_msg *m)
 
 void dq_msg_release(struct dq *q, struct dq_msg *m)
 {
-	if (m->jobs)
+	/* A held message has no job and waits for its release; one whose
+	 * DSN could not be queued keeps its recipients for the next start. */
+	if (m->jobs || (m->pending && !m->deleted))
 		return;
 	if (m->prev)
 		m->prev->next = m->next;
@@ -218,7 +220,7 @@ static int job_ready(struct dq *q, struct dq_job *j)
 	return 0;
 }
 
-struct dq_job *dq_job_take(struct dq *q, struct dq_dest *d)
+static struct dq_job *job_pop(struct dq_dest *d)
 {
 	struct dq_acct *a = d->rr_head;
 
@@ -243,8 +245,21 @@ struct dq_job *dq_job_take(struct dq *q, struct dq_dest *d)
 		d->rr_tail = a;
 	}
 	d->ready--;
-	d->flying++;
 	j->next = NULL;
+	return j;
+}
+
+struct dq_job *dq_job_take(struct dq *q, struct dq_dest *d)
+{
+	struct dq_job *j;
+
+	while ((j = job_pop(d)) != NULL && j->gen != j->msg->gen) {
+		struct dq_msg *m = j->msg;
+		dq_job_free(q, j);
+		dq_msg_release(q, m);
+	}
+	if (j)
+		d->flying++;
 	return j;
 }
 
@@ -257,6 +272,7 @@ static struct dq_job *job_new(struct dq_msg *m, struct dq_dest *d, unsigned cap)
 	if (j) {
 		j->msg = m;
 		j->dest = d;
+		j->gen = m->gen;
 		m->jobs++;
 	}
 	return j;
@@ -288,8 +304,19 @@ int dq_msg_add(struct dq *q, struct dq_msg *m, uint64_t now_us)
 		q->msgs->prev = m;
 	q->msgs = m;
 	q->n_msgs++;
-	if (m->held)
-		return 0;
+	return m->held ? 0 : dq_msg_jobs(q, m, now_us);
+}
+
+struct dq_msg *dq_msg_find(struct dq *q, const char *qid)
+{
+	for (struct dq_msg *m = q->msgs; m; m = m->next)
+		if (!m->deleted && strcmp(m->qid, qid) == 0)
+			return m;
+	return NULL;
+}
+
+int dq_msg_jobs(struct dq *q, struct dq_msg *m, uint64_t now_us)
+{
 	/* One job per destination, recipients in envelope order. */
 	uint8_t *taken = calloc(m->n_rcpts ? m->n_rcpts : 1, 1);
 	if (!taken)

@@ -315,7 +315,7 @@ static void job_finish(struct dworker *w, struct dconn *c, struct dq_job *j,
 		if (b)
 			bounce_add(b, ri, text);
 	}
-	if (keep) {
+	if (keep && j->gen == m->gen) {
 		uint64_t wait = vr_delivery_backoff_s(m->attempts, w->d->cfg->retry_first_s,
 						      w->d->cfg->retry_max_s) * 1000000u;
 		/* Never past the message's end of life: it expires on time. */
@@ -737,6 +737,78 @@ static void dest_pump(struct dworker *w, struct dq_dest *d)
 	}
 }
 
+/* --- operator commands --- */
+
+void dcmd_put(struct dcmd *c)
+{
+	/* acq_rel: the last owner sees everything the other wrote. */
+	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		close(c->done_fd);
+		free(c);
+	}
+}
+
+static int cmd_apply(struct dworker *w, const struct dcmd *c)
+{
+	struct dq_msg *m = c->op == VR_DELIVERY_FLUSH ? NULL : dq_msg_find(&w->q, c->qid);
+
+	if (c->op != VR_DELIVERY_FLUSH && (!m || !m->pending))
+		return -ENOENT;
+	switch (c->op) {
+	case VR_DELIVERY_HOLD:
+		if (m->held)
+			return -EALREADY;
+		m->held = true;
+		m->gen++;               /* its jobs are dropped as they come up */
+		record(w, m, VR_STATE_HELD, VR_SPOOL_ALL, 0, "");
+		break;
+	case VR_DELIVERY_RELEASE:
+		if (!m->held)
+			return -EALREADY;
+		m->held = false;
+		m->next_us = 0;
+		record(w, m, VR_STATE_RELEASED, VR_SPOOL_ALL, 0, "");
+		return dq_msg_jobs(&w->q, m, wall_us());
+	case VR_DELIVERY_DELETE:
+		m->deleted = true;
+		m->gen++;
+		record(w, m, VR_STATE_DELETED, VR_SPOOL_ALL, 0, "");
+		dq_msg_release(&w->q, m);
+		break;
+	case VR_DELIVERY_FLUSH:
+		dq_due(&w->q, UINT64_MAX);
+		break;
+	}
+	return 0;
+}
+
+static const char *const op_names[] = {
+	[VR_DELIVERY_HOLD] = "hold", [VR_DELIVERY_RELEASE] = "release",
+	[VR_DELIVERY_DELETE] = "delete", [VR_DELIVERY_FLUSH] = "flush",
+};
+
+/* Runs the queued commands; each is durable before its caller hears. */
+static void cmds_run(struct dworker *w)
+{
+	struct cds_wfcq_node *node;
+	uint64_t one = 1;
+
+	while ((node = __cds_wfcq_dequeue_blocking(&w->cmd_head, &w->cmd_tail)) != NULL) {
+		struct dcmd *c = caa_container_of(node, struct dcmd, node);
+		int rc = cmd_apply(w, c);
+		if (rc == 0 && vr_spool_log_sync(w->log) < 0)
+			rc = -EIO;
+		vr_log_info("event=queue_command op=%s qid=%s worker=%u result=\"%s\"",
+			    op_names[c->op], c->op == VR_DELIVERY_FLUSH ? "-" : c->qid, w->id,
+			    rc ? strerror(-rc) : "done");
+		/* Release, paired with the caller's acquire after the eventfd. */
+		__atomic_store_n(&c->result, rc, __ATOMIC_RELEASE);
+		ssize_t r = write(c->done_fd, &one, sizeof(one));
+		(void)r;                /* an eventfd write only fails when full */
+		dcmd_put(c);
+	}
+}
+
 /* --- the loop --- */
 
 static void inbox_drain(struct dworker *w)
@@ -823,6 +895,7 @@ void *dw_main(void *arg)
 		if (!w->stopping && __atomic_load_n(&w->d->stop, __ATOMIC_ACQUIRE))
 			stop_begin(w);
 		inbox_drain(w);
+		cmds_run(w);
 		dq_due(&w->q, wall_us());
 		struct dq_dest *d;
 		while ((d = dq_kicked(&w->q)) != NULL)
@@ -892,6 +965,7 @@ int dw_init(struct dworker *w, struct vr_delivery *d, unsigned id, char *err, si
 	w->id = id;
 	w->inbox_fd = w->epfd = -1;
 	__cds_wfcq_init(&w->inbox_head, &w->inbox_tail);
+	__cds_wfcq_init(&w->cmd_head, &w->cmd_tail);
 	dq_init(&w->q, cfg->smarthost);
 	if (!(w->log = vr_spool_log_open(cfg->spool_dir, id, err, errlen)))
 		return -errno;
@@ -923,6 +997,15 @@ void dw_fini(struct dworker *w)
 {
 	struct cds_wfcq_node *node;
 
+	/* Commands that came too late: their callers hear -ESHUTDOWN. */
+	while ((node = __cds_wfcq_dequeue_blocking(&w->cmd_head, &w->cmd_tail)) != NULL) {
+		struct dcmd *c = caa_container_of(node, struct dcmd, node);
+		uint64_t one = 1;
+		c->result = -ESHUTDOWN;
+		ssize_t r = write(c->done_fd, &one, sizeof(one));
+		(void)r;
+		dcmd_put(c);
+	}
 	/* Mail that came in after the thread stopped: the spool has it. */
 	while ((node = __cds_wfcq_dequeue_blocking(&w->inbox_head, &w->inbox_tail)) != NULL) {
 		struct dq_msg *m = caa_container_of(node, struct dq_msg, node);

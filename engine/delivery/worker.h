@@ -27,6 +27,9 @@ struct dworker {
 	struct __cds_wfcq_head inbox_head __attribute__((aligned(VR_CACHE_LINE)));
 	struct cds_wfcq_tail inbox_tail;
 	int inbox_fd;                 /* eventfd: the inbox has mail, or stop */
+	/* Operator commands: the control thread enqueues, this thread runs. */
+	struct __cds_wfcq_head cmd_head __attribute__((aligned(VR_CACHE_LINE)));
+	struct cds_wfcq_tail cmd_tail;
 
 	struct vr_delivery_stats stats __attribute__((aligned(VR_CACHE_LINE)));
 
@@ -43,6 +46,18 @@ struct dworker {
 	uint64_t drain_until_ms;
 	unsigned dsn_inflight;
 	char last_fail[VR_SMTPC_TEXT_MAX + 2 * VR_DNS_NAME_MAX];
+};
+
+/* An operator command on its way to a thread and back. Two owners, the
+ * caller and the thread: the last to let go frees it, so a caller that
+ * timed out leaves nothing dangling. */
+struct dcmd {
+	struct cds_wfcq_node node;
+	enum vr_delivery_op op;
+	char qid[VR_QID_MAX];
+	int done_fd;                  /* eventfd the thread writes when done */
+	int result;                   /* 0 or -errno, set before done_fd is written */
+	int refs;
 };
 
 struct vr_delivery {
@@ -62,7 +77,9 @@ struct vr_delivery {
 int dw_init(struct dworker *w, struct vr_delivery *d, unsigned id, char *err, size_t errlen);
 void dw_fini(struct dworker *w);
 void *dw_main(void *w);
-/* Wakes the thread (new mail, or stop). */
+/* Wakes the thread (new mail, a command, or stop). */
 void dw_wake(struct dworker *w);
+/* Lets go of c; the last owner frees it. */
+void dcmd_put(struct dcmd *c);
 
 #endif

@@ -43,7 +43,7 @@ struct vr_ctl_ops {
 	const struct vr_config *cfg;
 	struct vr_smtpd *srv;         /* counters (srv->stats), srv->spool, srv->rl */
 	pthread_mutex_t *writer;      /* held around vr_rl_set_daily / vr_rl_reset */
-	const struct vr_delivery *delivery; /* its counters in stats/metrics; NULL: none */
+	struct vr_delivery *delivery; /* counters, queue commands; NULL: none */
 	/* The relay's reload (the same as SIGHUP's): 0, or -1 with err saying
 	 * why, the tables in force kept. It takes ops->writer itself. */
 	int (*reload)(void *arg, char *err, size_t errlen);

@@ -79,6 +79,28 @@ struct vr_delivery_stats {
 /* Sums the threads' counters (each read alone: two may be a moment apart). */
 void vr_delivery_stats(const struct vr_delivery *d, struct vr_delivery_stats *st);
 
+/* Operator commands (vmrelayctl queue ...). */
+enum vr_delivery_op {
+	VR_DELIVERY_HOLD,             /* deliver qid no more until released */
+	VR_DELIVERY_RELEASE,          /* deliver a held qid again, at once */
+	VR_DELIVERY_DELETE,           /* drop qid for good, no DSN */
+	VR_DELIVERY_FLUSH,            /* try every deferred message now (qid unused) */
+};
+/*
+ * Runs op in the delivery thread that owns qid (every thread for FLUSH) and
+ * waits at most timeout_ms for it; 0 means done and recorded durably in
+ * the spool. -ENOENT: no message qid waits for delivery (unknown, finished
+ * or deleted); -EALREADY: held already (HOLD) or not held (RELEASE);
+ * -ETIMEDOUT (it still happens, later); -ESHUTDOWN: the threads are not
+ * running; -ENOMEM. Blocks: from a thread that may (the control thread,
+ * RCU-offline meanwhile), never from a delivery thread.
+ *
+ * XXX A message held while an attempt is in flight finishes that attempt;
+ * released again before it ends, its in-flight recipients may go twice.
+ */
+int vr_delivery_command(struct vr_delivery *d, enum vr_delivery_op op, const char *qid,
+			unsigned timeout_ms);
+
 /* Seconds to wait after the attempts-th failed attempt (1, 2, ...): first_s,
  * doubling, at most max_s. */
 uint64_t vr_delivery_backoff_s(unsigned attempts, unsigned first_s, unsigned max_s);

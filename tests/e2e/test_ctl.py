@@ -304,8 +304,20 @@ class CtlTest(unittest.TestCase):
                              "text/plain; version=0.0.4; charset=utf-8")
             return resp.read().decode()
 
+    def settle_delivery(self):
+        """The relay delivers in the background (here: tries a closed port
+        and defers): wait until its counters stand still."""
+        last = None
+        for _ in range(50):
+            d = self.ok("stats")["delivery"]
+            if d == last and d["in_flight"] == 0 and d["connections"] == 0:
+                return
+            last = d
+            time.sleep(0.1)
+
     def test_metrics_agree_with_stats(self):
         send(self.r, 1)
+        self.settle_delivery()
         stats = self.ok("stats")
         text = self.scrape()
         fams = {f.name: f for f in text_string_to_metric_families(text)}

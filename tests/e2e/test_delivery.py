@@ -269,6 +269,65 @@ class SmarthostTest(DeliveryCase):
         self.assertLessEqual(len(rx.got), n + 4 * 8)
 
 
+class QueueCommandTest(DeliveryCase):
+    """vmrelayctl queue list|show|hold|release|delete|flush (issue 6)."""
+
+    def ctl(self, *args, ok=True):
+        p = self.r.ctl("queue", *args)
+        reply = json.loads(p.stdout)
+        self.assertEqual(reply["ok"], ok, (args, p.stdout, p.stderr))
+        self.assertEqual(p.returncode == 0, ok)
+        return reply
+
+    def test_hold_release_delete_flush(self):
+        self.accept = False
+        self.rx = self.receiver(refuse=lambda rcpt, n: None if self.accept else "451 4.3.0 busy")
+        # A retry an hour away: only the operator's commands move the mail.
+        self.r = self.relay({"smarthost": "127.0.0.1:%d" % self.rx.port, "retry_first_s": 3600,
+                             "retry_max_s": 3600})
+        send(self.r, "keep", ["keep@dest.example"])
+        send(self.r, "drop", ["drop@dest.example"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(self.rx.tries) < 2:
+            time.sleep(0.05)
+        listed = self.ctl("list")["messages"]
+        self.assertEqual(len(listed), 2, listed)
+        by_subject = {}
+        for m in listed:
+            shown = self.ctl("show", m["qid"])["message"]
+            self.assertEqual(shown["rcpts"][0]["state"], "pending")
+            self.assertEqual((shown["attempts"], shown["pending"], shown["held"]), (1, 1, False))
+            by_subject[shown["rcpts"][0]["address"].split("@")[0]] = m["qid"]
+        keep, drop = by_subject["keep"], by_subject["drop"]
+
+        self.assertEqual(self.ctl("hold", keep)["done"], "held")
+        self.assertTrue(self.ctl("show", keep)["message"]["held"])
+        self.assertIn("held already", self.ctl("hold", keep, ok=False)["error"])
+        self.assertEqual(self.ctl("delete", drop)["done"], "deleted")
+        self.assertEqual([m["qid"] for m in self.ctl("list")["messages"]], [keep])
+        self.assertIn("no message", self.ctl("release", drop, ok=False)["error"])
+        self.assertIn("no message", self.ctl("hold", "0000000000000", ok=False)["error"])
+        self.assertIn("no message", self.ctl("show", "0000000000000", ok=False)["error"])
+
+        # Accepting now; a flush moves nothing held or deleted.
+        self.accept = True
+        self.assertEqual(self.ctl("flush")["done"], "flushed")
+        time.sleep(1)
+        self.assertEqual(self.rx.got, [])
+        # Released: delivered at once, an hour before its retry was due.
+        self.ctl("release", keep)
+        got = self.rx.wait(1, timeout=10)
+        self.assertEqual([g[1] for g in got], [["keep@dest.example"]], self.r.log())
+        self.assertEqual(self.ctl("list")["messages"], [])
+        self.assertEqual(self.ctl("show", keep)["message"]["rcpts"][0]["state"], "delivered")
+        # The deleted one stays deleted across a restart.
+        self.assertEqual(self.r.stop(), 0)
+        self.r.start()
+        time.sleep(1)
+        self.assertEqual(len(self.rx.got), 1)
+        self.assertTrue(self.ctl("show", drop)["message"]["deleted"])
+
+
 def parts_text(msg):
     return "".join(str(p.get_payload()) for p in msg.walk() if not p.is_multipart())
 

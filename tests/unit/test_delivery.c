@@ -84,6 +84,7 @@ static void test_fairness(void **state)
 		}
 		j->dest->flying--;
 		struct dq_msg *m = j->msg;
+		m->pending = 0;         /* delivered */
 		dq_job_free(&q, j);
 		dq_msg_release(&q, m);
 	}
@@ -202,6 +203,48 @@ static void test_msg_from_state(void **state)
 	dq_free(&q);
 }
 
+
+static void test_hold_voids_jobs(void **state)
+{
+	struct dq q;
+	static const char *const r2[] = { "p@one.example", "q@two.example" };
+
+	dq_init(&q, NULL);
+	struct dq_msg *m = msg("H000000000000", "a", r2, 2);
+	assert_int_equal(dq_msg_add(&q, m, T0), 0);
+	assert_int_equal(m->jobs, 2);
+	struct dq_dest *one = dq_dest_get(&q, "x@one.example");
+	struct dq_dest *two = dq_dest_get(&q, "x@two.example");
+
+	/* Held: its jobs are void; taking them drops them, not the message. */
+	m->held = true;
+	m->gen++;
+	assert_null(dq_job_take(&q, one));
+	assert_null(dq_job_take(&q, two));
+	assert_int_equal(m->jobs, 0);
+	assert_ptr_equal(dq_msg_find(&q, "H000000000000"), m);
+	assert_int_equal(q.n_msgs, 1);
+
+	/* Released: fresh jobs, one per destination again. */
+	m->held = false;
+	assert_int_equal(dq_msg_jobs(&q, m, T0), 0);
+	struct dq_job *j = dq_job_take(&q, one);
+	assert_non_null(j);
+	assert_int_equal(j->rcpt[0], 0);
+
+	/* Deleted: found no more, freed with its last job. */
+	m->deleted = true;
+	m->gen++;
+	assert_null(dq_msg_find(&q, "H000000000000"));
+	j->dest->flying--;
+	dq_job_free(&q, j);
+	dq_msg_release(&q, m);
+	assert_int_equal(q.n_msgs, 1);  /* the void job for two.example still refers to it */
+	assert_null(dq_job_take(&q, two));
+	assert_int_equal(q.n_msgs, 0);
+	dq_free(&q);
+}
+
 static char *dsn_text(bool expired, const struct dsn_rcpt *r, unsigned n, const char *orig)
 {
 	struct vr_buf b;
@@ -280,6 +323,7 @@ int main(void)
 		cmocka_unit_test(test_retry_clock),
 		cmocka_unit_test(test_jobs_by_domain),
 		cmocka_unit_test(test_msg_from_state),
+		cmocka_unit_test(test_hold_voids_jobs),
 		cmocka_unit_test(test_dsn),
 		cmocka_unit_test(test_header_len),
 	};

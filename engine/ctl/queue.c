@@ -1,0 +1,170 @@
+/*
+ * queue.c - the operator's view of the delivery queue (issue 6):
+ * `queue list`, `queue show QID`, `queue hold|release|delete QID` and
+ * `queue flush`.
+ *
+ * list and show read the spool as a restart would (vr_spool_queue_scan: the
+ * messages and their state logs), so they show what is durable, and need no
+ * help from the delivery threads. The changes go to the thread that owns
+ * the message (vr_delivery_command), which records them in the spool before
+ * it answers: a `show` right after a `hold` sees it.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <urcu-qsbr.h>
+
+#include "ctl_impl.h"
+#include "vmrelay/delivery.h"
+#include "vmrelay/spool.h"
+
+#define COMMAND_TIMEOUT_MS 10000u
+
+static const char *rcpt_state(uint8_t st)
+{
+	switch (st) {
+	case 0:                  return "pending";
+	case VR_STATE_DELIVERED: return "delivered";
+	case VR_STATE_BOUNCED:   return "bounced";
+	case VR_STATE_EXPIRED:   return "expired";
+	default:                 return "unknown";
+	}
+}
+
+/* The fields list and show share. */
+static json_t *msg_json(const struct vr_spool_msg *m, const struct vr_spool_qstate *st)
+{
+	return json_pack("{s:s,s:s,s:s,s:I,s:I,s:i,s:i,s:i,s:I,s:b,s:b}",
+			 "qid", m->qid, "vps", m->account, "from", m->mail_from,
+			 "arrival", (json_int_t)(m->received_us / 1000000u),
+			 "size", (json_int_t)m->size, "recipients", (int)m->n_rcpts,
+			 "pending", (int)st->pending, "attempts", (int)st->attempts,
+			 "next_attempt", (json_int_t)(st->next_us / 1000000u),
+			 "held", st->held, "signed", st->dkim && st->dkim_len);
+}
+
+static int list_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *st, void *arg)
+{
+	if (st->deleted || !st->pending)
+		return 0;
+	json_t *o = msg_json(m, st);
+	return o && json_array_append_new(arg, o) == 0 ? 0 : -ENOMEM;
+}
+
+int vr_ctl_queue_list(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
+		      size_t errlen)
+{
+	json_t *a = json_array();
+	int rc = a ? vr_spool_queue_scan(c->ops.cfg->spool_dir, list_one, a) : -ENOMEM;
+
+	if (rc < 0) {
+		json_decref(a);
+		snprintf(err, errlen, "spool %s: %s", c->ops.cfg->spool_dir, strerror(-rc));
+		return -1;
+	}
+	json_object_set_new(reply, "messages", a);
+	return 0;
+}
+
+struct show {
+	const char *qid;
+	json_t *msg;
+};
+
+static int show_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *st, void *arg)
+{
+	struct show *s = arg;
+
+	if (strcmp(m->qid, s->qid) != 0)
+		return 0;
+	if (!(s->msg = msg_json(m, st)))
+		return -ENOMEM;
+	json_t *r = json_array();
+	json_object_set_new(s->msg, "deleted", json_boolean(st->deleted));
+	json_object_set_new(s->msg, "client", json_string(m->client));
+	for (unsigned i = 0; r && i < m->n_rcpts; i++)
+		json_array_append_new(r, json_pack("{s:s,s:s}", "address", m->rcpts[i], "state",
+						   rcpt_state(st->rcpt[i])));
+	json_object_set_new(s->msg, "rcpts", r);
+	return 1;                     /* found: stop */
+}
+
+int vr_ctl_queue_show(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
+		      size_t errlen)
+{
+	struct show s = { .qid = argv[0] };
+	int rc = vr_spool_queue_scan(c->ops.cfg->spool_dir, show_one, &s);
+
+	if (rc < 0) {
+		json_decref(s.msg);
+		snprintf(err, errlen, "spool %s: %s", c->ops.cfg->spool_dir, strerror(-rc));
+		return -1;
+	}
+	if (!s.msg) {
+		snprintf(err, errlen, "no message %s in the spool", argv[0]);
+		return -1;
+	}
+	json_object_set_new(reply, "message", s.msg);
+	return 0;
+}
+
+/* Hands op to the delivery threads, offline while it waits (QSBR). */
+static int command(struct vr_ctl *c, enum vr_delivery_op op, const char *qid, json_t *reply,
+		   char *err, size_t errlen)
+{
+	static const char *const done[] = {
+		[VR_DELIVERY_HOLD] = "held", [VR_DELIVERY_RELEASE] = "released",
+		[VR_DELIVERY_DELETE] = "deleted", [VR_DELIVERY_FLUSH] = "flushed",
+	};
+
+	if (!c->ops.delivery) {
+		snprintf(err, errlen, "delivery is not running");
+		return -1;
+	}
+	rcu_thread_offline();
+	int rc = vr_delivery_command(c->ops.delivery, op, qid, COMMAND_TIMEOUT_MS);
+	rcu_thread_online();
+	switch (rc) {
+	case 0:
+		if (qid)
+			json_object_set_new(reply, "qid", json_string(qid));
+		json_object_set_new(reply, "done", json_string(done[op]));
+		return 0;
+	case -ENOENT:
+		snprintf(err, errlen, "no message %s waits for delivery", qid);
+		break;
+	case -EALREADY:
+		snprintf(err, errlen, "message %s is %s", qid,
+			 op == VR_DELIVERY_HOLD ? "held already" : "not held");
+		break;
+	default:
+		snprintf(err, errlen, "queue %s: %s", done[op], strerror(-rc));
+		break;
+	}
+	return -1;
+}
+
+int vr_ctl_queue_hold(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
+		      size_t errlen)
+{
+	return command(c, VR_DELIVERY_HOLD, argv[0], reply, err, errlen);
+}
+
+int vr_ctl_queue_release(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
+			 size_t errlen)
+{
+	return command(c, VR_DELIVERY_RELEASE, argv[0], reply, err, errlen);
+}
+
+int vr_ctl_queue_delete(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
+			size_t errlen)
+{
+	return command(c, VR_DELIVERY_DELETE, argv[0], reply, err, errlen);
+}
+
+int vr_ctl_queue_flush(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
+		       size_t errlen)
+{
+	return command(c, VR_DELIVERY_FLUSH, NULL, reply, err, errlen);
+}
