@@ -45,7 +45,7 @@ static const char *const drop_names[VR_TCP_DROP_MAX] = {
 	[VR_TCP_DROP_CHALLENGE_LIMIT] = "challenge_limit",
 };
 
-const char *tcp_state_name(unsigned s)
+static const char *tcp_state_name(unsigned s)
 {
 	return s < TCP_NSTATES ? state_names[s] : "?";
 }
@@ -247,7 +247,7 @@ struct vr_tcp_conn *tcp_conn_alloc(struct vr_tcp *t, const struct vr_flow_key *k
 	return c;
 }
 
-void tcp_conn_free(struct vr_tcp_conn *c)
+static void tcp_conn_free(struct vr_tcp_conn *c)
 {
 	struct vr_tcp *t = c->t;
 
@@ -296,7 +296,8 @@ static void tw_convert(struct vr_tcp_conn *c, uint64_t now)
 	t->tw_live++;
 }
 
-void tcp_conn_release(struct vr_tcp_conn *c)
+/* Frees c unless its owner holds it or the stack is inside it. */
+static void tcp_conn_release(struct vr_tcp_conn *c)
 {
 	if (c->owned || c->busy)
 		return;

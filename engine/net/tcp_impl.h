@@ -17,16 +17,13 @@
 #include "net_impl.h"
 
 #define TCP_HDR          20
-#define TCP_OPT_MAX      40
 #define TCP_FIN  0x01
 #define TCP_SYN  0x02
 #define TCP_RST  0x04
 #define TCP_PSH  0x08
 #define TCP_ACK  0x10
-#define TCP_URG  0x20
 
 #define TCP_OOO_MAX      4           /* out-of-order ranges kept per connection */
-#define TCP_SACK_MAX     3           /* blocks per ACK (with timestamps, RFC 2018 §3) */
 #define TCP_MSS_DEFAULT  536         /* RFC 9293 §3.7.1: when the peer says nothing */
 #define TCP_WSCALE_MAX   14
 #define TCP_TS_LEN       12          /* NOP NOP TS: what timestamps cost per segment */
@@ -201,9 +198,6 @@ static inline uint32_t rcv_space(const struct vr_tcp_conn *c)
 
 /* tcp.c */
 struct vr_tcp_conn *tcp_conn_alloc(struct vr_tcp *t, const struct vr_flow_key *k, uint64_t now);
-void tcp_conn_free(struct vr_tcp_conn *c);
-/* Frees c unless its owner holds it or the stack is inside it. */
-void tcp_conn_release(struct vr_tcp_conn *c);
 void tcp_conn_timer(struct vr_tcp_conn *c);
 void tcp_conn_queue(struct vr_tcp_conn *c);
 void tcp_conn_error(struct vr_tcp_conn *c, int err, uint64_t now);
@@ -215,7 +209,6 @@ void tcp_tw_input(struct vr_tcp *t, uint32_t val, const struct tcp_seg *s, uint6
 		  int *reuse);
 uint32_t tcp_isn(const struct vr_tcp *t, const struct vr_flow_key *k, uint64_t now);
 uint32_t tcp_ts_offset(const struct vr_tcp *t, const struct vr_flow_key *k);
-const char *tcp_state_name(unsigned s);
 
 /* tcp_in.c */
 void tcp_conn_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t now);

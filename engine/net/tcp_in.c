@@ -22,7 +22,6 @@
 #define OPT_MSS    2
 #define OPT_WS     3
 #define OPT_SACKOK 4
-#define OPT_SACK   5
 #define OPT_TS     8
 
 /* Option kinds with a fixed length, checked before they are read. */
@@ -62,7 +61,7 @@ static int parse_opts(const uint8_t *o, size_t len, struct tcp_opts *out)
 			out->tsval = rd32(o + i + 2);
 			out->tsecr = rd32(o + i + 6);
 			break;
-		default:                     /* SACK blocks and the rest: we do not use them */
+		default:                     /* SACK blocks (kind 5) and the rest: unused here */
 			break;
 		}
 		i += l;
