@@ -345,11 +345,14 @@ static int log_read(int statefd, const char *name, uint64_t file_no, struct ev_t
 			rc = ev_kind;
 			break;
 		}
-		if (ev_kind != VR_SEG_RECORD) {
+		/* A torn tail is what a crash leaves, or a record still being
+		 * written when the log is read live (queue list): not worth a
+		 * warning. */
+		if (ev_kind == VR_SEG_DAMAGE)
 			vr_log_warn("event=state_log_damage log=%s offset=%" PRIu64 " bytes=%" PRIu64,
 				    name, r.bad_off, r.bad_len);
+		if (ev_kind != VR_SEG_RECORD)
 			continue;
-		}
 		if (vr_rec_event_decode(rec.type, rec.payload, rec.len, &ev) < 0)
 			continue;
 		if ((rc = table_add(t, &ev, file_no << 40 | off)) < 0)

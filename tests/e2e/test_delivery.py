@@ -248,6 +248,24 @@ class SmarthostTest(DeliveryCase):
         self.assertGreaterEqual(rx.tries["late@dest.example"], 2)
         self.assertRegex(r.log(), r"reason=expired")
 
+    def test_sigterm_finishes_what_is_in_flight(self):
+        rx = self.receiver(data_delay=2.0)
+        r = self.relay({"smarthost": "127.0.0.1:%d" % rx.port})
+        send(r, "in flight", ["f@dest.example"])
+        deadline = time.monotonic() + 10
+        while "f@dest.example" not in rx.tries and time.monotonic() < deadline:
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        self.assertEqual(r.stop(), 0)
+        self.assertLess(time.monotonic() - t0, 6)
+        self.assertEqual(len(rx.got), 1, r.log())
+        self.assertRegex(r.log(), r"result=sent .*\n(.*\n)*.*event=stop status=0")
+        # Recorded before the exit: a restart sends nothing again.
+        r.start()
+        self.assertTrue(r.wait_log(r"event=queue_loaded messages=0 ", timeout=5), r.log())
+        time.sleep(0.5)
+        self.assertEqual(len(rx.got), 1)
+
     def test_kill9_loses_nothing(self):
         rx = self.receiver(data_delay=0.2)
         r = self.relay({"smarthost": "127.0.0.1:%d" % rx.port})
