@@ -369,7 +369,8 @@ void tcp_conn_settle(struct vr_tcp_conn *c, uint64_t now)
 			struct tcp_listener *l = &c->t->lst[c->listener];
 			c->cb = cb = l->cb;
 			c->owned = 1;
-			if (!l->used || l->accept(l->arg, c, now) < 0) {
+			/* The listener may have gone (vr_tcp_unlisten) since the SYN. */
+			if (!l->used || l->port != c->key.lport || l->accept(l->arg, c, now) < 0) {
 				c->owned = 0;
 				c->busy = 0;
 				vr_tcp_abort(c);

@@ -165,7 +165,16 @@ static void test_listen_api(void **state)
 		assert_int_equal(vr_tcp_listen(tcp, (uint16_t)(1000 + p), &cbs, accept_any, NULL), 0);
 	assert_int_equal(vr_tcp_listen(tcp, 999, &cbs, accept_any, NULL), -ENOSPC);
 	assert_int_equal(vr_tcp_unlisten(tcp, 9999), -ENOENT);
+	/* A handshake half done when the port closes is reset, not accepted. */
+	peer_send(PORT, PISN, 0, F_SYN, 65535, NULL, 0, NULL);
+	uint32_t s = one()->seq;
 	assert_int_equal(vr_tcp_unlisten(tcp, PORT), 0);
+	assert_int_equal(vr_tcp_listen(tcp, 2000, &cbs, accept_any, NULL), 0);  /* its slot */
+	peer_send(PORT, PISN + 1, s + 1, F_ACK, 65535, NULL, 0, NULL);
+	tick(0);
+	assert_int_equal(one()->flags, F_RST);
+	assert_int_equal(vr_tcp_conn_count(tcp), 0);
+	pport = PPORT + 1;
 	peer_send(PORT, PISN, 0, F_SYN, 65535, NULL, 0, NULL);
 	assert_int_equal(one()->flags, F_RST | F_ACK);
 }
