@@ -254,6 +254,18 @@ class Tls(unittest.TestCase):
         self.assertTrue(got[0]["tls"])
         self.assertEqual(got[0]["content"], b"Subject: tls\r\n\r\nsecret\r\n")
 
+    def test_starttls_large_body(self):
+        ctx, _ = self.context()
+        body = b"Subject: big tls\r\n\r\n" + (b".dot" + b"t" * 70 + b"\r\n") * 30000
+        with Aiosmtpd(tls_context=ctx) as srv:
+            rc, msgs, closed = send(srv.port, body, args=["--tls", "may", "--count", "2"],
+                                    timeout=60)
+            got = srv.handler.messages
+        self.assertEqual(rc, 0, msgs)
+        self.assertTrue(closed["tls"])
+        self.assertEqual(closed["msgs"], 2)
+        self.assertEqual([m["content"] == body for m in got], [True, True])
+
     def test_dane_ee(self):
         ctx, cert = self.context()
         good = self.spki_sha256(cert)
