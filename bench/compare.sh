@@ -6,7 +6,9 @@
 # sockets, each driven by the same smtp-source load (or, with --load
 # vmrelay-bench, by the project's own load generator), over loopback or,
 # with --path veth, from a network namespace of its own across a veth pair
-# (bench/netns.sh), as mail from a VPS crosses a device to reach a relay.
+# (bench/netns.sh), as mail from a VPS crosses a device to reach a relay;
+# there also vmrelay on DPDK, its SMTP on our own TCP/IP stack (--only
+# ...,vmrelay-dpdk; bench/dpdk.sh).
 # Prints msgs/s, wall time, server CPU seconds per 1000 messages and the
 # ratios, and writes the same table to bench/RESULTS.md (see report.py),
 # whose header names the path.
@@ -45,7 +47,8 @@ usage: bench/compare.sh [options]     (as root)
   --path PATH          the network path from the load to the servers: loopback,
                        or veth (the load in a namespace of its own, across a veth
                        pair, $NS_PEER_ADDR -> $NS_HOST_ADDR) ($NET_PATH)
-  --only LIST          engines, comma separated, of: sink,postfix,vmrelay ($ONLY)
+  --only LIST          engines, comma separated, of: sink,postfix,vmrelay,
+                       vmrelay-dpdk (--path veth only) ($ONLY)
   --workers W          vmrelay worker threads ($WORKERS)
   --warmup M           messages sent before each measured run, 0 for none ($WARMUP)
   --timeout S          bound in seconds on each load run and queue drain ($TIMEOUT)
@@ -163,13 +166,16 @@ RUNS=$WORK/runs.tsv META=$WORK/meta.tsv
 : >"$META"
 ETC_POSTFIX_BEFORE=$(etc_postfix_sum)
 
-if has_engine vmrelay; then
+if has_engine vmrelay || has_engine dpdk; then
 	resolve_vmrelay
 	# Fail now, not after the other engines' rounds, if vmrelay cannot start.
-	rm -rf "$WORK/vmrelay-preflight"
-	mkdir -p "$WORK/vmrelay-preflight"
-	start_vmrelay "$WORK/vmrelay-preflight"
-	stop_vmrelay "$WORK/vmrelay-preflight"
+	for e in vmrelay dpdk; do
+		has_engine $e || continue
+		rm -rf "$WORK/$e-preflight"
+		mkdir -p "$WORK/$e-preflight"
+		"start_$e" "$WORK/$e-preflight"
+		"stop_$e" "$WORK/$e-preflight"
+	done
 fi
 
 meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -192,6 +198,7 @@ PF_VERSION=$(postconf -d -h mail_version)
 has_engine sink && meta engine_note "smtp-sink (Postfix $PF_VERSION's discarding server, -c counter): accepts and throws away; every run its counter showed every message."
 has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance (own config, queue and data directories under the work directory; master as root, daemons as user postfix; main.cf below, master.cf from bench/postfix/master.cf.in: Debian's services without chroot), durable queue (cleanup fsyncs each queue file before the 250), relaying to a second smtp-sink; every run: its log showed each message accepted by cleanup and status=sent, no reject, deferral or error and no warning other than those noted below, the relay sink counted every message and the queue was empty."
 has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers (configuration below); every run: \`vmrelay-spool --json\` listed exactly the messages $LOAD got a 250 for (warm-up included), all of the bench account and of full size, \`vmrelay-spool DIR check\` found every record intact, and the log had no err or warn line."
+has_engine dpdk && meta engine_note "vmrelay-dpdk: the same vmrelay with --io dpdk, $(dpdk_workers) poll-mode worker lcore(s) besides the main one, net_af_packet on a veth pair of its own into the load's namespace ($DPDK_PEER_ADDR -> $DPDK_ADDR, bench/dpdk.sh), no hugepages; checked as vmrelay is. Its CPU figure includes the workers' polling."
 
 say "work directory $WORK; engines: ${ENGINES[*]}; $ROUNDS rounds of $MESSAGES messages"
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -208,6 +215,10 @@ fi
 if has_engine vmrelay; then
 	while IFS= read -r line; do meta vmrelay_conf "$line"; done < <(grep -v '^;' "$WORK/vmrelay-r1/relay.ini" |
 		sed -E "s|$WORK/vmrelay-r1|\$DIR|g; s|^(listen = .*:)[0-9]+|\1\$PORT|")
+fi
+if has_engine dpdk; then
+	while IFS= read -r line; do meta dpdk_conf "$line"; done < <(grep -v '^;' "$WORK/dpdk-r1/relay.ini" |
+		sed -E "s|$WORK/dpdk-r1|\$DIR|g; s|vrb[0-9]+d|vrbPIDd|")
 fi
 ((PF_CLOCK_RUNS == 0)) || meta note "In $PF_CLOCK_RUNS of $ROUNDS Postfix runs cleanup warned that the file system clock was ahead of the local clock and reset queue file time stamps (\"this hurts performance\"): a trait of this machine that slows Postfix a little."
 ((PF_BACKLOG_RUNS == 0)) || meta note "In $PF_BACKLOG_RUNS of $ROUNDS Postfix runs qmgr warned that the relay's active queue entries were all in use: mail arrived faster than Postfix relayed it and its queue backed up; every message was still relayed, as checked."

@@ -20,6 +20,7 @@ CLIENT_ADDR=${CLIENT_ADDR:-127.0.0.1}
 LOAD_WRAP=()
 
 . "$BENCH_DIR/netns.sh"
+. "$BENCH_DIR/dpdk.sh"
 
 need_uint() { [[ $2 =~ ^[0-9]+$ ]] && (($2 >= $3)) || die "$1 wants an integer >= $3, not '$2'"; }
 
@@ -82,6 +83,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	for d in "${POSTFIX_DIRS[@]}"; do stop_postfix_dir "$d"; done
 	for pid in "${CHILDREN[@]}"; do stop_child "$pid" || true; done
+	dpdk_link_down
 	netns_down
 	if ((TEMP_WORK && !KEEP)); then
 		rm -rf "$WORK"
@@ -484,7 +486,13 @@ stop_sink() {
 	forget_child "$CEIL_PID"
 }
 
-name_of() { [[ $1 == sink ]] && echo smtp-sink || echo "$1"; }
+name_of() {
+	case $1 in
+	sink) echo smtp-sink ;;
+	dpdk) echo vmrelay-dpdk ;;
+	*) echo "$1" ;;
+	esac
+}
 
 # --- the machine, as RESULTS.md describes it ----------------------------------------
 
@@ -532,9 +540,10 @@ parse_engines() {
 	IFS=, read -r -a wanted <<<"$1"
 	for e in "${wanted[@]}"; do
 		[[ $e == smtp-sink ]] && e=sink
+		[[ $e == vmrelay-dpdk ]] && e=dpdk
 		case $e in
-		sink | postfix | vmrelay) [[ " ${ENGINES[*]} " == *" $e "* ]] || ENGINES+=("$e") ;;
-		*) die "--only: unknown engine '$e' (known: sink, postfix, vmrelay)" ;;
+		sink | postfix | vmrelay | dpdk) [[ " ${ENGINES[*]} " == *" $e "* ]] || ENGINES+=("$e") ;;
+		*) die "--only: unknown engine '$e' (known: sink, postfix, vmrelay, vmrelay-dpdk)" ;;
 		esac
 	done
 	((${#ENGINES[@]})) || die "--only: no engine given"

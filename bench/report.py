@@ -18,9 +18,10 @@ import argparse
 import statistics
 import sys
 
-ENGINES = ("smtp-sink", "postfix", "vmrelay")
+ENGINES = ("smtp-sink", "postfix", "vmrelay", "vmrelay-dpdk")
 TARGET_VS_POSTFIX = 6.0         # vmrelay >= 6x Postfix
 TARGET_VS_SINK = 0.60           # vmrelay >= 60% of smtp-sink
+TARGET_DPDK_VS_SINK = 0.80      # vmrelay on DPDK >= 80% of smtp-sink (issue 3)
 
 
 def read_runs(path):
@@ -92,6 +93,14 @@ def targets(summary):
         got = vr / base
         verdict = "met" if got >= want else "NOT met"
         lines.append("target: vmrelay at " + fmt.format(got, want) + ": " + verdict)
+    dpdk, sink = summary.get("vmrelay-dpdk", {}).get("rate"), summary.get("smtp-sink", {}).get("rate")
+    if dpdk is not None:
+        verdict = "met" if dpdk > vr else "NOT met"
+        lines.append(f"target: vmrelay-dpdk ahead of vmrelay ({dpdk / vr:.2f}x): {verdict}")
+    if dpdk is not None and sink:
+        verdict = "met" if dpdk / sink >= TARGET_DPDK_VS_SINK else "NOT met"
+        lines.append(f"target: vmrelay-dpdk at {dpdk / sink:.1%} of smtp-sink "
+                     f"(target >= {TARGET_DPDK_VS_SINK:.0%}): {verdict}")
     return lines
 
 
@@ -163,7 +172,8 @@ def markdown(out, runs, meta, text):
             md.append(f"| {engine} | {r['round']} | {r['msgs']} | {r['wall']:.3f} "
                       f"| {r['msgs'] / r['wall']:.0f} | {r['cpu']:.2f} | {r['fsync']:.3f} |")
     for key, title in (("postfix_conf", "Postfix settings (`postconf -n` of the private instance)"),
-                       ("vmrelay_conf", "vmrelay configuration")):
+                       ("vmrelay_conf", "vmrelay configuration"),
+                       ("dpdk_conf", "vmrelay-dpdk configuration")):
         if key in meta:
             md += ["", f"## {title}", "", "```", *meta[key], "```"]
     with open(out, "w") as f:

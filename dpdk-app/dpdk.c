@@ -14,6 +14,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,11 +62,23 @@ int vr_dpdk_eal_init(const struct vr_config *cfg, char *err, size_t errlen)
 	}
 	argc++;
 	argv[argc] = NULL;
+	/*
+	 * The EAL pins this thread to the main lcore's cpu, and every thread
+	 * started later (spool committers, delivery, control) would inherit
+	 * that one cpu. They get back the cpus the relay was started with
+	 * instead: the operator's choice (taskset, systemd's CPUAffinity,
+	 * isolcpus keeping the worker cores apart), and where a worker sleeps
+	 * while idle, its core serves them too.
+	 */
+	cpu_set_t cpus;
+	int have_cpus = pthread_getaffinity_np(pthread_self(), sizeof(cpus), &cpus) == 0;
 	/* The EAL may permute argv: buf and argv live until it returns. */
 	if (rte_eal_init(argc, argv) < 0) {
 		snprintf(err, errlen, "[dpdk] eal '%s': %s", cfg->dpdk_eal, rte_strerror(rte_errno));
 		return -1;
 	}
+	if (have_cpus)
+		pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
 	unsigned workers = rte_lcore_count() - 1;
 	if (workers != cfg->workers) {
 		snprintf(err, errlen, "[dpdk] eal gives %u worker lcore%s (besides the main lcore "
@@ -294,6 +308,7 @@ struct vr_dpdk *vr_dpdk_new(struct vr_smtpd *srv, char *err, size_t errlen)
 	d->cfg = srv->cfg;
 	d->n_workers = srv->n_workers;
 	atomic_init(&d->stop, false);
+	sem_init(&d->ended, 0, 0);
 	d->w = rte_zmalloc("vr_workers", d->n_workers * sizeof(*d->w), RTE_CACHE_LINE_SIZE);
 	if (!d->w) {
 		snprintf(err, errlen, "out of memory");
@@ -328,8 +343,14 @@ void vr_dpdk_describe(const struct vr_dpdk *d, char *out, size_t len)
 		 d->port_name, d->n_workers, d->rss ? "yes" : "no", d->mtu);
 }
 
+/*
+ * rte_eal_wait_lcore spins until its worker returns: this thread would burn a
+ * cpu the spool committers and delivery need. So it sleeps on a semaphore
+ * each worker posts as it ends, and only then collects them.
+ */
 int vr_dpdk_run(struct vr_dpdk *d)
 {
+	unsigned launched = 0;
 	int rc = 0;
 
 	for (unsigned i = 0; i < d->n_workers; i++) {
@@ -339,8 +360,13 @@ int vr_dpdk_run(struct vr_dpdk *d)
 				   d->w[i].lcore, strerror(-r));
 			vr_dpdk_stop(d);
 			rc = r;
+			continue;
 		}
+		launched++;
 	}
+	for (unsigned i = 0; i < launched; i++)
+		while (sem_wait(&d->ended) < 0)
+			;               /* EINTR */
 	for (unsigned i = 0; i < d->n_workers; i++) {
 		int r = rte_eal_wait_lcore(d->w[i].lcore);
 		if (r < 0 && rc == 0)
@@ -376,5 +402,6 @@ void vr_dpdk_free(struct vr_dpdk *d)
 	rte_mempool_free(d->mp);
 	vr_iostack_shared_free(d->sh);
 	rte_free(d->w);
+	sem_destroy(&d->ended);
 	free(d);
 }

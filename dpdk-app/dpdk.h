@@ -3,10 +3,10 @@
  * from the [dpdk] eal line, one port, and one pinned poll-mode worker per
  * worker lcore running the userspace stack (engine/net) for [dpdk] ip.
  *
- * Threads: vr_dpdk_eal_init, vr_dpdk_new, vr_dpdk_run and vr_dpdk_free from
- * the main thread (the EAL's main lcore, which the EAL pins: threads it
- * starts afterwards - spool committers, the control thread - share that cpu
- * and stay off the workers' cores); vr_dpdk_stop from any thread.
+ * Threads: vr_dpdk_eal_init, vr_dpdk_new and vr_dpdk_free from the main
+ * thread (the EAL's main lcore; it keeps the cpus the process started with,
+ * and the threads it starts later inherit them); vr_dpdk_run from any one
+ * thread; vr_dpdk_stop from any thread.
  */
 #ifndef VR_DPDK_H
 #define VR_DPDK_H
@@ -36,8 +36,7 @@ int vr_dpdk_check(const struct vr_config *cfg, char *err, size_t errlen);
 /*
  * Starts the EAL from cfg->dpdk_eal and checks it against cfg: one worker
  * lcore per [io] workers besides the main lcore, and a port. Once per
- * process, before any thread is started that should stay off the worker
- * cores. 0, or -1 with err.
+ * process. 0, or -1 with err.
  */
 int vr_dpdk_eal_init(const struct vr_config *cfg, char *err, size_t errlen);
 /*

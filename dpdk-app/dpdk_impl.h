@@ -10,6 +10,7 @@
 #ifndef VR_DPDK_IMPL_H
 #define VR_DPDK_IMPL_H
 
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -72,6 +73,7 @@ struct vr_dpdk {
 	struct rte_mempool *mp;
 	struct vr_iostack_shared *sh;/* per-client connection counts, all workers */
 	atomic_bool stop;            /* set by vr_dpdk_stop; workers poll it */
+	sem_t ended;                 /* posted by each worker as it returns */
 	struct dpdk_worker *w;
 };
 

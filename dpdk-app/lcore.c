@@ -22,6 +22,7 @@
  * mbuf it came in. Packets the stack builds in its own pool are copied into
  * an mbuf on the way out.
  */
+#include <sys/prctl.h>
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_ip.h>
@@ -34,13 +35,16 @@
 #include "dpdk_impl.h"
 
 /*
- * A worker that found nothing to do this many rounds in a row sleeps
- * IDLE_SLEEP_US before the next: an idle relay then costs a few percent of
- * a core instead of all of it, on machines that share their cores, for at
- * most that much latency on the first frame after a lull.
+ * A worker that found nothing to do IDLE_ROUNDS rounds in a row sleeps, first
+ * IDLE_SLEEP_MIN_US, doubling while it stays idle up to IDLE_SLEEP_MAX_US: an
+ * idle relay then costs a few percent of a core instead of all of it (this
+ * matters on machines that share their cores), a busy one wakes within
+ * microseconds of its next frame, and a quiet one within a millisecond. The
+ * worker's timer slack is set to 1 us so that short sleeps are short.
  */
-#define IDLE_ROUNDS    2000
-#define IDLE_SLEEP_US  100
+#define IDLE_ROUNDS        64
+#define IDLE_SLEEP_MIN_US  4
+#define IDLE_SLEEP_MAX_US  1000
 
 static inline uint16_t rd16(const uint8_t *p)
 {
@@ -264,10 +268,11 @@ int vr_dpdk_worker_main(void *arg)
 	struct dpdk_worker *w = arg;
 	struct vr_dpdk *d = w->d;
 	uint64_t grace_until = 0;
-	unsigned idle = 0;
+	unsigned idle = 0, nap_us = IDLE_SLEEP_MIN_US;
 
 	/* Sessions read the RCU-published accounts and windows. */
 	rcu_register_thread();
+	prctl(PR_SET_TIMERSLACK, 1000ul);
 	vr_log_info("event=worker_start worker=%u lcore=%u", w->id, w->lcore);
 	for (;;) {
 		/* DESIGN: a quiescent state once per loop (QSBR); no table
@@ -285,11 +290,13 @@ int vr_dpdk_worker_main(void *arg)
 			break;
 		if (worker_round(w, now)) {
 			idle = 0;
+			nap_us = IDLE_SLEEP_MIN_US;
 		} else if (++idle >= IDLE_ROUNDS) {
 			/* A registered RCU reader sleeps offline (ratelimit.h). */
 			rcu_thread_offline();
-			rte_delay_us_sleep(IDLE_SLEEP_US);
+			rte_delay_us_sleep(nap_us);
 			rcu_thread_online();
+			nap_us = VR_MIN(nap_us * 2, IDLE_SLEEP_MAX_US);
 		}
 	}
 	/* Whatever outlived the grace is reset, and the resets leave now. */
@@ -299,5 +306,6 @@ int vr_dpdk_worker_main(void *arg)
 	tx_flush(w);
 	worker_log_stats(w);
 	rcu_unregister_thread();
+	sem_post(&d->ended);
 	return 0;
 }

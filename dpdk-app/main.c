@@ -452,8 +452,8 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 	char err[1024], listen[VR_CONFIG_MAX_LISTEN * 72], q[sizeof(listen) + 8], port[256] = "";
 	const struct vr_config *cfg = &r->cfg;
 
-	/* First: the EAL pins this thread to the main lcore, and the threads
-	 * started after it (spool committers, control) inherit that cpu. */
+	/* First: a port or lcore list the EAL refuses stops the relay before
+	 * the spool is opened or any thread started. */
 	if (cfg->io_mode == VR_IO_DPDK && vr_dpdk_eal_init(cfg, err, sizeof(err)) < 0) {
 		vr_log_err("event=io_failed error=%s", vr_log_quote(q, sizeof(q), err, strlen(err)));
 		fprintf(stderr, "vmrelay: %s\n", err);

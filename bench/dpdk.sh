@@ -1,0 +1,110 @@
+# dpdk.sh - engine vmrelay-dpdk of bench/compare.sh (sourced by lib.sh, not
+# run): vmrelay with --io dpdk, its SMTP on our userspace TCP/IP stack over
+# net_af_packet, measured on the veth path like the other engines.
+#
+# The relay needs an interface the kernel leaves alone, so it runs in a
+# network namespace of its own, vrb-PID-d, with a veth pair into the load's
+# namespace (bench/netns.sh makes that): vrbPIDd in the relay's namespace,
+# without an address, driven by DPDK, and vrbPIDe in the load's with
+# DPDK_PEER_ADDR. The load reaches the relay at DPDK_ADDR through it: the
+# same kind of path, one device pair, as the kernel engines' NS_HOST_ADDR.
+# The pair and the namespace go at exit (dpdk_link_down, from cleanup).
+#
+# Worker lcores: [io] workers, but at most one less than the machine has
+# cpus (the EAL's main lcore keeps one for the spool and delivery threads).
+
+DPDK_ADDR=10.202.0.1
+DPDK_PEER_ADDR=10.202.0.2
+DPDK_IF=''          # set once the pair exists
+DPDK_NS=''          # set once the relay's namespace exists
+DPDK_SAVED_ADDRS=()
+
+# The load's interface fills in its TCP checksums itself, as a NIC would
+# have: over a veth the kernel otherwise leaves them for a NIC that is not
+# there, and the relay sees them as corrupt (`ethtool -K IF tx off`).
+dpdk_tx_csum_off() {
+	ip netns exec "$NS_NAME" "$PY" -c '
+import ctypes, fcntl, socket, struct, sys
+ev = ctypes.create_string_buffer(struct.pack("II", 0x17, 0))        # ETHTOOL_STXCSUM
+ifr = struct.pack("16sP", sys.argv[1].encode(), ctypes.addressof(ev))
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946, ifr)  # SIOCETHTOOL
+' "$1"
+}
+
+# dpdk_link_up: the relay's pair, once per run. Dies, saying why.
+dpdk_link_up() {
+	local ns=vrb-$$-d relay=vrb$$d peer=vrb$$e err i
+	[[ -z $DPDK_IF ]] || return 0
+	[[ -n $NS_NAME ]] || die "vmrelay-dpdk runs on the veth path only: add --path veth"
+	err=$(ip netns add "$ns" 2>&1) || die "vmrelay-dpdk: ip netns add $ns failed: $err"
+	DPDK_NS=$ns
+	err=$(ip link add "$relay" netns "$ns" type veth peer name "$peer" netns "$NS_NAME" 2>&1) ||
+		die "vmrelay-dpdk: creating the veth pair $relay/$peer failed: $err"
+	DPDK_IF=$relay
+	err=$( { ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$relay.disable_ipv6=1" &&
+		ip -n "$ns" link set "$relay" up &&
+		ip -n "$NS_NAME" addr add "$DPDK_PEER_ADDR/24" dev "$peer" &&
+		ip -n "$NS_NAME" link set "$peer" up &&
+		dpdk_tx_csum_off "$peer"; } 2>&1) ||
+		die "vmrelay-dpdk: setting up the pair failed: $err"
+	for ((i = 0; i < 50; i++)); do
+		[[ $(ip -n "$ns" -o link show "$relay") == *LOWER_UP* ]] && return 0
+		sleep 0.1
+	done
+	die "vmrelay-dpdk: the pair $relay/$peer did not come up"
+}
+
+# dpdk_link_down: removes the relay's namespace, and with it the pair.
+dpdk_link_down() {
+	[[ -n $DPDK_NS ]] || return 0
+	ip netns del "$DPDK_NS" 2>/dev/null || say "could not remove namespace $DPDK_NS: remove it with 'ip netns del $DPDK_NS'"
+	DPDK_NS='' DPDK_IF=''
+}
+
+dpdk_workers() {
+	local cpus
+	cpus=$(nproc)
+	((WORKERS < cpus)) && echo "$WORKERS" || echo $((cpus > 1 ? cpus - 1 : 1))
+}
+
+# The load aims at the DPDK relay while it runs: SERVER_ADDR and
+# CLIENT_ADDR are the kernel engines' otherwise.
+start_dpdk() {
+	local dir=$1 workers vdev i
+	dpdk_link_up
+	DPDK_SAVED_ADDRS=("$SERVER_ADDR" "$CLIENT_ADDR")
+	SERVER_ADDR=$DPDK_ADDR CLIENT_ADDR=$DPDK_PEER_ADDR PORT=25
+	workers=$(dpdk_workers)
+	vdev=net_af_packet0,iface=$DPDK_IF
+	((workers == 1)) || vdev+=,qpairs=$workers
+	subst "$BENCH_DIR/vmrelay/relay-dpdk.ini.in" "$dir/relay.ini" DIR="$dir" PORT="$PORT" \
+		WORKERS="$workers" MAX_CONN=$((SESSIONS + 16)) LCORES="-l 0-$workers" VDEV="$vdev" \
+		ADDR="$DPDK_ADDR"
+	cp "$BENCH_DIR/vmrelay/accounts.jsonl.in" "$dir/accounts.jsonl"
+	sed -i -E "s|(\"id\":\"bench\",\"ips\":\[)|\1\"$CLIENT_ADDR\",|" "$dir/accounts.jsonl"
+	grep -q "\"ips\":\[\"$CLIENT_ADDR\"," "$dir/accounts.jsonl" ||
+		die "bench/vmrelay/accounts.jsonl.in changed: cannot add $CLIENT_ADDR to the bench account's ips"
+	ip netns exec "$DPDK_NS" "$VMRELAY" -c "$dir/relay.ini" >"$dir/vmrelay.log" 2>&1 &
+	VR_PID=$!
+	CHILDREN+=("$VR_PID")
+	# Up once every worker runs its loop (there is no kernel socket to see).
+	for ((i = 0; i < 150; i++)); do
+		(($(grep -c 'event=worker_start ' "$dir/vmrelay.log") == workers)) && break
+		kill -0 "$VR_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	if ! kill -0 "$VR_PID" 2>/dev/null || ((i == 150)); then
+		stop_child "$VR_PID" || true
+		forget_child "$VR_PID"
+		die "vmrelay on DPDK ($VMRELAY) did not come up on $DPDK_IF; its log:"$'\n'"$(tail_of "$dir/vmrelay.log" 10)"
+	fi
+	TREE=("$VR_PID")
+}
+
+settle_dpdk() { :; }
+verify_dpdk() { verify_vmrelay "$@"; }
+
+stop_dpdk() {
+	stop_vmrelay "$1"
+	SERVER_ADDR=${DPDK_SAVED_ADDRS[0]} CLIENT_ADDR=${DPDK_SAVED_ADDRS[1]}
+}
