@@ -443,6 +443,12 @@ void vr_smtpc_msg_reply(struct vr_smtpc *c, const struct vr_smtpc_reply *reply, 
 {
 	struct vr_smtpc_reply r = *reply;
 
+	if (r.code == 421) {
+		/* RFC 5321 3.8: the server is closing the channel; whatever we
+		 * pipelined after this command will never be answered. */
+		vr_smtpc_fail(c, &r);
+		return;
+	}
 	if (c->state == S_DOT) {
 		expect(c, &r, 2);
 		if (!c->data_discard)

@@ -158,9 +158,10 @@ struct vr_smtpc_ops {
 	void (*msg_done)(void *owner, struct vr_smtpc_msg *msg, enum vr_smtpc_status st,
 			 const struct vr_smtpc_reply *reply);
 	/* The connection is over, once: after QUIT (reply 221, or the QUIT's
-	 * timeout), or on a failure, then reply says why (local, temp/perm as
-	 * the failure). A message in flight got msg_done first. Free it from
-	 * the owner's loop afterwards, not from here. */
+	 * timeout), or on a failure, then reply says why: a local 4xx, or the
+	 * server's own 421 (RFC 5321 3.8: it is closing the channel). A
+	 * message in flight got msg_done first. Free it from the owner's loop
+	 * afterwards, not from here. */
 	void (*closed)(void *owner, const struct vr_smtpc_reply *reply);
 };
 

@@ -675,6 +675,30 @@ static void test_session_refusals(void **state)
 	h_close(&h);
 }
 
+/* 421 in the middle of a pipelined group: the server is going away, so
+ * the rest of the group is never answered and nothing more is sent. */
+static void test_421_mid_transaction(void **state)
+{
+	struct h h;
+	MSG(m, "x", { .addr = "a@b.test" }, { .addr = "c@d.test" });
+
+	h_open(&h, NULL);
+	h_greet(&h, "250 PIPELINING\r\n");
+	vr_smtpc_send(h.c, &m, h.now);
+	expect_out(&h, "MAIL FROM:<alice@example.com>\r\nRCPT TO:<a@b.test>\r\n"
+		       "RCPT TO:<c@d.test>\r\nDATA\r\n");
+	srv(&h, "250 ok\r\n550 no\r\n421 4.3.2 shutting down\r\n");
+	assert_int_equal(h.st, VR_SMTPC_DEFER);
+	assert_int_equal(m_rcpts[0].reply.code, 550);
+	assert_int_equal(m_rcpts[1].reply.code, 421);
+	assert_false(m_rcpts[1].reply.local);
+	assert_int_equal(h.closed, 1);
+	assert_int_equal(h.closed_reply.code, 421);
+	assert_int_equal(h.ready, 1);
+	expect_out(&h, "");
+	h_close(&h);
+}
+
 /* MAIL refused: 4xx defers, 5xx bounces; the next message needs no RSET. */
 static void test_mail_refused(void **state)
 {
@@ -1334,6 +1358,7 @@ int main(void)
 		cmocka_unit_test(test_greeting_refused),
 		cmocka_unit_test(test_session_refusals),
 		cmocka_unit_test(test_mail_refused),
+		cmocka_unit_test(test_421_mid_transaction),
 		cmocka_unit_test(test_rcpts_refused_then_rset),
 		cmocka_unit_test(test_data_354_without_rcpts),
 		cmocka_unit_test(test_data_and_dot_refused),
