@@ -194,7 +194,10 @@ void vr_smtpc_free(struct vr_smtpc *c);
 /*
  * Hands the idle connection a message; msg and everything it points to must
  * stay valid until msg_done. 0, -EBUSY (a message is in flight), -EPIPE
- * (closing or closed). Before the greeting/EHLO are through it waits for them.
+ * (closing or closed), -EINVAL. Before the greeting/EHLO are through it
+ * waits for them. A message refused without a word to the server (SMTPUTF8
+ * not offered, over the server's SIZE, no sendable address) is reported
+ * from the next tick - the deadline becomes 0 - never from inside this call.
  */
 int vr_smtpc_send(struct vr_smtpc *c, struct vr_smtpc_msg *msg, uint64_t now_ms);
 /* Ends the connection politely once idle (QUIT, wait for 221). */
