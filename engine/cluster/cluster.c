@@ -176,10 +176,12 @@ void vr_cluster_touch(struct vr_cluster *c, const char *id, uint32_t daily)
 		kick(c);
 }
 
-static void verdict_pending(struct vr_cluster_verdict *v)
+static void verdict_pending(const struct vr_cluster *c, struct vr_cluster_verdict *v)
 {
 	if (v)
-		*v = (struct vr_cluster_verdict){ .pending = true };
+		*v = (struct vr_cluster_verdict){
+			.pending = true, .redis_away = !__atomic_load_n(&c->up, __ATOMIC_RELAXED),
+		};
 }
 
 int vr_cluster_take(struct vr_cluster *c, const char *id, uint32_t n,
@@ -193,7 +195,7 @@ int vr_cluster_take(struct vr_cluster *c, const char *id, uint32_t n,
 	if (!e) {
 		rcu_read_unlock();
 		count(&c->st.pending, 1);
-		verdict_pending(v);
+		verdict_pending(c, v);
 		return -EAGAIN;
 	}
 	/* inflight first: once the thread has taken avail to zero and then
@@ -233,7 +235,7 @@ int vr_cluster_take(struct vr_cluster *c, const char *id, uint32_t n,
 			};
 		rc = -EDQUOT;
 	} else {
-		verdict_pending(v);
+		verdict_pending(c, v);
 	}
 	/* spent too: the thread asks Redis again now and then, as other nodes
 	 * may give slots back */
@@ -293,6 +295,11 @@ static const char *const window_names[] = {
 char *vr_cluster_explain(const struct vr_cluster_verdict *v, const char *id, int64_t now,
 			 char *out, size_t outlen)
 {
+	if (v->pending && v->redis_away) {
+		snprintf(out, outlen, "cluster quota store unreachable and this node's share "
+			 "for VPS %s used, try again later", id);
+		return out;
+	}
 	if (v->pending) {
 		snprintf(out, outlen, "cluster quota for VPS %s not ready on this node, "
 			 "try again shortly", id);

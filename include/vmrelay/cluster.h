@@ -15,13 +15,15 @@
  * The local windows (ratelimit.h) still apply on each node; this is a
  * second gate behind them.
  *
- * Why leases are prefetched rather than waited for: a worker never blocks
- * and the session has no state to park a RCPT in, so the cluster thread
- * keeps each active VPS's block ahead of need (sized from its rate) and a
- * RCPT only ever looks at local atomics. A VPS is made active at MAIL
- * (vr_cluster_touch), so its first block is normally there by RCPT; if it
- * is not, the RCPT gets a 451 that says so, never a silent refusal, and a
- * 451 for a full window only when Redis said the allowance is spent.
+ * Prefetched, and waited for only when cold: the cluster thread keeps each
+ * active VPS's block ahead of need (sized from its rate: a busy VPS calls
+ * Redis about twice per lease_ttl_s, a quiet one not at all), so a RCPT
+ * only looks at local atomics and never waits on the common path. A VPS
+ * becomes active at MAIL (vr_cluster_touch); if its first block has not
+ * arrived by RCPT, the session parks that RCPT's reply (engine/smtp,
+ * VR_SMTP_RCPT_WAIT: the worker goes on, the session looks again on its
+ * timer) rather than refuse a VPS under its limit. A 451 for a full window
+ * comes only when Redis said the allowance is spent.
  *
  * Redis unreachable: each node admits at most failsafe_percent of each
  * limit per calendar minute, hour and day on its own, logs it, counts it
@@ -63,6 +65,7 @@ struct vr_cluster_verdict {
 	uint32_t used, limit;
 	int64_t resets_at;            /* epoch s, 0 if unknown */
 	bool pending;                 /* no block yet / Redis away: not a full window */
+	bool redis_away;              /* pending because Redis does not answer */
 };
 
 struct vr_cluster_stats {
@@ -95,8 +98,8 @@ void vr_cluster_touch(struct vr_cluster *c, const char *id, uint32_t daily);
 /*
  * Takes n slots from the VPS's block. 0; -EDQUOT when Redis said a window
  * is spent (*v says which, pending false); -EAGAIN when no block is here
- * yet or Redis is away and the fail-safe share is used (v->pending true).
- * v may be NULL.
+ * yet, or Redis is away and the fail-safe share is used (v->pending true,
+ * v->redis_away says which). v may be NULL.
  */
 int vr_cluster_take(struct vr_cluster *c, const char *id, uint32_t n,
 		    struct vr_cluster_verdict *v);
@@ -107,8 +110,10 @@ void vr_cluster_release(struct vr_cluster *c, const char *id, uint32_t n);
 
 void vr_cluster_stats(const struct vr_cluster *c, struct vr_cluster_stats *st);
 
-/* "cluster-wide daily quota 1000/1000 reached, resets in 3h12m" or "cluster
- * quota lease for VPS x not ready, try again shortly". Returns out. */
+/* "cluster-wide daily quota 1000/1000 reached, next slot in 3h12m", "cluster
+ * quota for VPS x not ready on this node, try again shortly" or "cluster
+ * quota store unreachable and this node's share for VPS x used, try again
+ * later". Returns out. */
 char *vr_cluster_explain(const struct vr_cluster_verdict *v, const char *id, int64_t now,
 			 char *out, size_t outlen);
 

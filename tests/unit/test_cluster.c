@@ -201,6 +201,10 @@ static void test_explain(void **state)
 	v = (struct vr_cluster_verdict){ .pending = true };
 	assert_string_equal(vr_cluster_explain(&v, "vps1", 1000, out, sizeof(out)),
 			    "cluster quota for VPS vps1 not ready on this node, try again shortly");
+	v.redis_away = true;
+	assert_string_equal(vr_cluster_explain(&v, "vps1", 1000, out, sizeof(out)),
+			    "cluster quota store unreachable and this node's share for VPS vps1 "
+			    "used, try again later");
 }
 
 static void test_keys(void **state)
@@ -454,6 +458,7 @@ static void test_failsafe_when_redis_away(void **state)
 		} else {
 			assert_int_equal(rc, -EAGAIN);
 			assert_true(v.pending);
+			assert_true(v.redis_away);
 		}
 	}
 	/* a calendar minute that began meanwhile brings its own 6 */
