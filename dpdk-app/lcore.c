@@ -22,8 +22,8 @@
  * mbuf it came in. Packets the stack builds in its own pool are copied into
  * an mbuf on the way out.
  */
+#include <poll.h>
 #include <sys/prctl.h>
-#include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_ip.h>
 #include <rte_lcore.h>
@@ -40,7 +40,9 @@
  * idle relay then costs a few percent of a core instead of all of it (this
  * matters on machines that share their cores), a busy one wakes within
  * microseconds of its next frame, and a quiet one within a millisecond. The
- * worker's timer slack is set to 1 us so that short sleeps are short.
+ * sleep is a wait on the spool's completion eventfd, so a commit ends it at
+ * once: sessions waiting for their 250 are most of what an idle worker
+ * waits for. The worker's timer slack is 1 us, so that short sleeps are short.
  */
 #define IDLE_ROUNDS        64
 #define IDLE_SLEEP_MIN_US  4
@@ -251,6 +253,16 @@ static void worker_log_stats(const struct dpdk_worker *w)
 		    (unsigned long long)ts->resets_out, (unsigned long long)ts->retransmits, drops);
 }
 
+/* Sleeps up to us, or until the spool completes a commit of ours. */
+static void worker_nap(const struct dpdk_worker *w, unsigned us)
+{
+	const struct vr_spool *sp = w->d->srv->spool;
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)us * 1000 };
+	struct pollfd pfd = { .fd = sp ? vr_spool_done_fd(sp, w->id) : -1, .events = POLLIN };
+
+	ppoll(&pfd, 1, &ts, NULL);
+}
+
 /* One round of the loop; returns how much it did (0: idle). */
 static unsigned worker_round(struct dpdk_worker *w, uint64_t now)
 {
@@ -294,7 +306,7 @@ int vr_dpdk_worker_main(void *arg)
 		} else if (++idle >= IDLE_ROUNDS) {
 			/* A registered RCU reader sleeps offline (ratelimit.h). */
 			rcu_thread_offline();
-			rte_delay_us_sleep(nap_us);
+			worker_nap(w, nap_us);
 			rcu_thread_online();
 			nap_us = VR_MIN(nap_us * 2, IDLE_SLEEP_MAX_US);
 		}

@@ -76,7 +76,6 @@ struct vr_iostack {
 	struct vr_tcp *tcp;
 	unsigned worker;
 	bool listening;
-	uint64_t last_reap;
 	struct vr_timer_heap timers;
 	LIST_HEAD(, stack_conn) conns;
 	unsigned n_conns;
@@ -497,9 +496,8 @@ static void reap(struct vr_iostack *st, uint64_t now)
 {
 	struct vr_spool *sp = st->srv->spool;
 
-	if (!sp || now == st->last_reap)
+	if (!sp || !vr_spool_done_pending(sp, st->worker))
 		return;
-	st->last_reap = now;
 	while (vr_spool_reap(sp, st->worker, vr_session_commit_done, REAP_BATCH) == REAP_BATCH)
 		;
 	while (st->kicked) {

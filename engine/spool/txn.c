@@ -211,6 +211,13 @@ int vr_spool_done_fd(const struct vr_spool *sp, unsigned worker)
 	return sp->w[worker].done_fd;
 }
 
+bool vr_spool_done_pending(struct vr_spool *sp, unsigned worker)
+{
+	struct spool_worker *w = &sp->w[worker];
+
+	return !cds_wfcq_empty(&w->done_head, &w->done_tail);
+}
+
 unsigned vr_spool_reap(struct vr_spool *sp, unsigned worker, vr_spool_done_fn *fn, unsigned max)
 {
 	struct spool_worker *w = &sp->w[worker];

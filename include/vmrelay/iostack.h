@@ -44,8 +44,8 @@ void vr_iostack_shared_free(struct vr_iostack_shared *sh);
 struct vr_iostack *vr_iostack_new(struct vr_smtpd *srv, struct vr_iostack_shared *sh,
 				  unsigned worker, struct vr_tcp *tcp, char *err, size_t errlen);
 /*
- * Once per poll loop, before vr_tcp_poll: reaps spool completions (at most
- * once a millisecond: reaping costs a system call), flushes the sessions they
+ * Once per poll loop, before vr_tcp_poll: reaps spool completions (when the
+ * spool says some wait: no system call otherwise), flushes the sessions they
  * kicked, fires the sessions' deadlines.
  */
 void vr_iostack_poll(struct vr_iostack *st, uint64_t now);

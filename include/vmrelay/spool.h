@@ -113,6 +113,9 @@ int vr_spool_done_fd(const struct vr_spool *sp, unsigned worker);
  * -ENOSPC: disk full, say 452 4.3.1; any other -errno: say 451 4.3.0.
  */
 typedef void vr_spool_done_fn(void *cookie, int status, const char *qid);
+/* True while completions for worker wait to be reaped: two loads, no system
+ * call, for a poll loop that would not read the eventfd every round. */
+bool vr_spool_done_pending(struct vr_spool *sp, unsigned worker);
 /* Calls fn for up to max completed transactions of worker, frees them, and
  * returns how many. */
 unsigned vr_spool_reap(struct vr_spool *sp, unsigned worker, vr_spool_done_fn *fn, unsigned max);
