@@ -281,20 +281,32 @@ int vr_dkim_header_canon(enum vr_dkim_canon canon, const uint8_t *p, size_t n,
 
 	bool crlf = n >= 2 && p[n - 2] == '\r' && p[n - 1] == '\n';
 	bool wsp = false, text = false;
-	for (size_t i = (size_t)(colon - p) + 1; i < n; i++) {
-		if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') {
-			i++;         /* unfolding: the CRLF goes, the WSP after it stays */
-			continue;
-		}
-		if (is_wsp(p[i])) {
+	const bool *sp = special[VR_DKIM_RELAXED];
+	for (size_t i = (size_t)(colon - p) + 1; i < n;) {
+		if (!sp[p[i]]) {
+			/* A run of text, copied whole. */
+			size_t j = i + 1;
+			while (j < n && !sp[p[j]])
+				j++;
+			if (wsp && text)
+				*w++ = ' ';
+			wsp = false;
+			text = true;
+			memcpy(w, p + i, j - i);
+			w += j - i;
+			i = j;
+		} else if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') {
+			i += 2;      /* unfolding: the CRLF goes, the WSP after it stays */
+		} else if (p[i] == '\r') {
+			if (wsp && text)
+				*w++ = ' ';
+			wsp = false;
+			text = true;
+			*w++ = p[i++];
+		} else {
 			wsp = true;
-			continue;
+			i++;
 		}
-		if (wsp && text)
-			*w++ = ' ';
-		wsp = false;
-		text = true;
-		*w++ = p[i];
 	}
 	if (crlf) {
 		*w++ = '\r';

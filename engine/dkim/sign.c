@@ -36,6 +36,13 @@ static const char *const signed_names[] = {
 };
 #define N_SIGNED VR_ARRAY_SIZE(signed_names)
 #define FROM 0
+/* Their lengths, indexed by the length of a field name: which of them
+ * (bit k: signed_names[k]) can it be? Most fields are told apart by
+ * length alone. */
+static const uint16_t by_len[16] = {
+	[2] = 1 << 1 | 1 << 2, [4] = 1 << 0 | 1 << 4, [7] = 1 << 3, [8] = 1 << 8,
+	[10] = 1 << 5, [12] = 1 << 6 | 1 << 7,
+};
 
 static const char *const alg_names[] = {
 	[VR_DKIM_RSA_SHA256] = "rsa-sha256", [VR_DKIM_ED25519_SHA256] = "ed25519-sha256",
@@ -253,9 +260,9 @@ static int field_add(struct vr_dkim_signer *s, size_t start, size_t end)
 	size_t name = (size_t)(colon - h) - start;
 	while (name && (h[start + name - 1] == ' ' || h[start + name - 1] == '\t'))
 		name--;
-	for (uint8_t k = 0; k < N_SIGNED; k++) {
-		if (strlen(signed_names[k]) != name ||
-		    strncasecmp(signed_names[k], (const char *)h + start, name) != 0)
+	unsigned maybe = name < VR_ARRAY_SIZE(by_len) ? by_len[name] : 0;
+	for (uint8_t k = 0; maybe; k++, maybe >>= 1) {
+		if (!(maybe & 1) || strncasecmp(signed_names[k], (const char *)h + start, name) != 0)
 			continue;
 		if (s->n_fields == s->cap_fields) {
 			size_t cap = s->cap_fields ? 2 * s->cap_fields : 16;
@@ -562,9 +569,9 @@ static int sign_hash(struct vr_dkim_signer *s, const struct vr_dkim_key *k,
 #define SIG_STACK 1024
 
 /* One key's DKIM-Signature field, appended to out. s->hctx has hashed
- * the signed header fields. */
-static int sign_key(struct vr_dkim_signer *s, const struct vr_dkim_key *k, const char *bh,
-		    struct vr_buf *out)
+ * the signed header fields; last says no other key needs it after this. */
+static int sign_key(struct vr_dkim_signer *s, const struct vr_dkim_key *k, bool last,
+		    const char *bh, struct vr_buf *out)
 {
 	size_t start = out->len;
 	int col = sig_prefix(s, k, bh, out);
@@ -576,10 +583,13 @@ static int sign_key(struct vr_dkim_signer *s, const struct vr_dkim_key *k, const
 	if (vr_dkim_header_canon(s->opts.header, vr_buf_head(out) + start, out->len - start,
 				 &s->tmp) < 0)
 		return fail(s, -ENOMEM, "out of memory");
+	/* The last key may finish the shared hash itself: one copy fewer,
+	 * and none at all for the usual single key. */
 	uint8_t hash[32];
-	if (EVP_MD_CTX_copy_ex(s->kctx, s->hctx) != 1 ||
-	    EVP_DigestUpdate(s->kctx, vr_buf_head(&s->tmp), s->tmp.len) != 1 ||
-	    EVP_DigestFinal_ex(s->kctx, hash, NULL) != 1)
+	EVP_MD_CTX *m = last ? s->hctx : s->kctx;
+	if ((!last && EVP_MD_CTX_copy_ex(s->kctx, s->hctx) != 1) ||
+	    EVP_DigestUpdate(m, vr_buf_head(&s->tmp), s->tmp.len) != 1 ||
+	    EVP_DigestFinal_ex(m, hash, NULL) != 1)
 		return openssl_fail(s, "SHA-256");
 
 	size_t max = (size_t)EVP_PKEY_get_size(k->pkey), siglen = max;
@@ -640,7 +650,7 @@ int vr_dkim_signer_finish(struct vr_dkim_signer *s, struct vr_buf *out, char *er
 	if (header_hash(s) < 0)
 		goto out;
 	for (unsigned i = 0; i < s->d->n_keys; i++)
-		if (sign_key(s, &s->d->keys[i], bh64, out) < 0)
+		if (sign_key(s, &s->d->keys[i], i + 1 == s->d->n_keys, bh64, out) < 0)
 			break;
 out:
 	if (s->err) {
