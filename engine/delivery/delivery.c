@@ -110,6 +110,7 @@ static int smarthost_parse(struct vr_delivery *d, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	memcpy(&d->smarthost, ai->ai_addr, ai->ai_addrlen);
+	snprintf(d->smarthost_name, sizeof(d->smarthost_name), "%s", host);
 	freeaddrinfo(ai);
 	return 0;
 }

@@ -77,6 +77,7 @@ struct dq_dest {
 	void *mx;                     /* struct vr_mx_result, NULL if none */
 	uint64_t mx_expires_ms;       /* monotonic */
 	unsigned next_host, next_addr;    /* where the next connection tries */
+	char last_fail[400];          /* why the last connection failed, for the deferral */
 	char name[];                  /* lower case */
 };
 

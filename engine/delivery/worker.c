@@ -403,7 +403,8 @@ static void sign_once(struct dworker *w, struct dq_msg *m, const struct vr_buf *
 	struct vr_dkim_signer *s = acct ? vr_dkim_signer_new_for(acct, wall_us() / 1000000u, NULL)
 					: NULL;
 	if (s) {
-		rc = vr_dkim_signer_feed(s, vr_buf_head(body), vr_buf_len(body));
+		/* A feed error sticks: finish reports it. */
+		vr_dkim_signer_feed(s, vr_buf_head(body), vr_buf_len(body));
 		rc = vr_dkim_signer_finish(s, &out, err, sizeof(err));
 		vr_dkim_signer_free(s);
 	}
@@ -451,7 +452,7 @@ static struct attempt *attempt_new(struct dworker *w, struct dq_job *j)
 	}
 	if (rc < 0) {
 		vr_log_err("event=spool_read_failed qid=%s segment=%s error=\"%s\"", m->qid,
-			   m->segment, strerror(rc == -EBADMSG ? EBADMSG : -rc));
+			   m->segment, strerror(-rc));
 		attempt_free(a);
 		reply_make(&r, 451, "4.3.0", "queue file unreadable: %s", strerror(-rc));
 		job_fail(w, NULL, j, &r);
@@ -521,7 +522,7 @@ static void conn_open(struct dworker *w, struct dq_dest *d)
 		/* Every address failed in a row: defer what waits, start over. */
 		free(c);
 		d->next_host = d->next_addr = 0;
-		reply_make(&r, 451, "4.4.1", "%.400s", w->last_fail[0] ? w->last_fail :
+		reply_make(&r, 451, "4.4.1", "%s", d->last_fail[0] ? d->last_fail :
 			   "no server of the destination answered");
 		dest_fail(w, d, &r);
 		return;
@@ -529,7 +530,9 @@ static void conn_open(struct dworker *w, struct dq_dest *d)
 	getnameinfo((struct sockaddr *)&sa, sizeof(sa), c->ip, sizeof(c->ip), NULL, 0,
 		    NI_NUMERICHOST);
 	const struct vr_smtpc_params p = {
-		.helo_name = w->d->cfg->hostname, .peer_name = c->mx, .peer = (struct sockaddr *)&sa,
+		.helo_name = w->d->cfg->hostname, .peer = (struct sockaddr *)&sa,
+		/* the MX name, or the smarthost's without its port (SNI, texts) */
+		.peer_name = w->q.smarthost ? w->d->smarthost_name : c->mx,
 		.tls = w->d->tls, .tls_mode = w->d->tls ? VR_SMTPC_TLS_MAY : VR_SMTPC_TLS_NONE,
 		.max_msgs = CONN_MSGS, .ops = &conn_ops, .owner = c,
 	};
@@ -561,7 +564,7 @@ static void conn_ready(void *owner)
 	struct dq_job *j;
 
 	/* It answered: the destination's address list starts over from here. */
-	w->last_fail[0] = '\0';
+	c->dest->last_fail[0] = '\0';
 	while (!w->stopping && (j = dq_job_take(&w->q, c->dest)) != NULL) {
 		struct vr_smtpc_reply r;
 		if (expired(w, j->msg, wall_us())) {
@@ -609,16 +612,17 @@ static void conn_closed(void *owner, const struct vr_smtpc_reply *reply)
 {
 	struct dconn *c = owner;
 	struct dq_dest *d = c->dest;
+	char q[VR_SMTPC_TEXT_MAX * 4 + 3];
 
 	c->closed = true;
 	if (c->carried || vr_smtpc_reply_ok(reply) || reply->code == 221)
 		return;
 	/* Failed before it carried anything: the next address, and its reply
-	 * for the log and the deferral if all of them fail. */
-	snprintf(c->w->last_fail, sizeof(c->w->last_fail), "%s[%s]: %u %s", c->mx, c->ip,
-		 reply->code, reply->text);
-	vr_log_info("event=connect_failed dest=%s mx=%s ip=%s reply=\"%u %s\"", d->name, c->mx,
-		    c->ip, reply->code, reply->text);
+	 * (which names the host) for the deferral if all of them fail. */
+	snprintf(d->last_fail, sizeof(d->last_fail), "%.*s", (int)sizeof(d->last_fail) - 1,
+		 reply->text);
+	vr_log_info("event=connect_failed dest=%s mx=%s ip=%s code=%u reply=%s", d->name, c->mx,
+		    c->ip, reply->code, vr_log_quote(q, sizeof(q), reply->text, strlen(reply->text)));
 	d->next_addr++;
 	if (c->w->q.smarthost)
 		d->next_host++;

@@ -45,7 +45,6 @@ struct dworker {
 	bool stopping;
 	uint64_t drain_until_ms;
 	unsigned dsn_inflight;
-	char last_fail[VR_SMTPC_TEXT_MAX + 2 * VR_DNS_NAME_MAX];
 };
 
 /* An operator command on its way to a thread and back. Two owners, the
@@ -65,6 +64,7 @@ struct vr_delivery {
 	struct vr_spool *spool;
 	struct vr_tls_ctx *tls;
 	struct sockaddr_storage smarthost;
+	char smarthost_name[sizeof(((struct vr_config *)0)->smarthost)];  /* host, no port */
 	unsigned n;
 	struct dworker *w;            /* [n] */
 	unsigned started;             /* threads running */

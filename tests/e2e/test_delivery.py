@@ -212,6 +212,19 @@ class SmarthostTest(DeliveryCase):
         self.assertRegex(log, r"result=sent delay=[\d.]+ attempts=3 ")
         self.assertEqual(rx.dsns(), [])
 
+    def test_unreachable_deferred_then_delivered(self):
+        port = free_port()
+        r = self.relay({"smarthost": "127.0.0.1:%d" % port, "retry_first_s": 1,
+                        "retry_max_s": 1})
+        send(r, "later", ["later@dest.example"])
+        self.assertTrue(r.wait_log(r"result=deferred .*reply=\"451 4.4.1 connect to "
+                                   r"127.0.0.1\[127.0.0.1\]:%d: Connection refused" % port),
+                        r.log())
+        rx = self.receiver(port=port)
+        got = rx.wait(1, timeout=10)
+        self.assertEqual(len(got), 1, r.log())
+        self.assertRegex(r.log(), r"result=sent .*attempts=[2-9]")
+
     def test_5xx_gives_one_dsn(self):
         def refuse(rcpt, n):
             return "550 5.1.1 no such user" if rcpt.startswith("bad") else None
