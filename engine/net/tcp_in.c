@@ -382,6 +382,22 @@ static void fin_input(struct vr_tcp_conn *c, uint64_t now)
 	}
 }
 
+/*
+ * The handshake's RTT: the echoed timestamp says which SYN it answers, so
+ * it counts even after a retransmission (RFC 7323 §4.1); without one, only
+ * an unretransmitted SYN is timed (Karn). Either way the 1 s initial RTO,
+ * or its backoff, does not outlive the handshake when there is a sample.
+ */
+static void handshake_rtt(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t now)
+{
+	if (c->ts_ok && s->opt.has_ts && s->opt.tsecr &&
+	    ts_now(c, now) - s->opt.tsecr < 1u << 30)
+		rtt_sample(c, ts_now(c, now) - s->opt.tsecr);
+	else if (c->rtt_timing)
+		rtt_sample(c, (uint32_t)(now - c->rtt_start));
+	c->rtt_timing = 0;
+}
+
 /* RFC 9293 §3.10.7.3: the answer to our SYN. */
 static void syn_sent_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t now)
 {
@@ -418,10 +434,7 @@ static void syn_sent_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint6
 		tcp_send_syn(c, now);
 		return;
 	}
-	if (c->rtt_timing) {
-		c->rtt_timing = 0;
-		rtt_sample(c, (uint32_t)(now - c->rtt_start));
-	}
+	handshake_rtt(c, s, now);
 	c->snd_una = s->ack;
 	c->snd_nxt = c->snd_max = s->ack;
 	c->recover = c->iss;             /* RFC 6582 §3.2: recover starts at the ISN */
@@ -448,10 +461,7 @@ static int syn_rcvd_ack(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t
 		c->synq = 0;
 		t->nsynrcvd--;
 	}
-	if (c->rtt_timing) {
-		c->rtt_timing = 0;
-		rtt_sample(c, (uint32_t)(now - c->rtt_start));
-	}
+	handshake_rtt(c, s, now);
 	c->snd_una = c->snd_nxt = c->snd_max = c->iss + 1;
 	c->recover = c->iss;             /* RFC 6582 §3.2: recover starts at the ISN */
 	c->cwnd = tcp_initial_cwnd(c);
@@ -561,8 +571,11 @@ void tcp_conn_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t now
 	if (s->len) {
 		switch (c->state) {
 		case TCP_ESTABLISHED: case TCP_FIN_WAIT_1: case TCP_FIN_WAIT_2:
-			/* Data for an owner who closed: nobody will read it (RFC 9293 §3.10.4). */
-			if (!c->owned && !c->established_due) {
+			/*
+			 * New data for an owner who closed: nobody will read it (RFC
+			 * 9293 §3.10.4). A retransmission of what was read is not new.
+			 */
+			if (!c->owned && !c->established_due && seq_gt(s->seq + s->len, c->rcv_nxt)) {
 				tcp_send_bare(t, &c->key, c->snd_nxt, 0, TCP_RST, 0, NULL, now);
 				c->state = TCP_CLOSED;
 				c->rtx_at = c->delack_at = c->idle_at = 0;

@@ -216,11 +216,9 @@ void tcp_send_syn(struct vr_tcp_conn *c, uint64_t now)
 {
 	seg_send(c, c->iss, 0, c->state == TCP_SYN_SENT ? TCP_SYN : TCP_SYN | TCP_ACK, now);
 	c->snd_nxt = c->snd_max = c->iss + 1;
-	if (!c->nrtx) {
-		c->rtt_timing = 1;
-		c->rtt_seq = c->iss;
-		c->rtt_start = now;
-	}
+	c->rtt_timing = !c->nrtx;            /* Karn: a retransmitted SYN is not timed */
+	c->rtt_seq = c->iss;
+	c->rtt_start = now;
 	c->rtx_at = now + c->rto;
 }
 

@@ -155,6 +155,41 @@ static void test_synack_retransmitted_and_given_up(void **state)
 	assert_int_equal(errors, 0);
 }
 
+static void test_handshake_rtt_after_retransmission(void **state)
+{
+	struct opts o = { .mss = -1, .ws = -1, .ts = 1, .tsval = 10 };
+	struct vr_tcp_info info;
+
+	peer_send(PORT, PISN, 0, F_SYN, 65535, NULL, 0, &o);
+	nout = 0;
+	tick(1000);
+	struct seg sa = *one();                    /* the SYN-ACK again, RTO now 2 s */
+	now += 5;
+	/* Its echoed timestamp times the retransmission: 5 ms, so the RTO falls to the floor. */
+	struct opts a = { .mss = -1, .ws = -1, .ts = 1, .tsval = 11, .tsecr = sa.o.tsval };
+	peer_send(PORT, PISN + 1, sa.seq + 1, F_ACK, 65535, NULL, 0, &a);
+	assert_non_null(conn);
+	vr_tcp_conn_info(conn, &info);
+	assert_int_equal(info.srtt_ms, 5);
+	assert_int_equal(info.rto_ms, 200);
+}
+
+static void test_handshake_no_rtt_after_retransmission(void **state)
+{
+	struct vr_tcp_info info;
+
+	peer_send(PORT, PISN, 0, F_SYN, 65535, NULL, 0, NULL);
+	nout = 0;
+	tick(1000);
+	uint32_t s = one()->seq;
+	now += 5;
+	/* Without timestamps the ACK could answer either SYN-ACK (Karn): no sample, RTO kept. */
+	peer_send(PORT, PISN + 1, s + 1, F_ACK, 65535, NULL, 0, NULL);
+	vr_tcp_conn_info(conn, &info);
+	assert_int_equal(info.srtt_ms, 0);
+	assert_int_equal(info.rto_ms, 2000);
+}
+
 static int accept_any(void *arg, struct vr_tcp_conn *c, uint64_t t) { return 0; }
 
 static void test_listen_api(void **state)
@@ -220,6 +255,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cookie_expires, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cookie_ack_without_flood, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_synack_retransmitted_and_given_up, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_handshake_rtt_after_retransmission, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_handshake_no_rtt_after_retransmission, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_listen_api, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conf_refused, setup, teardown),
