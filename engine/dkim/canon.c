@@ -247,8 +247,8 @@ int vr_dkim_body_final(struct vr_dkim_body *b, uint8_t hash[32])
 	}
 	if (b->text && line_end(b) < 0)
 		return -EIO;
-	/* RFC 6376 3.4.3: an empty simple body is one CRLF; 3.4.4 (errata
-	 * 1384): an empty relaxed body is empty. */
+	/* RFC 6376 3.4.3: an empty simple body is one CRLF; 3.4.4: an empty
+	 * relaxed body stays empty. */
 	if (b->canon == VR_DKIM_SIMPLE && !b->hashed && put(b, (const uint8_t *)"\r\n", 2) < 0)
 		return -EIO;
 	if (flush(b) < 0 || EVP_DigestFinal_ex(b->md, hash, NULL) != 1)

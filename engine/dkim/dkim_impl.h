@@ -50,7 +50,7 @@ void vr_dkim_body_free(struct vr_dkim_body *b);
  * Appends one header field (its name through the CRLF that ends it,
  * continuation lines included; without that CRLF if it is the signature
  * field being signed) in canonical form (RFC 6376 3.4.1, 3.4.2) to out.
- * Relaxed drops the CRLF too when the input has none. 0 or -ENOBUFS/-ENOMEM.
+ * Neither form adds a CRLF the input lacks. 0 or -ENOBUFS/-ENOMEM.
  */
 int vr_dkim_header_canon(enum vr_dkim_canon canon, const uint8_t *p, size_t n,
 			 struct vr_buf *out);

@@ -11,8 +11,8 @@
  *
  * A signer can be reset for the next message and keeps what it allocated,
  * including each key's signing context: setting one up (OpenSSL fetches
- * the algorithm by name) costs as much as hashing a few KB, a tenth of an
- * Ed25519 signature.
+ * the algorithm by name) costs a few microseconds, some 5% of an Ed25519
+ * signature.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -36,9 +36,8 @@ static const char *const signed_names[] = {
 };
 #define N_SIGNED VR_ARRAY_SIZE(signed_names)
 #define FROM 0
-/* Their lengths, indexed by the length of a field name: which of them
- * (bit k: signed_names[k]) can it be? Most fields are told apart by
- * length alone. */
+/* Which of them a field name of a given length can be (bit k:
+ * signed_names[k]): most fields are told apart by their length alone. */
 static const uint16_t by_len[16] = {
 	[2] = 1 << 1 | 1 << 2, [4] = 1 << 0 | 1 << 4, [7] = 1 << 3, [8] = 1 << 8,
 	[10] = 1 << 5, [12] = 1 << 6 | 1 << 7,
@@ -76,7 +75,8 @@ struct vr_dkim_signer {
 	const struct vr_account *acct;
 	uint64_t now;
 	struct vr_dkim_opts opts;
-	int err;                     /* the first error; it sticks */
+	int err;                     /* the first error; it sticks (and after
+					finishing, says so) */
 	char why[200];               /* and what it was */
 	bool in_body;                /* the header block's empty line is behind us */
 	size_t bol;                  /* header: offset of the current line in hdr */
@@ -86,7 +86,7 @@ struct vr_dkim_signer {
 	unsigned count[N_SIGNED];    /* occurrences of each */
 	struct vr_dkim_body body;
 	/* kept across messages */
-	struct vr_buf tmp;           /* one canonical header field */
+	struct vr_buf tmp;           /* canonical header fields being hashed */
 	EVP_MD_CTX *hctx, *kctx;     /* header hash, and its copy per key */
 	struct key_ctx keys[KEY_CTX];
 	unsigned next_key;           /* the slot to replace next */
@@ -565,7 +565,8 @@ static int sign_hash(struct vr_dkim_signer *s, const struct vr_dkim_key *k,
 	return ok ? 0 : openssl_fail(s, k->key);
 }
 
-/* Signatures up to RSA-8192; larger keys are signed from the heap. */
+/* Signatures up to RSA-8192 and their base64 sit on the stack; larger
+ * keys use the heap. */
 #define SIG_STACK 1024
 
 /* One key's DKIM-Signature field, appended to out. s->hctx has hashed
@@ -656,6 +657,8 @@ out:
 	if (s->err) {
 		out->len = start;
 		snprintf(err, errlen, "%s", s->why);
+		return s->err;
 	}
-	return s->err;
+	fail(s, -EINVAL, "the message is signed already: reset the signer for the next one");
+	return 0;
 }

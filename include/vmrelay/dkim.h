@@ -106,7 +106,8 @@ int vr_dkim_signer_feed(struct vr_dkim_signer *s, const void *p, size_t n);
  * for vr_dkim_signer_new_for(), a From without one address to take the
  * domain from), -ENOENT (see vr_dkim_signer_new_for()), -EIO (OpenSSL
  * failed; err has its reason), -ENOBUFS/-ENOMEM from out. On error out is
- * left as it was. Call it once per message.
+ * left as it was. Once per message: after it, feed and finish say -EINVAL
+ * until the signer is reset.
  */
 int vr_dkim_signer_finish(struct vr_dkim_signer *s, struct vr_buf *out, char *err,
 			  size_t errlen);
@@ -115,7 +116,7 @@ int vr_dkim_signer_finish(struct vr_dkim_signer *s, struct vr_buf *out, char *er
  * options) / vr_dkim_signer_new_for(acct, ...) would, but keeping s's
  * memory and the signing contexts of the last keys it used: a delivery
  * thread that keeps one signer allocates nothing per message and skips
- * OpenSSL's per-key setup (a tenth of an Ed25519 signature). Any state,
+ * OpenSSL's per-key setup (some 5% of an Ed25519 signature). Any state,
  * finished or not. The contexts hold references to their keys, so a key
  * dropped by a table reload is freed when the signer moves on to other
  * keys or is freed. 0, or -EINVAL (a key of d not loaded), -EIO.

@@ -628,6 +628,12 @@ static void test_reset(void **state)
 	char *want = sign(&ed_dom, NULL, basic, strlen(basic));
 	assert_memory_equal(vr_buf_head(&out), want, strlen(want));
 	free(want);
+	/* Finished: more bytes or a second finish are mistakes, said so. */
+	size_t len = out.len;
+	assert_int_equal(vr_dkim_signer_feed(s, "x", 1), -EINVAL);
+	assert_int_equal(vr_dkim_signer_finish(s, &out, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "the message is signed already: reset the signer for the next one");
+	assert_int_equal(out.len, len);
 	struct vr_dkim_key unloaded = { .selector = "s", .alg = VR_DKIM_RSA_SHA256, .key = "/x" };
 	struct vr_dkim_domain ud = { .name = "example.com", .keys = &unloaded, .n_keys = 1 };
 	assert_int_equal(vr_dkim_signer_reset(s, &ud, NOW), -EINVAL);
