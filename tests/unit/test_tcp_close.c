@@ -348,11 +348,18 @@ static void test_close_with_unread_data_resets(void **state)
 
 static void test_orphan_gets_data_resets(void **state)
 {
+	char buf[8];
+
 	open_plain();
+	peer_send(PORT, PISN + 1, iss + 1, F_ACK, 65535, "read", 4, NULL);
+	assert_int_equal(vr_tcp_read(conn, buf, sizeof(buf)), 4);
 	vr_tcp_close(conn);
 	tick(0);
 	assert_int_equal(one()->flags, F_ACK | F_FIN);
-	peer_send(PORT, PISN + 1, iss + 2, F_ACK, 65535, "late", 4, NULL);
+	/* Its retransmission is not new: an ACK, no reset. */
+	peer_send(PORT, PISN + 1, iss + 1, F_ACK, 65535, "read", 4, NULL);
+	assert_int_equal(one()->flags, F_ACK);
+	peer_send(PORT, PISN + 5, iss + 2, F_ACK, 65535, "late", 4, NULL);
 	assert_int_equal(one()->flags, F_RST);
 	assert_int_equal(vr_tcp_conn_count(tcp), 0);
 	assert_int_equal(errors, 0);               /* the owner is gone: no callback */
