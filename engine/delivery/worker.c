@@ -44,6 +44,8 @@
 #define MX_TTL_MS  60000u       /* reuse an MX answer this long */
 #define SMTP_PORT  25
 #define EP_EVENTS  64
+#define HDR_MAX    (64u * 1024)  /* of the original's header in a DSN */
+#define SIGN_CHUNK (64u * 1024)
 
 /* epoll data for the fixed fds; a connection's is its pointer. */
 enum { EP_INBOX = 1, EP_RESOLVER, EP_SPOOL };
@@ -52,8 +54,8 @@ struct attempt {
 	struct dq_job *job;
 	struct vr_smtpc_msg m;
 	struct vr_smtpc_rcpt *rcpts;  /* [job->n] */
-	struct vr_buf body;
-	size_t pos;                   /* bytes of dkim + body handed out */
+	struct vr_spool_body *body;   /* pulled as the client's output drains */
+	size_t pos;                   /* bytes of the signature handed out */
 	uint64_t start_us;
 };
 
@@ -132,11 +134,6 @@ static void attempt_log(struct dworker *w, const struct dconn *c, struct dq_msg 
 
 /* --- DSNs --- */
 
-static int body_collect(const void *p, size_t n, void *arg)
-{
-	return vr_buf_append(arg, p, n);
-}
-
 static void spool_msg_of(const struct dq_msg *m, struct vr_spool_msg *sm)
 {
 	memset(sm, 0, sizeof(*sm));
@@ -147,13 +144,24 @@ static void spool_msg_of(const struct dq_msg *m, struct vr_spool_msg *sm)
 	sm->n_rcpts = m->n_rcpts;
 }
 
-/* The original's header block for the DSN: as much as reads back. */
+/* The original's header block for the DSN: its first HDR_MAX bytes at
+ * most, nothing if it cannot be read. */
 static void orig_header(struct dworker *w, const struct dq_msg *m, struct vr_buf *hdr)
 {
 	struct vr_spool_msg sm;
+	ssize_t n = 0;
 
 	spool_msg_of(m, &sm);
-	if (vr_spool_read_body(w->d->cfg->spool_dir, &sm, body_collect, hdr) < 0)
+	struct vr_spool_body *b = vr_spool_body_open(w->d->cfg->spool_dir, &sm);
+	uint8_t *p = b ? vr_buf_reserve(hdr, HDR_MAX) : NULL;
+	while (p && vr_buf_len(hdr) < HDR_MAX &&
+	       (n = vr_spool_body_read(b, p + vr_buf_len(hdr), HDR_MAX - vr_buf_len(hdr))) > 0) {
+		vr_buf_commit(hdr, (size_t)n);
+		if (memmem(p, vr_buf_len(hdr), "\r\n\r\n", 4))
+			break;
+	}
+	vr_spool_body_close(b);
+	if (n < 0)
 		vr_buf_reset(hdr);
 	hdr->len = dsn_header_len(vr_buf_head(hdr), vr_buf_len(hdr));
 }
@@ -368,34 +376,47 @@ static void dest_fail(struct dworker *w, struct dq_dest *d, const struct vr_smtp
 
 /* --- attempts --- */
 
+/* The stored signature first, then the message as the spool has it. */
 static ssize_t body_pull(void *cookie, uint8_t *buf, size_t cap)
 {
 	struct attempt *a = cookie;
 	struct dq_msg *m = a->job->msg;
-	size_t n = 0;
 
 	if (a->pos < m->dkim_len) {
-		n = VR_MIN(cap, m->dkim_len - a->pos);
+		size_t n = VR_MIN(cap, m->dkim_len - a->pos);
 		memcpy(buf, m->dkim + a->pos, n);
-	} else if (a->pos - m->dkim_len < vr_buf_len(&a->body)) {
-		size_t off = a->pos - m->dkim_len;
-		n = VR_MIN(cap, vr_buf_len(&a->body) - off);
-		memcpy(buf, vr_buf_head(&a->body) + off, n);
+		a->pos += n;
+		return (ssize_t)n;
 	}
-	a->pos += n;
-	return (ssize_t)n;
+	ssize_t n = vr_spool_body_read(a->body, buf, cap);
+	if (n < 0) {
+		vr_log_err("event=spool_read_failed qid=%s segment=%s error=\"%s\"", m->qid,
+			   m->segment, strerror((int)-n));
+		return -1;
+	}
+	return n;
 }
 
-/* Signs m once, with its VPS's keys for the header From's domain; the
- * fields (or "", nothing to sign with) are stored so retries reuse them. */
-static void sign_once(struct dworker *w, struct dq_msg *m, const struct vr_buf *body)
+/*
+ * Signs m once, with its VPS's keys for the header From's domain, reading
+ * the body through in SIGN_CHUNK pieces; the fields (or "": nothing to sign
+ * with, or a message the signer refuses) are stored so retries reuse them.
+ * 0, or -errno when the body cannot be read (then nothing is stored).
+ */
+static int sign_once(struct dworker *w, struct dq_msg *m, struct vr_spool_body *body)
 {
 	struct vr_buf out;
 	char err[256] = "", q[300];
+	uint8_t *chunk = malloc(SIGN_CHUNK);
+	ssize_t n = 0;
 	int rc = -ENOENT;
 
+	if (!chunk)
+		return -ENOMEM;
 	vr_buf_init(&out, 64 * 1024);
-	/* The accounts table is RCU-published: online only while we read it. */
+	/* The signer keeps the account (RCU-published) until it finishes, so
+	 * the thread is online throughout: page-cache reads of mail just
+	 * committed and the signing itself, milliseconds. */
 	rcu_thread_online();
 	rcu_read_lock();
 	struct vr_accounts *t = vr_policy_current();
@@ -404,12 +425,18 @@ static void sign_once(struct dworker *w, struct dq_msg *m, const struct vr_buf *
 					: NULL;
 	if (s) {
 		/* A feed error sticks: finish reports it. */
-		vr_dkim_signer_feed(s, vr_buf_head(body), vr_buf_len(body));
-		rc = vr_dkim_signer_finish(s, &out, err, sizeof(err));
+		while ((n = vr_spool_body_read(body, chunk, SIGN_CHUNK)) > 0)
+			vr_dkim_signer_feed(s, chunk, (size_t)n);
+		rc = n < 0 ? (int)n : vr_dkim_signer_finish(s, &out, err, sizeof(err));
 		vr_dkim_signer_free(s);
 	}
 	rcu_read_unlock();
 	rcu_thread_offline();
+	free(chunk);
+	if (n < 0) {
+		vr_buf_free(&out);
+		return (int)n;
+	}
 	if (rc < 0 && rc != -ENOENT && acct)
 		vr_log_warn("event=dkim_failed qid=%s vps=%s error=%s", m->qid, m->account,
 			    vr_log_quote(q, sizeof(q), err, strlen(err)));
@@ -424,15 +451,25 @@ static void sign_once(struct dworker *w, struct dq_msg *m, const struct vr_buf *
 		record(w, m, VR_SPOOL_DKIM, VR_SPOOL_ALL, 0, m->dkim);
 	}
 	vr_buf_free(&out);
+	return 0;
 }
 
 static void attempt_free(struct attempt *a)
 {
 	if (!a)
 		return;
-	vr_buf_free(&a->body);
+	vr_spool_body_close(a->body);
 	free(a->rcpts);
 	free(a);
+}
+
+/* Opens m's body for reading: NULL + errno. */
+static struct vr_spool_body *body_open(struct dworker *w, const struct dq_msg *m)
+{
+	struct vr_spool_msg sm;
+
+	spool_msg_of(m, &sm);
+	return vr_spool_body_open(w->d->cfg->spool_dir, &sm);
 }
 
 /* Reads j's message and prepares it for the client; NULL if that failed
@@ -441,14 +478,19 @@ static struct attempt *attempt_new(struct dworker *w, struct dq_job *j)
 {
 	struct dq_msg *m = j->msg;
 	struct attempt *a = calloc(1, sizeof(*a));
-	struct vr_spool_msg sm;
 	struct vr_smtpc_reply r;
 	int rc = -ENOMEM;
 
 	if (a && (a->rcpts = calloc(j->n, sizeof(*a->rcpts)))) {
-		vr_buf_init(&a->body, 0);
-		spool_msg_of(m, &sm);
-		rc = vr_spool_read_body(w->d->cfg->spool_dir, &sm, body_collect, &a->body);
+		/* First pickup: a pass for the signature, then one to send. */
+		rc = 0;
+		if (!m->dkim) {
+			struct vr_spool_body *b = body_open(w, m);
+			rc = b ? sign_once(w, m, b) : -errno;
+			vr_spool_body_close(b);
+		}
+		if (rc == 0 && !(a->body = body_open(w, m)))
+			rc = -errno;
 	}
 	if (rc < 0) {
 		vr_log_err("event=spool_read_failed qid=%s segment=%s error=\"%s\"", m->qid,
@@ -458,8 +500,6 @@ static struct attempt *attempt_new(struct dworker *w, struct dq_job *j)
 		job_fail(w, NULL, j, &r);
 		return NULL;
 	}
-	if (!m->dkim)
-		sign_once(w, m, &a->body);
 	a->job = j;
 	a->start_us = wall_us();
 	for (unsigned i = 0; i < j->n; i++)

@@ -351,3 +351,92 @@ int vr_spool_read_body(const char *dir, const struct vr_spool_msg *msg,
 	vr_seg_reader_close(&r);
 	return rc;
 }
+
+/* --- one message's body, pulled --- */
+
+struct vr_spool_body {
+	struct vr_seg_reader r;
+	struct vr_spool_msg msg;      /* size and qid, to check END against */
+	const uint8_t *p;             /* the BODY record's bytes not yet read */
+	size_t left;
+	uint64_t size;                /* body bytes seen */
+	uint32_t n_body;
+	bool done;
+};
+
+struct vr_spool_body *vr_spool_body_open(const char *dir, const struct vr_spool_msg *msg)
+{
+	struct vr_spool_body *b = calloc(1, sizeof(*b));
+	int rc = -ENOMEM;
+
+	if (!b)
+		return errno = ENOMEM, NULL;
+	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0) {
+		rc = -errno;
+		free(b);
+		return errno = -rc, NULL;
+	}
+	rc = vr_seg_reader_open(&b->r, dirfd, msg->segment);
+	close(dirfd);
+	if (rc == 0) {
+		vr_seg_reader_seek(&b->r, msg->offset);
+		if ((rc = envelope_check(&b->r, msg)) < 0)
+			vr_seg_reader_close(&b->r);
+	}
+	if (rc < 0) {
+		free(b);
+		return errno = rc == -ENODATA ? EBADMSG : -rc, NULL;
+	}
+	memcpy(b->msg.qid, msg->qid, sizeof(b->msg.qid));
+	b->msg.size = msg->size;
+	return b;
+}
+
+/* The next BODY record into b->p, or done at a matching END. */
+static int body_next(struct vr_spool_body *b)
+{
+	struct vr_rec rec;
+	uint64_t off, end_size;
+	uint32_t end_n;
+	int ev = vr_seg_reader_next(&b->r, &rec, &off);
+
+	if (ev < 0)
+		return ev;
+	if (ev != VR_SEG_RECORD)
+		return -EBADMSG;
+	if (rec.type == VR_REC_BODY) {
+		b->p = rec.payload;   /* valid until the reader's next call */
+		b->left = rec.len;
+		b->size += rec.len;
+		b->n_body++;
+		return 0;
+	}
+	if (rec.type != VR_REC_END || vr_rec_end_decode(rec.payload, rec.len, &end_size, &end_n) < 0 ||
+	    end_size != b->size || end_n != b->n_body || b->size != b->msg.size)
+		return -EBADMSG;
+	b->done = true;
+	return 0;
+}
+
+ssize_t vr_spool_body_read(struct vr_spool_body *b, void *buf, size_t cap)
+{
+	while (!b->left && !b->done) {
+		int rc = body_next(b);
+		if (rc < 0)
+			return rc;
+	}
+	size_t n = VR_MIN(cap, b->left);
+	memcpy(buf, b->p, n);
+	b->p += n;
+	b->left -= n;
+	return (ssize_t)n;
+}
+
+void vr_spool_body_close(struct vr_spool_body *b)
+{
+	if (!b)
+		return;
+	vr_seg_reader_close(&b->r);
+	free(b);
+}

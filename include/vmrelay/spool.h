@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define VR_QID_MAX 24           /* queue ID text incl. NUL */
 
@@ -159,6 +160,19 @@ int vr_spool_scan(const char *dir, int (*fn)(const struct vr_spool_msg *msg, voi
  * part of the body. */
 int vr_spool_read_body(const char *dir, const struct vr_spool_msg *msg,
 		       int (*out)(const void *p, size_t n, void *arg), void *arg);
+
+/*
+ * The same body pulled a piece at a time, for a reader that takes it as it
+ * can (the delivery threads' SMTP client, as its output drains): memory is
+ * one read buffer, whatever the message's size. Single-threaded.
+ */
+struct vr_spool_body;
+/* NULL + errno (EBADMSG: msg is not at its place; ENOMEM; a read error). */
+struct vr_spool_body *vr_spool_body_open(const char *dir, const struct vr_spool_msg *msg);
+/* Up to cap next bytes into buf: how many, 0 at the end (once END checked
+ * out), or -EBADMSG / -errno. */
+ssize_t vr_spool_body_read(struct vr_spool_body *b, void *buf, size_t cap);
+void vr_spool_body_close(struct vr_spool_body *b);
 
 /* --- committed mail, as it is committed --- */
 

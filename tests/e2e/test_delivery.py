@@ -172,11 +172,15 @@ class SmarthostTest(DeliveryCase):
         rx = self.receiver()
         r = self.relay({"smarthost": "127.0.0.1:%d" % rx.port}, accounts=accounts)
         for i in range(3):
-            send(r, "smarthost %d" % i, ["a%d@dest.example" % i, "b%d@dest.example" % i])
+            # the last one big: its body spans several spool records
+            body = b"a line of a long message\r\n" * (100000 if i == 2 else 1)
+            send(r, "smarthost %d" % i, ["a%d@dest.example" % i, "b%d@dest.example" % i],
+                 body=body)
         got = rx.wait(3)
         self.assertEqual(len(got), 3, r.log())
         self.assertEqual(sorted(g[1][0] for g in got),
                          ["a0@dest.example", "a1@dest.example", "a2@dest.example"])
+        self.assertGreater(max(len(g[2]) for g in got), 2600000)
         for mail_from, rcpts, raw in got:
             self.assertEqual(mail_from, SENDER)
             self.assertEqual(len(rcpts), 2)

@@ -1643,6 +1643,61 @@ static void test_commit_hook(void **state)
 }
 
 
+/* The body pulled a piece at a time is the body, whatever the pieces. */
+static void test_body_pull(void **state)
+{
+	struct vr_spool *sp = spool_open(1);
+	struct done d[2] = { 0 };
+	size_t n = 3u << 20;            /* several BODY records */
+	uint8_t *body = body_make(n, 11), *back = malloc(n + 1);
+
+	put(sp, 0, &env_default, body, n, 100000, &d[0]);
+	put(sp, 0, &env_default, body, 5, 5, &d[1]);
+	vr_spool_close(sp);
+	struct found f = scan_all(NULL);
+	assert_int_equal(f.n, 2);
+	const struct vr_spool_msg *big = f.v[0].m.size == n ? &f.v[0].m : &f.v[1].m;
+
+	static const size_t caps[] = { 1, 7, 4096, 1u << 21 };
+	for (unsigned k = 0; k < VR_ARRAY_SIZE(caps); k++) {
+		struct vr_spool_body *b = vr_spool_body_open(dir, big);
+		assert_non_null(b);
+		size_t got = 0;
+		ssize_t r;
+		/* pieces of 1 byte over 3 MiB are slow: take the first 64 KiB so */
+		size_t cap = caps[k];
+		while ((r = vr_spool_body_read(b, back + got, VR_MIN(cap, n - got + 1))) > 0) {
+			got += (size_t)r;
+			if (cap == 1 && got == 65536)
+				cap = 65536;
+		}
+		assert_int_equal(r, 0);
+		assert_int_equal(got, n);
+		assert_memory_equal(back, body, n);
+		assert_int_equal(vr_spool_body_read(b, back, 10), 0);   /* stays at the end */
+		vr_spool_body_close(b);
+	}
+
+	/* Not the message at that place: refused at open. */
+	struct vr_spool_msg wrong = *big;
+	wrong.offset += 1;
+	assert_null(vr_spool_body_open(dir, &wrong));
+	assert_int_equal(errno, EBADMSG);
+	/* A size that END does not confirm: refused at the end, not before. */
+	wrong = *big;
+	wrong.size -= 1;
+	struct vr_spool_body *b = vr_spool_body_open(dir, &wrong);
+	assert_non_null(b);
+	ssize_t r;
+	while ((r = vr_spool_body_read(b, back, 1u << 20)) > 0)
+		;
+	assert_int_equal(r, -EBADMSG);
+	vr_spool_body_close(b);
+	found_free(&f);
+	free(body);
+	free(back);
+}
+
 static void test_compact(void **state)
 {
 	char qid[4][VR_QID_MAX], err[256], path[512];
@@ -1744,6 +1799,7 @@ int main(void)
 		cmocka_unit_test_setup(test_state_log_damage, test_setup),
 		cmocka_unit_test_setup(test_commit_hook, test_setup),
 		cmocka_unit_test_setup(test_compact, test_setup),
+		cmocka_unit_test_setup(test_body_pull, test_setup),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
