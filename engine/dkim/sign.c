@@ -659,6 +659,8 @@ out:
 		snprintf(err, errlen, "%s", s->why);
 		return s->err;
 	}
-	fail(s, -EINVAL, "the message is signed already: reset the signer for the next one");
+	/* Not fail(): no formatting on the path every message takes. */
+	s->err = -EINVAL;
+	strcpy(s->why, "the message is signed already: reset the signer for the next one");
 	return 0;
 }
