@@ -19,8 +19,10 @@
  * Received frames are not copied: each mbuf is wrapped in a stack packet
  * descriptor (vr_net_pkt_wrap) and given back through ext_free when the stack
  * is done with it; a reply built in place (an ICMP echo) leaves in the very
- * mbuf it came in. Packets the stack builds in its own pool are copied into
- * an mbuf on the way out.
+ * mbuf it came in. Measured under smtp-source (6 KB messages, 20 sessions):
+ * wrapping costs about 55 cycles a frame, copying into a pool packet 130 to
+ * 230, against some 4000 for the stack and the session behind it. Packets
+ * the stack builds in its own pool are copied into an mbuf on the way out.
  */
 #include <poll.h>
 #include <sys/prctl.h>

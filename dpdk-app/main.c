@@ -382,7 +382,7 @@ static int cluster_start(struct relay *r)
 {
 	const struct vr_config *cfg = &r->cfg;
 	char node[192], host[128] = "", err[512], q[600];
-	int rc;
+	int rc = 0;
 
 	if (!cfg->redis[0])
 		return 0;
