@@ -7,14 +7,17 @@
  * thread for its whole life (chosen by its queue ID), so its state needs no
  * lock; its recipients are grouped by destination (the smarthost, or the
  * recipient domain and its MX set), and each destination serves the VPSes
- * that have mail for it in turn, so one VPS cannot starve the rest.
+ * that have mail for it in turn, so one VPS cannot starve the rest. The
+ * limits on connections per destination and messages per connection
+ * (worker.c) hold per thread.
  *
  * Mail arrives two ways: at start, what the spool holds and its state logs
  * say is not finished (vr_spool_queue_scan); while running, every message a
  * committer makes durable (vr_spool_on_commit), pushed wait-free to its
- * thread. Every outcome is a spool state record (spool.h), made durable
- * before the thread acts on it further, so a restart resumes where it
- * stopped: a recipient is delivered again only if its attempt was in flight.
+ * thread. Every outcome is a spool state record (spool.h), made durable in
+ * the loop iteration that learned it (one fdatasync for all of them), so a
+ * restart resumes where it stopped: a recipient goes twice only if the
+ * crash fell between the next hop's acceptance and that fdatasync.
  *
  * Retries: 4xx replies and failed connections defer with exponential
  * backoff from retry_first_s, doubling to retry_max_s; 5xx bounces; a
@@ -23,7 +26,8 @@
  * itself a message in the spool, from <>, delivered the same way.
  *
  * Threads: vr_delivery_new/start/stop/free from the main thread; the commit
- * hook from the committers; vr_delivery_stats from any thread.
+ * hook from the committers; vr_delivery_stats from any thread;
+ * vr_delivery_command from one that may block (the control thread).
  */
 #ifndef VR_DELIVERY_H
 #define VR_DELIVERY_H
