@@ -289,6 +289,13 @@ static uint64_t xorshift(uint64_t *s)
 	return *s;
 }
 
+/* A number below n, by multiplying rather than dividing (a 64-bit divide
+ * costs as much as the cheapest map's whole operation). */
+static unsigned pick(uint64_t *rng, unsigned n)
+{
+	return (unsigned)((xorshift(rng) >> 32) * n >> 32);
+}
+
 static void wait_start(struct run *r)
 {
 	atomic_fetch_add(&r->ready, 1);
@@ -314,7 +321,7 @@ static void *worker_main(void *p)
 		/* An hour per real second; the clock is read every 256 operations. */
 		uint32_t now = (uint32_t)(r->t0 + (int64_t)(since(&r->start) * 3600));
 		for (int k = 0; k < 256; k++)
-			granted += op_reserve_confirm(r->kind, id_of(xorshift(&rng) % pool, id), now);
+			granted += op_reserve_confirm(r->kind, id_of(pick(&rng, pool), id), now);
 		ops += 256;
 		/* A worker's loop iteration (DESIGN: one quiescent state each). */
 		rcu_quiescent_state();
@@ -342,7 +349,7 @@ static void *writer_main(void *p)
 	clock_gettime(CLOCK_MONOTONIC, &next);
 	while (!atomic_load_explicit(&r->stop, memory_order_relaxed)) {
 		for (int k = 0; k < 10; k++, w->updates++)
-			op_update(r->kind, id_of(xorshift(&rng) % opt.accounts, id),
+			op_update(r->kind, id_of(pick(&rng, opt.accounts), id),
 				  QUOTA - (uint32_t)(w->updates & 1));
 		next.tv_nsec += tick;
 		while (next.tv_nsec >= 1000000000L) {
