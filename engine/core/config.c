@@ -71,6 +71,7 @@ static const struct key keys[] = {
 	STR("dpdk", "eal", dpdk_eal, parse_str),
 	STR("dpdk", "ip", dpdk_ip, parse_ipv4_prefix),
 	STR("dpdk", "gateway", dpdk_gateway, parse_ipv4),
+	STR("dpdk", "fault", dpdk_fault, parse_str),
 
 	{ "smtp", "max_message_size", parse_size, F(max_message_size), 1024, 1ull << 30, false },
 	NUM("smtp", "max_recipients", max_recipients, 1, 100000),

@@ -54,6 +54,8 @@ struct vr_config {
 	char dpdk_eal[1024];
 	char dpdk_ip[64];             /* address/prefix */
 	char dpdk_gateway[64];
+	char dpdk_fault[128];         /* tests: "drop=3,reorder=1,dup=1,seed=7" on rx and
+				       * tx (dpdk-app checks it); "" = none */
 
 	/* [smtp]: protocol limits, each enforced before any work is done */
 	uint64_t max_message_size;    /* octets, SIZE= and DATA/BDAT; default 25 MiB */
