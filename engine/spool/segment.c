@@ -26,6 +26,10 @@
 /* Room for the largest record plus as much again, so sequential reads go to
  * the kernel in large pieces; a smaller file gets a buffer its size. */
 #define READ_BUF (2 * (VR_REC_HDR_SIZE + VR_REC_PAYLOAD_MAX))
+/* What one refill reads at least: a scan still reads in large pieces, and a
+ * reader of one small message (delivery) does not read megabytes of the
+ * messages after it. */
+#define READ_AHEAD (256u * 1024)
 
 void vr_seg_name(char out[VR_SEG_NAME_MAX], unsigned worker, uint64_t seq)
 {
@@ -239,7 +243,8 @@ static int window(struct vr_seg_reader *r, uint64_t off, size_t want, const uint
 	uint64_t end = off + VR_MIN((uint64_t)want, r->size - off);
 
 	if (off < r->base || end > r->base + r->len) {
-		size_t n = (size_t)VR_MIN((uint64_t)r->cap, r->size - off), got;
+		size_t n = (size_t)VR_MIN(VR_MIN((uint64_t)r->cap, r->size - off),
+					  (uint64_t)VR_MAX(want, (size_t)READ_AHEAD)), got;
 		int rc = read_full(r->fd, r->buf, n, off, &got);
 		if (rc < 0)
 			return rc;
@@ -296,10 +301,16 @@ int vr_seg_reader_next(struct vr_seg_reader *r, struct vr_rec *rec, uint64_t *of
 
 	if (r->pos >= r->size)
 		return VR_SEG_EOF;
-	if ((rc = window(r, r->pos, VR_REC_HDR_SIZE + VR_REC_PAYLOAD_MAX, &p, &avail)) < 0)
+	if ((rc = window(r, r->pos, VR_REC_HDR_SIZE, &p, &avail)) < 0)
 		return rc;
-	/* VR_AGAIN here means the record runs past the end of the file. */
-	if (avail && vr_rec_parse(p, avail, r->hdr.salt, rec, &used) == VR_OK) {
+	/* The header says how much more the record needs; a second VR_AGAIN
+	 * means it runs past the end of the file. */
+	int parsed = avail ? vr_rec_parse(p, avail, r->hdr.salt, rec, &used) : VR_ERR;
+	if (parsed == VR_AGAIN && (rc = window(r, r->pos, used, &p, &avail)) < 0)
+		return rc;
+	if (parsed == VR_AGAIN)
+		parsed = vr_rec_parse(p, avail, r->hdr.salt, rec, &used);
+	if (parsed == VR_OK) {
 		*off = r->pos;
 		r->pos += used;
 		return VR_SEG_RECORD;
