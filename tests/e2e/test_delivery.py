@@ -19,6 +19,7 @@ import json
 import os
 import re
 import smtplib
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from aiosmtpd.controller import Controller  # noqa: E402
 
 import dnsserver  # noqa: E402
-from relay import ACCOUNTS, Relay, message  # noqa: E402
+from relay import ACCOUNTS, Relay, message, test_cert  # noqa: E402
 
 SENDER = "user@example.com"
 
@@ -45,7 +46,7 @@ class Receiver:
     attempt) may return a reply ("451 4.3.0 later") to refuse a recipient
     at RCPT; attempt counts that recipient's tries from 1."""
 
-    def __init__(self, host="127.0.0.1", port=None, refuse=None, data_delay=0.0):
+    def __init__(self, host="127.0.0.1", port=None, refuse=None, data_delay=0.0, tls=False):
         self.host = host
         self.port = port or free_port()
         self.refuse = refuse
@@ -53,7 +54,12 @@ class Receiver:
         self.got = []                 # (mail_from, [rcpts], bytes)
         self.tries = {}
         self.lock = threading.Lock()
-        self.ctl = Controller(self, hostname=host, port=self.port)
+        kw = {}
+        if tls:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(*test_cert())
+            kw = {"tls_context": ctx, "require_starttls": True}
+        self.ctl = Controller(self, hostname=host, port=self.port, **kw)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         with self.lock:
@@ -201,6 +207,14 @@ class SmarthostTest(DeliveryCase):
         self.assertTrue(r.wait_log(r"event=queue_loaded messages=0 ", timeout=5), r.log())
         time.sleep(1)
         self.assertEqual(len(rx.got), 3)
+
+    def test_starttls_when_offered(self):
+        rx = self.receiver(tls=True)
+        r = self.relay({"smarthost": "127.0.0.1:%d" % rx.port})
+        send(r, "over tls", ["t@dest.example"])
+        got = rx.wait(1)
+        self.assertEqual(len(got), 1, r.log())
+        self.assertRegex(r.log(), r"rcpt=\"t@dest.example\" .* tls=TLSv1\.[23] result=sent")
 
     def test_tempfail_retried_then_delivered(self):
         rx = self.receiver(refuse=lambda rcpt, n: "451 4.3.0 try later" if n <= 2 else None)
