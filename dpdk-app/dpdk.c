@@ -173,6 +173,11 @@ int vr_dpdk_check(const struct vr_config *cfg, char *err, size_t errlen)
 			 "--vdev=net_af_packet0,iface=eth1)");
 		return -1;
 	}
+	struct vr_fault_conf fc;
+	if (vr_dpdk_fault_parse(cfg->dpdk_fault, &fc, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "[dpdk] fault: %s", why);
+		return -1;
+	}
 	if (parse_addresses(cfg, &d, err, errlen) < 0)
 		return -1;
 	return check_listen(cfg, d.ip, err, errlen);
@@ -277,10 +282,32 @@ static int worker_setup(struct vr_dpdk *d, struct dpdk_worker *w, char *err, siz
 	};
 	memcpy(nc.mac, d->mac.addr_bytes, sizeof(nc.mac));
 	char why[256];
+	/* Faults on the way out sit between the stack and the port. */
+	if (d->cfg->dpdk_fault[0]) {
+		struct vr_fault_conf fc;
+		vr_dpdk_fault_parse(d->cfg->dpdk_fault, &fc, why, sizeof(why));
+		fc.seed = fc.seed * 2 * d->n_workers + 2 * w->id;
+		w->tx_fault = vr_fault_new(&fc, vr_dpdk_tx, w, why, sizeof(why));
+		if (!w->tx_fault)
+			goto fault_failed;
+		nc.tx = vr_fault_burst;
+		nc.tx_arg = w->tx_fault;
+	}
 	w->net = vr_net_new(&nc, why, sizeof(why));
 	if (!w->net) {
 		snprintf(err, errlen, "[dpdk] ip %s: %s", d->cfg->dpdk_ip, why);
 		return -1;
+	}
+	/* ... and on the way in between the port and the stack. */
+	if (d->cfg->dpdk_fault[0]) {
+		struct vr_fault_conf fc;
+		vr_dpdk_fault_parse(d->cfg->dpdk_fault, &fc, why, sizeof(why));
+		fc.seed = fc.seed * 2 * d->n_workers + 2 * w->id + 1;
+		w->rx_fault = vr_fault_new(&fc, vr_net_rx_burst, w->net, why, sizeof(why));
+		if (!w->rx_fault)
+			goto fault_failed;
+		vr_log_warn("event=fault_injection worker=%u fault=\"%s\"", w->id,
+			    d->cfg->dpdk_fault);
 	}
 	/* Room past max_connections for the finished ones still closing. */
 	struct vr_tcp_conf tc = {
@@ -295,6 +322,9 @@ static int worker_setup(struct vr_dpdk *d, struct dpdk_worker *w, char *err, siz
 	}
 	w->stack = vr_iostack_new(d->srv, d->sh, w->id, w->tcp, err, errlen);
 	return w->stack ? 0 : -1;
+fault_failed:
+	snprintf(err, errlen, "[dpdk] fault: %s", why);
+	return -1;
 }
 
 struct vr_dpdk *vr_dpdk_new(struct vr_smtpd *srv, char *err, size_t errlen)
@@ -394,6 +424,9 @@ void vr_dpdk_free(struct vr_dpdk *d)
 		rte_ring_free(w->inbox);
 		vr_iostack_free(w->stack);
 		vr_tcp_free(w->tcp);
+		/* both hold packets of the stack's pool: freed before it */
+		vr_fault_free(w->rx_fault);
+		vr_fault_free(w->tx_fault);
 		vr_net_free(w->net);
 	}
 	if (d->port_started) {

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include "vmrelay/config.h"
+#include "vmrelay/netfault.h"
 #include "vmrelay/smtp.h"
 
 struct vr_dpdk;
@@ -25,6 +26,13 @@ struct vr_dpdk;
  */
 int vr_dpdk_split(const char *line, char *buf, size_t buflen, char **argv, int max,
 		  char *err, size_t errlen);
+
+/*
+ * Parses a [dpdk] fault line ("drop=3,reorder=1,dup=1,seed=7") into out
+ * (what is not given is 0). -1 with err for an unknown or repeated key or a
+ * value out of range.
+ */
+int vr_dpdk_fault_parse(const char *text, struct vr_fault_conf *out, char *err, size_t errlen);
 
 /*
  * What --check can tell about cfg's DPDK settings without starting the EAL:

@@ -47,6 +47,8 @@ struct dpdk_worker {
 	unsigned id;                 /* = queue = the spool's worker index */
 	unsigned lcore;
 	struct vr_net *net;
+	struct vr_fault *rx_fault;   /* [dpdk] fault: between the port and the stack */
+	struct vr_fault *tx_fault;
 	struct vr_tcp *tcp;
 	struct vr_iostack *stack;    /* SMTP over tcp */
 	struct rte_ring *inbox;

@@ -117,7 +117,9 @@ static void rx_local(struct dpdk_worker *w, struct rte_mbuf **m, unsigned n, uin
 			p->flags |= VR_PKT_RX_IP_CSUM_OK;
 		pkts[k++] = p;
 	}
-	if (k)
+	if (k && w->rx_fault)
+		vr_fault_burst(w->rx_fault, pkts, k, now);
+	else if (k)
 		vr_net_rx(w->net, pkts, k, now);
 }
 
@@ -253,6 +255,14 @@ static void worker_log_stats(const struct dpdk_worker *w)
 		    (unsigned long long)w->st.no_desc, (unsigned long long)w->st.tx_nombuf,
 		    (unsigned long long)w->st.tx_full, (unsigned long long)ts->passive_opens,
 		    (unsigned long long)ts->resets_out, (unsigned long long)ts->retransmits, drops);
+	for (int i = 0; i < 2 && w->rx_fault; i++) {
+		const struct vr_fault_stats *f = vr_fault_stats(i ? w->tx_fault : w->rx_fault);
+		vr_log_info("event=fault_stats worker=%u dir=%s in=%llu dropped=%llu corrupted=%llu "
+			    "duplicated=%llu delayed=%llu reordered=%llu", w->id, i ? "tx" : "rx",
+			    (unsigned long long)f->in, (unsigned long long)f->dropped,
+			    (unsigned long long)f->corrupted, (unsigned long long)f->duplicated,
+			    (unsigned long long)f->delayed, (unsigned long long)f->reordered);
+	}
 }
 
 /* Sleeps up to us, or until the spool completes a commit of ours. */
@@ -270,6 +280,12 @@ static unsigned worker_round(struct dpdk_worker *w, uint64_t now)
 {
 	unsigned work = rx_port(w, now) + rx_inbox(w, now);
 
+	if (w->rx_fault) {
+		vr_fault_poll(w->rx_fault, now);
+		vr_fault_poll(w->tx_fault, now);
+		/* held frames are work still to do: no napping on them */
+		work += vr_fault_held(w->rx_fault) + vr_fault_held(w->tx_fault);
+	}
 	vr_iostack_poll(w->stack, now);
 	vr_tcp_poll(w->tcp, now);       /* and vr_net_poll */
 	work += w->ntx;
