@@ -249,12 +249,17 @@ static void worker_log_stats(const struct dpdk_worker *w)
 	vr_log_info("event=worker_stats worker=%u lcore=%u rx_frames=%llu tx_frames=%llu "
 		    "steered=%llu inbox_full=%llu arp_copies=%llu no_desc=%llu tx_nombuf=%llu "
 		    "tx_full=%llu tcp_passive_opens=%llu tcp_resets_out=%llu "
-		    "tcp_retransmits=%llu%s", w->id, w->lcore, (unsigned long long)ns->rx_frames,
+		    "tcp_retransmits=%llu tcp_syn_queue_full=%llu tcp_cookies_sent=%llu "
+		    "tcp_cookies_accepted=%llu tcp_challenge_acks=%llu%s", w->id, w->lcore,
+		    (unsigned long long)ns->rx_frames,
 		    (unsigned long long)ns->tx_frames, (unsigned long long)w->st.steered,
 		    (unsigned long long)w->st.inbox_full, (unsigned long long)w->st.arp_copies,
 		    (unsigned long long)w->st.no_desc, (unsigned long long)w->st.tx_nombuf,
 		    (unsigned long long)w->st.tx_full, (unsigned long long)ts->passive_opens,
-		    (unsigned long long)ts->resets_out, (unsigned long long)ts->retransmits, drops);
+		    (unsigned long long)ts->resets_out, (unsigned long long)ts->retransmits,
+		    (unsigned long long)ts->syn_queue_full, (unsigned long long)ts->cookies_sent,
+		    (unsigned long long)ts->cookies_accepted, (unsigned long long)ts->challenge_acks,
+		    drops);
 	for (int i = 0; i < 2 && w->rx_fault; i++) {
 		const struct vr_fault_stats *f = vr_fault_stats(i ? w->tx_fault : w->rx_fault);
 		vr_log_info("event=fault_stats worker=%u dir=%s in=%llu dropped=%llu corrupted=%llu "

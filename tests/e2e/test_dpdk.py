@@ -13,6 +13,9 @@ clients in a "VPS" network namespace, without hugepages or a NIC:
   AfPacketFaults      one worker, [dpdk] fault dropping 3%, reordering 1%
                       and duplicating 1% of the frames both ways: 200 MB of
                       mail, every message in the spool byte for byte.
+  AfPacketAttacks     one worker: a SYN flood of 50k SYNs/s from addresses
+                      that never answer while legitimate sessions complete;
+                      resets with wrong sequence numbers leave a session up.
 
 Each class makes its namespaces (the relay's own, so that the kernel there
 has no address on the relay's interface and stays out of its traffic, and
@@ -514,6 +517,102 @@ class AfPacketFaults(AfPacketBase, unittest.TestCase):
             self.assertTrue(dups > 0 and reordered > 0, way)
         m = re.search(r"event=worker_stats .*tcp_retransmits=(\d+)", log)
         self.assertGreater(int(m.group(1)), 0)
+
+
+def tcp_segment(src, dst, sport, dport, seq, ack, flags, window=65535):
+    """An IPv4 header and a TCP header (no options, no payload), checksums
+    filled in: for a raw socket with IP_HDRINCL."""
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, window, 0, 0)
+    csum = checksum(s + d + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64,
+                     socket.IPPROTO_TCP, 0, s, d)
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return ip + tcp
+
+
+def raw_sender():
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    return s
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (namespaces, af_packet, raw sockets)")
+@unittest.skipUnless(os.path.exists(R.VMRELAY), "vmrelay not built")
+class AfPacketAttacks(AfPacketBase, unittest.TestCase):
+
+    SUFFIX = "s"
+    FLOOD_RATE, FLOOD_SECONDS = 50000, 3
+
+    def test_syn_flood(self):
+        """SYNs from 200 on-link addresses nobody answers for: the relay's
+        SYN-ACKs go nowhere, its SYN queue fills and it answers with
+        cookies; meanwhile 10 VPS sessions each deliver a message."""
+        net = self.relay_ip.rsplit(".", 1)[0]
+        rng = random.Random(5)
+        n = self.FLOOD_RATE * self.FLOOD_SECONDS
+        syns = [tcp_segment("%s.%d" % (net, 10 + i % 200), self.relay_ip,
+                            rng.randrange(1024, 65536), PORT, rng.getrandbits(32), 0, 0x02)
+                for i in range(n)]
+        done = {}
+
+        def flood():
+            s = raw_sender()
+            t0 = time.monotonic()
+            for i, p in enumerate(syns):
+                s.sendto(p, (self.relay_ip, 0))
+                if i % 1000 == 999:     # hold the rate
+                    ahead = (i + 1) / self.FLOOD_RATE - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            done["seconds"] = time.monotonic() - t0
+
+        def legit(results):
+            time.sleep(0.5)             # into the flood
+            for k in range(10):
+                with smtplib.SMTP(self.relay_ip, PORT, timeout=20) as s:
+                    s.ehlo("vps1.example.com")
+                    results.append(s.sendmail("user@example.com", ["a@example.net"],
+                                              self.message("during a flood %d" % k)))
+
+        def both():
+            results = []
+            f = threading.Thread(target=flood)
+            f.start()
+            try:
+                legit(results)
+            finally:
+                f.join()
+            return results
+        self.assertEqual(self.vps(both), [{}] * 10)
+        rate = n / done["seconds"]
+        self.assertGreater(rate, 0.9 * self.FLOOD_RATE, "the flood ran at %.0f SYNs/s" % rate)
+        self.assertEqual(self.stop_relay(), 0)
+        m = re.search(r"tcp_syn_queue_full=(\d+) tcp_cookies_sent=(\d+)", self.log())
+        self.assertGreater(int(m.group(1)), 0)
+        self.assertGreater(int(m.group(2)), 0)
+
+    def test_blind_reset(self):
+        """200 resets for a live session's 4-tuple with random sequence
+        numbers (RFC 5961: outside the window dropped, inside it answered
+        with a challenge ACK, never a reset unless exact): the session goes
+        on."""
+        def attack():
+            with smtplib.SMTP(self.relay_ip, PORT, timeout=20) as s:
+                s.ehlo("vps1.example.com")
+                sport = s.sock.getsockname()[1]
+                raw = raw_sender()
+                rng = random.Random(9)
+                for _ in range(200):
+                    raw.sendto(tcp_segment(self.vps_ip, self.relay_ip, sport, PORT,
+                                           rng.getrandbits(32), 0, 0x04), (self.relay_ip, 0))
+                time.sleep(0.2)
+                code, _ = s.noop()
+                res = s.sendmail("user@example.com", ["a@example.net"],
+                                 self.message("after blind resets"))
+                return code, res
+        self.assertEqual(self.vps(attack), (250, {}))
 
 
 if __name__ == "__main__":
