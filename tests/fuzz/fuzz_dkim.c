@@ -4,10 +4,12 @@
  * see every byte of a customer's message, so no input may crash them, leak
  * or make the result depend on where the chunks were cut.
  *
- * Input: byte 0 picks the canonicalisations and the constructor
- * (vr_dkim_signer_new or _new_for), byte 1 seeds the chunk sizes (1..64);
- * the rest is the message. It is signed twice, in those chunks and whole:
- * both must give the same result and, when it is a signature, the same
+ * Input: byte 0 picks the canonicalisations, the constructor
+ * (vr_dkim_signer_new or _new_for) and whether the chunked run reuses one
+ * signer across inputs (vr_dkim_signer_reset), byte 1 seeds the chunk
+ * sizes (1..64); the rest is the message. It is signed twice, in those
+ * chunks and whole with a new signer: both must give the same result and,
+ * when it is a signature, the same
  * bytes (Ed25519 is deterministic), in lines of at most 78 columns ending
  * in CRLF. Any error other than the documented ones aborts.
  *
@@ -32,6 +34,8 @@ static struct vr_dkim_domain doms[] = {
 	{ .name = "a", .keys = &key, .n_keys = 1 },
 };
 static struct vr_account acct = { .id = "fuzz", .dkim = doms, .n_dkim = 2 };
+/* Reset between inputs, whatever state the last one left it in. */
+static struct vr_dkim_signer *kept[4];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -47,11 +51,18 @@ static int sign(const uint8_t *p, size_t n, uint8_t flags, uint8_t seed, struct 
 		flags & 1 ? VR_DKIM_SIMPLE : VR_DKIM_RELAXED,
 		flags & 2 ? VR_DKIM_SIMPLE : VR_DKIM_RELAXED,
 	};
-	struct vr_dkim_signer *s = flags & 4 ? vr_dkim_signer_new_for(&acct, 1, &opts)
-					     : vr_dkim_signer_new(&doms[0], 1, &opts);
+	struct vr_dkim_signer **keep = seed && (flags & 8) ? &kept[flags & 3] : NULL, *s;
 	uint32_t x = seed | 1u;
 	char err[256];
 
+	if (keep && !*keep)
+		*keep = vr_dkim_signer_new(&doms[0], 1, &opts);
+	if (keep)
+		s = *keep && (flags & 4 ? vr_dkim_signer_reset_for(*keep, &acct, 1)
+					: vr_dkim_signer_reset(*keep, &doms[0], 1)) == 0 ? *keep : NULL;
+	else
+		s = flags & 4 ? vr_dkim_signer_new_for(&acct, 1, &opts)
+			      : vr_dkim_signer_new(&doms[0], 1, &opts);
 	if (!s)
 		abort();
 	for (size_t i = 0; i < n;) {
@@ -66,7 +77,8 @@ static int sign(const uint8_t *p, size_t n, uint8_t flags, uint8_t seed, struct 
 		i += k;
 	}
 	int rc = vr_dkim_signer_finish(s, out, err, sizeof(err));
-	vr_dkim_signer_free(s);
+	if (!keep)
+		vr_dkim_signer_free(s);
 	if (rc != 0 && rc != -EMSGSIZE && rc != -EBADMSG && rc != -ENOENT)
 		abort();
 	if (rc != 0 && (err[0] == '\0' || out->len != 0))
