@@ -46,9 +46,10 @@ struct vr_dkim_opts {
 /*
  * Reads k->key (a PEM private key) into k->pkey. The key must match k->alg
  * (RSA for rsa-sha256, Ed25519 for ed25519-sha256) and an RSA key must have
- * at least VR_DKIM_RSA_MIN_BITS. 0, or -errno with err saying
+ * at least VR_DKIM_RSA_MIN_BITS (one under 2048 loads, with a warning
+ * logged: RFC 8301 asks signers for 2048). 0, or -errno with err saying
  * "/path/key.pem: what is wrong" (-ENOENT/-EACCES: unreadable; -EINVAL: not
- * a key of that type; -EKEYREJECTED: too small).
+ * an unencrypted PEM key of that type; -EKEYREJECTED: too small).
  */
 int vr_dkim_key_load(struct vr_dkim_key *k, char *err, size_t errlen);
 /* Frees k->pkey and sets it to NULL; k may be unloaded. */
