@@ -75,6 +75,8 @@ struct dq_dest {
 	unsigned idle;                /* of those, without a message */
 	bool resolving;
 	void *mx;                     /* struct vr_mx_result, NULL if none */
+	void *dane;                   /* TLSA answers per MX host (worker.c) */
+	uint32_t mx_gen;              /* counts MX answers: a TLSA answer for an older one is void */
 	uint64_t mx_expires_ms;       /* monotonic */
 	unsigned next_host, next_addr;    /* where the next connection tries */
 	char last_fail[400];          /* why the last connection failed, for the deferral */

@@ -121,14 +121,15 @@ static void attempt_log(struct dworker *w, const struct dconn *c, struct dq_msg 
 			const char *result, const char *reply)
 {
 	char q_rcpt[300], q_reply[VR_SMTPC_TEXT_MAX * 4 + 3];
-	const char *tls = c && c->k ? vr_smtpc_tls_version(vr_smtpc_conn_smtpc(c->k)) : NULL;
+	const struct vr_smtpc *s = c && c->k ? vr_smtpc_conn_smtpc(c->k) : NULL;
+	const char *tls = s ? vr_smtpc_tls_version(s) : NULL;
 	uint64_t now = wall_us();
 
-	vr_log_info("event=delivery qid=%s vps=%s rcpt=%s mx=%s ip=%s tls=%s result=%s "
+	vr_log_info("event=delivery qid=%s vps=%s rcpt=%s mx=%s ip=%s tls=%s dane=%s result=%s "
 		    "delay=%.1f attempts=%u reply=%s", m->qid, m->account[0] ? m->account : "-",
 		    vr_log_quote(q_rcpt, sizeof(q_rcpt), m->rcpts[i], strlen(m->rcpts[i])),
 		    c && c->mx[0] ? c->mx : "-", c && c->ip[0] ? c->ip : "-", tls ? tls : "none",
-		    result, (double)(now - VR_MIN(now, m->received_us)) / 1e6, m->attempts,
+		    s && vr_smtpc_tls_verified(s) ? "yes" : "no", result, (double)(now - VR_MIN(now, m->received_us)) / 1e6, m->attempts,
 		    vr_log_quote(q_reply, sizeof(q_reply), reply, strlen(reply)));
 }
 
@@ -513,6 +514,66 @@ static struct attempt *attempt_new(struct dworker *w, struct dq_job *j)
 	return a;
 }
 
+/* --- DANE (RFC 7672) --- */
+
+/* The TLSA answer of each host of a destination's MX answer, asked for the
+ * first time a connection would go to the host, when the MX answer and
+ * the host's addresses validated (DNSSEC): only then can DANE apply. */
+enum { DANE_UNASKED, DANE_PENDING, DANE_DONE };
+struct dane {
+	unsigned n;
+	struct {
+		uint8_t state;
+		struct vr_tlsa_result *res;   /* NULL when DONE: the lookup could not start */
+	} h[];
+};
+
+struct tlsa_query {
+	struct dworker *w;
+	struct dq_dest *d;
+	unsigned host;
+	uint32_t gen;
+};
+
+static void dane_free(void *p)
+{
+	struct dane *dn = p;
+
+	for (unsigned i = 0; dn && i < dn->n; i++)
+		vr_resolve_free(dn->h[i].res);
+	free(dn);
+}
+
+static void tlsa_answer(void *arg, struct vr_tlsa_result *res)
+{
+	struct tlsa_query *tq = arg;
+	struct dq_dest *d = tq->d;
+	struct dane *dn = d->dane;
+
+	if (tq->gen != d->mx_gen || !dn) {
+		vr_resolve_free(res);   /* for an MX answer since replaced */
+	} else {
+		dn->h[tq->host].state = DANE_DONE;
+		dn->h[tq->host].res = res;
+		dq_kick(&tq->w->q, d);
+	}
+	free(tq);
+}
+
+/* Starts the TLSA lookup of host i of d; false if it could not start. */
+static bool tlsa_ask(struct dworker *w, struct dq_dest *d, unsigned i, const char *host)
+{
+	struct tlsa_query *tq = malloc(sizeof(*tq));
+
+	if (!tq)
+		return false;
+	*tq = (struct tlsa_query){ w, d, i, d->mx_gen };
+	if (vr_resolve_tlsa(w->res, host, SMTP_PORT, tlsa_answer, tq) == 0)
+		return true;
+	free(tq);
+	return false;
+}
+
 /* --- connections --- */
 
 static void conn_ready(void *owner);
@@ -524,41 +585,96 @@ static const struct vr_smtpc_ops conn_ops = {
 	.ready = conn_ready, .msg_done = conn_msg_done, .closed = conn_closed,
 };
 
-/* The address the destination's next connection tries, or false when
- * every one has been tried since the last success. */
-static bool dest_addr(struct dworker *w, struct dq_dest *d, struct sockaddr_storage *sa,
-		      char *mx, size_t mxlen)
+enum pick { PICK_OK, PICK_WAIT, PICK_NONE };
+
+/*
+ * Whether host i of d may be used, and how (*tlsa: DANE records, or NULL
+ * for opportunistic TLS): PICK_WAIT while its TLSA lookup runs, PICK_NONE
+ * when the lookup failed (RFC 7672 2.2: such a host is skipped, never
+ * used without its records).
+ */
+static enum pick dane_pick(struct dworker *w, struct dq_dest *d, unsigned i,
+			   const struct vr_tlsa_result **tlsa)
 {
+	const struct vr_mx_result *r = d->mx;
+	const struct vr_mx_host *h = &r->hosts[i];
+	struct dane *dn = d->dane;
+
+	*tlsa = NULL;
+	if (!r->secure || !h->secure || !w->d->tls || !dn || i >= dn->n)
+		return PICK_OK;
+	if (dn->h[i].state == DANE_UNASKED) {
+		dn->h[i].state = tlsa_ask(w, d, i, h->name) ? DANE_PENDING : DANE_DONE;
+		if (dn->h[i].state == DANE_PENDING)
+			return PICK_WAIT;
+	}
+	if (dn->h[i].state == DANE_PENDING)
+		return PICK_WAIT;
+	const struct vr_tlsa_result *t = dn->h[i].res;
+	if (!t || t->status == VR_RESOLVE_TEMPFAIL) {
+		snprintf(d->last_fail, sizeof(d->last_fail), "TLSA lookup for %.200s failed: %.150s",
+			 h->name, t && t->why[0] ? t->why : "no answer");
+		return PICK_NONE;
+	}
+	if (t->status == VR_RESOLVE_OK && t->secure && t->n)
+		*tlsa = t;
+	return PICK_OK;
+}
+
+/* The address the destination's next connection tries (and its TLSA
+ * records, if DANE applies): PICK_NONE once every one has been tried since
+ * the last success, PICK_WAIT while a TLSA lookup runs. */
+static enum pick dest_addr(struct dworker *w, struct dq_dest *d, struct sockaddr_storage *sa,
+			   char *mx, size_t mxlen, const struct vr_tlsa_result **tlsa)
+{
+	*tlsa = NULL;
 	if (!w->q.smarthost) {
 		const struct vr_mx_result *r = d->mx;
-		while (d->next_host < r->n_hosts && d->next_addr >= r->hosts[d->next_host].n_addrs) {
-			d->next_host++;
+		for (;;) {
+			while (d->next_host < r->n_hosts &&
+			       d->next_addr >= r->hosts[d->next_host].n_addrs) {
+				d->next_host++;
+				d->next_addr = 0;
+			}
+			if (d->next_host >= r->n_hosts)
+				return PICK_NONE;
+			enum pick p = dane_pick(w, d, d->next_host, tlsa);
+			if (p != PICK_NONE) {
+				if (p == PICK_WAIT)
+					return p;
+				break;
+			}
+			d->next_host++;     /* no usable TLSA answer: the next host */
 			d->next_addr = 0;
 		}
-		if (d->next_host >= r->n_hosts)
-			return false;
 		const struct vr_mx_host *h = &r->hosts[d->next_host];
 		*sa = h->addrs[d->next_addr];
 		((struct sockaddr_in *)sa)->sin_port = htons(SMTP_PORT);  /* same place in v6 */
 		snprintf(mx, mxlen, "%s", h->name);
-		return true;
+		return PICK_OK;
 	}
 	if (d->next_host > 0)
-		return false;
+		return PICK_NONE;
 	*sa = w->d->smarthost;
 	snprintf(mx, mxlen, "%s", w->d->cfg->smarthost);
-	return true;
+	return PICK_OK;
 }
 
 static void conn_open(struct dworker *w, struct dq_dest *d)
 {
 	struct dconn *c = calloc(1, sizeof(*c));
+	const struct vr_tlsa_result *t;
 	struct sockaddr_storage sa;
 	struct vr_smtpc_reply r;
 
 	if (!c)
 		return;
-	if (!dest_addr(w, d, &sa, c->mx, sizeof(c->mx))) {
+	enum pick pick = dest_addr(w, d, &sa, c->mx, sizeof(c->mx), &t);
+	if (pick == PICK_WAIT) {
+		free(c);                /* the TLSA answer kicks the destination */
+		return;
+	}
+	if (pick == PICK_NONE) {
 		/* Every address failed in a row: defer what waits, start over. */
 		free(c);
 		d->next_host = d->next_addr = 0;
@@ -569,11 +685,18 @@ static void conn_open(struct dworker *w, struct dq_dest *d)
 	}
 	getnameinfo((struct sockaddr *)&sa, sizeof(sa), c->ip, sizeof(c->ip), NULL, 0,
 		    NI_NUMERICHOST);
+	unsigned n_tlsa = t ? t->n : 0;
+	struct vr_smtpc_tlsa tlsa[n_tlsa ? n_tlsa : 1];
+	for (unsigned i = 0; i < n_tlsa; i++)
+		tlsa[i] = (struct vr_smtpc_tlsa){ t->rr[i].usage, t->rr[i].selector, t->rr[i].mtype,
+						  t->rr[i].data, t->rr[i].len };
 	const struct vr_smtpc_params p = {
 		.helo_name = w->d->cfg->hostname, .peer = (struct sockaddr *)&sa,
 		/* the MX name, or the smarthost's without its port (SNI, texts) */
 		.peer_name = w->q.smarthost ? w->d->smarthost_name : c->mx,
-		.tls = w->d->tls, .tls_mode = w->d->tls ? VR_SMTPC_TLS_MAY : VR_SMTPC_TLS_NONE,
+		.tls = w->d->tls,
+		.tls_mode = t ? VR_SMTPC_TLS_DANE : w->d->tls ? VR_SMTPC_TLS_MAY : VR_SMTPC_TLS_NONE,
+		.tlsa = n_tlsa ? tlsa : NULL, .n_tlsa = n_tlsa,
 		.max_msgs = CONN_MSGS, .ops = &conn_ops, .owner = c,
 	};
 	c->w = w;
@@ -714,6 +837,12 @@ static void mx_answer(void *arg, struct vr_mx_result *res)
 	d->resolving = false;
 	vr_resolve_free(d->mx);
 	d->mx = res;
+	/* TLSA answers belong to the hosts of one MX answer. */
+	dane_free(d->dane);
+	d->dane = calloc(1, sizeof(struct dane) + res->n_hosts * sizeof(((struct dane *)0)->h[0]));
+	if (d->dane)
+		((struct dane *)d->dane)->n = res->n_hosts;
+	d->mx_gen++;
 	d->mx_expires_ms = vr_clock_ms() + MX_TTL_MS;
 	d->next_host = d->next_addr = 0;
 	dq_kick(&w->q, d);
@@ -1059,7 +1188,8 @@ void dw_fini(struct dworker *w)
 	for (unsigned h = 0; h < DQ_HASH; h++)
 		for (struct dq_dest *d = w->q.hash[h]; d; d = d->hnext) {
 			vr_resolve_free(d->mx);
-			d->mx = NULL;
+			dane_free(d->dane);
+			d->mx = d->dane = NULL;
 		}
 	dq_free(&w->q);
 	vr_resolver_free(w->res);

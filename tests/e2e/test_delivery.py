@@ -14,6 +14,7 @@ one, fallback to the A record, null MX bouncing at once.
 
 import base64
 import email
+import hashlib
 import email.policy
 import json
 import os
@@ -199,7 +200,7 @@ class SmarthostTest(DeliveryCase):
                 return ("v=DKIM1; k=ed25519; p=" + pub).encode()
             self.assertTrue(dkim.verify(raw, dnsfunc=dns), raw[:600])
         self.assertRegex(r.log(), r"event=delivery qid=\w+ vps=vps1 rcpt=\"a0@dest.example\" "
-                         r"mx=127.0.0.1:\d+ ip=127.0.0.1 tls=none result=sent delay=[\d.]+ "
+                         r"mx=127.0.0.1:\d+ ip=127.0.0.1 tls=none dane=no result=sent delay=[\d.]+ "
                          r"attempts=1 reply=\"250 2.0.0 accepted\"")
         # A restart finds every recipient final: nothing goes twice.
         self.assertEqual(r.stop(), 0)
@@ -214,7 +215,7 @@ class SmarthostTest(DeliveryCase):
         send(r, "over tls", ["t@dest.example"])
         got = rx.wait(1)
         self.assertEqual(len(got), 1, r.log())
-        self.assertRegex(r.log(), r"rcpt=\"t@dest.example\" .* tls=TLSv1\.[23] result=sent")
+        self.assertRegex(r.log(), r"rcpt=\"t@dest.example\" .* tls=TLSv1\.[23] dane=no result=sent")
 
     def test_tempfail_retried_then_delivered(self):
         rx = self.receiver(refuse=lambda rcpt, n: "451 4.3.0 try later" if n <= 2 else None)
@@ -386,6 +387,7 @@ MX_OK = "127.0.55.2"
 MX_DEAD = "127.0.55.3"        # nothing listens: connection refused
 MX_A = "127.0.55.4"
 MX_SENDER = "127.0.55.5"
+MX_DANE = "127.0.55.6"        # STARTTLS with the test certificate
 
 
 class MxTest(DeliveryCase):
@@ -427,7 +429,8 @@ class MxTest(DeliveryCase):
         log = self.r.log()
         self.assertRegex(log, r"event=connect_failed dest=dest.example mx=dead.dest.example "
                          r"ip=%s" % re.escape(MX_DEAD))
-        self.assertRegex(log, r"mx=ok.dest.example ip=%s tls=\w+ result=sent" % re.escape(MX_OK))
+        self.assertRegex(log, r"mx=ok.dest.example ip=%s tls=\w+ dane=no result=sent"
+                         % re.escape(MX_OK))
 
     def test_a_fallback(self):
         send(self.r, "no mx", ["y@plain.example"])
@@ -442,6 +445,58 @@ class MxTest(DeliveryCase):
         self.check_dsn(got[0][2], ["z@null.example", "w@null.example"], "5.1.10")
         time.sleep(1)
         self.assertEqual(len(self.home.got), 1)
+
+
+
+def spki_sha256(cert):
+    """The TLSA 3 1 1 data of a certificate: SHA-256 of its public key."""
+    pem = subprocess.run(["openssl", "x509", "-in", cert, "-pubkey", "-noout"], check=True,
+                         stdout=subprocess.PIPE).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pem,
+                         check=True, stdout=subprocess.PIPE).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+class DaneTest(DeliveryCase):
+    """RFC 7672: signed zones (nsd, ldns-signzone) validated against their
+    trust anchor; a matching TLSA record makes the TLS authenticated, a
+    wrong one keeps the mail from going at all."""
+
+    def setUp(self):
+        super().setUp()
+        good = spki_sha256(test_cert()[0])
+        zones = {
+            "dane.example": """
+                @            MX 10 mx
+                mx           A  %s
+                _25._tcp.mx  TLSA 3 1 1 %s
+                """ % (MX_DANE, good),
+            "wrongkey.example": """
+                @            MX 10 mx
+                mx           A  %s
+                _25._tcp.mx  TLSA 3 1 1 %s
+                """ % (MX_DANE, "00" * 32),
+        }
+        self.dns = dnsserver.Nsd(zones, signed=list(zones))
+        self.dns.start()
+        self.cleanups.append(self.dns.stop)
+        self.rx = self.receiver(host=MX_DANE, port=25, tls=True)
+        self.r = self.relay({"resolver": self.dns.address, "trust_anchor": self.dns.trust_anchor,
+                             "retry_first_s": 60, "retry_max_s": 60})
+
+    def test_matching_tlsa_authenticates(self):
+        send(self.r, "dane", ["x@dane.example"])
+        got = self.rx.wait(1)
+        self.assertEqual(len(got), 1, self.r.log())
+        self.assertRegex(self.r.log(), r"rcpt=\"x@dane.example\" mx=mx.dane.example "
+                         r"ip=127.0.55.6 tls=TLSv1\.[23] dane=yes result=sent")
+
+    def test_wrong_tlsa_defers(self):
+        send(self.r, "not dane", ["y@wrongkey.example"])
+        self.assertTrue(self.r.wait_log(r"rcpt=\"y@wrongkey.example\" .*result=deferred .*"
+                                        r"reply=\"451 4.4.1 TLS handshake .*DANE",
+                                        timeout=10), self.r.log())
+        self.assertEqual(self.rx.got, [])
 
 
 if __name__ == "__main__":
