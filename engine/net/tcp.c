@@ -311,6 +311,7 @@ void tcp_enter_timewait(struct vr_tcp_conn *c, uint64_t now)
 {
 	c->state = TCP_TIME_WAIT;
 	c->rtx_at = 0;
+	c->tlp_at = 0;
 	c->delack_at = 0;
 	c->idle_at = now + c->t->conf.timewait_ms;
 }
@@ -318,7 +319,7 @@ void tcp_enter_timewait(struct vr_tcp_conn *c, uint64_t now)
 void tcp_conn_timer(struct vr_tcp_conn *c)
 {
 	uint64_t at = 0;
-	const uint64_t d[] = { c->rtx_at, c->delack_at, c->idle_at };
+	const uint64_t d[] = { c->rtx_at, c->delack_at, c->idle_at, c->tlp_at };
 
 	for (unsigned i = 0; i < VR_ARRAY_SIZE(d); i++)
 		if (d[i] && (!at || d[i] < at))
@@ -346,7 +347,7 @@ void tcp_conn_error(struct vr_tcp_conn *c, int err, uint64_t now)
 {
 	c->state = TCP_CLOSED;
 	c->error = err;
-	c->rtx_at = c->delack_at = c->idle_at = 0;
+	c->rtx_at = c->delack_at = c->idle_at = c->tlp_at = 0;
 }
 
 void tcp_conn_settle(struct vr_tcp_conn *c, uint64_t now)
@@ -405,6 +406,10 @@ static void timer_fire(struct vr_wheel_timer *tm, void *arg, uint64_t now)
 {
 	struct vr_tcp_conn *c = (struct vr_tcp_conn *)((char *)tm - offsetof(struct vr_tcp_conn, tm));
 
+	if (c->tlp_at && c->tlp_at <= now) {
+		c->tlp_at = 0;
+		tcp_tlp_timeout(c, now);
+	}
 	if (c->rtx_at && c->rtx_at <= now) {
 		c->rtx_at = 0;
 		tcp_rtx_timeout(c, now);
@@ -683,7 +688,7 @@ void vr_tcp_abort(struct vr_tcp_conn *c)
 	c->owned = 0;
 	c->error = 0;
 	c->state = TCP_CLOSED;
-	c->rtx_at = c->delack_at = c->idle_at = 0;
+	c->rtx_at = c->delack_at = c->idle_at = c->tlp_at = 0;
 	tcp_conn_release(c);
 }
 

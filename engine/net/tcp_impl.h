@@ -24,10 +24,12 @@
 #define TCP_ACK  0x10
 
 #define TCP_OOO_MAX      4           /* out-of-order ranges kept per connection */
+#define TCP_SACKED_MAX   6           /* ranges the peer SACKed, kept for loss recovery */
 #define TCP_MSS_DEFAULT  536         /* RFC 9293 §3.7.1: when the peer says nothing */
 #define TCP_WSCALE_MAX   14
 #define TCP_TS_LEN       12          /* NOP NOP TS: what timestamps cost per segment */
 #define TCP_PAWS_IDLE_MS (24u * 86400 * 1000)  /* RFC 7323 §5.5: ts_recent goes stale */
+#define TCP_TLP_MIN_MS   10          /* the earliest tail loss probe */
 #define TCP_CHALLENGE_PER_S 10          /* challenge ACKs a connection sends a second */
 #define TCP_PMTU_MIN     552         /* a floor under ICMP's word, as Linux's min_pmtu */
 #define TCP_TW_FLAG      0x80000000u /* flow table value: a TIME_WAIT entry, not a conn */
@@ -44,12 +46,16 @@ enum tcp_state {
 	TCP_NSTATES
 };
 
+struct tcp_range { uint32_t start, end; };
+
 /* A segment's options as parsed (tcp_in.c) or to be sent. */
 struct tcp_opts {
 	uint16_t mss;
 	uint8_t wscale;
 	uint8_t has_mss : 1, has_ws : 1, sack_ok : 1, has_ts : 1;
+	uint8_t nsack;               /* received SACK blocks */
 	uint32_t tsval, tsecr;
+	struct tcp_range sack[4];
 };
 
 /* A parsed incoming segment; data points into the packet. */
@@ -61,8 +67,6 @@ struct tcp_seg {
 	const uint8_t *data;
 	struct tcp_opts opt;
 };
-
-struct tcp_range { uint32_t start, end; };
 
 struct vr_tcp_conn {
 	struct vr_tcp *t;
@@ -100,6 +104,10 @@ struct vr_tcp_conn {
 	uint32_t snd_wnd, max_snd_wnd;
 	uint32_t cwnd, ssthresh, recover;
 	uint16_t mss;                /* payload per segment, options apart */
+	uint8_t nsacked;
+	struct tcp_range sacked[TCP_SACKED_MAX];   /* ascending, above snd_una */
+	uint32_t rtx_high;           /* recovery resent everything below this */
+	uint32_t tlp_high;           /* snd_max when a tail loss probe went; 0: none out */
 	uint8_t *sbuf;
 	uint32_t shead, slen;
 
@@ -124,7 +132,7 @@ struct vr_tcp_conn {
 
 	/* One wheel timer at the earliest of these (0: not set). */
 	struct vr_wheel_timer tm;
-	uint64_t rtx_at, delack_at, idle_at;
+	uint64_t rtx_at, delack_at, idle_at, tlp_at;
 
 	uint32_t next_free;          /* pool free list */
 	struct vr_tcp_conn *qnext, **qpprev;   /* the output list; qpprev NULL: not on it */
@@ -227,7 +235,13 @@ void tcp_send_bare(struct vr_tcp *t, const struct vr_flow_key *k, uint32_t seq, 
 void tcp_send_reset_for(struct vr_tcp *t, const struct vr_flow_key *k, const struct tcp_seg *s,
 			uint64_t now);
 void tcp_rtx_timeout(struct vr_tcp_conn *c, uint64_t now);
-void tcp_retransmit_first(struct vr_tcp_conn *c, uint64_t now);
+void tcp_tlp_timeout(struct vr_tcp_conn *c, uint64_t now);
+/*
+ * Loss recovery's next retransmission: the first hole at or above rtx_high
+ * that the peer's SACKs show (RFC 6675 §4, NextSeg rule 1), or without SACK
+ * the segment at snd_una (RFC 6582). Returns whether one left.
+ */
+int tcp_retransmit_next(struct vr_tcp_conn *c, uint64_t now);
 void tcp_rto_update(struct vr_tcp_conn *c);
 uint32_t tcp_rcv_window(struct vr_tcp_conn *c);
 uint16_t tcp_mss_for_mtu(uint16_t mtu);

@@ -22,6 +22,7 @@
 #define OPT_MSS    2
 #define OPT_WS     3
 #define OPT_SACKOK 4
+#define OPT_SACK   5
 #define OPT_TS     8
 
 /* Option kinds with a fixed length, checked before they are read. */
@@ -61,7 +62,13 @@ static int parse_opts(const uint8_t *o, size_t len, struct tcp_opts *out)
 			out->tsval = rd32(o + i + 2);
 			out->tsecr = rd32(o + i + 6);
 			break;
-		default:                     /* SACK blocks (kind 5) and the rest: unused here */
+		case OPT_SACK:
+			out->nsack = 0;
+			for (unsigned k = 2; k + 8 <= l && out->nsack < VR_ARRAY_SIZE(out->sack); k += 8)
+				out->sack[out->nsack++] = (struct tcp_range){ rd32(o + i + k),
+									      rd32(o + i + k + 4) };
+			break;
+		default:
 			break;
 		}
 		i += l;
@@ -144,7 +151,7 @@ static void cc_newack(struct vr_tcp_conn *c, uint32_t acked, uint64_t now)
 			c->dupacks = 0;
 		} else {
 			/* A partial ACK: the next hole is lost too; deflate by what left. */
-			tcp_retransmit_first(c, now);
+			tcp_retransmit_next(c, now);
 			c->cwnd = c->cwnd > acked ? c->cwnd - acked : 0;
 			if (acked >= mss)
 				c->cwnd += mss;
@@ -160,27 +167,86 @@ static void cc_newack(struct vr_tcp_conn *c, uint32_t acked, uint64_t now)
 	c->cwnd = VR_MIN(c->cwnd, 1u << 30);
 }
 
-/* RFC 5681 §3.2 and RFC 6582 §3.2 steps 1-4 on a duplicate ACK. */
-static void cc_dupack(struct vr_tcp_conn *c, uint64_t now)
+/*
+ * RFC 5681 §3.2 and RFC 6582 §3.2 steps 1-4 on a duplicate ACK; and
+ * RFC 8985 §7.4: a tail loss probe answered by a SACK below it shows a
+ * loss at once, without waiting for three duplicates.
+ */
+static void cc_dupack(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t now)
 {
 	uint32_t mss = c->mss;
 
 	c->t->st.dup_acks_in++;
 	c->dupacks++;
 	if (c->in_recovery) {
-		c->cwnd += mss;
+		/* A segment left the network: fill a SACKed hole with it, or inflate. */
+		if (!c->sack_ok || !tcp_retransmit_next(c, now))
+			c->cwnd += mss;
 		return;
 	}
+	int probed = c->tlp_high && c->sack_ok && s->opt.nsack;
 	/* Step 1: not after an RTO's retransmissions, whose duplicates say nothing new. */
-	if (c->dupacks != 3 || !seq_gt(c->snd_una, c->recover))
+	if ((c->dupacks != 3 && !probed) || !seq_gt(c->snd_una, c->recover))
 		return;
+	if (probed)
+		c->t->st.tlp_recoveries++;
 	uint32_t flight = c->snd_max - c->snd_una;
 	c->ssthresh = VR_MAX(flight / 2, 2 * mss);
 	c->recover = c->snd_max;
 	c->in_recovery = 1;
+	c->tlp_high = 0;                 /* recovery may probe once for itself */
 	c->t->st.fast_retransmits++;
-	tcp_retransmit_first(c, now);
+	c->rtx_high = c->snd_una;
+	tcp_retransmit_next(c, now);
 	c->cwnd = c->ssthresh + 3 * mss;
+}
+
+/*
+ * The sender's scoreboard (RFC 6675 §3): what the peer SACKed above
+ * snd_una, ascending and merged, at most TCP_SACKED_MAX ranges (past that
+ * the highest goes: recovery works from the bottom). Blocks outside
+ * (snd_una, snd_max] are D-SACKs or lies, and are ignored.
+ */
+static void sacked_update(struct vr_tcp_conn *c, const struct tcp_opts *o)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < c->nsacked; i++) {
+		struct tcp_range r = c->sacked[i];
+		if (seq_le(r.end, c->snd_una))
+			continue;
+		if (seq_lt(r.start, c->snd_una))
+			r.start = c->snd_una;
+		c->sacked[n++] = r;
+	}
+	c->nsacked = (uint8_t)n;
+	for (unsigned b = 0; b < o->nsack; b++) {
+		struct tcp_range r = o->sack[b];
+		if (!seq_lt(r.start, r.end) || !seq_gt(r.start, c->snd_una) ||
+		    seq_gt(r.end, c->snd_max))
+			continue;
+		unsigned at = 0;
+		while (at < c->nsacked && seq_lt(c->sacked[at].end, r.start))
+			at++;
+		/* Swallow every range it touches from there. */
+		unsigned last = at;
+		while (last < c->nsacked && seq_le(c->sacked[last].start, r.end)) {
+			if (seq_lt(c->sacked[last].start, r.start))
+				r.start = c->sacked[last].start;
+			if (seq_gt(c->sacked[last].end, r.end))
+				r.end = c->sacked[last].end;
+			last++;
+		}
+		unsigned keep = c->nsacked - last;
+		if (at == last && c->nsacked == TCP_SACKED_MAX) {
+			if (at == TCP_SACKED_MAX)
+				continue;            /* above all we keep: drop it */
+			keep--;                      /* the highest goes */
+		}
+		memmove(&c->sacked[at + 1], &c->sacked[last], keep * sizeof(r));
+		c->sacked[at] = r;
+		c->nsacked = (uint8_t)(at + 1 + keep);
+	}
 }
 
 /* The ACK field of an acceptable segment (RFC 9293 §3.10.7.4, fifth check). */
@@ -210,6 +276,11 @@ static void ack_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t n
 			c->snd_nxt = c->snd_una;
 		c->nrtx = 0;
 		c->persist = 0;
+		c->tlp_at = 0;                   /* output arms the next probe */
+		if (c->tlp_high && seq_ge(s->ack, c->tlp_high))
+			c->tlp_high = 0;
+		if (c->sack_ok)
+			sacked_update(c, &s->opt);
 		cc_newack(c, acked, now);
 		c->rtx_at = c->snd_una == c->snd_max ? 0 : now + c->rto;
 		if (c->writable_wanted && c->slen < t->conf.sndbuf && !c->fin_queued) {
@@ -231,7 +302,9 @@ static void ack_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t n
 		}
 	} else if (s->ack == c->snd_una && !s->len && !(s->flags & (TCP_SYN | TCP_FIN)) &&
 		   win == c->snd_wnd && c->snd_max != c->snd_una && !c->persist) {
-		cc_dupack(c, now);
+		if (c->sack_ok)
+			sacked_update(c, &s->opt);
+		cc_dupack(c, s, now);
 	}
 	/* RFC 9293 §3.10.7.4: the window, from the newest segment only. */
 	if (seq_lt(c->snd_wl1, s->seq) || (c->snd_wl1 == s->seq && seq_le(c->snd_wl2, s->ack))) {
@@ -578,7 +651,7 @@ void tcp_conn_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t now
 			if (!c->owned && !c->established_due && seq_gt(s->seq + s->len, c->rcv_nxt)) {
 				tcp_send_bare(t, &c->key, c->snd_nxt, 0, TCP_RST, 0, NULL, now);
 				c->state = TCP_CLOSED;
-				c->rtx_at = c->delack_at = c->idle_at = 0;
+				c->rtx_at = c->delack_at = c->idle_at = c->tlp_at = 0;
 				return;
 			}
 			whole = data_input(c, s, now) == 0;

@@ -222,21 +222,41 @@ void tcp_send_syn(struct vr_tcp_conn *c, uint64_t now)
 	c->rtx_at = now + c->rto;
 }
 
-void tcp_retransmit_first(struct vr_tcp_conn *c, uint64_t now)
+int tcp_retransmit_next(struct vr_tcp_conn *c, uint64_t now)
 {
-	uint32_t len = VR_MIN(seg_room(c), c->slen);
-	uint8_t flags = TCP_ACK;
+	uint32_t data_end = c->snd_una + c->slen;
+	uint32_t seq = c->snd_una, hole_end = data_end;
 
-	if (len == c->slen && c->fin_sent)
+	if (c->sack_ok && c->nsacked) {
+		if (seq_gt(c->rtx_high, seq))
+			seq = c->rtx_high;
+		unsigned i = 0;
+		for (; i < c->nsacked; i++) {
+			if (seq_le(c->sacked[i].end, seq))
+				continue;
+			if (seq_gt(c->sacked[i].start, seq))
+				break;
+			seq = c->sacked[i].end;
+		}
+		/* Above the highest SACKed byte nothing is known lost yet. */
+		if (i == c->nsacked)
+			return 0;
+		hole_end = c->sacked[i].start;
+	}
+	uint32_t len = VR_MIN(seg_room(c), seq_lt(seq, hole_end) ? hole_end - seq : 0);
+	uint8_t flags = TCP_ACK;
+	if (seq + len == data_end && c->fin_sent)
 		flags |= TCP_FIN;
 	if (!len && !(flags & TCP_FIN))
-		return;
-	if (seg_send(c, c->snd_una, len, flags, now) < 0)
-		return;
+		return 0;
+	if (seg_send(c, seq, len, flags, now) < 0)
+		return 0;
+	c->rtx_high = seq + len;
 	c->retransmits++;
 	c->t->st.retransmits++;
 	c->rtt_timing = 0;                   /* Karn: never time a retransmission */
 	c->rtx_at = now + c->rto;
+	return 1;
 }
 
 static uint32_t backoff(const struct vr_tcp_conn *c)
@@ -299,10 +319,60 @@ void tcp_rtx_timeout(struct vr_tcp_conn *c, uint64_t now)
 	c->in_recovery = 0;
 	c->dupacks = 0;
 	c->recover = c->snd_max;             /* RFC 6582 §3.2 step 4 */
+	c->nsacked = 0;                      /* RFC 6675 §5.1: the peer may have reneged */
+	c->tlp_at = 0;
+	c->tlp_high = 0;
 	c->snd_nxt = c->snd_una;
 	c->rtt_timing = 0;
 	c->rto = VR_MIN(c->rto * 2, t->conf.rto_max_ms);
 	c->rtx_at = 0;
+}
+
+/*
+ * RFC 8985 §7 (the tail loss probe, simplified): when the last segments of
+ * a flight are lost no duplicate ACK comes, and only the RTO (200 ms at
+ * least, against sub-millisecond RTTs here) would notice. Two RTTs after
+ * the last ACK, the last segment goes again; its SACK shows any hole
+ * (cc_dupack then recovers at once) or its ACK ends the episode. In
+ * recovery the probe is the first hole again: a lost retransmission is the
+ * commonest RTO left (RACK's reordering window does this, §6.2). One probe
+ * per episode, and none for a single segment in flight, where the peer's
+ * delayed ACK is as likely as a loss.
+ */
+static void tlp_arm(struct vr_tcp_conn *c, uint64_t now)
+{
+	uint32_t flight = c->snd_max - c->snd_una;
+
+	if (c->tlp_at || c->tlp_high || c->persist || !c->sack_ok ||
+	    !c->srtt8 || flight <= c->mss || !c->rtx_at)
+		return;
+	uint64_t at = now + VR_MAX(2u * (c->srtt8 >> 3), TCP_TLP_MIN_MS);
+	if (at < c->rtx_at)
+		c->tlp_at = at;
+}
+
+void tcp_tlp_timeout(struct vr_tcp_conn *c, uint64_t now)
+{
+	uint32_t end = c->snd_max - (c->fin_sent && !c->fin_acked), room = seg_room(c);
+
+	if (c->snd_una == c->snd_max || c->persist)
+		return;
+	c->t->st.tlp_probes++;
+	if (c->in_recovery) {
+		c->rtx_high = c->snd_una;
+		if (tcp_retransmit_next(c, now))
+			c->tlp_high = c->snd_max;
+		return;
+	}
+	uint32_t len = VR_MIN(room, end - c->snd_una);
+	uint8_t flags = TCP_ACK | (end != c->snd_max ? TCP_FIN : 0);
+	if (seg_send(c, end - len, len, flags, now) < 0)
+		return;
+	c->tlp_high = c->snd_max;
+	c->retransmits++;
+	c->t->st.retransmits++;
+	c->rtt_timing = 0;
+	c->rtx_at = now + c->rto;
 }
 
 static void unqueue(struct vr_tcp_conn *c)
@@ -408,6 +478,7 @@ void tcp_output(struct vr_tcp_conn *c, uint64_t now)
 				c->rtx_at = now + backoff(c);
 			}
 		}
+		tlp_arm(c, now);
 		break;
 	}
 	tcp_conn_timer(c);

@@ -126,6 +126,7 @@ struct vr_tcp_stats {
 	uint64_t resets_in, resets_out;
 	uint64_t retransmits;        /* segments sent again, for any reason */
 	uint64_t rto_expired, fast_retransmits, sack_blocks_sent;
+	uint64_t tlp_probes, tlp_recoveries; /* tail loss probes, and losses they showed */
 	uint64_t dup_acks_in, ooo_segs, dup_segs;
 	uint64_t challenge_acks;     /* RFC 5961 §§3-5 */
 	uint64_t cookies_sent, cookies_accepted;

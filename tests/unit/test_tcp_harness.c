@@ -194,6 +194,13 @@ static size_t opts_build(uint8_t *o, const struct opts *x)
 		put32(o + n + 4, x->tsecr);
 		n += 8;
 	}
+	if (x->nsack) {
+		o[n++] = 1, o[n++] = 1, o[n++] = 5, o[n++] = (uint8_t)(2 + 8 * x->nsack);
+		for (unsigned i = 0; i < x->nsack; i++, n += 8) {
+			put32(o + n, x->sack[i][0]);
+			put32(o + n + 4, x->sack[i][1]);
+		}
+	}
 	if (x->truncated)
 		o[n++] = 8, o[n++] = 10, o[n++] = 0, o[n++] = 0;
 	return n;

@@ -124,6 +124,86 @@ static void test_limited_transmit(void **state)
 	assert_int_equal(st()->rto_expired, 0);
 }
 
+static const struct opts sack1000 = { .mss = 1000, .ws = -1, .sack_ok = 1 };
+
+/* A duplicate ACK at the first hole, SACKing n ranges given relative to iss. */
+static void dupack_sack(unsigned n, const uint32_t (*blocks)[2])
+{
+	struct opts o = { .mss = -1, .ws = -1, .nsack = n };
+
+	for (unsigned i = 0; i < n; i++) {
+		o.sack[i][0] = iss + blocks[i][0];
+		o.sack[i][1] = iss + blocks[i][1];
+	}
+	peer_send(PORT, PISN + 1, iss + 1001, F_ACK, 65535, NULL, 0, &o);
+}
+
+static void test_sack_recovery(void **state)
+{
+	open_passive(&sack1000, 65535);
+	assert_int_equal(vr_tcp_send(conn, blk, 10000), 10000);
+	tick(0);
+	assert_int_equal(nout, 10);
+	nout = 0;
+	/* Segments 2 and 5 (of 1..10) are lost; the peer SACKs around them. */
+	peer_send(PORT, PISN + 1, iss + 1001, F_ACK, 65535, NULL, 0, NULL);
+	dupack_sack(1, (const uint32_t[][2]){ { 2001, 3001 } });
+	dupack_sack(1, (const uint32_t[][2]){ { 2001, 4001 } });
+	nout = 0;                                  /* (limited transmit had nothing new) */
+	dupack_sack(2, (const uint32_t[][2]){ { 5001, 6001 }, { 2001, 4001 } });
+	struct seg *s = one();                     /* the third: the first hole */
+	assert_int_equal(s->seq, iss + 1001);
+	/* The next duplicate fills the next hole SACK shows, not another RTT later (RFC 6675). */
+	dupack_sack(2, (const uint32_t[][2]){ { 5001, 7001 }, { 2001, 4001 } });
+	s = one();
+	assert_int_equal(s->seq, iss + 4001);
+	assert_int_equal(s->len, 1000);
+	/* Nothing else is known lost: later duplicates only inflate the window. */
+	dupack_sack(2, (const uint32_t[][2]){ { 5001, 8001 }, { 2001, 4001 } });
+	assert_int_equal(nout, 0);
+	peer_send(PORT, PISN + 1, iss + 10001, F_ACK, 65535, NULL, 0, NULL);
+	assert_int_equal(st()->retransmits, 2);
+	assert_int_equal(st()->rto_expired, 0);
+}
+
+static void test_tail_loss_probe(void **state)
+{
+	open_passive(&sack1000, 65535);
+	assert_int_equal(vr_tcp_send(conn, blk, 5000), 5000);
+	tick(0);
+	assert_int_equal(nout, 5);
+	nout = 0;
+	peer_send(PORT, PISN + 1, iss + 2001, F_ACK, 65535, NULL, 0, NULL);
+	/* Segments 3 to 5 are lost: no duplicate will come. Two RTTs (10 ms at least) later: */
+	tick(9);
+	assert_int_equal(nout, 0);
+	tick(1);
+	struct seg *s = one();                     /* the last segment again */
+	assert_int_equal(s->seq, iss + 4001);
+	assert_int_equal(st()->tlp_probes, 1);
+	/* Its SACK shows the hole below it: recovery starts at once, no third duplicate. */
+	struct opts o = { .mss = -1, .ws = -1, .nsack = 1, .sack = { { iss + 4001, iss + 5001 } } };
+	peer_send(PORT, PISN + 1, iss + 2001, F_ACK, 65535, NULL, 0, &o);
+	s = one();
+	assert_int_equal(s->seq, iss + 2001);
+	assert_int_equal(st()->tlp_recoveries, 1);
+	assert_int_equal(st()->rto_expired, 0);
+}
+
+static void test_no_probe_for_one_segment(void **state)
+{
+	open_passive(&sack1000, 65535);
+	assert_int_equal(vr_tcp_send(conn, blk, 500), 500);
+	tick(0);
+	assert_int_equal(nout, 1);
+	nout = 0;
+	tick(199);
+	assert_int_equal(nout, 0);                 /* a delayed ACK is as likely: wait for the RTO */
+	tick(1);
+	assert_int_equal(one()->seq, iss + 1);
+	assert_int_equal(st()->tlp_probes, 0);
+}
+
 static void test_peer_zero_window_probes(void **state)
 {
 	open_passive(&mss1000, 0);
@@ -271,6 +351,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rtt_from_timestamps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fast_retransmit_newreno, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limited_transmit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sack_recovery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tail_loss_probe, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_probe_for_one_segment, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_peer_zero_window_probes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_own_window_shuts_and_reopens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_buffer_full_writable, setup, teardown),
