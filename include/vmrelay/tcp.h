@@ -18,9 +18,9 @@
  *     vr_tcp_poll(tcp, now);     timers, queued output, vr_net_poll + flush
  *
  * Callbacks are called from vr_net_rx (through the net hook) and
- * vr_tcp_poll, never from vr_tcp_connect, vr_tcp_send, vr_tcp_read, vr_tcp_consume,
- * vr_tcp_shutdown, vr_tcp_close or vr_tcp_abort, so an owner may call any of
- * these from inside a callback. Data given to vr_tcp_send leaves at the next
+ * vr_tcp_poll, never from vr_tcp_connect, vr_tcp_send, vr_tcp_read,
+ * vr_tcp_consume, vr_tcp_shutdown, vr_tcp_close or vr_tcp_abort, so an owner
+ * may call any of these from inside a callback. Data given to vr_tcp_send leaves at the next
  * vr_tcp_poll (or at the end of the rx burst being processed), so several
  * sends in one loop iteration share segments.
  *
