@@ -107,12 +107,13 @@ static int fail(struct vr_dkim_signer *s, int err, const char *fmt, ...)
 	return err;
 }
 
+/* A domain to sign with: at least one key, all loaded. */
 static bool keys_loaded(const struct vr_dkim_domain *d)
 {
 	for (unsigned i = 0; i < d->n_keys; i++)
 		if (!d->keys[i].pkey)
 			return false;
-	return true;
+	return d->n_keys > 0;
 }
 
 static struct vr_dkim_signer *signer_alloc(uint64_t now_s, const struct vr_dkim_opts *opts)
@@ -402,9 +403,8 @@ static int choose_domain(struct vr_dkim_signer *s)
 	if (!s->d)
 		return fail(s, -ENOENT, "account %s has no DKIM key for %.*s", s->acct->id,
 			    (int)VR_MIN(len, 253u), dom);
-	for (unsigned i = 0; i < s->d->n_keys; i++)
-		if (!s->d->keys[i].pkey)
-			return fail(s, -EINVAL, "DKIM key %s is not loaded", s->d->keys[i].key);
+	if (!keys_loaded(s->d))
+		return fail(s, -EINVAL, "the DKIM keys of %s are not loaded", s->d->name);
 	return 0;
 }
 

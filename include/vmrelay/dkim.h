@@ -79,8 +79,8 @@ struct vr_dkim_signer;
  * A signer for one message with every key of d (all loaded), in d's order.
  * now_s is the signing time (t=), seconds since the epoch. opts NULL means
  * relaxed/relaxed. d must outlive the signer (callers inside an RCU read
- * section keep it for the message). NULL with errno ENOMEM, or EINVAL if a
- * key of d is not loaded.
+ * section keep it for the message). NULL with errno ENOMEM, or EINVAL if d
+ * has no keys or one not loaded.
  */
 struct vr_dkim_signer *vr_dkim_signer_new(const struct vr_dkim_domain *d, uint64_t now_s,
 					  const struct vr_dkim_opts *opts);

@@ -405,6 +405,11 @@ static void test_errors(void **state)
 	errno = 0;
 	assert_null(vr_dkim_signer_new(&d, NOW, NULL));
 	assert_int_equal(errno, EINVAL);
+	/* Nor one without keys: it would sign nothing and say it had. */
+	d.n_keys = 0;
+	errno = 0;
+	assert_null(vr_dkim_signer_new(&d, NOW, NULL));
+	assert_int_equal(errno, EINVAL);
 }
 
 /* A signature error leaves what out held alone. */
