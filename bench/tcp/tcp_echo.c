@@ -113,7 +113,7 @@ static int port_open(const char *iface, uint8_t mac[6])
 	return 0;
 }
 
-/* Reads what the socket has into pool packets and hands them to rx (the fault layer or the stack). */
+/* Reads what the socket has into pool packets and hands them to rx (fault layer or stack). */
 static void port_rx(vr_net_burst_fn rx, void *rx_arg, uint64_t now)
 {
 	for (int burst = 0; burst < 64; burst++) {
