@@ -42,11 +42,12 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
 }
 
 static const struct {
+	const char *name;            /* a= */
 	const char *type;            /* EVP_PKEY_is_a() name */
 	const char *dns;             /* k= of the DNS record */
 } algs[] = {
-	[VR_DKIM_RSA_SHA256] = { "RSA", "rsa" },
-	[VR_DKIM_ED25519_SHA256] = { "ED25519", "ed25519" },
+	[VR_DKIM_RSA_SHA256] = { "rsa-sha256", "RSA", "rsa" },
+	[VR_DKIM_ED25519_SHA256] = { "ed25519-sha256", "ED25519", "ed25519" },
 };
 
 int vr_dkim_key_load(struct vr_dkim_key *k, char *err, size_t errlen)
@@ -67,8 +68,8 @@ int vr_dkim_key_load(struct vr_dkim_key *k, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	if (!EVP_PKEY_is_a(pkey, algs[k->alg].type)) {
-		snprintf(err, errlen, "%s: a %s key, but the algorithm wants %s", k->key,
-			 EVP_PKEY_get0_type_name(pkey), algs[k->alg].type);
+		snprintf(err, errlen, "%s: key type %s, but %s needs %s", k->key,
+			 EVP_PKEY_get0_type_name(pkey), algs[k->alg].name, algs[k->alg].type);
 		EVP_PKEY_free(pkey);
 		return -EINVAL;
 	}

@@ -353,8 +353,8 @@ static void test_dkim_keys(void **state)
 {
 	static const struct { const char *alg, *file, *err; } cases[] = {
 		{ "ed25519-sha256", "missing.pem", "missing.pem: No such file or directory" },
-		{ "ed25519-sha256", "rsa1.pem", "rsa1.pem: a RSA key, but the algorithm wants ED25519" },
-		{ "rsa-sha256", "ed1.pem", "ed1.pem: a ED25519 key, but the algorithm wants RSA" },
+		{ "ed25519-sha256", "rsa1.pem", "rsa1.pem: key type RSA, but ed25519-sha256 needs ED25519" },
+		{ "rsa-sha256", "ed1.pem", "ed1.pem: key type ED25519, but rsa-sha256 needs RSA" },
 		{ "rsa-sha256", "rsa512.pem",
 		  "rsa512.pem: RSA key of 512 bits, at least 1024 needed (RFC 8301)" },
 		{ "rsa-sha256", "accounts.jsonl",
