@@ -71,6 +71,7 @@ struct entry {
 	uint64_t taken_seen, rate_at_ms, last_use_ms;
 	double rate;
 	uint32_t pend_lease_used, pend_extra, pend_returned;
+	uint32_t headroom;            /* what every window had left at our last call */
 	int conn;
 	struct vr_cl_failsafe fs;
 };
@@ -160,6 +161,7 @@ void vr_cluster_touch(struct vr_cluster *c, const char *id, uint32_t daily)
 		memcpy(fresh->id, id, len + 1);
 		fresh->hash = h;
 		fresh->conn = -1;
+		fresh->headroom = UINT32_MAX;
 		cds_lfht_node_init(&fresh->node);
 		struct cds_lfht_node *n = cds_lfht_add_unique(c->ht, h, match, id, &fresh->node);
 		e = caa_container_of(n, struct entry, node);
@@ -337,12 +339,27 @@ static void redis_down(struct vr_cluster *c, const char *err)
 	}
 }
 
+void vr_cl_admin_limits(const struct vr_cluster *c, uint32_t daily,
+			uint32_t limit[VR_RL_NWINDOWS])
+{
+	limit[VR_RL_MINUTE] = c->p.per_minute;
+	limit[VR_RL_HOUR] = c->p.per_hour;
+	limit[VR_RL_DAY] = daily;
+}
+
+const char *vr_cl_admin_open(const struct vr_cluster *c, struct vr_cl_redis *r)
+{
+	memset(r, 0, sizeof(*r));
+	memcpy(r->seed, c->redis.seed, sizeof(r->seed));
+	memcpy(r->password, c->redis.password, sizeof(r->password));
+	r->timeout_ms = c->redis.timeout_ms;
+	return c->prefix;
+}
+
 static void limits_of(const struct vr_cluster *c, const struct entry *e,
 		      uint32_t lim[VR_RL_NWINDOWS])
 {
-	lim[VR_RL_MINUTE] = c->p.per_minute;
-	lim[VR_RL_HOUR] = c->p.per_hour;
-	lim[VR_RL_DAY] = __atomic_load_n(&e->daily, __ATOMIC_RELAXED);
+	vr_cl_admin_limits(c, __atomic_load_n(&e->daily, __ATOMIC_RELAXED), lim);
 }
 
 /* Confirmed slots so far, to the settlement of the block they came from. */
@@ -358,11 +375,18 @@ static void fold_used(struct vr_cluster *c, struct entry *e)
 	}
 }
 
-/* Takes the block to zero (what was left goes to *back); true once no slot
- * of it is in flight, its confirmed slots then folded in. */
-static bool block_end(struct vr_cluster *c, struct entry *e, uint32_t *back)
+/* Takes the block to zero, what was left going back where it came from
+ * (the lease's next settlement, or the fail-safe share); true once no slot
+ * of it is in flight, its confirmed slots then folded in. Until then it
+ * is called again: slots released meanwhile go back the same way. */
+static bool block_end(struct vr_cluster *c, struct entry *e)
 {
-	*back += (uint32_t)__atomic_exchange_n(&e->avail, 0, __ATOMIC_SEQ_CST);
+	uint32_t left = (uint32_t)__atomic_exchange_n(&e->avail, 0, __ATOMIC_SEQ_CST);
+
+	if (e->src == SRC_FAILSAFE)
+		vr_cl_failsafe_return(&e->fs, (int64_t)(vr_clock_wall_us() / 1000000u), left);
+	else
+		e->pend_returned += left;
 	if (__atomic_load_n(&e->inflight, __ATOMIC_SEQ_CST) != 0)
 		return false;
 	fold_used(c, e);
@@ -370,21 +394,19 @@ static bool block_end(struct vr_cluster *c, struct entry *e, uint32_t *back)
 }
 
 /* One script call for e; false if Redis failed. */
-static bool lease_call(struct vr_cluster *c, struct entry *e, uint32_t want, uint32_t back,
-		       uint64_t now_ms)
+static bool lease_call(struct vr_cluster *c, struct entry *e, uint32_t want, uint64_t now_ms)
 {
-	char kw[200], kl[200], err[512];
+	char err[512];
 	struct vr_cl_grant g;
 	struct vr_cl_call call = {
 		.node = c->node, .want = want, .lease_used = e->pend_lease_used,
-		.extra_used = e->pend_extra, .returned = back + e->pend_returned,
+		.extra_used = e->pend_extra, .returned = e->pend_returned,
 		.ttl_s = c->p.lease_ttl_s,
 	};
 
 	limits_of(c, e, call.limit);
-	if (vr_cl_keys(c->prefix, e->id, kw, kl, sizeof(kw)) < 0)
-		return true;
-	if (vr_cl_redis_eval(&c->redis, &e->conn, kw, kl, &call, &g, err, sizeof(err)) < 0) {
+	if (vr_cl_redis_eval(&c->redis, &e->conn, e->id, c->prefix, &call, &g, err,
+			     sizeof(err)) < 0) {
 		redis_down(c, err);
 		return false;
 	}
@@ -393,10 +415,11 @@ static bool lease_call(struct vr_cluster *c, struct entry *e, uint32_t want, uin
 	e->pend_returned = 0;
 	count(&c->st.slots_returned, call.returned);
 	if (!g.lease_known && e->src == SRC_LEASE) {
-		/* Redis no longer has our lease (it lost its data): what is left
-		 * of the block is backed by nothing. */
-		uint32_t lost = 0;
-		block_end(c, e, &lost);
+		/* Redis no longer has our lease (it lost its data, which the
+		 * guarantees assume it does not): what is left of the block is
+		 * backed by nothing. */
+		block_end(c, e);
+		e->pend_returned = 0;
 	}
 	if (g.granted) {
 		__atomic_fetch_add(&e->avail, (int32_t)g.granted, __ATOMIC_SEQ_CST);
@@ -405,12 +428,18 @@ static bool lease_call(struct vr_cluster *c, struct entry *e, uint32_t want, uin
 	}
 	e->lease = g.lease;
 	e->src = g.lease ? SRC_LEASE : SRC_NONE;
+	e->headroom = UINT32_MAX;
+	call.limit[VR_RL_DAY] = g.day_limit;
+	for (int w = 0; w < VR_RL_NWINDOWS; w++)
+		e->headroom = VR_MIN(e->headroom, call.limit[w] > g.used[w] ?
+					       call.limit[w] - g.used[w] : 0);
 	e->deadline_ms = now_ms + (uint64_t)c->p.lease_ttl_s * 1000u - MARGIN_MS;
 	if (g.refused && g.granted < want) {
 		int w = g.refused - 1;
 		__atomic_store_n(&e->spent_window, (uint32_t)w, __ATOMIC_RELAXED);
 		__atomic_store_n(&e->spent_used, g.used[w], __ATOMIC_RELAXED);
-		__atomic_store_n(&e->spent_limit, call.limit[w], __ATOMIC_RELAXED);
+		__atomic_store_n(&e->spent_limit, w == VR_RL_DAY ? g.day_limit : call.limit[w],
+				 __ATOMIC_RELAXED);
 		__atomic_store_n(&e->spent_until, VR_MAX(g.resets_at, g.now + 1), __ATOMIC_RELEASE);
 		e->next_call_ms = now_ms + SPENT_RETRY_MS;
 	} else {
@@ -446,7 +475,7 @@ static void entry_free(struct rcu_head *h)
 static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, bool stopping)
 {
 	uint64_t taken = __atomic_load_n(&e->taken, __ATOMIC_RELAXED);
-	uint32_t want, back = 0;
+	uint32_t want;
 	bool demand = __atomic_exchange_n(&e->demand, false, __ATOMIC_ACQ_REL);
 	bool up = __atomic_load_n(&c->up, __ATOMIC_RELAXED);
 
@@ -457,8 +486,9 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 	e->rate = vr_cl_rate_update(e->rate, taken - e->taken_seen, now_ms - e->rate_at_ms);
 	e->rate_at_ms = now_ms;
 	e->taken_seen = taken;
-	want = vr_cl_lease_want(&c->sz, e->rate);
-	__atomic_store_n(&e->low, (int32_t)(want + 1) / 2, __ATOMIC_RELAXED);
+	want = vr_cl_lease_fit(&c->sz, vr_cl_lease_want(&c->sz, e->rate), e->headroom);
+	int32_t low = (int32_t)vr_cl_lease_low(want);
+	__atomic_store_n(&e->low, low, __ATOMIC_RELAXED);
 	fold_used(c, e);
 
 	int32_t avail = __atomic_load_n(&e->avail, __ATOMIC_RELAXED);
@@ -467,24 +497,20 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 
 	if (stopping || (e->src != SRC_NONE && idle)) {
 		/* The block aged out (or we stop): what is left goes back. */
-		if (!block_end(c, e, &back) && !stopping)
+		if (!block_end(c, e) && !stopping)
 			return true;
-		if (e->src == SRC_FAILSAFE) {
-			vr_cl_failsafe_return(&e->fs, (int64_t)(vr_clock_wall_us() / 1000000u),
-					      back);
+		if (e->src == SRC_FAILSAFE)
 			e->src = SRC_NONE;
-			back = 0;
-		}
 		if (!up || (e->lease == 0 && !e->pend_lease_used && !e->pend_extra &&
 			    !e->pend_returned))
 			return true;
-		return lease_call(c, e, 0, back, now_ms);
+		return lease_call(c, e, 0, now_ms);
 	}
 	if (e->src == SRC_LEASE && now_ms >= e->deadline_ms) {
 		/* Not renewed in time (Redis away): spend no more of it; it is
 		 * settled exactly when Redis is back, unless another node's call
 		 * found it expired first and charged all of it. */
-		if (!block_end(c, e, &e->pend_returned))
+		if (!block_end(c, e))
 			return true;
 		e->src = SRC_NONE;
 	}
@@ -493,29 +519,31 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 			return true;            /* still good until its deadline */
 		if (e->src == SRC_NONE && !demand)
 			return true;
-		if (avail < (int32_t)(want + 1) / 2 || demand)
+		if (avail < low || demand)
 			failsafe_fill(c, e, want - (uint32_t)VR_MAX(avail, 0));
 		return true;
 	}
 	if (e->src == SRC_FAILSAFE) {
 		/* Redis is back: finish the share's block, then lease again. */
-		if (!block_end(c, e, &back))
+		if (!block_end(c, e))
 			return true;
-		vr_cl_failsafe_return(&e->fs, (int64_t)(vr_clock_wall_us() / 1000000u), back);
 		e->src = SRC_NONE;
-		back = 0;
 		demand = true;
 		avail = 0;
 	}
 	if (now_ms < e->next_call_ms)
 		return true;
-	bool refill = avail < (int32_t)(want + 1) / 2 && (demand || e->src == SRC_LEASE);
+	bool refill = avail < low && (demand || e->src == SRC_LEASE);
 	bool renew = e->src == SRC_LEASE &&
 		     e->deadline_ms - now_ms < (uint64_t)c->p.lease_ttl_s * 500u;
-	if (!refill && !renew && !e->pend_extra && !e->pend_returned && !e->pend_lease_used)
+	/* Sent lease slots wait for the next call: Redis counts them in the
+	 * lease meanwhile, which is never less. Mail sent on the fail-safe
+	 * share and a lease that outlived Redis's absence are counted nowhere
+	 * or in full: those are settled at once. */
+	if (!refill && !renew && !e->pend_extra && !e->pend_returned)
 		return true;
 	uint32_t ask = avail < (int32_t)want ? want - (uint32_t)VR_MAX(avail, 0) : 0;
-	return lease_call(c, e, ask, 0, now_ms);
+	return lease_call(c, e, ask, now_ms);
 }
 
 /* The entries of the table now, into c->list. Online, briefly. */

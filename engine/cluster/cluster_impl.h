@@ -7,6 +7,7 @@
  *   script.c   the Lua script that grants and settles leases, its keys, and
  *              the parsing of its reply
  *   redis.c    connections to Redis (AUTH, SCRIPT LOAD, MOVED and ASK)
+ *   admin.c    the operator's quota commands, cluster-wide
  */
 #ifndef VR_CLUSTER_IMPL_H
 #define VR_CLUSTER_IMPL_H
@@ -28,9 +29,16 @@ struct vr_cl_sizing {
  * sample is (half-life of about 5 s). */
 double vr_cl_rate_update(double rate, uint64_t taken, uint64_t dt_ms);
 /* Slots to hold for a VPS sending at rate: a lease's life of mail, within
- * [lease_min, lease_max]. The block is topped up when it falls below half,
- * so a busy VPS calls Redis about twice per ttl. */
+ * [lease_min, lease_max]. */
 uint32_t vr_cl_lease_want(const struct vr_cl_sizing *sz, double rate);
+/* want cut to a quarter of what every window had left at the last call
+ * (at least lease_min): a block counts as used until it is settled, so
+ * near a limit big blocks on some nodes would leave others refused while
+ * slots sit idle. */
+uint32_t vr_cl_lease_fit(const struct vr_cl_sizing *sz, uint32_t want, uint32_t headroom);
+/* Below this many slots a block is topped up: a quarter of want, at least 1
+ * (a busy VPS calls Redis about once per 3/4 of a block). */
+uint32_t vr_cl_lease_low(uint32_t want);
 
 /* Fail-safe counts of one VPS on this node: calendar minute, hour, day. */
 struct vr_cl_failsafe {
@@ -69,15 +77,18 @@ struct vr_cl_grant {
 	bool lease_known;             /* the node's lease was still in Redis */
 	int refused;                  /* 0, or 1 + the window that stopped the grant */
 	int64_t resets_at;            /* when that window frees a slot */
+	uint32_t day_limit;           /* the daily quota in force (the operator's, if set) */
 };
 
-/* "<prefix>{<id>}:w" and ":l": the hash tag keeps a VPS on one slot. -1 if
- * they do not fit. */
-int vr_cl_keys(const char *prefix, const char *id, char *w, char *l, size_t len);
+#define VR_CL_KEY_MAX 200
+enum { VR_CL_KEY_W, VR_CL_KEY_L, VR_CL_KEY_Q, VR_CL_NKEYS };
+/* "<prefix>{<id>}:w", ":l" and ":q" (the operator's daily quota): the hash
+ * tag keeps a VPS's keys on one Cluster slot. -1 if they do not fit. */
+int vr_cl_keys(const char *prefix, const char *id, char keys[VR_CL_NKEYS][VR_CL_KEY_MAX]);
 /* Builds the argument vector of an EVALSHA (argv strings in buf). Returns
- * argc (14). */
-int vr_cl_argv(const struct vr_cl_call *call, const char *sha, const char *kw, const char *kl,
-	       char buf[][24], const char *argv[]);
+ * argc (15). */
+int vr_cl_argv(const struct vr_cl_call *call, const char *sha,
+	       char keys[VR_CL_NKEYS][VR_CL_KEY_MAX], char buf[][24], const char *argv[]);
 /* Reads the script's array reply (integers). 0 or -1 if malformed. */
 struct redisReply;
 int vr_cl_grant_parse(const struct redisReply *r, struct vr_cl_grant *g);
@@ -102,13 +113,27 @@ struct vr_cl_redis {
  * or -1 with err. */
 int vr_cl_redis_conn(struct vr_cl_redis *r, const char *where, char *err, size_t errlen);
 /*
- * Runs the script for keys kw/kl on connection *ci, following MOVED (which
- * updates *ci: the VPS lives there now) and ASK, and reloading the script
- * after NOSCRIPT. 0 with *g filled; -1 with err (connection dropped).
+ * Runs one command on connection *ci (-1: the seed), following MOVED (which
+ * updates *ci: the VPS lives there now) and ASK, and loading the script
+ * again after NOSCRIPT. 0 with the reply (not an error; the caller frees
+ * it) in *out; -1 with err (a failed connection is dropped).
  */
-int vr_cl_redis_eval(struct vr_cl_redis *r, int *ci, const char *kw, const char *kl,
+int vr_cl_redis_cmd(struct vr_cl_redis *r, int *ci, int argc, const char **argv,
+		    struct redisReply **out, char *err, size_t errlen);
+/* The script for VPS id under prefix, through vr_cl_redis_cmd. 0 with *g
+ * filled, or -1 with err. */
+int vr_cl_redis_eval(struct vr_cl_redis *r, int *ci, const char *id, const char *prefix,
 		     const struct vr_cl_call *call, struct vr_cl_grant *g, char *err,
 		     size_t errlen);
 void vr_cl_redis_close(struct vr_cl_redis *r);
+
+/* --- cluster.c, for admin.c --- */
+
+/* A connection set-up like the cluster thread's (seed, AUTH, timeout), not
+ * yet connected, in *r; returns the key prefix. */
+const char *vr_cl_admin_open(const struct vr_cluster *c, struct vr_cl_redis *r);
+/* [limits] per_minute and per_hour, and daily, as a call's limits. */
+void vr_cl_admin_limits(const struct vr_cluster *c, uint32_t daily,
+			uint32_t limit[VR_RL_NWINDOWS]);
 
 #endif

@@ -34,6 +34,16 @@ uint32_t vr_cl_lease_want(const struct vr_cl_sizing *sz, double rate)
 	return (uint32_t)want;
 }
 
+uint32_t vr_cl_lease_fit(const struct vr_cl_sizing *sz, uint32_t want, uint32_t headroom)
+{
+	return VR_MIN(want, VR_MAX(sz->lease_min, headroom / 4));
+}
+
+uint32_t vr_cl_lease_low(uint32_t want)
+{
+	return (want + 3) / 4;
+}
+
 /* The calendar window of each kind that now falls in. */
 static void windows_at(int64_t now, int64_t at[VR_RL_NWINDOWS])
 {

@@ -163,13 +163,10 @@ static const char *redirect_to(const char *msg, const char *kind)
 	return sp ? sp + 1 : NULL;
 }
 
-int vr_cl_redis_eval(struct vr_cl_redis *r, int *ci, const char *kw, const char *kl,
-		     const struct vr_cl_call *call, struct vr_cl_grant *g, char *err,
-		     size_t errlen)
+int vr_cl_redis_cmd(struct vr_cl_redis *r, int *ci, int argc, const char **argv,
+		    struct redisReply **out, char *err, size_t errlen)
 {
-	char buf[8][24];
-	const char *argv[16];
-	int at = *ci, argc;
+	int at = *ci;
 	bool asking = false;
 
 	for (int hop = 0; hop <= MAX_HOPS; hop++) {
@@ -186,7 +183,6 @@ int vr_cl_redis_eval(struct vr_cl_redis *r, int *ci, const char *kw, const char 
 			if (simple(r, ctx, 1, ask, NULL, err, errlen) < 0)
 				goto fail;
 		}
-		argc = vr_cl_argv(call, r->sha, kw, kl, buf, argv);
 		redisReply *rep = redisCommandArgv(ctx, argc, argv, NULL);
 		r->ops++;
 		if (!rep) {
@@ -195,13 +191,8 @@ int vr_cl_redis_eval(struct vr_cl_redis *r, int *ci, const char *kw, const char 
 			goto fail;
 		}
 		if (rep->type != REDIS_REPLY_ERROR) {
-			int rc = vr_cl_grant_parse(rep, g);
-			freeReplyObject(rep);
-			if (rc < 0) {
-				snprintf(err, errlen, "%s: malformed script reply", r->conn[at].addr);
-				r->errors++;
-			}
-			return rc;
+			*out = rep;
+			return 0;
 		}
 		const char *moved = redirect_to(rep->str, "MOVED");
 		const char *ask = redirect_to(rep->str, "ASK");
@@ -219,7 +210,7 @@ int vr_cl_redis_eval(struct vr_cl_redis *r, int *ci, const char *kw, const char 
 			continue;
 		}
 		if (strncmp(rep->str, "NOSCRIPT", 8) == 0) {
-			/* A restarted Redis forgot the script. */
+			/* A restarted Redis forgot the script (its sha stays). */
 			freeReplyObject(rep);
 			if (conn_setup(r, ctx, err, errlen) < 0)
 				goto fail;
@@ -237,6 +228,30 @@ fail:
 	r->errors++;
 	conn_drop(r, at);
 	return -1;
+}
+
+int vr_cl_redis_eval(struct vr_cl_redis *r, int *ci, const char *id, const char *prefix,
+		     const struct vr_cl_call *call, struct vr_cl_grant *g, char *err,
+		     size_t errlen)
+{
+	char keys[3][VR_CL_KEY_MAX], buf[8][24];
+	const char *argv[16];
+	redisReply *rep;
+
+	if (vr_cl_keys(prefix, id, keys) < 0) {
+		snprintf(err, errlen, "keys of '%s' too long", id);
+		return -1;
+	}
+	int argc = vr_cl_argv(call, r->sha, keys, buf, argv);
+	if (vr_cl_redis_cmd(r, ci, argc, argv, &rep, err, errlen) < 0)
+		return -1;
+	int rc = vr_cl_grant_parse(rep, g);
+	freeReplyObject(rep);
+	if (rc < 0) {
+		snprintf(err, errlen, "malformed script reply");
+		r->errors++;
+	}
+	return rc;
 }
 
 void vr_cl_redis_close(struct vr_cl_redis *r)

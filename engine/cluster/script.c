@@ -8,6 +8,8 @@
  *   <prefix>{<id>}:w   settled mails: s<second>, m<minute>, d<day> (UTC
  *                      epoch numbers) -> count
  *   <prefix>{<id>}:l   outstanding leases: <node> -> "<slots> <expiry>"
+ *   <prefix>{<id>}:q   the daily quota the operator set (quota set), which
+ *                      every node then applies; absent: the accounts file's
  *
  * One call settles what the node reports and grants what it asks, at
  * Redis's clock (TIME), so the nodes agree on every boundary:
@@ -39,11 +41,13 @@
  * charged yet must not vanish before its day is over. */
 const char vr_cl_script[] =
 	"local W, L = KEYS[1], KEYS[2]\n"
+	"local q = tonumber(redis.call('GET', KEYS[3]))\n"
 	"local node = ARGV[1]\n"
 	"local want, lused = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
 	"local extra, ret = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
 	"local lim = { tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]) }\n"
 	"local ttl = tonumber(ARGV[9])\n"
+	"if q then lim[3] = q end\n"
 	"local t = tonumber(redis.call('TIME')[1])\n"
 	"local function charge(at, n)\n"
 	"  if n <= 0 then return end\n"
@@ -114,20 +118,23 @@ const char vr_cl_script[] =
 	"redis.call('EXPIRE', W, 172800)\n"
 	"redis.call('EXPIRE', L, 172800)\n"
 	"return { grant, k, t, used[1] + grant, used[2] + grant, used[3] + grant, known,\n"
-	"         refused, resets }\n";
+	"         refused, resets, lim[3] }\n";
 
-int vr_cl_keys(const char *prefix, const char *id, char *w, char *l, size_t len)
+int vr_cl_keys(const char *prefix, const char *id, char keys[VR_CL_NKEYS][VR_CL_KEY_MAX])
 {
-	int n = snprintf(w, len, "%s{%s}:w", prefix, id);
+	static const char suffix[VR_CL_NKEYS] = { [VR_CL_KEY_W] = 'w', [VR_CL_KEY_L] = 'l',
+						  [VR_CL_KEY_Q] = 'q' };
 
-	if (n < 0 || (size_t)n >= len)
-		return -1;
-	snprintf(l, len, "%s{%s}:l", prefix, id);
+	for (int k = 0; k < VR_CL_NKEYS; k++) {
+		int n = snprintf(keys[k], VR_CL_KEY_MAX, "%s{%s}:%c", prefix, id, suffix[k]);
+		if (n < 0 || n >= VR_CL_KEY_MAX)
+			return -1;
+	}
 	return 0;
 }
 
-int vr_cl_argv(const struct vr_cl_call *call, const char *sha, const char *kw, const char *kl,
-	       char buf[][24], const char *argv[])
+int vr_cl_argv(const struct vr_cl_call *call, const char *sha,
+	       char keys[VR_CL_NKEYS][VR_CL_KEY_MAX], char buf[][24], const char *argv[])
 {
 	const uint32_t nums[] = {
 		call->want, call->lease_used, call->extra_used, call->returned,
@@ -138,9 +145,9 @@ int vr_cl_argv(const struct vr_cl_call *call, const char *sha, const char *kw, c
 
 	argv[argc++] = "EVALSHA";
 	argv[argc++] = sha;
-	argv[argc++] = "2";
-	argv[argc++] = kw;
-	argv[argc++] = kl;
+	argv[argc++] = "3";
+	for (int k = 0; k < VR_CL_NKEYS; k++)
+		argv[argc++] = keys[k];
 	argv[argc++] = call->node;
 	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
 		snprintf(buf[i], 24, "%u", nums[i]);
@@ -151,16 +158,16 @@ int vr_cl_argv(const struct vr_cl_call *call, const char *sha, const char *kw, c
 
 int vr_cl_grant_parse(const struct redisReply *r, struct vr_cl_grant *g)
 {
-	long long v[9];
+	long long v[10];
 
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 9)
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 10)
 		return -1;
-	for (size_t i = 0; i < 9; i++) {
+	for (size_t i = 0; i < 10; i++) {
 		if (r->element[i]->type != REDIS_REPLY_INTEGER || r->element[i]->integer < 0)
 			return -1;
 		v[i] = r->element[i]->integer;
 	}
-	if (v[0] > UINT32_MAX || v[1] > UINT32_MAX || v[7] > VR_RL_NWINDOWS)
+	if (v[0] > UINT32_MAX || v[1] > UINT32_MAX || v[7] > VR_RL_NWINDOWS || v[9] > UINT32_MAX)
 		return -1;
 	*g = (struct vr_cl_grant){
 		.granted = (uint32_t)v[0],
@@ -170,6 +177,7 @@ int vr_cl_grant_parse(const struct redisReply *r, struct vr_cl_grant *g)
 		.lease_known = v[6] != 0,
 		.refused = (int)v[7],
 		.resets_at = v[8],
+		.day_limit = (uint32_t)v[9],
 	};
 	return 0;
 }

@@ -185,6 +185,37 @@ static void writer_lock(struct vr_ctl *c)
 	rcu_thread_online();
 }
 
+/* Clustered, the quota commands act on Redis too (vmrelay/cluster.h); it
+ * may take up to [cluster] timeout_ms, offline (QSBR). */
+static json_t *cluster_windows(const struct vr_cluster *cl, const char *id, uint32_t daily)
+{
+	static const char *const names[VR_RL_NWINDOWS] = { "minute", "hour", "day" };
+	struct vr_rl_verdict v;
+	char err[512];
+
+	rcu_thread_offline();
+	int rc = vr_cluster_show(cl, id, daily, &v, err, sizeof(err));
+	rcu_thread_online();
+	if (rc < 0)
+		return json_pack("{s:s}", "error", err);
+	json_t *o = json_object();
+	for (unsigned i = 0; i < VR_RL_NWINDOWS; i++)
+		json_object_set_new(o, names[i], json_pack("{s:I,s:I}",
+			"used", (json_int_t)v.w[i].used, "limit", (json_int_t)v.w[i].limit));
+	json_object_set_new(o, "may_send", json_boolean(v.ok));
+	return o;
+}
+
+static int cluster_act(const struct vr_cluster *cl, const char *id, uint32_t quota, char *err,
+		       size_t errlen)
+{
+	rcu_thread_offline();
+	int rc = quota ? vr_cluster_set_daily(cl, id, quota, err, errlen)
+		       : vr_cluster_reset(cl, id, err, errlen);
+	rcu_thread_online();
+	return rc;
+}
+
 /* Whether id is a current account, and whether it is exempt from the windows. */
 static int account_known(const char *id, bool *unlimited, char *err, size_t errlen)
 {
@@ -233,6 +264,9 @@ static int cmd_quota_show(struct vr_ctl *c, const char *const *argv, json_t *rep
 			"resets_at", (json_int_t)v.w[i].resets_at));
 	json_object_set_new(reply, "windows", w);
 	json_object_set_new(reply, "may_send", json_boolean(v.ok));
+	if (c->ops.srv->cluster)
+		json_object_set_new(reply, "cluster", cluster_windows(c->ops.srv->cluster, id,
+								      v.w[VR_RL_DAY].limit));
 	return 0;
 }
 
@@ -275,6 +309,8 @@ static int cmd_quota_set(struct vr_ctl *c, const char *const *argv, json_t *repl
 		snprintf(err, errlen, "quota of '%s': %s", argv[0], strerror(-rc));
 		return -1;
 	}
+	if (c->ops.srv->cluster && cluster_act(c->ops.srv->cluster, argv[0], n, err, errlen) < 0)
+		return -1;
 	vr_log_info("event=ctl_quota_set account=%s daily_quota=%u", argv[0], n);
 	json_object_set_new(reply, "account", json_string(argv[0]));
 	set_u64(reply, "daily_quota", n);
@@ -295,6 +331,8 @@ static int cmd_quota_reset(struct vr_ctl *c, const char *const *argv, json_t *re
 		snprintf(err, errlen, "quota of '%s': %s", argv[0], strerror(-rc));
 		return -1;
 	}
+	if (c->ops.srv->cluster && cluster_act(c->ops.srv->cluster, argv[0], 0, err, errlen) < 0)
+		return -1;
 	vr_log_info("event=ctl_quota_reset account=%s", argv[0]);
 	json_object_set_new(reply, "account", json_string(argv[0]));
 	return 0;

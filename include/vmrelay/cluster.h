@@ -110,6 +110,23 @@ void vr_cluster_release(struct vr_cluster *c, const char *id, uint32_t n);
 
 void vr_cluster_stats(const struct vr_cluster *c, struct vr_cluster_stats *st);
 
+/*
+ * The operator's quota commands, cluster-wide: for the control thread
+ * (RCU-offline: they wait on Redis, at most timeout_ms a reply). 0, or -1
+ * with err (Redis unreachable, say).
+ *
+ * show: what Redis counts for VPS id now, every node's outstanding lease
+ * included (used, limit; resets_at 0); daily is the account's quota, which
+ * one set with vr_cluster_set_daily overrides. set_daily: the daily quota
+ * every node applies from now on (the caller checks the cap). reset:
+ * forgets the VPS's counts (not the leases nodes hold, nor a quota set).
+ */
+int vr_cluster_show(const struct vr_cluster *c, const char *id, uint32_t daily,
+		    struct vr_rl_verdict *v, char *err, size_t errlen);
+int vr_cluster_set_daily(const struct vr_cluster *c, const char *id, uint32_t quota, char *err,
+			 size_t errlen);
+int vr_cluster_reset(const struct vr_cluster *c, const char *id, char *err, size_t errlen);
+
 /* "cluster-wide daily quota 1000/1000 reached, next slot in 3h12m", "cluster
  * quota for VPS x not ready on this node, try again shortly" or "cluster
  * quota store unreachable and this node's share for VPS x used, try again

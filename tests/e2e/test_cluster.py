@@ -329,6 +329,34 @@ class ClusterTest(Base):
         self.assertIn("# TYPE vmrelay_cluster_active gauge\n", metrics)
 
 
+    def test_quota_commands_cluster_wide(self):
+        """quota show gives Redis's count next to the node's own; quota set
+        on one node is the daily quota of all; quota reset forgets the
+        cluster's counts."""
+        self.start({"per_minute": 100, "per_hour": 1000, "per_day": 1000})
+        self.assertEqual(self.burst(3)[0], 3)
+        self.assertEqual(self.settled(3), (3, {}))
+        shown = json.loads(self.nodes[0].ctl("quota", "show", "vps1").stdout)
+        self.assertEqual(shown["cluster"]["day"], {"used": 3, "limit": 1000})
+        self.assertEqual(shown["cluster"]["minute"], {"used": 3, "limit": 100})
+        self.assertLessEqual(shown["windows"]["day"]["used"], 1)   # this node's own
+        out = self.nodes[1].ctl("quota", "set", "vps1", "4")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        accepted, why = self.burst(3)
+        self.assertEqual(accepted, 1, why)
+        self.assertIn("cluster-wide daily quota 4/4 reached", why[-1])
+        out = self.nodes[2].ctl("quota", "reset", "vps1")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        shown = json.loads(self.nodes[0].ctl("quota", "show", "vps1").stdout)
+        self.assertEqual(shown["cluster"]["day"]["limit"], 4)
+        self.assertLessEqual(shown["cluster"]["day"]["used"], 3 * 4)    # leases only
+        # the mail sent since the nodes' last calls is still settled after
+        day, leases = self.settled(0)
+        self.assertEqual(leases, {})
+        self.assertLessEqual(day, 1)
+        self.assertEqual(self.burst(6)[0], 4 - day)
+
+
 def cluster_slots(r):
     """The slot ranges node r serves, from CLUSTER NODES."""
     for line in r.cli("CLUSTER", "NODES").splitlines():

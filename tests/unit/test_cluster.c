@@ -154,6 +154,15 @@ static void test_rate_and_size(void **state)
 	assert_int_equal(vr_cl_lease_want(&sz, 0), 2);
 	assert_int_equal(vr_cl_lease_want(&sz, 0.01), 2);
 	assert_int_equal(vr_cl_lease_want(&sz, 1e9), 50);
+	/* near a limit a block is at most a quarter of what is left */
+	assert_int_equal(vr_cl_lease_fit(&sz, 40, 100), 25);
+	assert_int_equal(vr_cl_lease_fit(&sz, 40, 1000), 40);
+	assert_int_equal(vr_cl_lease_fit(&sz, 40, 3), 2);
+	assert_int_equal(vr_cl_lease_fit(&sz, 40, UINT32_MAX), 40);
+	/* topped up below a quarter */
+	assert_int_equal(vr_cl_lease_low(40), 10);
+	assert_int_equal(vr_cl_lease_low(1), 1);
+	assert_int_equal(vr_cl_lease_low(5), 2);
 	/* no time passed: no new information */
 	assert_true(vr_cl_rate_update(3.0, 7, 0) == 3.0);
 	/* silence decays the rate */
@@ -209,14 +218,16 @@ static void test_explain(void **state)
 
 static void test_keys(void **state)
 {
-	char w[40], l[40];
+	char keys[VR_CL_NKEYS][VR_CL_KEY_MAX], id[VR_CL_KEY_MAX];
 
-	/* the hash tag is the VPS: both keys on one Cluster slot */
-	assert_int_equal(vr_cl_keys("vr:", "vps1", w, l, sizeof(w)), 0);
-	assert_string_equal(w, "vr:{vps1}:w");
-	assert_string_equal(l, "vr:{vps1}:l");
-	assert_int_equal(vr_cl_keys("a-long-prefix:", "a-long-account-id-1234567", w, l,
-				    sizeof(w)), -1);
+	/* the hash tag is the VPS: its keys share one Cluster slot */
+	assert_int_equal(vr_cl_keys("vr:", "vps1", keys), 0);
+	assert_string_equal(keys[VR_CL_KEY_W], "vr:{vps1}:w");
+	assert_string_equal(keys[VR_CL_KEY_L], "vr:{vps1}:l");
+	assert_string_equal(keys[VR_CL_KEY_Q], "vr:{vps1}:q");
+	memset(id, 'x', sizeof(id) - 1);
+	id[sizeof(id) - 1] = '\0';
+	assert_int_equal(vr_cl_keys("vr:", id, keys), -1);
 }
 
 static void test_params_refused(void **state)
@@ -267,7 +278,7 @@ static struct vr_cl_grant call(struct vr_cl_redis *r, const char *node, uint32_t
 	int ci = -1;
 
 	memcpy(c.limit, lim, sizeof(c.limit));
-	if (vr_cl_redis_eval(r, &ci, "t:{v}:w", "t:{v}:l", &c, &g, err, sizeof(err)) < 0)
+	if (vr_cl_redis_eval(r, &ci, "v", "t:", &c, &g, err, sizeof(err)) < 0)
 		fail_msg("%s", err);
 	return g;
 }
@@ -369,6 +380,64 @@ static void test_script_dead_lease(void **state)
 	redisFree(ctx);
 	vr_cl_redis_close(r);
 	free(r);
+}
+
+/* --- the operator's commands --- */
+
+static void test_operator_commands(void **state)
+{
+	const uint32_t lim[3] = { 60, 250, 100 };
+	struct vr_cluster_params p = {
+		.redis = redis_addr, .prefix = "t:", .node = "ctl", .per_minute = 60,
+		.per_hour = 250, .lease_min = 1, .lease_max = 4, .lease_ttl_s = 10,
+		.timeout_ms = 500, .failsafe_percent = 10,
+	};
+	struct vr_cl_redis *r = redis_new();
+	struct vr_rl_verdict v;
+	struct vr_cl_grant g;
+	char err[256];
+
+	need_redis();
+	struct vr_cluster *c = vr_cluster_new(&p, err, sizeof(err));
+	assert_non_null(c);
+	assert_int_equal(vr_cluster_show(c, "v", 100, &v, err, sizeof(err)), 0);
+	assert_true(v.ok);
+	assert_int_equal(v.w[VR_RL_MINUTE].used, 0);
+	assert_int_equal(v.w[VR_RL_HOUR].limit, 250);
+	assert_int_equal(v.w[VR_RL_DAY].limit, 100);
+	/* a node's lease shows at once, as used */
+	call(r, "a", 10, 0, 0, lim);
+	assert_int_equal(vr_cluster_show(c, "v", 100, &v, err, sizeof(err)), 0);
+	assert_int_equal(v.w[VR_RL_MINUTE].used, 10);
+	assert_int_equal(v.w[VR_RL_DAY].used, 10);
+	/* the operator's daily quota wins over the one each node passes */
+	assert_int_equal(vr_cluster_set_daily(c, "v", 12, err, sizeof(err)), 0);
+	g = call(r, "b", 5, 0, 0, lim);
+	assert_int_equal(g.granted, 2);
+	assert_int_equal(g.refused, 1 + VR_RL_DAY);
+	assert_int_equal(g.day_limit, 12);
+	assert_int_equal(vr_cluster_show(c, "v", 100, &v, err, sizeof(err)), 0);
+	assert_false(v.ok);
+	assert_int_equal(v.window, VR_RL_DAY);
+	assert_int_equal(v.w[VR_RL_DAY].limit, 12);
+	/* a sends 10 of its 10; reset forgets what was sent, not b's lease */
+	call(r, "a", 0, 10, 0, lim);
+	assert_int_equal(vr_cluster_reset(c, "v", err, sizeof(err)), 0);
+	assert_int_equal(vr_cluster_show(c, "v", 100, &v, err, sizeof(err)), 0);
+	assert_int_equal(v.w[VR_RL_DAY].used, 2);
+	assert_int_equal(v.w[VR_RL_DAY].limit, 12);
+	vr_cluster_free(c);
+	vr_cl_redis_close(r);
+	free(r);
+
+	/* Redis away: an error that says where */
+	char nowhere[32];
+	snprintf(nowhere, sizeof(nowhere), "127.0.0.1:%d", free_port());
+	p.redis = nowhere;
+	c = vr_cluster_new(&p, err, sizeof(err));
+	assert_int_equal(vr_cluster_show(c, "v", 100, &v, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, nowhere));
+	vr_cluster_free(c);
 }
 
 /* --- the module: two nodes, one VPS --- */
@@ -529,7 +598,7 @@ static void redirect_case(const char *kind, bool stays)
 	struct vr_cl_redis *r = redis_new();
 	snprintf(r->seed, sizeof(r->seed), "127.0.0.1:%d", ntohs(a.sin_port));
 	memcpy(c.limit, lim, sizeof(c.limit));
-	if (vr_cl_redis_eval(r, &ci, "t:{v}:w", "t:{v}:l", &c, &g, err, sizeof(err)) < 0)
+	if (vr_cl_redis_eval(r, &ci, "v", "t:", &c, &g, err, sizeof(err)) < 0)
 		fail_msg("%s", err);
 	assert_int_equal(g.granted, 3);
 	assert_int_equal(r->redirects, 1);
@@ -562,6 +631,7 @@ int main(void)
 		cmocka_unit_test(test_script_never_over),
 		cmocka_unit_test(test_script_day_and_settle),
 		cmocka_unit_test(test_script_dead_lease),
+		cmocka_unit_test(test_operator_commands),
 		cmocka_unit_test(test_two_nodes_one_quota),
 		cmocka_unit_test(test_failsafe_when_redis_away),
 		cmocka_unit_test(test_moved),
