@@ -47,7 +47,8 @@ class Receiver:
     attempt) may return a reply ("451 4.3.0 later") to refuse a recipient
     at RCPT; attempt counts that recipient's tries from 1."""
 
-    def __init__(self, host="127.0.0.1", port=None, refuse=None, data_delay=0.0, tls=False):
+    def __init__(self, host="127.0.0.1", port=None, refuse=None, data_delay=0.0, tls=False,
+                 smtputf8=True):
         self.host = host
         self.port = port or free_port()
         self.refuse = refuse
@@ -55,11 +56,11 @@ class Receiver:
         self.got = []                 # (mail_from, [rcpts], bytes)
         self.tries = {}
         self.lock = threading.Lock()
-        kw = {}
+        kw = {"enable_SMTPUTF8": smtputf8}
         if tls:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(*test_cert())
-            kw = {"tls_context": ctx, "require_starttls": True}
+            kw.update(tls_context=ctx, require_starttls=True)
         self.ctl = Controller(self, hostname=host, port=self.port, **kw)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -267,6 +268,19 @@ class SmarthostTest(DeliveryCase):
         # The operator's view: the counters in `stats`.
         st = json.loads(r.ctl("stats").stdout)["delivery"]
         self.assertEqual((st["sent"], st["bounced"], st["dsns"], st["in_flight"]), (2, 2, 1, 0))
+
+    def test_smtputf8_to_a_server_without_it_bounces(self):
+        rx = self.receiver(smtputf8=False)
+        r = self.relay({"smarthost": "127.0.0.1:%d" % rx.port})
+        with smtplib.SMTP("127.0.0.1", r.port, timeout=10) as s:
+            s.ehlo("vps1.example.com")
+            s.sendmail(SENDER, ["jürgen@dest.example"],
+                       message("utf8", to="x@dest.example"), mail_options=["SMTPUTF8"])
+        got = rx.wait(1)
+        self.assertEqual(len(got), 1, r.log())
+        self.assertEqual(got[0][0], "<>")
+        msg = self.check_dsn(got[0][2], ["j??rgen@dest.example"], "5.6.7")
+        self.assertIn("SMTPUTF8 is required", parts_text(msg))
 
     def test_expiry_gives_dsn(self):
         # Refuses everyone but the DSN's recipient, for ever.
