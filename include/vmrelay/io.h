@@ -12,7 +12,7 @@
  *
  * Threads: vr_io_kernel_new, vr_io_run and vr_io_free from one thread;
  * vr_io_stop from any thread or a signal handler. Worker threads are
- * registered liburcu readers (urcu.h default flavour) and run with every
+ * registered liburcu QSBR readers (see vmrelay/ratelimit.h) and run with every
  * signal blocked, so signals reach the caller's threads.
  */
 #ifndef VR_IO_H
