@@ -49,7 +49,6 @@ struct entry {
 	struct cds_lfht_node node;
 	struct rcu_head rcu;
 	char id[VR_ACCOUNT_ID_MAX];
-	unsigned long hash;
 
 	/* (W) workers, with atomics; the thread too */
 	int32_t avail;                /* slots of the block not taken */
@@ -159,7 +158,6 @@ void vr_cluster_touch(struct vr_cluster *c, const char *id, uint32_t daily)
 			return;
 		}
 		memcpy(fresh->id, id, len + 1);
-		fresh->hash = h;
 		fresh->conn = -1;
 		fresh->headroom = UINT32_MAX;
 		cds_lfht_node_init(&fresh->node);
@@ -675,6 +673,12 @@ struct vr_cluster *vr_cluster_new(const struct vr_cluster_params *p, char *err, 
 		snprintf(err, errlen, "lease_ttl_s %u (2..3600), failsafe_percent %u (0..100), "
 			 "timeout_ms %u (>= 1)", p->lease_ttl_s, p->failsafe_percent,
 			 p->timeout_ms);
+		return NULL;
+	}
+	if ((p->prefix && strlen(p->prefix) >= sizeof(c->prefix)) || !p->node ||
+	    strlen(p->node) >= sizeof(c->node)) {
+		snprintf(err, errlen, "key prefix (at most %zu bytes) or node name (1 to %zu) "
+			 "too long", sizeof(c->prefix) - 1, sizeof(c->node) - 1);
 		return NULL;
 	}
 	if (p->timezone && p->timezone[0] && strcmp(p->timezone, "UTC") != 0) {

@@ -75,7 +75,10 @@ static int redis_start(void **state)
 {
 	if (access(REDIS_SERVER, X_OK) != 0)
 		return 0;
-	redis_port = free_port();
+	/* cluster mode: its bus listens on port + 10000 */
+	do
+		redis_port = free_port();
+	while (redis_port > 55000);
 	snprintf(redis_addr, sizeof(redis_addr), "127.0.0.1:%d", redis_port);
 	redis_pid = fork();
 	if (redis_pid == 0) {
@@ -251,6 +254,16 @@ static void test_params_refused(void **state)
 	assert_null(vr_cluster_new(&p, err, sizeof(err)));
 	assert_non_null(strstr(err, "UTC only"));
 	p.timezone = NULL;
+	char name[200];
+	memset(name, 'n', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	p.node = name;
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "node name"));
+	p.node = "";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_string_equal(err, "no node name");
+	p.node = "n1";
 	p.password_file = "/nonexistent/pw";
 	assert_null(vr_cluster_new(&p, err, sizeof(err)));
 	assert_non_null(strstr(err, "password_file /nonexistent/pw"));
