@@ -287,35 +287,65 @@ static void write_step(struct vr_smtpc *c)
 	step_advance(c, &c->tx_step, &c->tx_rcpt);
 }
 
-/* The body filter: line ends to CR LF, dot-stuffing. out holds 2n + 2. */
-static size_t body_filter(struct vr_smtpc *c, const uint8_t *in, size_t n, uint8_t *out)
+/* One byte through the filter's state; at most 4 bytes out. */
+static size_t filter_byte(struct vr_smtpc *c, uint8_t b, uint8_t *out)
 {
 	size_t o = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		uint8_t b = in[i];
-		if (c->pending_cr) {
-			c->pending_cr = false;
-			out[o++] = '\r';
-			out[o++] = '\n';
-			c->at_bol = true;
-			if (b == '\n')
-				continue;
-		}
-		if (b == '\r') {
-			c->pending_cr = true;
+	if (c->pending_cr) {
+		c->pending_cr = false;
+		out[o++] = '\r';
+		out[o++] = '\n';
+		c->at_bol = true;
+		if (b == '\n')
+			return o;
+	}
+	if (b == '\r') {
+		c->pending_cr = true;
+		return o;
+	}
+	if (b == '\n') {
+		out[o++] = '\r';
+		out[o++] = '\n';
+		c->at_bol = true;
+		return o;
+	}
+	if (c->at_bol && b == '.')
+		out[o++] = '.';
+	out[o++] = b;
+	c->at_bol = false;
+	return o;
+}
+
+/*
+ * The body filter: line ends to CR LF, dot-stuffing. out holds 2n + 2.
+ * Stored mail is CR LF lines already, so the middle of a line, up to and
+ * with its CR LF, is copied whole (found with memchr); line starts, bare
+ * CRs and LFs and a CR LF split between chunks go byte by byte.
+ */
+static size_t body_filter(struct vr_smtpc *c, const uint8_t *in, size_t n, uint8_t *out)
+{
+	size_t o = 0, i = 0;
+
+	while (i < n) {
+		if (c->pending_cr || c->at_bol) {
+			o += filter_byte(c, in[i++], out + o);
 			continue;
 		}
-		if (b == '\n') {
-			out[o++] = '\r';
-			out[o++] = '\n';
+		const uint8_t *lf = memchr(in + i, '\n', n - i);
+		size_t end = lf ? (size_t)(lf - in) : n;
+		const uint8_t *cr = memchr(in + i, '\r', end - i);
+		size_t stop = cr ? (size_t)(cr - in) : end;
+		if (lf && stop + 1 == end) {
+			stop = end + 1;                 /* the line's own CR LF */
 			c->at_bol = true;
-			continue;
 		}
-		if (c->at_bol && b == '.')
-			out[o++] = '.';
-		out[o++] = b;
-		c->at_bol = false;
+		memcpy(out + o, in + i, stop - i);
+		o += stop - i;
+		i = stop;
+		/* Stopped at a bare CR or LF, or a CR whose LF is still to come. */
+		if (i < n && !c->at_bol)
+			o += filter_byte(c, in[i++], out + o);
 	}
 	return o;
 }

@@ -4,10 +4,10 @@
  * hostile or broken server sends.
  *
  * Input: one control octet, then the server's byte stream. The control
- * octet picks the segment sizes, how far time jumps between segments and
- * the message's flags; the client always has a message to send (three
- * recipients, one of them unsendable, a body with dots and bare line ends)
- * and takes up to three. Checked, on every run:
+ * octet picks the segment sizes, how far time jumps between segments, the
+ * message's flags and the body's chunking; the client always has a
+ * message to send (three recipients, one of them unsendable, a body with
+ * dots and bare line ends) and takes up to three. Checked, on every run:
  *  - what the client writes never holds a bare CR or LF (no smuggling of
  *    our own) and stays within its output bound;
  *  - every message handed over comes back exactly once, each recipient
@@ -36,7 +36,7 @@ struct run {
 	struct vr_smtpc *c;
 	struct vr_smtpc_msg msg;
 	struct vr_smtpc_rcpt rcpts[3];
-	size_t off;
+	size_t off, chunk;           /* body pulled this many bytes at a time */
 	unsigned handed, done, ready, closed;
 	uint64_t now;
 	bool prev_cr;                /* output: the last byte was CR */
@@ -45,7 +45,7 @@ struct run {
 static ssize_t body(void *cookie, uint8_t *buf, size_t cap)
 {
 	struct run *r = cookie;
-	size_t n = VR_MIN(cap, sizeof(body_text) - 1 - r->off);
+	size_t n = VR_MIN(VR_MIN(cap, r->chunk), sizeof(body_text) - 1 - r->off);
 
 	memcpy(buf, body_text + r->off, n);
 	r->off += n;
@@ -147,6 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	r.rcpts[2].addr = (ctl & 0x20) ? "j\xc3\xb6rg@b.fuzz" : "c@b.fuzz";
 	r.msg = (struct vr_smtpc_msg){ "s@x.fuzz", r.rcpts, 3, sizeof(body_text) - 1,
 				       (ctl & 0x40) ? VR_SMTPC_8BIT : 0u, body, &r };
+	r.chunk = (ctl & 0x80) ? 1 : 64;
 	r.now = 1;
 	r.c = vr_smtpc_new(&p, r.now);
 	CHECK(r.c);
