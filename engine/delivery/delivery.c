@@ -33,7 +33,7 @@ static struct dworker *owner(struct vr_delivery *d, const char *qid)
 static void on_commit(const struct vr_spool_msg *m, void *arg)
 {
 	struct vr_delivery *d = arg;
-	struct dq_msg *dm = dq_msg_new(m, NULL);
+	struct dq_msg *dm = vr_dq_msg_new(m, NULL);
 
 	if (!dm) {
 		vr_log_err("event=queue_failed qid=%s error=\"out of memory\"", m->qid);
@@ -43,7 +43,7 @@ static void on_commit(const struct vr_spool_msg *m, void *arg)
 	cds_wfcq_node_init(&dm->node);
 	/* The enqueue is a full barrier: the thread sees all of dm. */
 	cds_wfcq_enqueue(&w->inbox_head, &w->inbox_tail, &dm->node);
-	dw_wake(w);
+	vr_dw_wake(w);
 }
 
 struct load {
@@ -57,8 +57,8 @@ static int load_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *
 
 	if (st->deleted || !st->pending)
 		return 0;
-	struct dq_msg *dm = dq_msg_new(m, st);
-	if (!dm || dq_msg_add(&owner(ld->d, m->qid)->q, dm, ld->now) < 0)
+	struct dq_msg *dm = vr_dq_msg_new(m, st);
+	if (!dm || vr_dq_msg_add(&owner(ld->d, m->qid)->q, dm, ld->now) < 0)
 		return -ENOMEM;
 	ld->messages++;
 	ld->recipients += st->pending;
@@ -141,7 +141,7 @@ struct vr_delivery *vr_delivery_new(const struct vr_delivery_conf *conf, char *e
 		rc = smarthost_parse(d, err, errlen);
 	for (unsigned i = 0; rc == 0 && i < d->n; i++) {
 		d->w[i].spool_worker = conf->spool_worker + i;
-		rc = dw_init(&d->w[i], d, i, err, errlen);
+		rc = vr_dw_init(&d->w[i], d, i, err, errlen);
 	}
 	struct load ld = { .d = d, .now = vr_clock_wall_us() };
 	if (rc == 0)
@@ -152,7 +152,7 @@ struct vr_delivery *vr_delivery_new(const struct vr_delivery_conf *conf, char *e
 	if (rc < 0) {
 		for (unsigned i = 0; i < d->n; i++)
 			if (d->w[i].d)
-				dw_fini(&d->w[i]);
+				vr_dw_fini(&d->w[i]);
 		free(d->w);
 		free(d);
 		return NULL;
@@ -169,7 +169,7 @@ int vr_delivery_start(struct vr_delivery *d)
 	char name[16];
 
 	for (unsigned i = 0; i < d->n; i++) {
-		int rc = pthread_create(&d->w[i].thread, NULL, dw_main, &d->w[i]);
+		int rc = pthread_create(&d->w[i].thread, NULL, vr_dw_main, &d->w[i]);
 		if (rc != 0) {
 			/* All or none: stop the ones started. */
 			d->started = i;
@@ -193,7 +193,7 @@ void vr_delivery_stop(struct vr_delivery *d, unsigned drain_ms)
 	/* Release: the threads' acquire load sees drain_ms. */
 	__atomic_store_n(&d->stop, 1, __ATOMIC_RELEASE);
 	for (unsigned i = 0; i < d->started; i++)
-		dw_wake(&d->w[i]);
+		vr_dw_wake(&d->w[i]);
 	for (unsigned i = 0; i < d->started; i++)
 		pthread_join(d->w[i].thread, NULL);
 	d->started = 0;
@@ -206,7 +206,7 @@ void vr_delivery_free(struct vr_delivery *d)
 		return;
 	vr_delivery_stop(d, 0);
 	for (unsigned i = 0; i < d->n; i++)
-		dw_fini(&d->w[i]);
+		vr_dw_fini(&d->w[i]);
 	free(d->w);
 	free(d);
 }
@@ -226,7 +226,7 @@ static int command_one(struct dworker *w, enum vr_delivery_op op, const char *qi
 	c->refs = 2;
 	cds_wfcq_node_init(&c->node);
 	cds_wfcq_enqueue(&w->cmd_head, &w->cmd_tail, &c->node);
-	dw_wake(w);
+	vr_dw_wake(w);
 
 	struct pollfd pfd = { .fd = c->done_fd, .events = POLLIN };
 	uint64_t now;
@@ -238,7 +238,7 @@ static int command_one(struct dworker *w, enum vr_delivery_op op, const char *qi
 			break;
 		}
 	}
-	dcmd_put(c);
+	vr_dcmd_put(c);
 	return rc;
 }
 

@@ -94,44 +94,44 @@ struct dq {
 	unsigned n_msgs;
 };
 
-void dq_init(struct dq *q, const char *smarthost);
+void vr_dq_init(struct dq *q, const char *smarthost);
 /* Frees every message, and every job and destination not in flight; the
  * worker frees the jobs it holds and each destination's mx first. */
-void dq_free(struct dq *q);
+void vr_dq_free(struct dq *q);
 
 /* A message from the spool's view of it (st NULL: just committed, nothing
  * happened yet). NULL on ENOMEM. */
-struct dq_msg *dq_msg_new(const struct vr_spool_msg *m, const struct vr_spool_qstate *st);
+struct dq_msg *vr_dq_msg_new(const struct vr_spool_msg *m, const struct vr_spool_qstate *st);
 /* Takes m in and makes jobs of its pending recipients, ready at once or
  * when m->next_us comes (held: none until released). 0 or -ENOMEM. */
-int dq_msg_add(struct dq *q, struct dq_msg *m, uint64_t now_us);
+int vr_dq_msg_add(struct dq *q, struct dq_msg *m, uint64_t now_us);
 /* Makes jobs of m's pending recipients (a release). 0 or -ENOMEM. */
-int dq_msg_jobs(struct dq *q, struct dq_msg *m, uint64_t now_us);
+int vr_dq_msg_jobs(struct dq *q, struct dq_msg *m, uint64_t now_us);
 /* The message qid, NULL if none (or deleted). Linear: for operators. */
-struct dq_msg *dq_msg_find(struct dq *q, const char *qid);
+struct dq_msg *vr_dq_msg_find(struct dq *q, const char *qid);
 /* Drops m once nothing refers to it (no job alive) and nothing is left to
  * do (every recipient final, or deleted). */
-void dq_msg_release(struct dq *q, struct dq_msg *m);
+void vr_dq_msg_release(struct dq *q, struct dq_msg *m);
 
 /* The destination of a recipient address: the smarthost, or its domain. */
-struct dq_dest *dq_dest_get(struct dq *q, const char *rcpt);
+struct dq_dest *vr_dq_dest_get(struct dq *q, const char *rcpt);
 /* The next job of d, taking the VPSes in turn; NULL if none is ready. The
- * job is in flight until dq_job_wait() or dq_job_free(). Jobs voided by a
+ * job is in flight until vr_dq_job_wait() or vr_dq_job_free(). Jobs voided by a
  * hold or delete are dropped on the way (and their message with them if
  * nothing else refers to it). */
-struct dq_job *dq_job_take(struct dq *q, struct dq_dest *d);
+struct dq_job *vr_dq_job_take(struct dq *q, struct dq_dest *d);
 /* Back to waiting until at_us (wall); 0 or -ENOMEM (then it is ready). */
-int dq_job_wait(struct dq *q, struct dq_job *j, uint64_t at_us);
+int vr_dq_job_wait(struct dq *q, struct dq_job *j, uint64_t at_us);
 /* The job is over (every recipient final, or handed to another job). */
-void dq_job_free(struct dq *q, struct dq_job *j);
+void vr_dq_job_free(struct dq *q, struct dq_job *j);
 /* Makes jobs due by now_us ready; how many. */
-unsigned dq_due(struct dq *q, uint64_t now_us);
+unsigned vr_dq_due(struct dq *q, uint64_t now_us);
 /* Wall ms of the earliest waiting job, UINT64_MAX if none. */
-uint64_t dq_next_due_ms(const struct dq *q);
+uint64_t vr_dq_next_due_ms(const struct dq *q);
 /* Marks d as having something to do (ready jobs, a new MX answer). */
-void dq_kick(struct dq *q, struct dq_dest *d);
+void vr_dq_kick(struct dq *q, struct dq_dest *d);
 /* Pops a destination kicked since the last call, or NULL. */
-struct dq_dest *dq_kicked(struct dq *q);
+struct dq_dest *vr_dq_kicked(struct dq *q);
 
 /* --- DSN (dsn.c) --- */
 
@@ -149,11 +149,11 @@ struct dsn_rcpt {
  * original header block (orig_hdr, n bytes; may be 0). expired says why.
  * 0, or -ENOBUFS/-ENOMEM from out.
  */
-int dsn_build(struct vr_buf *out, const char *hostname, const char *qid, const char *mail_from,
+int vr_dsn_build(struct vr_buf *out, const char *hostname, const char *qid, const char *mail_from,
 	      uint64_t arrival_us, uint64_t now_us, bool expired, const struct dsn_rcpt *rcpts,
 	      unsigned n, const uint8_t *orig_hdr, size_t orig_len);
 /* The header block of a message body (up to and including the blank line,
  * or all of it): its length. */
-size_t dsn_header_len(const uint8_t *body, size_t n);
+size_t vr_dsn_header_len(const uint8_t *body, size_t n);
 
 #endif

@@ -132,7 +132,7 @@ static int report(struct vr_buf *out, const char *hostname, const char *qid, con
 	return rc ? rc : vr_buf_append(out, "\r\n", 2);
 }
 
-int dsn_build(struct vr_buf *out, const char *hostname, const char *qid, const char *mail_from,
+int vr_dsn_build(struct vr_buf *out, const char *hostname, const char *qid, const char *mail_from,
 	      uint64_t arrival_us, uint64_t now_us, bool expired, const struct dsn_rcpt *rcpts,
 	      unsigned n, const uint8_t *orig_hdr, size_t orig_len)
 {
@@ -161,7 +161,7 @@ int dsn_build(struct vr_buf *out, const char *hostname, const char *qid, const c
 	return rc;
 }
 
-size_t dsn_header_len(const uint8_t *body, size_t n)
+size_t vr_dsn_header_len(const uint8_t *body, size_t n)
 {
 	if (n < 2 || (body[0] == '\r' && body[1] == '\n'))
 		return 0;

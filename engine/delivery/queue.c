@@ -23,7 +23,7 @@
 #include "vmrelay/delivery.h"
 #include "delivery_impl.h"
 
-void dq_init(struct dq *q, const char *smarthost)
+void vr_dq_init(struct dq *q, const char *smarthost)
 {
 	memset(q, 0, sizeof(*q));
 	vr_timer_heap_init(&q->timers);
@@ -47,7 +47,7 @@ static char *str_put(char **p, const char *s)
 	return d;
 }
 
-struct dq_msg *dq_msg_new(const struct vr_spool_msg *m, const struct vr_spool_qstate *st)
+struct dq_msg *vr_dq_msg_new(const struct vr_spool_msg *m, const struct vr_spool_qstate *st)
 {
 	size_t text = str_size(m->account) + str_size(m->mail_from) + str_size(m->segment);
 
@@ -101,7 +101,7 @@ static void msg_free(struct dq_msg *m)
 	free(m);
 }
 
-void dq_msg_release(struct dq *q, struct dq_msg *m)
+void vr_dq_msg_release(struct dq *q, struct dq_msg *m)
 {
 	/* A held message has no job and waits for its release; one whose
 	 * DSN could not be queued keeps its recipients for the next start. */
@@ -130,7 +130,7 @@ static const char *rcpt_domain(const char *rcpt, size_t *len)
 	return d;
 }
 
-struct dq_dest *dq_dest_get(struct dq *q, const char *rcpt)
+struct dq_dest *vr_dq_dest_get(struct dq *q, const char *rcpt)
 {
 	char name[256];
 	size_t len;
@@ -172,7 +172,7 @@ static struct dq_acct *acct_get(struct dq_dest *d, const char *id)
 	return a;
 }
 
-void dq_kick(struct dq *q, struct dq_dest *d)
+void vr_dq_kick(struct dq *q, struct dq_dest *d)
 {
 	if (d->kicked)
 		return;
@@ -181,7 +181,7 @@ void dq_kick(struct dq *q, struct dq_dest *d)
 	q->kick = d;
 }
 
-struct dq_dest *dq_kicked(struct dq *q)
+struct dq_dest *vr_dq_kicked(struct dq *q)
 {
 	struct dq_dest *d = q->kick;
 
@@ -216,7 +216,7 @@ static int job_ready(struct dq *q, struct dq_job *j)
 		d->rr_tail = a;
 	}
 	d->ready++;
-	dq_kick(q, d);
+	vr_dq_kick(q, d);
 	return 0;
 }
 
@@ -249,14 +249,14 @@ static struct dq_job *job_pop(struct dq_dest *d)
 	return j;
 }
 
-struct dq_job *dq_job_take(struct dq *q, struct dq_dest *d)
+struct dq_job *vr_dq_job_take(struct dq *q, struct dq_dest *d)
 {
 	struct dq_job *j;
 
 	while ((j = job_pop(d)) != NULL && j->gen != j->msg->gen) {
 		struct dq_msg *m = j->msg;
-		dq_job_free(q, j);
-		dq_msg_release(q, m);
+		vr_dq_job_free(q, j);
+		vr_dq_msg_release(q, m);
 	}
 	if (j)
 		d->flying++;
@@ -296,7 +296,7 @@ static int job_place(struct dq *q, struct dq_job *j, uint64_t now_us)
 	return job_ready(q, j);
 }
 
-int dq_msg_add(struct dq *q, struct dq_msg *m, uint64_t now_us)
+int vr_dq_msg_add(struct dq *q, struct dq_msg *m, uint64_t now_us)
 {
 	m->prev = NULL;
 	m->next = q->msgs;
@@ -304,10 +304,10 @@ int dq_msg_add(struct dq *q, struct dq_msg *m, uint64_t now_us)
 		q->msgs->prev = m;
 	q->msgs = m;
 	q->n_msgs++;
-	return m->held ? 0 : dq_msg_jobs(q, m, now_us);
+	return m->held ? 0 : vr_dq_msg_jobs(q, m, now_us);
 }
 
-struct dq_msg *dq_msg_find(struct dq *q, const char *qid)
+struct dq_msg *vr_dq_msg_find(struct dq *q, const char *qid)
 {
 	for (struct dq_msg *m = q->msgs; m; m = m->next)
 		if (!m->deleted && strcmp(m->qid, qid) == 0)
@@ -315,7 +315,7 @@ struct dq_msg *dq_msg_find(struct dq *q, const char *qid)
 	return NULL;
 }
 
-int dq_msg_jobs(struct dq *q, struct dq_msg *m, uint64_t now_us)
+int vr_dq_msg_jobs(struct dq *q, struct dq_msg *m, uint64_t now_us)
 {
 	/* One job per destination, recipients in envelope order. */
 	uint8_t *taken = calloc(m->n_rcpts ? m->n_rcpts : 1, 1);
@@ -325,26 +325,26 @@ int dq_msg_jobs(struct dq *q, struct dq_msg *m, uint64_t now_us)
 	for (unsigned i = 0; rc == 0 && i < m->n_rcpts; i++) {
 		if (m->rcpt_state[i] || taken[i])
 			continue;
-		struct dq_dest *d = dq_dest_get(q, m->rcpts[i]);
+		struct dq_dest *d = vr_dq_dest_get(q, m->rcpts[i]);
 		struct dq_job *j = d ? job_new(m, d, m->n_rcpts - i) : NULL;
 		if (!j) {
 			rc = -ENOMEM;
 			break;
 		}
 		for (unsigned k = i; k < m->n_rcpts; k++) {
-			if (m->rcpt_state[k] || taken[k] || (k > i && dq_dest_get(q, m->rcpts[k]) != d))
+			if (m->rcpt_state[k] || taken[k] || (k > i && vr_dq_dest_get(q, m->rcpts[k]) != d))
 				continue;
 			taken[k] = 1;
 			j->rcpt[j->n++] = k;
 		}
 		if ((rc = job_place(q, j, now_us)) < 0)
-			dq_job_free(q, j);
+			vr_dq_job_free(q, j);
 	}
 	free(taken);
 	return rc;
 }
 
-int dq_job_wait(struct dq *q, struct dq_job *j, uint64_t at_us)
+int vr_dq_job_wait(struct dq *q, struct dq_job *j, uint64_t at_us)
 {
 	j->dest->flying--;
 	int rc = job_arm(q, j, at_us);
@@ -353,7 +353,7 @@ int dq_job_wait(struct dq *q, struct dq_job *j, uint64_t at_us)
 	return rc;
 }
 
-void dq_job_free(struct dq *q, struct dq_job *j)
+void vr_dq_job_free(struct dq *q, struct dq_job *j)
 {
 	if (j->timer.pos) {
 		vr_timer_cancel(&q->timers, &j->timer);
@@ -363,7 +363,7 @@ void dq_job_free(struct dq *q, struct dq_job *j)
 	free(j);
 }
 
-unsigned dq_due(struct dq *q, uint64_t now_us)
+unsigned vr_dq_due(struct dq *q, uint64_t now_us)
 {
 	struct vr_timer *t;
 	unsigned n = 0;
@@ -382,14 +382,14 @@ unsigned dq_due(struct dq *q, uint64_t now_us)
 	return n;
 }
 
-uint64_t dq_next_due_ms(const struct dq *q)
+uint64_t vr_dq_next_due_ms(const struct dq *q)
 {
 	const struct vr_timer *t = vr_timer_first(&q->timers);
 
 	return t ? t->deadline : UINT64_MAX;
 }
 
-void dq_free(struct dq *q)
+void vr_dq_free(struct dq *q)
 {
 	for (unsigned h = 0; h < DQ_HASH; h++) {
 		struct dq_dest *d = q->hash[h], *dn;

@@ -9,6 +9,9 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include "vmrelay/clock.h"
+#include "vmrelay/common.h"
+
 #include "vmrelay/config.h"
 #include "vmrelay/delivery.h"
 #include "vmrelay/resolve.h"
@@ -73,13 +76,85 @@ struct vr_delivery {
 	unsigned drain_ms;
 };
 
-/* 0, or -errno with err saying why; dw_fini undoes a partial init. */
-int dw_init(struct dworker *w, struct vr_delivery *d, unsigned id, char *err, size_t errlen);
-void dw_fini(struct dworker *w);
-void *dw_main(void *w);
+#define SMTP_PORT 25
+
+/* A message being handed over on a connection. */
+struct attempt {
+	struct dq_job *job;
+	struct vr_smtpc_msg m;
+	struct vr_smtpc_rcpt *rcpts;  /* [job->n] */
+	struct vr_spool_body *body;   /* pulled as the client's output drains */
+	size_t pos;                   /* bytes of the signature handed out */
+	uint64_t start_us;
+};
+
+/* An outbound connection of a thread (conn.c), in its list. */
+struct dconn {
+	struct dconn *prev, *next;
+	struct dworker *w;
+	struct dq_dest *dest;
+	struct vr_smtpc_conn *k;
+	uint32_t events;              /* registered with epoll */
+	struct attempt *att;
+	bool carried;                 /* a message went over it */
+	bool closed;
+	char mx[sizeof(((struct vr_config *)0)->smarthost)];  /* MX name or smarthost */
+	char ip[VR_ADDRSTRLEN];
+};
+
+static inline uint64_t wall_us(void)
+{
+	return vr_clock_wall_us();
+}
+
+static inline void stat_add(uint64_t *c, int64_t n)
+{
+	/* One writer (its thread); vr_delivery_stats reads any time. */
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + (uint64_t)n, __ATOMIC_RELAXED);
+}
+
+/* --- outcome.c --- */
+
+/* Appends a state record about m (attempts: m's count so far). */
+void vr_dw_record(struct dworker *w, struct dq_msg *m, uint8_t type, uint32_t rcpt,
+		  uint64_t next_us, const char *text);
+/* Ends j's attempt with replies[i] for its i-th recipient (c may be NULL):
+ * delivered, deferred with backoff, bounced or expired with a DSN. */
+void vr_dw_job_finish(struct dworker *w, struct dconn *c, struct dq_job *j,
+		      const struct vr_smtpc_reply *const *replies);
+/* The same reply for every recipient of j. */
+void vr_dw_job_fail(struct dworker *w, struct dconn *c, struct dq_job *j,
+		    const struct vr_smtpc_reply *r);
+/* Fails every ready job of d with r. */
+void vr_dw_dest_fail(struct dworker *w, struct dq_dest *d, const struct vr_smtpc_reply *r);
+/* A reply of our own: code, enhanced code, text from fmt and one string. */
+void vr_dw_reply_make(struct vr_smtpc_reply *r, unsigned code, const char *enh,
+		      const char *fmt, const char *arg);
+bool vr_dw_expired(const struct dworker *w, const struct dq_msg *m, uint64_t now);
+/* Where m lives, as the spool's readers want it. */
+void vr_dw_spool_msg_of(const struct dq_msg *m, struct vr_spool_msg *sm);
+/* The spool's completion of a DSN (vr_spool_reap's callback). */
+void vr_dw_dsn_done(void *cookie, int status, const char *qid);
+
+/* --- conn.c --- */
+
+/* Opens a connection to d's next address, if any is left (else defers d's
+ * ready jobs) and no TLSA lookup is to be waited for. */
+void vr_dw_conn_open(struct dworker *w, struct dq_dest *d);
+/* Unregisters and frees c; an attempt still on it is dropped (stopping). */
+void vr_dw_conn_free(struct dworker *w, struct dconn *c);
+/* Room for the TLSA answers of an MX answer's hosts (dq_dest.dane), none
+ * asked yet; NULL on ENOMEM (then DANE is not tried). */
+void *vr_dw_dane_new(unsigned n_hosts);
+void vr_dw_dane_free(void *dane);
+
+/* 0, or -errno with err saying why; vr_dw_fini undoes a partial init. */
+int vr_dw_init(struct dworker *w, struct vr_delivery *d, unsigned id, char *err, size_t errlen);
+void vr_dw_fini(struct dworker *w);
+void *vr_dw_main(void *w);
 /* Wakes the thread (new mail, a command, or stop). */
-void dw_wake(struct dworker *w);
+void vr_dw_wake(struct dworker *w);
 /* Lets go of c; the last owner frees it. */
-void dcmd_put(struct dcmd *c);
+void vr_dcmd_put(struct dcmd *c);
 
 #endif

@@ -41,7 +41,7 @@ static struct dq_msg *msg(const char *qid, const char *account, const char *cons
 		.received_us = T0, .size = 10, .segment = seg, .offset = 40,
 	};
 	snprintf(m.qid, sizeof(m.qid), "%s", qid);
-	struct dq_msg *d = dq_msg_new(&m, NULL);
+	struct dq_msg *d = vr_dq_msg_new(&m, NULL);
 	assert_non_null(d);
 	return d;
 }
@@ -53,21 +53,21 @@ static void test_fairness(void **state)
 	struct dq q;
 	char qid[16];
 
-	dq_init(&q, "127.0.0.1:2525");
+	vr_dq_init(&q, "127.0.0.1:2525");
 	/* VPS a queues 30 messages before b and c queue 3 each. */
 	for (unsigned i = 0; i < 30; i++) {
 		snprintf(qid, sizeof(qid), "A%012u", i);
-		assert_int_equal(dq_msg_add(&q, msg(qid, "a", one_rcpt, 1), T0), 0);
+		assert_int_equal(vr_dq_msg_add(&q, msg(qid, "a", one_rcpt, 1), T0), 0);
 	}
 	for (unsigned i = 0; i < 3; i++) {
 		snprintf(qid, sizeof(qid), "B%012u", i);
-		assert_int_equal(dq_msg_add(&q, msg(qid, "b", one_rcpt, 1), T0), 0);
+		assert_int_equal(vr_dq_msg_add(&q, msg(qid, "b", one_rcpt, 1), T0), 0);
 		snprintf(qid, sizeof(qid), "C%012u", i);
-		assert_int_equal(dq_msg_add(&q, msg(qid, "c", one_rcpt, 1), T0), 0);
+		assert_int_equal(vr_dq_msg_add(&q, msg(qid, "c", one_rcpt, 1), T0), 0);
 	}
-	struct dq_dest *d = dq_kicked(&q);
+	struct dq_dest *d = vr_dq_kicked(&q);
 	assert_non_null(d);
-	assert_null(dq_kicked(&q));     /* one destination: the smarthost */
+	assert_null(vr_dq_kicked(&q));     /* one destination: the smarthost */
 	assert_int_equal(d->ready, 36);
 
 	/* The first nine turns go a, b, c, a, b, c...; each VPS's own mail
@@ -75,7 +75,7 @@ static void test_fairness(void **state)
 	char order[37] = "";
 	unsigned seen_a = 0;
 	for (unsigned i = 0; i < 36; i++) {
-		struct dq_job *j = dq_job_take(&q, d);
+		struct dq_job *j = vr_dq_job_take(&q, d);
 		assert_non_null(j);
 		order[i] = j->msg->account[0];
 		if (order[i] == 'a') {
@@ -85,50 +85,50 @@ static void test_fairness(void **state)
 		j->dest->flying--;
 		struct dq_msg *m = j->msg;
 		m->pending = 0;         /* delivered */
-		dq_job_free(&q, j);
-		dq_msg_release(&q, m);
+		vr_dq_job_free(&q, j);
+		vr_dq_msg_release(&q, m);
 	}
 	assert_string_equal(order, "abcabcabcaaaaaaaaaaaaaaaaaaaaaaaaaaa");
-	assert_null(dq_job_take(&q, d));
+	assert_null(vr_dq_job_take(&q, d));
 	assert_int_equal(q.n_msgs, 0);
-	dq_free(&q);
+	vr_dq_free(&q);
 }
 
 static void test_retry_clock(void **state)
 {
 	struct dq q;
 
-	dq_init(&q, "127.0.0.1:2525");
+	vr_dq_init(&q, "127.0.0.1:2525");
 	struct dq_msg *m = msg("R000000000000", "a", one_rcpt, 1);
-	assert_int_equal(dq_msg_add(&q, m, T0), 0);
-	struct dq_dest *d = dq_kicked(&q);
-	struct dq_job *j = dq_job_take(&q, d);
+	assert_int_equal(vr_dq_msg_add(&q, m, T0), 0);
+	struct dq_dest *d = vr_dq_kicked(&q);
+	struct dq_job *j = vr_dq_job_take(&q, d);
 	assert_non_null(j);
 
 	/* Deferred for 300 s: not ready a moment before, ready at the time. */
-	assert_int_equal(dq_job_wait(&q, j, T0 + 300000000u), 0);
+	assert_int_equal(vr_dq_job_wait(&q, j, T0 + 300000000u), 0);
 	assert_int_equal(d->waiting, 1);
-	assert_true(dq_next_due_ms(&q) == (T0 + 300000000u) / 1000u);
-	assert_int_equal(dq_due(&q, T0 + 299999000u), 0);
-	assert_null(dq_job_take(&q, d));
-	assert_int_equal(dq_due(&q, T0 + 300000000u), 1);
-	assert_ptr_equal(dq_kicked(&q), d);
-	assert_ptr_equal(dq_job_take(&q, d), j);
-	assert_true(dq_next_due_ms(&q) == UINT64_MAX);
+	assert_true(vr_dq_next_due_ms(&q) == (T0 + 300000000u) / 1000u);
+	assert_int_equal(vr_dq_due(&q, T0 + 299999000u), 0);
+	assert_null(vr_dq_job_take(&q, d));
+	assert_int_equal(vr_dq_due(&q, T0 + 300000000u), 1);
+	assert_ptr_equal(vr_dq_kicked(&q), d);
+	assert_ptr_equal(vr_dq_job_take(&q, d), j);
+	assert_true(vr_dq_next_due_ms(&q) == UINT64_MAX);
 
 	/* A message whose state says "next try later" waits from the start. */
 	static const char *const r2[] = { "y@dest.example" };
 	struct dq_msg *later = msg("R000000000001", "a", r2, 1);
 	later->next_us = T0 + 60000000u;
-	assert_int_equal(dq_msg_add(&q, later, T0), 0);
+	assert_int_equal(vr_dq_msg_add(&q, later, T0), 0);
 	assert_int_equal(d->ready, 0);
 	assert_int_equal(d->waiting, 1);
-	assert_int_equal(dq_due(&q, T0 + 60000000u), 1);
+	assert_int_equal(vr_dq_due(&q, T0 + 60000000u), 1);
 	assert_int_equal(d->ready, 1);
 
 	j->dest->flying--;
-	dq_job_free(&q, j);
-	dq_free(&q);
+	vr_dq_job_free(&q, j);
+	vr_dq_free(&q);
 }
 
 static void test_jobs_by_domain(void **state)
@@ -138,29 +138,29 @@ static void test_jobs_by_domain(void **state)
 	};
 	struct dq q;
 
-	dq_init(&q, NULL);
+	vr_dq_init(&q, NULL);
 	struct dq_msg *m = msg("D000000000000", "a", rcpts, 5);
 	/* Recipient 3 was delivered before a restart: not tried again. */
 	m->rcpt_state[3] = VR_STATE_DELIVERED;
 	m->pending = 4;
-	assert_int_equal(dq_msg_add(&q, m, T0), 0);
+	assert_int_equal(vr_dq_msg_add(&q, m, T0), 0);
 	assert_int_equal(m->jobs, 3);
 
-	struct dq_dest *one = dq_dest_get(&q, "z@one.EXAMPLE");
-	struct dq_dest *two = dq_dest_get(&q, "z@two.example");
+	struct dq_dest *one = vr_dq_dest_get(&q, "z@one.EXAMPLE");
+	struct dq_dest *two = vr_dq_dest_get(&q, "z@two.example");
 	assert_string_equal(one->name, "one.example");
-	struct dq_job *j = dq_job_take(&q, one);
+	struct dq_job *j = vr_dq_job_take(&q, one);
 	assert_int_equal(j->n, 2);
 	assert_int_equal(j->rcpt[0], 0);
 	assert_int_equal(j->rcpt[1], 2);
-	struct dq_job *k = dq_job_take(&q, two);
+	struct dq_job *k = vr_dq_job_take(&q, two);
 	assert_int_equal(k->n, 1);
 	assert_int_equal(k->rcpt[0], 1);
 	j->dest->flying--;
 	k->dest->flying--;
-	dq_job_free(&q, j);
-	dq_job_free(&q, k);
-	dq_free(&q);
+	vr_dq_job_free(&q, j);
+	vr_dq_job_free(&q, k);
+	vr_dq_free(&q);
 }
 
 static void test_msg_from_state(void **state)
@@ -177,7 +177,7 @@ static void test_msg_from_state(void **state)
 		.rcpt = st_rcpt, .pending = 1, .attempts = 4, .next_us = T0 + 5,
 		.held = false, .dkim = "DKIM-Signature: a=b\r\n", .dkim_len = 21,
 	};
-	struct dq_msg *d = dq_msg_new(&m, &st);
+	struct dq_msg *d = vr_dq_msg_new(&m, &st);
 
 	assert_non_null(d);
 	assert_int_equal(d->pending, 1);
@@ -189,18 +189,18 @@ static void test_msg_from_state(void **state)
 	assert_string_equal(d->mail_from, "");
 
 	/* Just committed with the hold flag: held, all pending, not signed. */
-	struct dq_msg *h = dq_msg_new(&m, NULL);
+	struct dq_msg *h = vr_dq_msg_new(&m, NULL);
 	assert_true(h->held);
 	assert_int_equal(h->pending, 3);
 	assert_null(h->dkim);
 
 	struct dq q;
-	dq_init(&q, "127.0.0.1:1");
-	assert_int_equal(dq_msg_add(&q, h, T0), 0);
+	vr_dq_init(&q, "127.0.0.1:1");
+	assert_int_equal(vr_dq_msg_add(&q, h, T0), 0);
 	assert_int_equal(h->jobs, 0);   /* held: no job until released */
-	assert_int_equal(dq_msg_add(&q, d, T0), 0);
+	assert_int_equal(vr_dq_msg_add(&q, d, T0), 0);
 	assert_int_equal(q.n_msgs, 2);
-	dq_free(&q);
+	vr_dq_free(&q);
 }
 
 
@@ -209,40 +209,40 @@ static void test_hold_voids_jobs(void **state)
 	struct dq q;
 	static const char *const r2[] = { "p@one.example", "q@two.example" };
 
-	dq_init(&q, NULL);
+	vr_dq_init(&q, NULL);
 	struct dq_msg *m = msg("H000000000000", "a", r2, 2);
-	assert_int_equal(dq_msg_add(&q, m, T0), 0);
+	assert_int_equal(vr_dq_msg_add(&q, m, T0), 0);
 	assert_int_equal(m->jobs, 2);
-	struct dq_dest *one = dq_dest_get(&q, "x@one.example");
-	struct dq_dest *two = dq_dest_get(&q, "x@two.example");
+	struct dq_dest *one = vr_dq_dest_get(&q, "x@one.example");
+	struct dq_dest *two = vr_dq_dest_get(&q, "x@two.example");
 
 	/* Held: its jobs are void; taking them drops them, not the message. */
 	m->held = true;
 	m->gen++;
-	assert_null(dq_job_take(&q, one));
-	assert_null(dq_job_take(&q, two));
+	assert_null(vr_dq_job_take(&q, one));
+	assert_null(vr_dq_job_take(&q, two));
 	assert_int_equal(m->jobs, 0);
-	assert_ptr_equal(dq_msg_find(&q, "H000000000000"), m);
+	assert_ptr_equal(vr_dq_msg_find(&q, "H000000000000"), m);
 	assert_int_equal(q.n_msgs, 1);
 
 	/* Released: fresh jobs, one per destination again. */
 	m->held = false;
-	assert_int_equal(dq_msg_jobs(&q, m, T0), 0);
-	struct dq_job *j = dq_job_take(&q, one);
+	assert_int_equal(vr_dq_msg_jobs(&q, m, T0), 0);
+	struct dq_job *j = vr_dq_job_take(&q, one);
 	assert_non_null(j);
 	assert_int_equal(j->rcpt[0], 0);
 
 	/* Deleted: found no more, freed with its last job. */
 	m->deleted = true;
 	m->gen++;
-	assert_null(dq_msg_find(&q, "H000000000000"));
+	assert_null(vr_dq_msg_find(&q, "H000000000000"));
 	j->dest->flying--;
-	dq_job_free(&q, j);
-	dq_msg_release(&q, m);
+	vr_dq_job_free(&q, j);
+	vr_dq_msg_release(&q, m);
 	assert_int_equal(q.n_msgs, 1);  /* the void job for two.example still refers to it */
-	assert_null(dq_job_take(&q, two));
+	assert_null(vr_dq_job_take(&q, two));
 	assert_int_equal(q.n_msgs, 0);
-	dq_free(&q);
+	vr_dq_free(&q);
 }
 
 static char *dsn_text(bool expired, const struct dsn_rcpt *r, unsigned n, const char *orig)
@@ -250,8 +250,8 @@ static char *dsn_text(bool expired, const struct dsn_rcpt *r, unsigned n, const 
 	struct vr_buf b;
 
 	vr_buf_init(&b, 0);
-	size_t hl = dsn_header_len((const uint8_t *)orig, strlen(orig));
-	assert_int_equal(dsn_build(&b, "relay.example.net", "QID0000000001", "sender@example.com",
+	size_t hl = vr_dsn_header_len((const uint8_t *)orig, strlen(orig));
+	assert_int_equal(vr_dsn_build(&b, "relay.example.net", "QID0000000001", "sender@example.com",
 				   T0, T0 + 3600000000ull, expired, r, n, (const uint8_t *)orig, hl),
 			 0);
 	assert_int_equal(vr_buf_append(&b, "", 1), 0);
@@ -309,10 +309,10 @@ static void test_header_len(void **state)
 {
 	const char *m = "A: 1\r\nB: 2\r\n\r\nbody";
 
-	assert_int_equal(dsn_header_len((const uint8_t *)m, strlen(m)), 12);
-	assert_int_equal(dsn_header_len((const uint8_t *)"\r\nbody", 6), 0);
-	assert_int_equal(dsn_header_len((const uint8_t *)"A: 1\r\n", 6), 6);
-	assert_int_equal(dsn_header_len(NULL, 0), 0);
+	assert_int_equal(vr_dsn_header_len((const uint8_t *)m, strlen(m)), 12);
+	assert_int_equal(vr_dsn_header_len((const uint8_t *)"\r\nbody", 6), 0);
+	assert_int_equal(vr_dsn_header_len((const uint8_t *)"A: 1\r\n", 6), 6);
+	assert_int_equal(vr_dsn_header_len(NULL, 0), 0);
 }
 
 int main(void)
