@@ -21,7 +21,7 @@
  *   3 ICMP fragmentation-needed: conn index, 16-bit MTU, 32-bit seq offset.
  *
  * Build: CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined;
- * run: build-fuzz/tests/fuzz/fuzz_tcp tests/fuzz/corpus/fuzz_tcp
+ * run: build-fuzz/tests/fuzz/fuzz_tcp tests/fuzz/corpus/tcp
  */
 #include <stdint.h>
 #include <stdlib.h>
