@@ -16,6 +16,7 @@
 #include <urcu-qsbr.h>
 
 #include "ctl_impl.h"
+#include "vmrelay/common.h"
 #include "vmrelay/delivery.h"
 #include "vmrelay/spool.h"
 
@@ -23,13 +24,12 @@
 
 static const char *rcpt_state(uint8_t st)
 {
-	switch (st) {
-	case 0:                  return "pending";
-	case VR_STATE_DELIVERED: return "delivered";
-	case VR_STATE_BOUNCED:   return "bounced";
-	case VR_STATE_EXPIRED:   return "expired";
-	default:                 return "unknown";
-	}
+	static const char *const names[] = {
+		[0] = "pending", [VR_STATE_DELIVERED] = "delivered",
+		[VR_STATE_BOUNCED] = "bounced", [VR_STATE_EXPIRED] = "expired",
+	};
+
+	return st < VR_ARRAY_SIZE(names) && names[st] ? names[st] : "unknown";
 }
 
 /* The fields list and show share. */
