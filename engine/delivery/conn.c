@@ -26,6 +26,10 @@
 /* Messages per connection before it is renewed, so one connection cannot
  * hold a receiver's resources forever. */
 #define CONN_MSGS  100u
+/* How long an idle connection waits for its destination's next job, as
+ * Postfix's connection cache does: mail comes in bursts, and a TCP and TLS
+ * handshake per message would cost the receiver more than the message. */
+#define CONN_PARK_MS 2000u
 #define SIGN_CHUNK (64u * 1024)
 
 /* --- attempts --- */
@@ -409,9 +413,31 @@ static void conn_ready(void *owner)
 		attempt_free(c->att);
 		c->att = NULL;
 		vr_dw_job_fail(w, c, j, &r);
-		break;
+		vr_smtpc_quit(s, vr_clock_ms());
+		return;
 	}
-	vr_smtpc_quit(s, vr_clock_ms());
+	if (w->stopping) {
+		vr_smtpc_quit(s, vr_clock_ms());
+		return;
+	}
+	c->parked = true;
+	c->park_until = vr_clock_ms() + CONN_PARK_MS;
+}
+
+void vr_dw_conn_unpark(struct dconn *c)
+{
+	if (c->parked) {
+		c->parked = false;
+		conn_ready(c);
+	}
+}
+
+void vr_dw_conn_park_end(struct dconn *c)
+{
+	if (c->parked) {
+		c->parked = false;
+		vr_smtpc_quit(vr_smtpc_conn_smtpc(c->k), vr_clock_ms());
+	}
 }
 
 static void conn_msg_done(void *owner, struct vr_smtpc_msg *msg, enum vr_smtpc_status st,

@@ -111,6 +111,10 @@ static void dest_pump(struct dworker *w, struct dq_dest *d)
 		if (mx_refuses(w, d))
 			return;
 	}
+	/* Idle connections first: no handshake needed. */
+	for (struct dconn *c = w->conns; c && d->ready; c = c->next)
+		if (c->dest == d && c->parked)
+			vr_dw_conn_unpark(c);
 	while (d->ready > d->idle && d->conns < CONN_MAX) {
 		unsigned before = d->conns;
 		vr_dw_conn_open(w, d);
@@ -209,9 +213,14 @@ static void inbox_drain(struct dworker *w)
 static void conns_sweep(struct dworker *w, uint64_t *deadline)
 {
 	struct dconn *c = w->conns, *next;
+	uint64_t now = vr_clock_ms();
 
 	for (; c; c = next) {
 		next = c->next;
+		if (c->parked && (now >= c->park_until || w->stopping))
+			vr_dw_conn_park_end(c);
+		if (c->parked)
+			*deadline = VR_MIN(*deadline, c->park_until);
 		if (vr_smtpc_conn_done(c->k)) {
 			vr_dw_conn_free(w, c);
 			continue;
@@ -239,7 +248,7 @@ static void stop_begin(struct dworker *w)
 	w->drain_until_ms = vr_clock_ms() + w->d->drain_ms;
 	for (struct dconn *c = w->conns; c; c = c->next)
 		if (!c->att)
-			vr_smtpc_quit(vr_smtpc_conn_smtpc(c->k), vr_clock_ms());
+			vr_dw_conn_park_end(c);
 }
 
 /* The epoll timeout: the earliest of the connections, the retries, the

@@ -98,6 +98,8 @@ struct dconn {
 	struct attempt *att;
 	bool carried;                 /* a message went over it */
 	bool closed;
+	bool parked;                  /* idle, waiting for a job until park_until */
+	uint64_t park_until;          /* monotonic ms */
 	char mx[sizeof(((struct vr_config *)0)->smarthost)];  /* MX name or smarthost */
 	char ip[VR_ADDRSTRLEN];
 };
@@ -141,6 +143,10 @@ void vr_dw_dsn_done(void *cookie, int status, const char *qid);
 /* Opens a connection to d's next address, if any is left (else defers d's
  * ready jobs) and no TLSA lookup is to be waited for. */
 void vr_dw_conn_open(struct dworker *w, struct dq_dest *d);
+/* A parked connection takes its destination's next job (or parks again). */
+void vr_dw_conn_unpark(struct dconn *c);
+/* A parked connection waited long enough, or the thread stops: QUIT. */
+void vr_dw_conn_park_end(struct dconn *c);
 /* Unregisters and frees c; an attempt still on it is dropped (stopping). */
 void vr_dw_conn_free(struct dworker *w, struct dconn *c);
 /* Room for the TLSA answers of an MX answer's hosts (dq_dest.dane), none

@@ -55,6 +55,7 @@ class Receiver:
         self.data_delay = data_delay
         self.got = []                 # (mail_from, [rcpts], bytes)
         self.tries = {}
+        self.sessions = set()         # the SMTP sessions that carried mail
         self.lock = threading.Lock()
         kw = {"enable_SMTPUTF8": smtputf8}
         if tls:
@@ -78,6 +79,7 @@ class Receiver:
         with self.lock:
             self.got.append((envelope.mail_from, list(envelope.rcpt_tos),
                              envelope.original_content or envelope.content))
+            self.sessions.add(id(session))
         return "250 2.0.0 accepted"
 
     def start(self):
@@ -209,6 +211,16 @@ class SmarthostTest(DeliveryCase):
         self.assertTrue(r.wait_log(r"event=queue_loaded messages=0 ", timeout=5), r.log())
         time.sleep(1)
         self.assertEqual(len(rx.got), 3)
+
+    def test_connections_reused(self):
+        rx = self.receiver()
+        r = self.relay({"smarthost": "127.0.0.1:%d" % rx.port})
+        for i in range(6):
+            send(r, "one by one %d" % i, ["r%d@dest.example" % i])
+            self.assertEqual(len(rx.wait(i + 1)), i + 1, r.log())
+            time.sleep(0.1)         # well inside the 2 s an idle connection waits
+        # each delivery thread kept its connection for the next message
+        self.assertLessEqual(len(rx.sessions), 2, r.log())
 
     def test_starttls_when_offered(self):
         rx = self.receiver(tls=True)
