@@ -150,8 +150,8 @@ struct dsn_rcpt {
  * 0, or -ENOBUFS/-ENOMEM from out.
  */
 int vr_dsn_build(struct vr_buf *out, const char *hostname, const char *qid, const char *mail_from,
-	      uint64_t arrival_us, uint64_t now_us, bool expired, const struct dsn_rcpt *rcpts,
-	      unsigned n, const uint8_t *orig_hdr, size_t orig_len);
+		 uint64_t arrival_us, uint64_t now_us, bool expired, const struct dsn_rcpt *rcpts,
+		 unsigned n, const uint8_t *orig_hdr, size_t orig_len);
 /* The header block of a message body (up to and including the blank line,
  * or all of it): its length. */
 size_t vr_dsn_header_len(const uint8_t *body, size_t n);

@@ -133,8 +133,8 @@ static int report(struct vr_buf *out, const char *hostname, const char *qid, con
 }
 
 int vr_dsn_build(struct vr_buf *out, const char *hostname, const char *qid, const char *mail_from,
-	      uint64_t arrival_us, uint64_t now_us, bool expired, const struct dsn_rcpt *rcpts,
-	      unsigned n, const uint8_t *orig_hdr, size_t orig_len)
+		 uint64_t arrival_us, uint64_t now_us, bool expired, const struct dsn_rcpt *rcpts,
+		 unsigned n, const uint8_t *orig_hdr, size_t orig_len)
 {
 	char boundary[VR_QID_MAX + 300];
 	int rc;

@@ -28,7 +28,7 @@ struct bounce {
 /* --- state records --- */
 
 void vr_dw_record(struct dworker *w, struct dq_msg *m, uint8_t type, uint32_t rcpt,
-		   uint64_t next_us, const char *text)
+		  uint64_t next_us, const char *text)
 {
 	struct vr_spool_event ev = {
 		.type = type, .rcpt = rcpt, .attempts = m->attempts, .at_us = wall_us(),
@@ -220,7 +220,7 @@ bool vr_dw_expired(const struct dworker *w, const struct dq_msg *m, uint64_t now
  * lives on with the deferred recipients or is freed.
  */
 void vr_dw_job_finish(struct dworker *w, struct dconn *c, struct dq_job *j,
-		       const struct vr_smtpc_reply *const *replies)
+		      const struct vr_smtpc_reply *const *replies)
 {
 	struct dq_msg *m = j->msg;
 	uint64_t now = wall_us();
@@ -280,7 +280,7 @@ void vr_dw_job_finish(struct dworker *w, struct dconn *c, struct dq_job *j,
 
 /* Every recipient of j gets the same reply (a connection or DNS failure). */
 void vr_dw_job_fail(struct dworker *w, struct dconn *c, struct dq_job *j,
-		     const struct vr_smtpc_reply *r)
+		    const struct vr_smtpc_reply *r)
 {
 	const struct vr_smtpc_reply *replies[j->n];
 
@@ -290,7 +290,7 @@ void vr_dw_job_fail(struct dworker *w, struct dconn *c, struct dq_job *j,
 }
 
 void vr_dw_reply_make(struct vr_smtpc_reply *r, unsigned code, const char *enh,
-		       const char *fmt, const char *arg)
+		      const char *fmt, const char *arg)
 {
 	memset(r, 0, sizeof(*r));
 	r->code = code;
