@@ -3,6 +3,7 @@
     /usr/bin/python3 bench/cluster/run.py [--build DIR] [--duration S] [--sessions N]
                                           [--busy-rate R] [--busy-duration S]
                                           [--lease-ttl S] [--skip-throughput]
+    (--busy-duration 0 skips the second part)
 
 One run, one Redis (redis-server on a free loopback port), six vmrelay
 nodes over kernel sockets, one worker each, spools on /var/tmp:
@@ -204,6 +205,8 @@ def main():
             print("  ratio       %8.1f %%  (target >= 95 %%)"
                   % (100.0 * with_cluster / without))
 
+        if args.busy_duration == 0:
+            return
         before = redis_evalsha_calls(redis)
         ok, refused = busy(clustered, args.busy_rate, args.busy_duration)
         time.sleep(args.lease_ttl + 5)   # blocks age out and are settled: counted too

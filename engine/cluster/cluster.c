@@ -42,6 +42,9 @@
 #define MARGIN_MS      1000
 /* While Redis says a window is spent, ask again no sooner than this. */
 #define SPENT_RETRY_MS 2000
+/* Sent mails per second, a ring the workers add to and the thread drains;
+ * a power of two, far more seconds than the thread ever lags. */
+#define USES_RING      64
 
 enum source { SRC_NONE, SRC_LEASE, SRC_FAILSAFE };
 
@@ -53,7 +56,10 @@ struct entry {
 	/* (W) workers, with atomics; the thread too */
 	int32_t avail;                /* slots of the block not taken */
 	int32_t inflight;             /* taken, not yet confirmed or released */
-	uint32_t used;                /* confirmed since the thread last looked */
+	struct {
+		int64_t sec;          /* the second counted (node's clock) */
+		uint32_t n;           /* confirmed then, not yet drained */
+	} uses[USES_RING];
 	uint64_t taken;               /* ever, for the rate */
 	uint32_t daily;               /* the account's quota, from touch */
 	bool demand;                  /* a worker found the block short */
@@ -69,7 +75,9 @@ struct entry {
 	uint64_t next_call_ms;
 	uint64_t taken_seen, rate_at_ms, last_use_ms;
 	double rate;
-	uint32_t pend_lease_used, pend_extra, pend_returned;
+	struct vr_cl_use pend_uses[VR_CL_USES_MAX];   /* lease mails to settle */
+	unsigned n_pend_uses;
+	uint32_t pend_extra, pend_returned;
 	uint32_t headroom;            /* what every window had left at our last call */
 	int conn;
 	struct vr_cl_failsafe fs;
@@ -91,6 +99,7 @@ struct vr_cluster {
 	struct entry **list;          /* the table, listed each pass */
 	size_t n_list, cap_list;
 	bool up;                      /* (T) read by stats */
+	int64_t skew;                 /* Redis's clock minus ours, s, at the last reply */
 	bool down_logged;
 	uint64_t retry_ms;
 
@@ -253,12 +262,20 @@ static void settle(struct vr_cluster *c, const char *id, uint32_t n, bool sent)
 	struct entry *e = lookup(c, id, hash_id(id));
 	/* The entry outlives its in-flight slots: the thread removes none
 	 * with inflight != 0. */
+	if (e && sent) {
+		int64_t sec = (int64_t)(vr_clock_wall_us() / 1000000u);
+		unsigned i = (unsigned)sec & (USES_RING - 1);
+		/* The slot's last second was drained long ago (the thread keeps
+		 * up within a second or two): its tag moves on, then the count
+		 * is added, so a drain that sees the count sees the tag. */
+		if (__atomic_load_n(&e->uses[i].sec, __ATOMIC_RELAXED) != sec)
+			__atomic_store_n(&e->uses[i].sec, sec, __ATOMIC_RELEASE);
+		__atomic_fetch_add(&e->uses[i].n, n, __ATOMIC_SEQ_CST);
+	} else if (e) {
+		__atomic_fetch_add(&e->avail, (int32_t)n, __ATOMIC_SEQ_CST);
+	}
 	if (e) {
-		if (sent)
-			__atomic_fetch_add(&e->used, n, __ATOMIC_SEQ_CST);
-		else
-			__atomic_fetch_add(&e->avail, (int32_t)n, __ATOMIC_SEQ_CST);
-		/* after used/avail: inflight 0 means both are visible */
+		/* after uses/avail: inflight 0 means both are visible */
 		__atomic_fetch_sub(&e->inflight, (int32_t)n, __ATOMIC_SEQ_CST);
 	}
 	rcu_read_unlock();
@@ -360,16 +377,27 @@ static void limits_of(const struct vr_cluster *c, const struct entry *e,
 	vr_cl_admin_limits(c, __atomic_load_n(&e->daily, __ATOMIC_RELAXED), lim);
 }
 
-/* Confirmed slots so far, to the settlement of the block they came from. */
-static void fold_used(struct vr_cluster *c, struct entry *e)
+/* Confirmed slots, to the settlement of the block they came from: the
+ * seconds before the last two (workers may still add to those), or all of
+ * them when the block has ended. A lease's are kept by second, in Redis's
+ * clock (c->skew); the fail-safe share's are charged when settled. */
+static void fold_used(struct vr_cluster *c, struct entry *e, bool all)
 {
-	uint32_t used = __atomic_exchange_n(&e->used, 0, __ATOMIC_SEQ_CST);
+	int64_t now = (int64_t)(vr_clock_wall_us() / 1000000u);
 
-	if (e->src == SRC_FAILSAFE) {
-		e->pend_extra += used;
-		count(&c->st.failsafe_taken, used);
-	} else {
-		e->pend_lease_used += used;
+	for (unsigned i = 0; i < USES_RING; i++) {
+		if (!__atomic_load_n(&e->uses[i].n, __ATOMIC_RELAXED) ||
+		    (!all && __atomic_load_n(&e->uses[i].sec, __ATOMIC_RELAXED) > now - 2))
+			continue;
+		uint32_t n = __atomic_exchange_n(&e->uses[i].n, 0, __ATOMIC_SEQ_CST);
+		/* read after: a count a worker added came with its tag */
+		int64_t sec = __atomic_load_n(&e->uses[i].sec, __ATOMIC_ACQUIRE);
+		if (e->src == SRC_FAILSAFE) {
+			e->pend_extra += n;
+			count(&c->st.failsafe_taken, n);
+		} else {
+			vr_cl_uses_add(e->pend_uses, &e->n_pend_uses, sec + c->skew, n);
+		}
 	}
 }
 
@@ -387,7 +415,7 @@ static bool block_end(struct vr_cluster *c, struct entry *e)
 		e->pend_returned += left;
 	if (__atomic_load_n(&e->inflight, __ATOMIC_SEQ_CST) != 0)
 		return false;
-	fold_used(c, e);
+	fold_used(c, e, true);
 	return true;
 }
 
@@ -396,8 +424,9 @@ static bool lease_call(struct vr_cluster *c, struct entry *e, uint32_t want, uin
 {
 	char err[512];
 	struct vr_cl_grant g;
+	int64_t sent_at = (int64_t)(vr_clock_wall_us() / 1000000u);
 	struct vr_cl_call call = {
-		.node = c->node, .want = want, .lease_used = e->pend_lease_used,
+		.node = c->node, .want = want, .uses = e->pend_uses, .n_uses = e->n_pend_uses,
 		.extra_used = e->pend_extra, .returned = e->pend_returned,
 		.ttl_s = c->p.lease_ttl_s,
 	};
@@ -408,7 +437,11 @@ static bool lease_call(struct vr_cluster *c, struct entry *e, uint32_t want, uin
 		redis_down(c, err);
 		return false;
 	}
-	e->pend_lease_used = 0;
+	/* Redis's clock against ours, in whole seconds of which either may be
+	 * partly gone: one more, so a second we report is never earlier on
+	 * Redis's clock than the one the mail was sent in */
+	c->skew = g.now - sent_at + 1;
+	e->n_pend_uses = 0;
 	e->pend_extra = 0;
 	e->pend_returned = 0;
 	count(&c->st.slots_returned, call.returned);
@@ -487,7 +520,7 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 	want = vr_cl_lease_fit(&c->sz, vr_cl_lease_want(&c->sz, e->rate), e->headroom);
 	int32_t low = (int32_t)vr_cl_lease_low(want);
 	__atomic_store_n(&e->low, low, __ATOMIC_RELAXED);
-	fold_used(c, e);
+	fold_used(c, e, false);
 
 	int32_t avail = __atomic_load_n(&e->avail, __ATOMIC_RELAXED);
 	/* a VPS quiet for a lease's life gives its block back */
@@ -499,7 +532,7 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 			return true;
 		if (e->src == SRC_FAILSAFE)
 			e->src = SRC_NONE;
-		if (!up || (e->lease == 0 && !e->pend_lease_used && !e->pend_extra &&
+		if (!up || (e->lease == 0 && !e->n_pend_uses && !e->pend_extra &&
 			    !e->pend_returned))
 			return true;
 		return lease_call(c, e, 0, now_ms);
@@ -532,8 +565,12 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 	if (now_ms < e->next_call_ms)
 		return true;
 	bool refill = avail < low && (demand || e->src == SRC_LEASE);
+	/* renewed with a quarter of its life left (a second at least, for a
+	 * slow reply, but no more than half), like a block topped up with a
+	 * quarter left: a busy VPS calls about once per 3/4 lease_ttl_s */
+	uint64_t life = (uint64_t)c->p.lease_ttl_s * 1000u - MARGIN_MS;
 	bool renew = e->src == SRC_LEASE &&
-		     e->deadline_ms - now_ms < (uint64_t)c->p.lease_ttl_s * 500u;
+		     e->deadline_ms - now_ms < VR_MIN(VR_MAX(life / 4, 1000u), life / 2);
 	/* Sent lease slots wait for the next call: Redis counts them in the
 	 * lease meanwhile, which is never less. Mail sent on the fail-safe
 	 * share and a lease that outlived Redis's absence are counted nowhere
@@ -597,7 +634,7 @@ static void pass(struct vr_cluster *c, bool stopping)
 		struct entry *e = c->list[i];
 		entry_pass(c, e, now_ms, stopping);
 		bool empty = e->src == SRC_NONE && e->lease == 0 && !e->pend_extra &&
-			     !e->pend_returned && !e->pend_lease_used &&
+			     !e->pend_returned && !e->n_pend_uses &&
 			     __atomic_load_n(&e->avail, __ATOMIC_SEQ_CST) == 0 &&
 			     __atomic_load_n(&e->inflight, __ATOMIC_SEQ_CST) == 0 &&
 			     !__atomic_load_n(&e->demand, __ATOMIC_SEQ_CST);

@@ -57,11 +57,20 @@ void vr_cl_failsafe_return(struct vr_cl_failsafe *fs, int64_t now, uint32_t n);
 
 extern const char vr_cl_script[];
 
+/* Mails of a lease sent in one second (Redis's clock): settled at that
+ * second, so a window holds them exactly as long as it should. */
+struct vr_cl_use {
+	int64_t at;
+	uint32_t n;
+};
+#define VR_CL_USES_MAX 64
+
 /* Arguments of one script call: what the node settles and what it asks. */
 struct vr_cl_call {
 	const char *node;
 	uint32_t want;                /* new slots wanted */
-	uint32_t lease_used;          /* slots of this node's lease now sent */
+	const struct vr_cl_use *uses; /* slots of this node's lease now sent */
+	unsigned n_uses;              /* <= VR_CL_USES_MAX */
 	uint32_t extra_used;          /* mails sent outside any lease (fail-safe) */
 	uint32_t returned;            /* lease slots given back */
 	uint32_t limit[VR_RL_NWINDOWS];
@@ -85,10 +94,15 @@ enum { VR_CL_KEY_W, VR_CL_KEY_L, VR_CL_KEY_Q, VR_CL_NKEYS };
 /* "<prefix>{<id>}:w", ":l" and ":q" (the operator's daily quota): the hash
  * tag keeps a VPS's keys on one Cluster slot. -1 if they do not fit. */
 int vr_cl_keys(const char *prefix, const char *id, char keys[VR_CL_NKEYS][VR_CL_KEY_MAX]);
-/* Builds the argument vector of an EVALSHA (argv strings in buf). Returns
- * argc (15). */
+/* Builds the argument vector of an EVALSHA (argv strings in buf, which
+ * holds VR_CL_ARGS_MAX). Returns argc. */
+#define VR_CL_ARGS_MAX (13 + 2 * VR_CL_USES_MAX)
 int vr_cl_argv(const struct vr_cl_call *call, const char *sha,
 	       char keys[VR_CL_NKEYS][VR_CL_KEY_MAX], char buf[][24], const char *argv[]);
+/* Adds n mails sent at `at` to a settlement list; a full list puts them
+ * with its latest second (later is never less: they stay in the window
+ * longer, never shorter). */
+void vr_cl_uses_add(struct vr_cl_use *uses, unsigned *n_uses, int64_t at, uint32_t n);
 /* Reads the script's array reply (integers). 0 or -1 if malformed. */
 struct redisReply;
 int vr_cl_grant_parse(const struct redisReply *r, struct vr_cl_grant *g);

@@ -234,8 +234,8 @@ int vr_cl_redis_eval(struct vr_cl_redis *r, int *ci, const char *id, const char 
 		     const struct vr_cl_call *call, struct vr_cl_grant *g, char *err,
 		     size_t errlen)
 {
-	char keys[3][VR_CL_KEY_MAX], buf[8][24];
-	const char *argv[16];
+	char keys[VR_CL_NKEYS][VR_CL_KEY_MAX], buf[VR_CL_ARGS_MAX][24];
+	const char *argv[VR_CL_ARGS_MAX];
 	redisReply *rep;
 
 	if (vr_cl_keys(prefix, id, keys) < 0) {

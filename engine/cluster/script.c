@@ -19,8 +19,10 @@
  *      time no earlier than any mail sent from it, and the lease is gone.
  *      (Grants happen only in calls, so until this call it counted in
  *      full.)
- *   2. The caller's sent mails are charged now (again no earlier than they
- *      were sent) and its lease shrinks by them and by what it returns;
+ *   2. The caller's sent mails are charged at the seconds it sent them (no
+ *      later than now) and its lease shrinks by them and by what it
+ *      returns: until then they counted in the lease, from then on in the
+ *      windows they fall in, so no window misses one;
  *      its own lease, even expired, is settled exactly this way: the node
  *      stopped spending it at its own earlier deadline and knows what it
  *      used (after a Redis outage, say).
@@ -28,7 +30,7 @@
  *      this day + every outstanding lease; the grant is what every window
  *      still has, up to what was asked. So settled + outstanding never
  *      exceeds a limit, and a mail is counted either inside a lease or at
- *      a time at or after it was sent: no window ever held more.
+ *      the time it was sent (or a later one): no window ever held more.
  *
  * The caller's lease expiry moves to now + ttl on every call.
  */
@@ -42,11 +44,10 @@
 const char vr_cl_script[] =
 	"local W, L = KEYS[1], KEYS[2]\n"
 	"local q = tonumber(redis.call('GET', KEYS[3]))\n"
-	"local node = ARGV[1]\n"
-	"local want, lused = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-	"local extra, ret = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
-	"local lim = { tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]) }\n"
-	"local ttl = tonumber(ARGV[9])\n"
+	"local node, want = ARGV[1], tonumber(ARGV[2])\n"
+	"local extra, ret = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+	"local lim = { tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]) }\n"
+	"local ttl = tonumber(ARGV[8])\n"
 	"if q then lim[3] = q end\n"
 	"local t = tonumber(redis.call('TIME')[1])\n"
 	"local function charge(at, n)\n"
@@ -72,7 +73,12 @@ const char vr_cl_script[] =
 	"local known = 0\n"
 	"if mine then\n"
 	"  known = 1\n"
-	"  charge(t, lused)\n"
+	"  local lused = 0\n"
+	"  for i = 9, #ARGV - 1, 2 do\n"
+	"    local n = tonumber(ARGV[i + 1])\n"
+	"    charge(math.min(tonumber(ARGV[i]), t), n)\n"
+	"    lused = lused + n\n"
+	"  end\n"
 	"  mine = math.max(mine - lused - ret, 0)\n"
 	"end\n"
 	"charge(t, extra)\n"
@@ -137,10 +143,10 @@ int vr_cl_argv(const struct vr_cl_call *call, const char *sha,
 	       char keys[VR_CL_NKEYS][VR_CL_KEY_MAX], char buf[][24], const char *argv[])
 {
 	const uint32_t nums[] = {
-		call->want, call->lease_used, call->extra_used, call->returned,
-		call->limit[VR_RL_MINUTE], call->limit[VR_RL_HOUR], call->limit[VR_RL_DAY],
-		call->ttl_s,
+		call->want, call->extra_used, call->returned, call->limit[VR_RL_MINUTE],
+		call->limit[VR_RL_HOUR], call->limit[VR_RL_DAY], call->ttl_s,
 	};
+	size_t b = 0;
 	int argc = 0;
 
 	argv[argc++] = "EVALSHA";
@@ -149,11 +155,40 @@ int vr_cl_argv(const struct vr_cl_call *call, const char *sha,
 	for (int k = 0; k < VR_CL_NKEYS; k++)
 		argv[argc++] = keys[k];
 	argv[argc++] = call->node;
-	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
-		snprintf(buf[i], 24, "%u", nums[i]);
-		argv[argc++] = buf[i];
+	for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++, b++) {
+		snprintf(buf[b], 24, "%u", nums[i]);
+		argv[argc++] = buf[b];
+	}
+	for (unsigned i = 0; i < call->n_uses && i < VR_CL_USES_MAX; i++, b += 2) {
+		snprintf(buf[b], 24, "%lld", (long long)call->uses[i].at);
+		snprintf(buf[b + 1], 24, "%u", call->uses[i].n);
+		argv[argc++] = buf[b];
+		argv[argc++] = buf[b + 1];
 	}
 	return argc;
+}
+
+void vr_cl_uses_add(struct vr_cl_use *uses, unsigned *n_uses, int64_t at, uint32_t n)
+{
+	unsigned last = 0;
+
+	if (n == 0)
+		return;
+	for (unsigned i = 0; i < *n_uses; i++) {
+		if (uses[i].at == at) {
+			uses[i].n += n;
+			return;
+		}
+		if (uses[i].at > uses[last].at)
+			last = i;
+	}
+	if (*n_uses < VR_CL_USES_MAX) {
+		uses[(*n_uses)++] = (struct vr_cl_use){ at, n };
+		return;
+	}
+	uses[last].n += n;
+	if (at > uses[last].at)
+		uses[last].at = at;
 }
 
 int vr_cl_grant_parse(const struct redisReply *r, struct vr_cl_grant *g)

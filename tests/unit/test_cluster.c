@@ -198,6 +198,32 @@ static void test_failsafe_share(void **state)
 	assert_int_equal(vr_cl_failsafe_grant(&all, lim, 100, t, 100), 60);
 }
 
+static void test_uses_list(void **state)
+{
+	struct vr_cl_use u[VR_CL_USES_MAX];
+	unsigned n = 0;
+
+	vr_cl_uses_add(u, &n, 100, 2);
+	vr_cl_uses_add(u, &n, 100, 3);
+	vr_cl_uses_add(u, &n, 99, 1);
+	vr_cl_uses_add(u, &n, 98, 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(u[0].at, 100);
+	assert_int_equal(u[0].n, 5);
+	/* full: more go with the latest second, or make it later: never earlier */
+	for (int64_t s = 200; n < VR_CL_USES_MAX; s++)
+		vr_cl_uses_add(u, &n, s, 1);
+	int64_t latest = 200 + VR_CL_USES_MAX - 3;
+	assert_int_equal(u[n - 1].at, latest);
+	vr_cl_uses_add(u, &n, 150, 4);
+	assert_int_equal(n, VR_CL_USES_MAX);
+	assert_int_equal(u[n - 1].n, 5);
+	assert_int_equal(u[n - 1].at, latest);
+	vr_cl_uses_add(u, &n, 5000, 1);
+	assert_int_equal(u[n - 1].at, 5000);
+	assert_int_equal(u[n - 1].n, 6);
+}
+
 static void test_explain(void **state)
 {
 	char out[200];
@@ -284,7 +310,9 @@ static struct vr_cl_redis *redis_new(void)
 static struct vr_cl_grant call(struct vr_cl_redis *r, const char *node, uint32_t want,
 			       uint32_t lused, uint32_t ret, const uint32_t lim[3])
 {
-	struct vr_cl_call c = { .node = node, .want = want, .lease_used = lused,
+	/* what the node sent, it sent this second */
+	struct vr_cl_use use = { .at = (int64_t)time(NULL), .n = lused };
+	struct vr_cl_call c = { .node = node, .want = want, .uses = &use, .n_uses = lused > 0,
 				.returned = ret, .ttl_s = 30 };
 	struct vr_cl_grant g;
 	char err[256];
@@ -344,6 +372,16 @@ static void test_script_day_and_settle(void **state)
 	assert_int_equal(g.used[VR_RL_HOUR], 4);
 	g = call(r, "b", 8, 0, 0, lim);
 	assert_int_equal(g.granted, 6);
+	/* b sent 3 of them 70 s ago: out of the minute window, in the hour */
+	struct vr_cl_use old = { .at = g.now - 70, .n = 3 };
+	struct vr_cl_call c = { .node = "b", .uses = &old, .n_uses = 1, .ttl_s = 30 };
+	int ci = -1;
+	char err[256];
+	memcpy(c.limit, lim, sizeof(c.limit));
+	assert_int_equal(vr_cl_redis_eval(r, &ci, "v", "t:", &c, &g, err, sizeof(err)), 0);
+	assert_int_equal(g.lease, 3);
+	assert_int_equal(g.used[VR_RL_MINUTE], 4 + 3);
+	assert_int_equal(g.used[VR_RL_HOUR], 4 + 3 + 3);
 	/* what a node sends is charged once even if it reports with a lease
 	 * it no longer has (here: never had) */
 	g = call(r, "z", 0, 3, 0, lim);
@@ -638,6 +676,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rate_and_size),
 		cmocka_unit_test(test_failsafe_share),
+		cmocka_unit_test(test_uses_list),
 		cmocka_unit_test(test_explain),
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_params_refused),
