@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "vmrelay/utf8.h"
 #include "delivery_impl.h"
 
 /* RFC 5322 date, UTC. */
@@ -36,6 +37,48 @@ static int put_clean(struct vr_buf *out, const char *s)
 			return rc;
 	}
 	return 0;
+}
+
+/*
+ * A recipient for Final-Recipient: "rfc822; addr" when it is printable
+ * ASCII, else RFC 6533's "utf-8; " with the 7-bit utf-8-addr-xtext form
+ * (each non-ASCII character, and '\', '+', '=', as \x{HEX}), so an
+ * SMTPUTF8 address reads back exactly. Bytes that are not UTF-8 become
+ * U+FFFD.
+ */
+static int put_final_rcpt(struct vr_buf *out, const char *addr)
+{
+	const uint8_t *p = (const uint8_t *)addr;
+	size_t n = strlen(addr);
+	bool ascii = true;
+	int rc;
+
+	for (size_t i = 0; i < n; i++)
+		ascii &= p[i] > 0x20 && p[i] < 0x7f;
+	if (ascii)
+		return vr_buf_printf(out, "Final-Recipient: rfc822; %s\r\n", addr);
+	rc = vr_buf_printf(out, "Final-Recipient: utf-8; ");
+	for (size_t i = 0; rc == 0 && i < n;) {
+		size_t len = vr_utf8_seq(p + i, n - i);
+		uint32_t cp;
+		if (len == 0) {
+			cp = 0xfffd;
+			len = 1;
+		} else if (len == 1) {
+			cp = p[i];
+		} else {
+			static const uint8_t lead_mask[] = { 0, 0, 0x1f, 0x0f, 0x07 };
+			cp = p[i] & lead_mask[len];
+			for (size_t k = 1; k < len; k++)
+				cp = cp << 6 | (p[i + k] & 0x3f);
+		}
+		i += len;
+		if (cp > 0x20 && cp < 0x7f && cp != '\\' && cp != '+' && cp != '=')
+			rc = vr_buf_printf(out, "%c", (char)cp);
+		else
+			rc = vr_buf_printf(out, "\\x{%X}", cp);
+	}
+	return rc ? rc : vr_buf_append(out, "\r\n", 2);
 }
 
 /* pre, a cleaned text, then post (which ends the line). */
@@ -116,7 +159,9 @@ static int report(struct vr_buf *out, const char *hostname, const char *qid, con
 
 	for (unsigned i = 0; rc == 0 && i < n; i++) {
 		const struct dsn_rcpt *r = &rcpts[i];
-		rc = field(out, "\r\nFinal-Recipient: rfc822; ", r->addr, "\r\n");
+		rc = vr_buf_append(out, "\r\n", 2);
+		if (rc == 0)
+			rc = put_final_rcpt(out, r->addr);
 		if (rc == 0)
 			rc = vr_buf_printf(out, "Action: failed\r\n");
 		if (rc == 0)

@@ -297,6 +297,17 @@ static void test_dsn(void **state)
 	assert_string_equal(end, "relay.example.net--\r\n");
 	free(s);
 
+	/* An SMTPUTF8 recipient reads back exactly (RFC 6533 utf-8-addr-xtext). */
+	const struct dsn_rcpt u[] = {
+		{ "j\xc3\xbcrgen+x@d\xc3\xa9st.example", "5.6.7", "550", "" },
+	};
+	s = dsn_text(false, u, 1, "");
+	assert_non_null(strstr(s, "\r\nFinal-Recipient: utf-8; "
+				  "j\\x{FC}rgen\\x{2B}x@d\\x{E9}st.example\r\n"));
+	for (const char *p = s; *p; p++)
+		assert_true(*p > 0 && *p < 0x7f);     /* 7-bit throughout */
+	free(s);
+
 	const struct dsn_rcpt e[] = { { "slow@dest.example", "4.4.7", "", "" } };
 	s = dsn_text(true, e, 1, "");
 	assert_non_null(strstr(s, "Status: 4.4.7\r\n"));
