@@ -5,12 +5,14 @@
  *
  *   bench_tcp [--mbytes N] [--conns N] [--rcvbuf BYTES] [--sndbuf BYTES]
  *
- * Two runs: a bulk transfer of N MB over one connection (segments/s and
+ * Three runs: a bulk transfer of N MB over one connection (segments/s and
  * Gbit/s of payload), then N short connections each doing an SMTP-sized
  * exchange (SYN, a 30-byte command, a 30-byte reply, FIN both ways):
- * connections/s. Both stacks' segments count (every segment is built by one
- * instance and parsed by the other), per second of CPU time the process
- * used, so on a shared machine it is still the speed of one core.
+ * connections/s, then a SYN flood from spoofed ports (--syns N, checksummed
+ * frames with Linux's SYN options) answered with cookies: SYNs/s. Both
+ * stacks' segments count (every segment is built by one instance and parsed
+ * by the other), per second of CPU time the process used, so on a shared
+ * machine it is still the speed of one core.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -161,6 +163,40 @@ static void turn(unsigned long i)
 	vr_tcp_poll(B.tcp, now);
 }
 
+static void be16(uint8_t *b, uint16_t v) { b[0] = (uint8_t)(v >> 8); b[1] = (uint8_t)v; }
+static void be32(uint8_t *b, uint32_t v) { be16(b, (uint16_t)(v >> 16)); be16(b + 2, (uint16_t)v); }
+
+/* A SYN from A's MAC and address to B's port 25, with Linux's options; returns its length. */
+static size_t syn_frame(uint8_t *f, uint16_t sport, uint32_t seq)
+{
+	static const uint8_t opts[20] = { 2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0,
+					  1, 3, 3, 7 };
+	uint8_t *ip = f + 14, *th = ip + 20;
+
+	memcpy(f, (const uint8_t[6]){ 0x02, 0, 0, 0, 0, 2 }, 6);
+	memcpy(f + 6, (const uint8_t[6]){ 0x02, 0, 0, 0, 0, 1 }, 6);
+	be16(f + 12, 0x0800);
+	memset(ip, 0, 20);
+	ip[0] = 0x45;
+	be16(ip + 2, 20 + 40);
+	ip[8] = 64;
+	ip[9] = 6;
+	be32(ip + 12, 0x0a000001u);
+	be32(ip + 16, 0x0a000002u);
+	be16(ip + 10, vr_net_csum_fold(vr_net_csum_add(0, ip, 20)));
+	memset(th, 0, 20);
+	be16(th, sport);
+	be16(th + 2, 25);
+	be32(th + 4, seq);
+	th[12] = 10 << 4;
+	th[13] = 0x02;
+	be16(th + 14, 64240);
+	memcpy(th + 20, opts, sizeof(opts));
+	be16(th + 16, vr_net_csum_fold(vr_net_csum_add(
+		vr_net_csum_pseudo(0x0a000001u, 0x0a000002u, 6, 40), th, 40)));
+	return 14 + 20 + 40;
+}
+
 static double cpu_seconds(void)
 {
 	struct timespec ts;
@@ -179,10 +215,10 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "mbytes", required_argument, NULL, 'm' }, { "conns", required_argument, NULL, 'c' },
 		{ "rcvbuf", required_argument, NULL, 'r' }, { "sndbuf", required_argument, NULL, 's' },
-		{ NULL, 0, NULL, 0 },
+		{ "syns", required_argument, NULL, 'y' }, { NULL, 0, NULL, 0 },
 	};
 	struct vr_tcp_conf tc = { .rcvbuf = 256 * 1024, .sndbuf = 256 * 1024, .max_conns = 64 };
-	uint64_t mbytes = 512, nconns = 100000;
+	uint64_t mbytes = 512, nconns = 100000, nsyns = 1000000;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -191,8 +227,10 @@ int main(int argc, char **argv)
 		case 'c': nconns = strtoull(optarg, NULL, 10); break;
 		case 'r': tc.rcvbuf = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 's': tc.sndbuf = (uint32_t)strtoul(optarg, NULL, 10); break;
+		case 'y': nsyns = strtoull(optarg, NULL, 10); break;
 		default:
-			fprintf(stderr, "usage: bench_tcp [--mbytes N] [--conns N] [--rcvbuf B] [--sndbuf B]\n");
+			fprintf(stderr, "usage: bench_tcp [--mbytes N] [--conns N] [--syns N] "
+					"[--rcvbuf B] [--sndbuf B]\n");
 			return 2;
 		}
 	}
@@ -243,5 +281,31 @@ int main(int argc, char **argv)
 	printf("short: %llu connections in %.3f s CPU: %.0f connections/s, %.0f segments/s\n",
 	       (unsigned long long)nconns, t1 - t0, nconns / (t1 - t0),
 	       (segments() - segs0) / (t1 - t0));
+
+	/* SYN flood: the queue fills at once, then every SYN costs a cookie SYN-ACK. */
+	uint8_t syn[128];
+	uint64_t cookies0 = vr_tcp_stats(B.tcp)->cookies_sent;
+	t0 = cpu_seconds();
+	for (uint64_t k = 0; k < nsyns; k += VR_NET_BURST) {
+		struct vr_pkt *burst[VR_NET_BURST];
+		unsigned n = 0;
+		for (; n < VR_NET_BURST && k + n < nsyns; n++) {
+			uint64_t x = k + n;
+			size_t len = syn_frame(syn, (uint16_t)(1024 + x % 60000), (uint32_t)(x * 2654435761u));
+			burst[n] = vr_net_pkt_alloc(B.net);
+			memcpy(burst[n]->data, syn, len);
+			burst[n]->len = (uint16_t)len;
+		}
+		vr_net_rx(B.net, burst, n, now);
+		for (unsigned j = 0; j < A.in.n; j++)        /* the SYN-ACKs go nowhere */
+			vr_net_pkt_free(A.in.q[j]);
+		A.in.n = 0;
+		if (!(k & 0xffff))
+			vr_tcp_poll(B.tcp, ++now);
+	}
+	t1 = cpu_seconds();
+	printf("flood: %llu SYNs in %.3f s CPU: %.0f SYNs/s, %llu answered with cookies\n",
+	       (unsigned long long)nsyns, t1 - t0, nsyns / (t1 - t0),
+	       (unsigned long long)(vr_tcp_stats(B.tcp)->cookies_sent - cookies0));
 	return 0;
 }
