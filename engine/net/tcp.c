@@ -483,7 +483,11 @@ void tcp_tw_input(struct vr_tcp *t, uint32_t val, const struct tcp_seg *s, uint6
 	}
 	if (e->ts_ok && s->opt.has_ts && seq_lt(s->opt.tsval, e->ts_recent))
 		t->st.drop[VR_TCP_DROP_PAWS]++;
-	/* A retransmitted FIN, or anything else: say again where we are. */
+	/*
+	 * A retransmitted FIN, or anything else: say again where we are.
+	 * XXX RFC 9293 §3.10.7.4: a FIN again does not restart the 2 MSL; the
+	 * entries stay in arrival order so that expiry is popping a ring.
+	 */
 	struct tcp_opts o = { .has_ts = e->ts_ok, .tsval = (uint32_t)now + e->ts_offset,
 			      .tsecr = e->ts_recent };
 	tcp_send_bare(t, &e->key, e->snd_nxt, e->rcv_nxt, TCP_ACK, 0, &o, now);
