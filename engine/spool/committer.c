@@ -31,6 +31,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "vmrelay/clock.h"
 #include "vmrelay/log.h"
 #include "spool_impl.h"
 
@@ -165,6 +166,10 @@ static int batch_write(struct spool_worker *w, uint64_t *len)
 	}
 	if (n == 0)
 		return 0;
+	/* Seal a full or old segment: the next one starts with this batch. */
+	if (w->seg.fd >= 0 && (w->seg.len >= VR_SEG_ROLL_BYTES ||
+			       vr_clock_wall_us() - w->seg.created_us >= VR_SEG_ROLL_US))
+		vr_seg_close(&w->seg);
 	if (w->seg.fd < 0 && (rc = segment_new(w)) < 0)
 		return rc;
 	w->batch_base = w->seg.len;

@@ -118,6 +118,7 @@ int vr_seg_create_named(struct vr_seg *seg, int segdir, unsigned worker, uint64_
 		return rc;
 	}
 	seg->len = VR_SEG_HDR_SIZE;
+	seg->created_us = h.created_us;
 	return 0;
 }
 

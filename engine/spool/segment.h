@@ -22,9 +22,16 @@ bool vr_seg_name_parse(const char *base, unsigned *worker, uint64_t *seq);
 
 /* --- writing: a segment open for appends, owned by one thread --- */
 
+/* A committer starts a new segment after this much, or this long, so that
+ * older ones are sealed (never appended to again) and can be removed once
+ * their mail is done, while the relay runs. */
+#define VR_SEG_ROLL_BYTES  (64ull << 20)
+#define VR_SEG_ROLL_US     (3600ull * 1000000u)
+
 struct vr_seg {
 	int fd;
 	uint64_t len;                 /* bytes made durable so far */
+	uint64_t created_us;          /* wall clock, as its header says */
 	char name[VR_SEG_NAME_MAX];
 };
 

@@ -84,6 +84,22 @@ int fdatasync(int fd)
 	return (int)syscall(SYS_fdatasync, fd);
 }
 
+/* Added to CLOCK_REALTIME: the committers' segment age moves with it. */
+static int64_t clock_skew_us;
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+	int rc = (int)syscall(SYS_clock_gettime, id, ts);
+	int64_t skew = __atomic_load_n(&clock_skew_us, __ATOMIC_RELAXED);
+
+	if (rc == 0 && id == CLOCK_REALTIME && skew) {
+		int64_t ns = (int64_t)ts->tv_nsec + (skew % 1000000) * 1000;
+		ts->tv_sec += (time_t)(skew / 1000000 + (ns >= 1000000000 ? 1 : 0));
+		ts->tv_nsec = (long)(ns % 1000000000);
+	}
+	return rc;
+}
+
 /* Fails once with fail_pthread_create when it counts down to 1. */
 int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
 {
@@ -1698,6 +1714,34 @@ static void test_body_pull(void **state)
 	free(back);
 }
 
+/* An hour-old segment is sealed: the next batch goes to a new one. */
+static void test_segment_roll(void **state)
+{
+	struct vr_spool *sp = spool_open(1);
+	struct done d[3] = { 0 };
+	char qid[3][VR_QID_MAX];
+
+	assert_int_equal(vr_spool_start(sp), 0);
+	snprintf(qid[0], VR_QID_MAX, "%s", vr_spool_txn_qid(put(sp, 0, &env_default,
+		 (const uint8_t *)"a\r\n", 3, 3, &d[0])));
+	reap_n(sp, 0, 1);
+	__atomic_store_n(&clock_skew_us, (int64_t)VR_SEG_ROLL_US, __ATOMIC_RELAXED);
+	for (unsigned i = 1; i < 3; i++) {
+		snprintf(qid[i], VR_QID_MAX, "%s", vr_spool_txn_qid(put(sp, 0, &env_default,
+			 (const uint8_t *)"b\r\n", 3, 3, &d[i])));
+		reap_n(sp, 0, 1);
+	}
+	__atomic_store_n(&clock_skew_us, 0, __ATOMIC_RELAXED);
+	vr_spool_close(sp);
+
+	struct found f = scan_all(NULL);
+	assert_int_equal(f.n, 3);
+	struct got *a = find(&f, qid[0]), *b = find(&f, qid[1]), *c = find(&f, qid[2]);
+	assert_string_not_equal(a->m.segment, b->m.segment);
+	assert_string_equal(b->m.segment, c->m.segment);   /* young again: no roll */
+	found_free(&f);
+}
+
 static void test_compact(void **state)
 {
 	char qid[4][VR_QID_MAX], err[256], path[512];
@@ -1800,6 +1844,7 @@ int main(void)
 		cmocka_unit_test_setup(test_commit_hook, test_setup),
 		cmocka_unit_test_setup(test_compact, test_setup),
 		cmocka_unit_test_setup(test_body_pull, test_setup),
+		cmocka_unit_test_setup(test_segment_roll, test_setup),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
