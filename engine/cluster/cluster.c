@@ -523,6 +523,7 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 	fold_used(c, e, false);
 
 	int32_t avail = __atomic_load_n(&e->avail, __ATOMIC_RELAXED);
+	uint32_t ask = avail < (int32_t)want ? want - (uint32_t)VR_MAX(avail, 0) : 0;
 	/* a VPS quiet for a lease's life gives its block back */
 	bool idle = now_ms - e->last_use_ms > (uint64_t)c->p.lease_ttl_s * 1000u;
 
@@ -551,7 +552,7 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 		if (e->src == SRC_NONE && !demand)
 			return true;
 		if (avail < low || demand)
-			failsafe_fill(c, e, want - (uint32_t)VR_MAX(avail, 0));
+			failsafe_fill(c, e, ask);
 		return true;
 	}
 	if (e->src == SRC_FAILSAFE) {
@@ -561,6 +562,7 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 		e->src = SRC_NONE;
 		demand = true;
 		avail = 0;
+		ask = want;
 	}
 	if (now_ms < e->next_call_ms)
 		return true;
@@ -573,11 +575,11 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 		     e->deadline_ms - now_ms < VR_MIN(VR_MAX(life / 4, 1000u), life / 2);
 	/* Sent lease slots wait for the next call: Redis counts them in the
 	 * lease meanwhile, which is never less. Mail sent on the fail-safe
-	 * share and a lease that outlived Redis's absence are counted nowhere
-	 * or in full: those are settled at once. */
-	if (!refill && !renew && !e->pend_extra && !e->pend_returned)
+	 * share, and what is left of a block that ended without a call (Redis
+	 * was away), are settled at once. */
+	if (!refill && !renew && !e->pend_extra && !e->pend_returned &&
+	    !(e->n_pend_uses && e->src == SRC_NONE))
 		return true;
-	uint32_t ask = avail < (int32_t)want ? want - (uint32_t)VR_MAX(avail, 0) : 0;
 	return lease_call(c, e, ask, now_ms);
 }
 
