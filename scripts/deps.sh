@@ -28,8 +28,8 @@ packages=(
 	# cluster quotas (issue 8)
 	redis-server
 	# userspace TCP (issue 3): scapy crafts SYN floods and blind RSTs;
-	# dpdk ships dpdk-testpmd, the forwarding ceiling in bench/
-	python3-scapy dpdk
+	# dpdk-dev ships dpdk-testpmd, the forwarding ceiling in bench/
+	python3-scapy dpdk dpdk-dev
 )
 
 missing=()
