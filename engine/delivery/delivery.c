@@ -33,6 +33,9 @@ static struct dworker *owner(struct vr_delivery *d, const char *qid)
 static void on_commit(const struct vr_spool_msg *m, void *arg)
 {
 	struct vr_delivery *d = arg;
+	/* Counted before anything can fail: a segment holding mail we do not
+	 * know about must never be removed. */
+	vr_dsegs_add(d->segs, m->segment, m->received_us, true, false);
 	struct dq_msg *dm = vr_dq_msg_new(m, NULL);
 
 	if (!dm) {
@@ -55,7 +58,11 @@ static int load_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *
 {
 	struct load *ld = arg;
 
-	if (st->deleted || !st->pending)
+	bool todo = !st->deleted && st->pending;
+	/* A previous run's segment: sealed, nothing more comes into it. */
+	if (vr_dsegs_add(ld->d->segs, m->segment, m->received_us, todo, true) < 0)
+		return -ENOMEM;
+	if (!todo)
 		return 0;
 	struct dq_msg *dm = vr_dq_msg_new(m, st);
 	if (!dm || vr_dq_msg_add(&owner(ld->d, m->qid)->q, dm, ld->now) < 0)
@@ -67,10 +74,6 @@ static int load_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *
 }
 
 /* --- lifecycle --- */
-
-/* The quota replay counts the last day of mail from the spool: segments
- * whose mail is all done go once they are this much older. */
-#define KEEP_US ((24 + 1) * 3600ull * 1000000u)
 
 /* Drops finished segments and folds the state logs, so neither grows
  * without bound. A failure costs disk space, not mail: logged only. */
@@ -137,7 +140,11 @@ struct vr_delivery *vr_delivery_new(const struct vr_delivery_conf *conf, char *e
 		return NULL;
 	}
 	memset(d->w, 0, d->n * sizeof(*d->w));
-	if (cfg->smarthost[0])
+	if (!(d->segs = vr_dsegs_new())) {
+		snprintf(err, errlen, "delivery: out of memory");
+		rc = -ENOMEM;
+	}
+	if (rc == 0 && cfg->smarthost[0])
 		rc = smarthost_parse(d, err, errlen);
 	for (unsigned i = 0; rc == 0 && i < d->n; i++) {
 		d->w[i].spool_worker = conf->spool_worker + i;
@@ -153,6 +160,7 @@ struct vr_delivery *vr_delivery_new(const struct vr_delivery_conf *conf, char *e
 		for (unsigned i = 0; i < d->n; i++)
 			if (d->w[i].d)
 				vr_dw_fini(&d->w[i]);
+		vr_dsegs_free(d->segs);
 		free(d->w);
 		free(d);
 		return NULL;
@@ -207,6 +215,7 @@ void vr_delivery_free(struct vr_delivery *d)
 	vr_delivery_stop(d, 0);
 	for (unsigned i = 0; i < d->n; i++)
 		vr_dw_fini(&d->w[i]);
+	vr_dsegs_free(d->segs);
 	free(d->w);
 	free(d);
 }

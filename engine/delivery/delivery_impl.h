@@ -92,6 +92,10 @@ struct dq {
 	struct dq_msg *msgs;          /* every message */
 	const char *smarthost;        /* non-NULL: the one destination's name */
 	unsigned n_msgs;
+	/* Called when a message is done (every recipient final, or deleted)
+	 * and leaves the queue; not at vr_dq_free. Optional. */
+	void (*on_done)(const struct dq_msg *m, void *arg);
+	void *on_done_arg;
 };
 
 void vr_dq_init(struct dq *q, const char *smarthost);
@@ -132,6 +136,24 @@ uint64_t vr_dq_next_due_ms(const struct dq *q);
 void vr_dq_kick(struct dq *q, struct dq_dest *d);
 /* Pops a destination kicked since the last call, or NULL. */
 struct dq_dest *vr_dq_kicked(struct dq *q);
+
+/* --- spool segments still holding mail to deliver (segs.c) --- */
+
+struct dsegs;
+struct dsegs *vr_dsegs_new(void);
+void vr_dsegs_free(struct dsegs *s);
+/* A message of segment name (todo: not done yet) that arrived at
+ * received_us; sealed says no more mail will be appended to name (a
+ * previous run's). A newer segment of the same worker seals older ones.
+ * 0, or -ENOMEM: then no segment is ever removed. */
+int vr_dsegs_add(struct dsegs *s, const char *name, uint64_t received_us, bool todo,
+		 bool sealed);
+/* One message of name is done. */
+void vr_dsegs_done(struct dsegs *s, const char *name);
+/* Forgets each segment that is sealed, done, and whose newest mail
+ * arrived before before_us, and calls fn with its name; how many. */
+unsigned vr_dsegs_sweep(struct dsegs *s, uint64_t before_us,
+			void (*fn)(const char *name, void *arg), void *arg);
 
 /* --- DSN (dsn.c) --- */
 

@@ -114,6 +114,8 @@ void vr_dq_msg_release(struct dq *q, struct dq_msg *m)
 	if (m->next)
 		m->next->prev = m->prev;
 	q->n_msgs--;
+	if (q->on_done)
+		q->on_done(m, q->on_done_arg);
 	msg_free(m);
 }
 

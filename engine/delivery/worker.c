@@ -10,6 +10,7 @@
  * durable once per loop iteration, before the next epoll_wait.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +196,43 @@ static void cmds_run(struct dworker *w)
 	}
 }
 
+/* --- spool segments done with --- */
+
+#define SWEEP_MS 60000u         /* how often thread 0 looks for them */
+
+static void msg_done(const struct dq_msg *m, void *arg)
+{
+	struct dworker *w = arg;
+
+	vr_dsegs_done(w->d->segs, m->segment);
+}
+
+static void segment_remove(const char *name, void *arg)
+{
+	struct dworker *w = arg;
+	char path[PATH_MAX + 64];
+
+	snprintf(path, sizeof(path), "%s/%s", w->d->cfg->spool_dir, name);
+	if (unlink(path) < 0 && errno != ENOENT)
+		vr_log_warn("event=spool_segment_remove_failed segment=%s error=\"%s\"", name,
+			    strerror(errno));
+	else
+		vr_log_info("event=spool_segment_removed segment=%s", name);
+}
+
+/* Thread 0, once a minute: the sealed segments whose mail is all done
+ * and older than the quota replay's day go (the next start's compaction
+ * drops their state records). */
+static void segments_sweep(struct dworker *w)
+{
+	uint64_t now = vr_clock_ms(), wall = wall_us();
+
+	if (w->id != 0 || now < w->next_sweep_ms)
+		return;
+	w->next_sweep_ms = now + SWEEP_MS;
+	vr_dsegs_sweep(w->d->segs, wall > KEEP_US ? wall - KEEP_US : 0, segment_remove, w);
+}
+
 /* --- the loop --- */
 
 static void inbox_drain(struct dworker *w)
@@ -287,6 +325,7 @@ void *vr_dw_main(void *arg)
 			stop_begin(w);
 		inbox_drain(w);
 		cmds_run(w);
+		segments_sweep(w);
 		vr_dq_due(&w->q, wall_us());
 		struct dq_dest *d;
 		while ((d = vr_dq_kicked(&w->q)) != NULL)
@@ -358,6 +397,8 @@ int vr_dw_init(struct dworker *w, struct vr_delivery *d, unsigned id, char *err,
 	__cds_wfcq_init(&w->inbox_head, &w->inbox_tail);
 	__cds_wfcq_init(&w->cmd_head, &w->cmd_tail);
 	vr_dq_init(&w->q, cfg->smarthost);
+	w->q.on_done = msg_done;
+	w->q.on_done_arg = w;
 	if (!(w->log = vr_spool_log_open(cfg->spool_dir, id, err, errlen)))
 		return -errno;
 	w->inbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

@@ -48,6 +48,7 @@ struct dworker {
 	bool stopping;
 	uint64_t drain_until_ms;
 	unsigned dsn_inflight;
+	uint64_t next_sweep_ms;       /* thread 0: when to look for segments to remove */
 };
 
 /* An operator command on its way to a thread and back. Two owners, the
@@ -70,6 +71,7 @@ struct vr_delivery {
 	char smarthost_name[sizeof(((struct vr_config *)0)->smarthost)];  /* host, no port */
 	unsigned n;
 	struct dworker *w;            /* [n] */
+	struct dsegs *segs;           /* segments with mail to deliver (segs.c) */
 	unsigned started;             /* threads running */
 	bool running;
 	int stop;                     /* set once by vr_delivery_stop */
@@ -77,6 +79,9 @@ struct vr_delivery {
 };
 
 #define SMTP_PORT 25
+/* The quota replay at start counts the last day of mail from the spool:
+ * segments whose mail is all done go once they are this much older. */
+#define KEEP_US ((24 + 1) * 3600ull * 1000000u)
 
 /* A message being handed over on a connection. */
 struct attempt {

@@ -4,6 +4,7 @@
  * under a fake clock, messages rebuilt from their spool state, and the DSN
  * text.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -245,6 +246,60 @@ static void test_hold_voids_jobs(void **state)
 	vr_dq_free(&q);
 }
 
+struct swept {
+	char names[4][48];
+	unsigned n;
+};
+
+static void sweep_note(const char *name, void *arg)
+{
+	struct swept *s = arg;
+
+	assert_true(s->n < 4);
+	snprintf(s->names[s->n++], sizeof(s->names[0]), "%s", name);
+}
+
+static void test_segments_done(void **state)
+{
+	struct dsegs *s = vr_dsegs_new();
+	struct swept sw = { 0 };
+
+	/* Worker 0's segment 1, mail still to do, and a previous run's
+	 * segment (sealed) whose mail is all done. */
+	assert_int_equal(vr_dsegs_add(s, "seg/w0-0000000001.seg", T0, true, false), 0);
+	assert_int_equal(vr_dsegs_add(s, "seg/w0-0000000001.seg", T0 + 5, true, false), 0);
+	assert_int_equal(vr_dsegs_add(s, "seg/w1-0000000000.seg", T0, false, true), 0);
+	assert_int_equal(vr_dsegs_sweep(s, UINT64_MAX, sweep_note, &sw), 1);
+	assert_string_equal(sw.names[0], "seg/w1-0000000000.seg");
+
+	/* Done, but still appended to: stays. */
+	vr_dsegs_done(s, "seg/w0-0000000001.seg");
+	vr_dsegs_done(s, "seg/w0-0000000001.seg");
+	assert_int_equal(vr_dsegs_sweep(s, UINT64_MAX, sweep_note, &sw), 0);
+	/* Worker 1's newer segment seals nothing of worker 0's. */
+	assert_int_equal(vr_dsegs_add(s, "seg/w1-0000000003.seg", T0, true, false), 0);
+	assert_int_equal(vr_dsegs_sweep(s, UINT64_MAX, sweep_note, &sw), 0);
+	/* Worker 0 moved on: segment 1 is sealed; it goes once old enough. */
+	assert_int_equal(vr_dsegs_add(s, "seg/w0-0000000004.seg", T0 + 9, true, false), 0);
+	assert_int_equal(vr_dsegs_sweep(s, T0 + 5, sweep_note, &sw), 0);
+	assert_int_equal(vr_dsegs_sweep(s, T0 + 6, sweep_note, &sw), 1);
+	assert_string_equal(sw.names[1], "seg/w0-0000000001.seg");
+
+	/* A count gone wrong (mail done in a segment never added): from then
+	 * on nothing is removed. */
+	vr_dsegs_done(s, "seg/w9-0000000009.seg");
+	assert_int_equal(vr_dsegs_add(s, "seg/w0-0000000005.seg", T0, false, false), 0);
+	assert_int_equal(vr_dsegs_sweep(s, UINT64_MAX, sweep_note, &sw), 0);
+	vr_dsegs_free(s);
+
+	/* A name that is no segment cannot be counted: nothing is removed. */
+	s = vr_dsegs_new();
+	assert_int_equal(vr_dsegs_add(s, "seg/w0-0000000001.seg", T0, false, true), 0);
+	assert_int_equal(vr_dsegs_add(s, "../etc/passwd", T0, true, true), -ENOMEM);
+	assert_int_equal(vr_dsegs_sweep(s, UINT64_MAX, sweep_note, &sw), 0);
+	vr_dsegs_free(s);
+}
+
 static char *dsn_text(bool expired, const struct dsn_rcpt *r, unsigned n, const char *orig)
 {
 	struct vr_buf b;
@@ -335,6 +390,7 @@ int main(void)
 		cmocka_unit_test(test_jobs_by_domain),
 		cmocka_unit_test(test_msg_from_state),
 		cmocka_unit_test(test_hold_voids_jobs),
+		cmocka_unit_test(test_segments_done),
 		cmocka_unit_test(test_dsn),
 		cmocka_unit_test(test_header_len),
 	};
