@@ -404,6 +404,27 @@ class QueueCommandTest(DeliveryCase):
         self.assertEqual(len(self.rx.got), 1)
         self.assertTrue(self.ctl("show", drop)["message"]["deleted"])
 
+    def test_over_quota_hold_waits_for_release(self):
+        # vps1 may send one mail a day; over it, mail is held for the operator
+        account = dict(ACCOUNTS[0], daily_quota=1, over_quota="hold")
+        self.rx = self.receiver()
+        self.r = self.relay({"smarthost": "127.0.0.1:%d" % self.rx.port}, accounts=[account])
+        send(self.r, "within quota", ["a@dest.example"])
+        send(self.r, "over quota", ["b@dest.example"])
+        self.assertEqual(len(self.rx.wait(1)), 1)
+        time.sleep(0.5)
+        self.assertEqual([g[1] for g in self.rx.got], [["a@dest.example"]])
+        held = self.ctl("list")["messages"]
+        self.assertEqual([(m["held"], m["attempts"]) for m in held], [(True, 0)])
+        # held mail survives a restart held, then goes when released
+        self.assertEqual(self.r.stop(), 0)
+        self.r.start()
+        self.assertEqual(self.ctl("list")["messages"][0]["held"], True)
+        self.ctl("release", held[0]["qid"])
+        got = self.rx.wait(2)
+        self.assertEqual([g[1] for g in got], [["a@dest.example"], ["b@dest.example"]],
+                         self.r.log())
+
 
 def parts_text(msg):
     return "".join(str(p.get_payload()) for p in msg.walk() if not p.is_multipart())
