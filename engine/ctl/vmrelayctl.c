@@ -5,10 +5,10 @@
  *
  * Sends {"cmd": CMD, "args": [ARG...]} as one line and prints the reply:
  * the JSON line as the relay sent it, or with --human a table for stats,
- * quota show, vps show and account list, the text itself for metrics, and
- * "key: value" lines for the rest. Which commands there are is the relay's
- * business (an unknown one gets its error reply listing them), so a new
- * command needs no new client.
+ * quota show, vps show, account list and queue list, the text itself for
+ * metrics, and "key: value" lines for the rest. Which commands there are is
+ * the relay's business (an unknown one gets its error reply listing them),
+ * so a new command needs no new client.
  *
  * Exit status: 0 for an ok reply, 1 for an error reply (its error also on
  * stderr with --human), 2 for a usage error or when the relay cannot be
@@ -175,6 +175,41 @@ static void human_stats(const json_t *r)
 	}
 	json_object_foreach(json_object_get(r, "spool"), k, v)
 		printf("spool %-22s %14lld\n", k, (long long)json_integer_value(v));
+	json_object_foreach(json_object_get(r, "delivery"), k, v)
+		printf("delivery %-19s %14lld\n", k, (long long)json_integer_value(v));
+}
+
+/* queue list, the way mailq lists a queue: one message a line, held ones
+ * marked '!', and a count. */
+static void human_queue(const json_t *r)
+{
+	const json_t *msgs = json_object_get(r, "messages");
+	size_t i;
+	json_t *m;
+
+	printf("%-14s %9s %-20s %-10s %9s %8s %-20s %s\n", "qid", "size", "arrival", "vps",
+	       "pending", "attempts", "next attempt", "from");
+	json_array_foreach((json_t *)msgs, i, m) {
+		char arrival[32], next[32];
+		time_t a = (time_t)json_integer_value(json_object_get(m, "arrival"));
+		time_t n = (time_t)json_integer_value(json_object_get(m, "next_attempt"));
+		struct tm tm;
+		strftime(arrival, sizeof(arrival), "%Y-%m-%d %H:%M:%S", gmtime_r(&a, &tm));
+		if (n)
+			strftime(next, sizeof(next), "%Y-%m-%d %H:%M:%S", gmtime_r(&n, &tm));
+		else
+			snprintf(next, sizeof(next), "now");
+		printf("%-13s%c %9lld %-20s %-10s %5lld/%-3lld %8lld %-20s <%s>\n",
+		       json_string_value(json_object_get(m, "qid")),
+		       json_is_true(json_object_get(m, "held")) ? '!' : ' ',
+		       (long long)json_integer_value(json_object_get(m, "size")), arrival,
+		       json_string_value(json_object_get(m, "vps")),
+		       (long long)json_integer_value(json_object_get(m, "pending")),
+		       (long long)json_integer_value(json_object_get(m, "recipients")),
+		       (long long)json_integer_value(json_object_get(m, "attempts")), next,
+		       json_string_value(json_object_get(m, "from")));
+	}
+	printf("%zu message%s\n", json_array_size(msgs), json_array_size(msgs) == 1 ? "" : "s");
 }
 
 /* The windows of quota show and vps show: one row each. */
@@ -292,6 +327,8 @@ static void human(const char *cmd, const char *sub, const json_t *r)
 		human_vps(r);
 	} else if (strcmp(cmd, "account") == 0 && sub && strcmp(sub, "list") == 0) {
 		human_accounts(r);
+	} else if (strcmp(cmd, "queue") == 0 && sub && strcmp(sub, "list") == 0) {
+		human_queue(r);
 	} else if (strcmp(cmd, "dns-records") == 0) {
 		human_dns_records(r);
 	} else if (strcmp(cmd, "dns-check") == 0) {

@@ -379,6 +379,11 @@ class QueueCommandTest(DeliveryCase):
 
         self.assertEqual(self.ctl("hold", keep)["done"], "held")
         self.assertTrue(self.ctl("show", keep)["message"]["held"])
+        # the operator's table: one line each, held ones marked as mailq does
+        table = self.r.ctl("queue", "list", human=True).stdout
+        self.assertRegex(table, r"(?m)^%s! +\d+ .* vps1 +1/1 +1 .* <user@example.com>$" % keep)
+        self.assertRegex(table, r"(?m)^%s  +\d+ " % drop)
+        self.assertTrue(table.endswith("2 messages\n"), table)
         self.assertIn("held already", self.ctl("hold", keep, ok=False)["error"])
         self.assertEqual(self.ctl("delete", drop)["done"], "deleted")
         self.assertEqual([m["qid"] for m in self.ctl("list")["messages"]], [keep])
