@@ -44,9 +44,12 @@ static void on_commit(const struct vr_spool_msg *m, void *arg)
 	}
 	struct dworker *w = owner(d, m->qid);
 	cds_wfcq_node_init(&dm->node);
-	/* The enqueue is a full barrier: the thread sees all of dm. */
-	cds_wfcq_enqueue(&w->inbox_head, &w->inbox_tail, &dm->node);
-	vr_dw_wake(w);
+	/* The enqueue is a full barrier: the thread sees all of dm. Only mail
+	 * into an empty inbox wakes the thread (one write per batch, not per
+	 * message): a non-empty inbox is still being drained, and the drain
+	 * runs until it finds the inbox empty, which includes this message. */
+	if (!cds_wfcq_enqueue(&w->inbox_head, &w->inbox_tail, &dm->node))
+		vr_dw_wake(w);
 }
 
 struct load {
