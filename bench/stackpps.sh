@@ -65,10 +65,10 @@ sleep "$SECONDS_RUN"
 kill "${PIDS[@]}" 2>/dev/null || true
 wait 2>/dev/null || true
 PIDS=()
-# the median of the receiver's per-second rates, the first two left out
-ceiling=$(grep -oE 'Rx-pps: +[0-9]+' "$WORK/rx.log" | awk '{print $2}' | awk '$1 > 0' | tail -n +3 |
+# the median of the receiver's per-second rates, the first left out
+ceiling=$(grep -oE 'Rx-pps: +[0-9]+' "$WORK/rx.log" | awk '{print $2}' | awk '$1 > 0' | tail -n +2 |
 	sort -n | awk '{a[NR] = $1} END { if (NR) print a[int((NR + 1) / 2)]; else print 0 }')
-((ceiling > 0)) || die "dpdk-testpmd measured nothing; its logs:"$'\n'"$(tail -5 "$WORK/rx.log" "$WORK/tx.log")"
+((ceiling > 0)) || die "dpdk-testpmd measured nothing; its logs:"$'\n'"$(tail -n 5 "$WORK/rx.log" "$WORK/tx.log")"
 echo "dpdk-testpmd txonly->rxonly, 1514-byte frames: $ceiling frames/s (one way, one core each side)"
 
 # --- the stack: a sink and a sender ---
@@ -80,8 +80,8 @@ sleep 1
 # shellcheck disable=SC2046
 "$PPS" $(eal b 1 client stack) -- --role client --ip 10.203.0.2/24 --peer 10.203.0.1 \
 	--conns "$CONNS" --seconds "$SECONDS_RUN" >"$WORK/client.out" 2>"$WORK/client.err" ||
-	die "the sending side failed:"$'\n'"$(tail -5 "$WORK/client.err")"
-wait "${PIDS[0]}" || die "the sink failed:"$'\n'"$(tail -5 "$WORK/server.err")"
+	die "the sending side failed:"$'\n'"$(tail -n 5 "$WORK/client.err")"
+wait "${PIDS[0]}" || die "the sink failed:"$'\n'"$(tail -n 5 "$WORK/server.err")"
 PIDS=()
 echo "stack, sending core:   $(cat "$WORK/client.out")"
 echo "stack, receiving core: $(cat "$WORK/server.out")"
