@@ -132,41 +132,41 @@ static int content(struct vr_dkim_body *b, uint8_t c)
  * path, and so is a pair cut by the end of the chunk.
  */
 #if defined(__SSE2__)
-/* Bit k set where byte k of v is SP, HTAB or CR (relaxed) or CR (simple). */
-static inline unsigned special16(__m128i v, bool relaxed)
+/*
+ * run_end() sixteen bytes at a time. The vector test flags every byte that
+ * might end the run: HTAB, SP before SP, HTAB or CR (relaxed), and every
+ * CR. Blocks without one, most of them, cost a few instructions; a flagged
+ * byte is judged by the byte rules, and a CRLF before an ordinary byte,
+ * which one line in every few blocks ends with, lets the scan go on.
+ */
+static inline size_t run_end16(bool relaxed, const bool *sp, const uint8_t *p, size_t i,
+			       size_t n)
 {
-	__m128i m = _mm_cmpeq_epi8(v, _mm_set1_epi8('\r'));
-	if (relaxed)
-		m = _mm_or_si128(m, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')),
-						 _mm_cmpeq_epi8(v, _mm_set1_epi8('\t'))));
-	return (unsigned)_mm_movemask_epi8(m);
-}
+	const __m128i cr = _mm_set1_epi8('\r'), space = _mm_set1_epi8(' '),
+		      tab = _mm_set1_epi8('\t');
 
-/* run_end() sixteen bytes at a time: the same rules as bit masks over the
- * block and the block shifted by one and two (which is why it stops 18
- * bytes before the end and leaves the rest to the byte loop). */
-static size_t run_end16(const bool *sp, const uint8_t *p, size_t i, size_t n)
-{
-	bool relaxed = sp[' '];
-
-	while (i + 18 <= n) {
+	while (i + 17 <= n) {
 		__m128i v0 = _mm_loadu_si128((const __m128i *)(p + i));
-		unsigned s0 = special16(v0, relaxed);
-		if (!s0) {
+		__m128i flag = _mm_cmpeq_epi8(v0, cr);
+		if (relaxed) {
+			__m128i v1 = _mm_loadu_si128((const __m128i *)(p + i + 1));
+			__m128i next = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v1, space),
+								 _mm_cmpeq_epi8(v1, tab)),
+						    _mm_cmpeq_epi8(v1, cr));
+			flag = _mm_or_si128(flag, _mm_or_si128(_mm_cmpeq_epi8(v0, tab),
+							       _mm_and_si128(_mm_cmpeq_epi8(v0, space),
+									     next)));
+		}
+		unsigned m = (unsigned)_mm_movemask_epi8(flag);
+		if (!m) {
 			i += 16;
 			continue;
 		}
-		__m128i v1 = _mm_loadu_si128((const __m128i *)(p + i + 1));
-		__m128i v2 = _mm_loadu_si128((const __m128i *)(p + i + 2));
-		unsigned cr = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v0, _mm_set1_epi8('\r')));
-		unsigned sp0 = s0 & ~cr;             /* SP or HTAB */
-		unsigned tab = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v0, _mm_set1_epi8('\t')));
-		unsigned lf1 = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v1, _mm_set1_epi8('\n')));
-		unsigned bad = (relaxed ? tab | (sp0 & special16(v1, relaxed)) : 0) |
-			       (cr & ~(lf1 & ~special16(v2, relaxed)));
-		if (bad)
-			return i + (size_t)__builtin_ctz(bad);
-		i += 16;
+		i += (size_t)__builtin_ctz(m);
+		if (p[i] == '\r' && i + 2 < n && p[i + 1] == '\n' && !sp[p[i + 2]])
+			i += 3;
+		else
+			return i;
 	}
 	return i;
 }
@@ -175,7 +175,8 @@ static size_t run_end16(const bool *sp, const uint8_t *p, size_t i, size_t n)
 static size_t run_end(const bool *sp, const uint8_t *p, size_t i, size_t n)
 {
 #if defined(__SSE2__)
-	i = run_end16(sp, p, i, n);
+	/* Two copies, each with its canonicalisation a constant. */
+	i = sp[' '] ? run_end16(true, sp, p, i, n) : run_end16(false, sp, p, i, n);
 #endif
 	while (i < n) {
 		uint8_t c = p[i];
