@@ -150,6 +150,12 @@ int vr_dsegs_add(struct dsegs *s, const char *name, uint64_t received_us, bool t
 		 bool sealed);
 /* One message of name is done. */
 void vr_dsegs_done(struct dsegs *s, const char *name);
+/* The highest segment number added so far. */
+unsigned long long vr_dsegs_max_seq(struct dsegs *s);
+/* True when no segment numbered seq or lower holds mail any more (and
+ * nothing went uncounted): a state log sealed when seq was the highest
+ * speaks of none of the mail left. */
+bool vr_dsegs_gone_upto(struct dsegs *s, unsigned long long seq);
 /* Forgets each segment that is sealed, done, and whose newest mail
  * arrived before before_us, and calls fn with its name; how many. */
 unsigned vr_dsegs_sweep(struct dsegs *s, uint64_t before_us,

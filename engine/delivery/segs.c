@@ -35,6 +35,7 @@ struct seg {
 struct dsegs {
 	pthread_mutex_t mu;
 	struct seg *list;
+	unsigned long long max_seq;   /* of every segment ever added */
 	bool unsafe;                  /* something went uncounted: remove nothing */
 };
 
@@ -98,6 +99,7 @@ int vr_dsegs_add(struct dsegs *s, const char *name, uint64_t received_us, bool t
 	if (g) {
 		g->todo += todo;
 		g->newest_us = VR_MAX(g->newest_us, received_us);
+		s->max_seq = VR_MAX(s->max_seq, g->seq);
 	} else {
 		s->unsafe = true;
 	}
@@ -142,4 +144,24 @@ unsigned vr_dsegs_sweep(struct dsegs *s, uint64_t before_us,
 		n++;
 	}
 	return n;
+}
+
+unsigned long long vr_dsegs_max_seq(struct dsegs *s)
+{
+	pthread_mutex_lock(&s->mu);
+	unsigned long long seq = s->max_seq;
+	pthread_mutex_unlock(&s->mu);
+	return seq;
+}
+
+bool vr_dsegs_gone_upto(struct dsegs *s, unsigned long long seq)
+{
+	bool gone = true;
+
+	pthread_mutex_lock(&s->mu);
+	for (struct seg *g = s->list; gone && g; g = g->next)
+		gone = g->seq > seq;
+	gone &= !s->unsafe;
+	pthread_mutex_unlock(&s->mu);
+	return gone;
 }

@@ -207,6 +207,7 @@ static void msg_done(const struct dq_msg *m, void *arg)
 	vr_dsegs_done(w->d->segs, m->segment);
 }
 
+/* Removes a spool file: a segment or a state log, by its name inside dir. */
 static void segment_remove(const char *name, void *arg)
 {
 	struct dworker *w = arg;
@@ -214,23 +215,50 @@ static void segment_remove(const char *name, void *arg)
 
 	snprintf(path, sizeof(path), "%s/%s", w->d->cfg->spool_dir, name);
 	if (unlink(path) < 0 && errno != ENOENT)
-		vr_log_warn("event=spool_segment_remove_failed segment=%s error=\"%s\"", name,
-			    strerror(errno));
+		vr_log_warn("event=spool_remove_failed file=%s error=\"%s\"", name, strerror(errno));
 	else
-		vr_log_info("event=spool_segment_removed segment=%s", name);
+		vr_log_info("event=spool_removed file=%s", name);
 }
 
-/* Thread 0, once a minute: the sealed segments whose mail is all done
- * and older than the quota replay's day go (the next start's compaction
- * drops their state records). */
+static void log_sealed(const char *name, void *arg)
+{
+	struct dworker *w = arg;
+	struct sealed_log *s = calloc(1, sizeof(*s));
+
+	/* Not remembered (no memory): it stays until the next start's
+	 * compaction folds it. */
+	if (!s || strlen(name) >= sizeof(s->name)) {
+		free(s);
+		return;
+	}
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	s->max_seq = vr_dsegs_max_seq(w->d->segs);
+	s->next = w->sealed;
+	w->sealed = s;
+}
+
+/* Once a minute: thread 0 removes the sealed segments whose mail is all
+ * done and older than the quota replay's day; every thread removes its
+ * sealed state logs that speak of no segment left. */
 static void segments_sweep(struct dworker *w)
 {
 	uint64_t now = vr_clock_ms(), wall = wall_us();
 
-	if (w->id != 0 || now < w->next_sweep_ms)
+	if (now < w->next_sweep_ms)
 		return;
 	w->next_sweep_ms = now + SWEEP_MS;
-	vr_dsegs_sweep(w->d->segs, wall > KEEP_US ? wall - KEEP_US : 0, segment_remove, w);
+	if (w->id == 0)
+		vr_dsegs_sweep(w->d->segs, wall > KEEP_US ? wall - KEEP_US : 0, segment_remove, w);
+	for (struct sealed_log **pp = &w->sealed; *pp;) {
+		struct sealed_log *s = *pp;
+		if (!vr_dsegs_gone_upto(w->d->segs, s->max_seq)) {
+			pp = &s->next;
+			continue;
+		}
+		*pp = s->next;
+		segment_remove(s->name, w);
+		free(s);
+	}
 }
 
 /* --- the loop --- */
@@ -401,6 +429,7 @@ int vr_dw_init(struct dworker *w, struct vr_delivery *d, unsigned id, char *err,
 	w->q.on_done_arg = w;
 	if (!(w->log = vr_spool_log_open(cfg->spool_dir, id, err, errlen)))
 		return -errno;
+	vr_spool_log_on_seal(w->log, log_sealed, w);
 	w->inbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->inbox_fd < 0 || w->epfd < 0) {
@@ -451,6 +480,12 @@ void vr_dw_fini(struct dworker *w)
 			d->mx = d->dane = NULL;
 		}
 	vr_dq_free(&w->q);
+	if (w->log)
+		vr_spool_log_on_seal(w->log, NULL, NULL);   /* closing may roll it: no more notes */
+	for (struct sealed_log *s = w->sealed, *n; s; s = n) {
+		n = s->next;
+		free(s);
+	}
 	vr_resolver_free(w->res);
 	vr_spool_log_close(w->log);
 	if (w->inbox_fd >= 0)

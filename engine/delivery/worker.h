@@ -48,7 +48,17 @@ struct dworker {
 	bool stopping;
 	uint64_t drain_until_ms;
 	unsigned dsn_inflight;
-	uint64_t next_sweep_ms;       /* thread 0: when to look for segments to remove */
+	uint64_t next_sweep_ms;       /* when to look for segments and logs to remove */
+	struct sealed_log *sealed;    /* our state logs done with, oldest last */
+};
+
+/* A state log file of the thread's that nothing is appended to any more,
+ * and the highest segment number when it was sealed: it goes once every
+ * segment up to that one is gone. */
+struct sealed_log {
+	struct sealed_log *next;
+	unsigned long long max_seq;
+	char name[48];
 };
 
 /* An operator command on its way to a thread and back. Two owners, the

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "vmrelay/buf.h"
+#include "vmrelay/clock.h"
 #include "vmrelay/common.h"
 #include "vmrelay/log.h"
 #include "scan.h"
@@ -45,6 +46,8 @@ struct vr_spool_log {
 	struct vr_seg seg;            /* fd -1: none yet, or given up */
 	struct vr_buf buf;            /* sealed records not yet durable */
 	size_t n_pending;
+	void (*on_seal)(const char *name, void *arg);
+	void *on_seal_arg;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) VR_PRINTF(3, 4);
@@ -213,11 +216,26 @@ size_t vr_spool_log_pending(const struct vr_spool_log *log)
 	return log->n_pending;
 }
 
+void vr_spool_log_on_seal(struct vr_spool_log *log, void (*fn)(const char *name, void *arg),
+			  void *arg)
+{
+	log->on_seal = fn;
+	log->on_seal_arg = arg;
+}
+
+/* Done with the current file: nothing more goes into it. */
+static void log_seal(struct vr_spool_log *log)
+{
+	vr_seg_close(&log->seg);
+	if (log->on_seal)
+		log->on_seal(log->seg.name, log->on_seal_arg);
+}
+
 static void log_abandon(struct vr_spool_log *log, const char *what, int err)
 {
 	vr_log_err("event=state_log_abandoned dir=%s log=%s failed=%s error=\"%s\"", log->dir,
 		   log->seg.name, what, strerror(err));
-	vr_seg_close(&log->seg);
+	log_seal(log);
 }
 
 int vr_spool_log_sync(struct vr_spool_log *log)
@@ -226,6 +244,10 @@ int vr_spool_log_sync(struct vr_spool_log *log)
 
 	if (!vr_buf_len(&log->buf))
 		return 0;
+	/* Rolled like segments, so that a log can go with the mail it is about. */
+	if (log->seg.fd >= 0 && (log->seg.len >= VR_SEG_ROLL_BYTES ||
+				 vr_clock_wall_us() - log->seg.created_us >= VR_SEG_ROLL_US))
+		log_seal(log);
 	while (log->seg.fd < 0) {
 		log_name(log->seg.name, log->id, log->seq++);
 		rc = vr_seg_create_named(&log->seg, log->statefd, log->id, log->seq - 1, log->salt);

@@ -236,6 +236,14 @@ size_t vr_spool_log_pending(const struct vr_spool_log *log);
 int vr_spool_log_sync(struct vr_spool_log *log);
 /* Syncs what is buffered (errors logged), closes, frees. */
 void vr_spool_log_close(struct vr_spool_log *log);
+/*
+ * A log moves to a new file after 64 MiB or an hour (and after an error);
+ * fn then hears the old file's name ("state/d<id>-<seq>.log", inside dir),
+ * called from vr_spool_log_sync(). Nothing is appended to that file again:
+ * its owner may remove it once no message it speaks of is in the spool.
+ */
+void vr_spool_log_on_seal(struct vr_spool_log *log, void (*fn)(const char *name, void *arg),
+			  void *arg);
 
 /* A message's state, every event about it applied in order. */
 struct vr_spool_qstate {

@@ -282,14 +282,21 @@ static void test_segments_done(void **state)
 	/* Worker 0 moved on: segment 1 is sealed; it goes once old enough. */
 	assert_int_equal(vr_dsegs_add(s, "seg/w0-0000000004.seg", T0 + 9, true, false), 0);
 	assert_int_equal(vr_dsegs_sweep(s, T0 + 5, sweep_note, &sw), 0);
+	/* A state log sealed while segment 4 was the newest speaks of mail in
+	 * segments up to 4: it may go only once all of them are gone. */
+	assert_true(vr_dsegs_max_seq(s) == 4);
+	assert_false(vr_dsegs_gone_upto(s, 1));
 	assert_int_equal(vr_dsegs_sweep(s, T0 + 6, sweep_note, &sw), 1);
 	assert_string_equal(sw.names[1], "seg/w0-0000000001.seg");
+	assert_true(vr_dsegs_gone_upto(s, 2));
+	assert_false(vr_dsegs_gone_upto(s, 3));  /* worker 1's segment 3 still has mail */
 
 	/* A count gone wrong (mail done in a segment never added): from then
 	 * on nothing is removed. */
 	vr_dsegs_done(s, "seg/w9-0000000009.seg");
 	assert_int_equal(vr_dsegs_add(s, "seg/w0-0000000005.seg", T0, false, false), 0);
 	assert_int_equal(vr_dsegs_sweep(s, UINT64_MAX, sweep_note, &sw), 0);
+	assert_false(vr_dsegs_gone_upto(s, 0));
 	vr_dsegs_free(s);
 
 	/* A name that is no segment cannot be counted: nothing is removed. */

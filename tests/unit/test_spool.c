@@ -1742,6 +1742,42 @@ static void test_segment_roll(void **state)
 	found_free(&f);
 }
 
+static void note_seal(const char *name, void *arg)
+{
+	snprintf(arg, 64, "%s", name);
+}
+
+/* A state log moves to a new file after an hour; the old one is named. */
+static void test_state_log_roll(void **state)
+{
+	char qid[2][VR_QID_MAX], err[256], sealed[64] = "", path[512];
+	struct vr_spool_envelope env = env_default;
+	commit_two(2, qid, &env);
+
+	struct vr_spool_log *log = vr_spool_log_open(dir, 3, err, sizeof(err));
+	assert_non_null(log);
+	vr_spool_log_on_seal(log, note_seal, sealed);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 0, 1, 10, 0, "250"), 0);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 1, 1, 11, 0, "250"), 0);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	assert_string_equal(sealed, "");
+	__atomic_store_n(&clock_skew_us, (int64_t)VR_SEG_ROLL_US, __ATOMIC_RELAXED);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[1], 0, 1, 12, 0, "250"), 0);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	__atomic_store_n(&clock_skew_us, 0, __ATOMIC_RELAXED);
+	assert_string_equal(sealed, "state/d3-0000000001.log");
+	vr_spool_log_close(log);
+	snprintf(path, sizeof(path), "%s/state", dir);
+	assert_int_equal(dir_count(path), 2);
+
+	/* Both files count. */
+	struct qfound f = { 0 };
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &f), 0);
+	assert_int_equal(f.v[0].pending, 0);
+	assert_int_equal(f.v[1].pending, 1);
+}
+
 static void test_compact(void **state)
 {
 	char qid[4][VR_QID_MAX], err[256], path[512];
@@ -1845,6 +1881,7 @@ int main(void)
 		cmocka_unit_test_setup(test_compact, test_setup),
 		cmocka_unit_test_setup(test_body_pull, test_setup),
 		cmocka_unit_test_setup(test_segment_roll, test_setup),
+		cmocka_unit_test_setup(test_state_log_roll, test_setup),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
