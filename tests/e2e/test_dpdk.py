@@ -9,7 +9,7 @@ clients in a "VPS" network namespace, without hugepages or a NIC:
                       fanout is not our flow hash: frames are passed to the
                       worker owning their flow): concurrent sessions, mail.
   Tap                 one worker on net_tap, the tap interface moved into
-                      the VPS namespace: ping, swaks with STARTTLS.
+                      the VPS namespace: ping, swaks with STARTTLS, drain.
   AfPacketFaults      one worker, [dpdk] fault dropping 3%, reordering 1%
                       and duplicating 1% of the frames both ways: 200 MB of
                       mail, every message in the spool byte for byte.
@@ -429,10 +429,15 @@ class Tap(DpdkBase, unittest.TestCase):
         sh("ip", "-n", cls.ns_relay, "link", "set", cls.if_vps, "netns", cls.ns_vps)
         cls.vps_address()
 
-    def test_ping_and_mail(self):
+    def test_ping_and_mail_then_drain(self):
+        """... and `vmrelayctl drain` stops the workers as SIGTERM does."""
         self.assertEqual(self.vps(ping, self.relay_ip, 3), 3)
         self.assertRegex(self.swaks("--tls"), r"<~  250 2\.0\.0 .*queued as")
-        self.assertEqual(self.stop_relay(), 0)
+        r = subprocess.run([R.VMRELAYCTL, "-s", os.path.join(self.dir, "ctl.sock"), "drain"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.proc.wait(20), 0)
+        self.assertIn("event=drained", self.log())
 
 
 def random_body(rng, size):
