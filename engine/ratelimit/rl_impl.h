@@ -124,12 +124,11 @@ struct vr_rl_ring {
  */
 struct vr_rl_entry {
 	struct cds_lfht_node node;
-	/* Newest second counted (low 32 bits) and the two rings' tag salts
-	 * (bits 32-39 seconds ring, 40-47 minutes ring): see window.c. */
+	/* Newest second counted (low 32 bits), the two rings' tag salts, the
+	 * reset generation and the count of that second's calendar day: one
+	 * word, so a reservation takes its day slot and moves the clock in
+	 * one CAS. See window.c. */
 	_Atomic uint64_t head;
-	/* Daily count (low 32 bits), reset generation (bits 32-47) and day
-	 * index + 1 (bits 48-63; 0 = nothing counted yet). */
-	_Atomic uint64_t day;
 	_Atomic uint32_t quota;
 	uint8_t idlen;
 	struct vr_rl_ring sec;             /* 1-second units: the minute window */

@@ -38,10 +38,21 @@
  * to a value that no word in it can match, so even a word left from hours
  * ago cannot pass for a current one.
  *
- * Orderings. Every access to head, the ring words and the day word is
- * sequentially consistent (on x86 a plain load, and the locked RMW we need
- * anyway). A reservation moves the head to its second (CAS) or finds it
- * there, counts into its unit's word (RMW), then sums the window, reading
+ * The day. The head word also holds the count of its second's calendar
+ * day, so one CAS takes a reservation's day slot and moves the clock (the
+ * common case: a VPS's next mail comes in a later second than its last).
+ * A day counts at most 1476 x 255 mails (no 61 seconds hold more than 255),
+ * well inside its 19 bits; restore saturates. A reset gives both rings new
+ * salts, the day a zero count and the reset generation (3 bits) a step in
+ * one CAS; a ticket carries the salts and generation it was counted under,
+ * so one from before a reset gives nothing back (one from before the
+ * eighth reset before it would).
+ *
+ * Orderings. Every access to the head and the ring words is sequentially
+ * consistent (on x86 a plain load, and the locked RMW we need anyway). A
+ * reservation takes its day slot and moves the head to its second (or
+ * finds it there) in one CAS, counts into its unit's word (RMW), then sums
+ * the window, reading
  * the newest word whole, later slots included. Take two granted
  * reservations A at unit a and B at unit b > a in one window (a == b is
  * the same word: each sum reads it after its own RMW). If a and b share a
@@ -50,8 +61,9 @@
  * read it after B's count landed, it would have found a foreign tag with a
  * count and, checking the head, seen it moved and started over; so A read
  * it before, hence A's count < A's read < B's count < B's sum in the
- * single total order, and B's sum saw A. The day window is one
- * check-and-add CAS.
+ * single total order, and B's sum saw A. The day window is the head's
+ * check-and-add CAS. The head's checks ask whether the head moved (its
+ * second and salts), not whether its day count changed.
  */
 #include <errno.h>
 #include <string.h>
@@ -64,13 +76,27 @@
 #define TAG_SHIFT 56
 #define BIG_JUMP ((int64_t)RL_WORDS)    /* blocks: every word of the ring is stale */
 
-#define HEAD_T(h) ((uint32_t)(h))
-#define HEAD_SALT(h, r) ((uint8_t)((h) >> (32 + 8 * (r))))
+/* The head word: second (bits 0-31), salts (32-36 seconds ring, 37-41
+ * minutes ring), reset generation (42-44), day count (45-63). */
+#define SALT_BITS 5u
+#define SALT_MASK ((1u << SALT_BITS) - 1)
+#define SALT_SHIFT(r) (32u + SALT_BITS * (unsigned)(r))
+#define GEN_SHIFT 42u
+#define GEN_MASK 7u
+#define DAY_SHIFT 45u
+#define DAY_MAX ((UINT32_C(1) << (64 - DAY_SHIFT)) - 1)
 
-#define DAY_COUNT(d) ((uint32_t)(d))
-#define DAY_GEN(d) ((uint16_t)((d) >> 32))
-#define DAY_NO(d) ((uint16_t)((d) >> 48))
-#define DAY_MAKE(no, gen, count) ((uint64_t)(no) << 48 | (uint64_t)(gen) << 32 | (count))
+#define HEAD_T(h) ((uint32_t)(h))
+#define HEAD_SALT(h, r) ((uint8_t)(((h) >> SALT_SHIFT(r)) & SALT_MASK))
+#define HEAD_GEN(h) ((unsigned)((h) >> GEN_SHIFT) & GEN_MASK)
+/* Where the head is (its second and salts), whatever its day count. */
+#define HEAD_POS(h) ((h) & ((UINT64_C(1) << GEN_SHIFT) - 1))
+#define HEAD_DAY(h) ((uint32_t)((h) >> DAY_SHIFT))
+#define HEAD_WITH_DAY(h, c) (((h) & ((UINT64_C(1) << DAY_SHIFT) - 1)) | (uint64_t)(c) << DAY_SHIFT)
+/* A ticket's gen: the salts and the reset generation it was counted under. */
+#define GEN_OF(h) ((uint16_t)(((h) >> 32) & ((1u << (DAY_SHIFT - 32)) - 1)))
+#define GEN_SALT(g, r) ((uint8_t)(((g) >> (SALT_BITS * (unsigned)(r))) & SALT_MASK))
+#define GEN_RESET(g) ((unsigned)(g) >> (GEN_SHIFT - 32))
 
 enum ring_id { RING_SEC, RING_MIN };
 enum step { STEP_OK, STEP_FULL, STEP_RETRY };
@@ -135,25 +161,24 @@ static uint8_t fresh_salt(struct vr_rl_ring *ring, uint64_t h, enum ring_id r, i
 		bad = (uint8_t)(tag_of(ob, old) - (uint64_t)nb);
 		ban[bad >> 6] |= UINT64_C(1) << (bad & 63);
 	}
-	/* At most 20 values are banned out of 256. */
+	/* At most 20 values are banned out of 32. */
 	do
-		s++;
+		s = (uint8_t)((s + 1) & SALT_MASK);
 	while (ban[s >> 6] & (UINT64_C(1) << (s & 63)));
 	return s;
 }
 
-/* The head word for time t (> the head's), with new salts where a ring jumped. */
+/* The head word for time t (> the head's), with new salts where a ring
+ * jumped; the day count is the caller's to set. */
 static uint64_t head_advance(struct vr_rl_entry *e, uint64_t h, uint32_t t)
 {
 	uint64_t nh = (h & ~(uint64_t)UINT32_MAX) | t;
 
 	for (enum ring_id r = RING_SEC; r <= RING_MIN; r++) {
 		int64_t ou = unit(r, HEAD_T(h)), nu = unit(r, t);
-		if (nu / RL_SLOTS - ou / RL_SLOTS >= BIG_JUMP) {
-			unsigned shift = 32 + 8 * r;
-			nh = (nh & ~((uint64_t)0xff << shift)) |
-			     (uint64_t)fresh_salt(ring_of(e, r), h, r, ou, nu) << shift;
-		}
+		if (nu / RL_SLOTS - ou / RL_SLOTS >= BIG_JUMP)
+			nh = (nh & ~((uint64_t)SALT_MASK << SALT_SHIFT(r))) |
+			     (uint64_t)fresh_salt(ring_of(e, r), h, r, ou, nu) << SALT_SHIFT(r);
 	}
 	return nh;
 }
@@ -182,7 +207,7 @@ static enum step ring_add(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, in
 			c = (uint32_t)(w >> shift) & 0xff;
 			nw = w & ~((uint64_t)0xff << shift);
 		} else {
-			if (atomic_load(&e->head) != hn)
+			if (HEAD_POS(atomic_load(&e->head)) != HEAD_POS(hn))
 				return STEP_RETRY;
 			nw = (uint64_t)tag << TAG_SHIFT;
 		}
@@ -247,7 +272,7 @@ static __attribute__((noinline)) bool ring_clean(struct vr_rl_entry *e, _Atomic 
 						 uint64_t *w, uint8_t tag, uint64_t hn)
 {
 	while ((uint8_t)(*w >> TAG_SHIFT) != tag && (*w & COUNT_MASK)) {
-		if (atomic_load(&e->head) != hn)
+		if (HEAD_POS(atomic_load(&e->head)) != HEAD_POS(hn))
 			return false;
 		if (atomic_compare_exchange_strong(wp, w, (uint64_t)tag << TAG_SHIFT))
 			*w = (uint64_t)tag << TAG_SHIFT;
@@ -258,30 +283,37 @@ static __attribute__((noinline)) bool ring_clean(struct vr_rl_entry *e, _Atomic 
 /*
  * The count of ring r's window at unit u under head hn, sweeping stale
  * words on the way; -1 if the head moved meanwhile (the caller starts over).
+ * The sum does not depend on the order, so the words are read in place
+ * (word q holds the block i = q - p steps after the oldest, mod 10) in one
+ * branch-free pass; stale words with counts, rare, are dealt with after.
  */
 static int64_t ring_count(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, int64_t u)
 {
-	static const uint8_t next[2 * RL_WORDS] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
-						    0, 1, 2, 3, 4, 5, 6, 7, 8, 9 };
 	struct vr_rl_ring *ring = ring_of(e, r);
 	struct ring_walk k;
-	uint64_t lanes = 0;
+	uint64_t lanes = 0, w[RL_WORDS];
+	unsigned stale = 0;
 
 	ring_walk_init(&k, u, HEAD_SALT(hn, r));
-	for (unsigned i = 0; i < RL_WORDS; i++) {
-		_Atomic uint64_t *wp = &ring->w[next[k.p + i]];
-		uint8_t tag = (uint8_t)(k.tag + i);
-		uint64_t w = atomic_load(wp);
+	for (unsigned q = 0; q < RL_WORDS; q++) {
+		unsigned i = q >= k.p ? q - k.p : q + RL_WORDS - k.p;
+		uint64_t m = i < 2 ? k.mask[i] : COUNT_MASK;
+		bool mine;
 
-		if (VR_UNLIKELY((uint8_t)(w >> TAG_SHIFT) != tag)) {
-			if (!(w & COUNT_MASK))
-				continue;
-			if (!ring_clean(e, wp, &w, tag, hn))
-				return -1;
-			if ((uint8_t)(w >> TAG_SHIFT) != tag)
-				continue;
-		}
-		lanes += lanes_of(w & (i < 2 ? k.mask[i] : COUNT_MASK));
+		w[q] = atomic_load(&ring->w[q]);
+		mine = (uint8_t)(w[q] >> TAG_SHIFT) == (uint8_t)(k.tag + i);
+		lanes += lanes_of(w[q] & (mine ? m : 0));
+		stale |= (unsigned)(!mine && (w[q] & COUNT_MASK)) << q;
+	}
+	while (VR_UNLIKELY(stale)) {
+		unsigned q = (unsigned)__builtin_ctz(stale), i = q >= k.p ? q - k.p : q + RL_WORDS - k.p;
+		uint8_t tag = (uint8_t)(k.tag + i);
+
+		stale &= stale - 1;
+		if (!ring_clean(e, &ring->w[q], &w[q], tag, hn))
+			return -1;
+		if ((uint8_t)(w[q] >> TAG_SHIFT) == tag)
+			lanes += lanes_of(w[q] & (i < 2 ? k.mask[i] : COUNT_MASK));
 	}
 	return lanes_sum(lanes);
 }
@@ -324,43 +356,35 @@ static void sweep(struct vr_rl_entry *e, uint64_t hn, uint32_t t)
 		ring_count(e, RING_MIN, hn, unit(RING_MIN, t));
 }
 
-/* --- the day word --- */
-
-/* Counts n into day no (index + 1) if the quota allows. *used: before. */
-static enum step day_take(struct vr_rl_entry *e, uint16_t no, uint32_t n, uint32_t quota,
-			  uint16_t *gen, uint32_t *used)
-{
-	uint64_t d = atomic_load(&e->day), nd;
-
-	do {
-		if (DAY_NO(d) > no)
-			return STEP_RETRY;      /* counted by a newer head: start over */
-		*used = DAY_NO(d) == no ? DAY_COUNT(d) : 0;
-		*gen = DAY_GEN(d);
-		if (n > quota || *used > quota - n)
-			return STEP_FULL;
-		nd = DAY_MAKE(no, *gen, *used + n);
-	} while (!atomic_compare_exchange_weak(&e->day, &d, nd));
-	return STEP_OK;
-}
-
-static void day_sub(struct vr_rl_entry *e, uint16_t no, uint16_t gen, uint32_t n)
-{
-	uint64_t d = atomic_load(&e->day), nd;
-
-	do {
-		if (DAY_NO(d) != no || DAY_GEN(d) != gen)
-			return;
-		nd = d - VR_MIN(DAY_COUNT(d), n);
-	} while (!atomic_compare_exchange_weak(&e->day, &d, nd));
-}
-
-/* --- what the windows hold --- */
+/* --- the day count, in the head word --- */
 
 static uint16_t day_no(const struct vr_rl *rl, uint32_t t)
 {
 	return (uint16_t)(vr_rl_tz_day(&rl->tz, t) + 1);
 }
+
+/* What head h counted in t's day (t at or after the head's second). */
+static uint32_t day_used(const struct vr_rl *rl, uint64_t h, uint32_t t)
+{
+	return HEAD_T(h) >= rl->tz.start[vr_rl_tz_day(&rl->tz, t)] ? HEAD_DAY(h) : 0;
+}
+
+/* Takes up to n back out of the day at (at or before the head's second),
+ * while the head still counts that day in reset generation gen. */
+static void day_sub(const struct vr_rl *rl, struct vr_rl_entry *e, unsigned gen, uint32_t at,
+		    uint32_t n)
+{
+	uint32_t next = rl->tz.start[day_no(rl, at)];
+	uint64_t h = atomic_load(&e->head), nh;
+
+	do {
+		if (HEAD_GEN(h) != gen || HEAD_T(h) >= next)
+			return;
+		nh = HEAD_WITH_DAY(h, HEAD_DAY(h) - VR_MIN(HEAD_DAY(h), n));
+	} while (!atomic_compare_exchange_weak(&e->head, &h, nh));
+}
+
+/* --- what the windows hold --- */
 
 /*
  * Every window at t under head h, read only: the count, the limit, and
@@ -370,8 +394,6 @@ static uint16_t day_no(const struct vr_rl *rl, uint32_t t)
 static void state(const struct vr_rl *rl, struct vr_rl_entry *e, uint64_t h, uint32_t t,
 		  struct vr_rl_verdict *v)
 {
-	uint64_t d = atomic_load(&e->day);
-	uint16_t no = day_no(rl, t);
 	int64_t o;
 
 	v->w[VR_RL_MINUTE].used = ring_state(e, RING_SEC, h, unit(RING_SEC, t), &o);
@@ -380,9 +402,9 @@ static void state(const struct vr_rl *rl, struct vr_rl_entry *e, uint64_t h, uin
 	v->w[VR_RL_HOUR].used = ring_state(e, RING_MIN, h, unit(RING_MIN, t), &o);
 	v->w[VR_RL_HOUR].resets_at = o < 0 ? 0 : (o + RL_SPAN) * 60;
 	v->w[VR_RL_HOUR].limit = rl->per_hour;
-	v->w[VR_RL_DAY].used = DAY_NO(d) == no ? DAY_COUNT(d) : 0;
-	/* no is the day's index + 1: start[no] is when the next day starts. */
-	v->w[VR_RL_DAY].resets_at = v->w[VR_RL_DAY].used ? rl->tz.start[no] : 0;
+	v->w[VR_RL_DAY].used = day_used(rl, h, t);
+	/* day_no is the day's index + 1: start[no] is when the next day starts. */
+	v->w[VR_RL_DAY].resets_at = v->w[VR_RL_DAY].used ? rl->tz.start[day_no(rl, t)] : 0;
 	v->w[VR_RL_DAY].limit = atomic_load_explicit(&e->quota, memory_order_relaxed);
 }
 
@@ -419,7 +441,6 @@ static void refuse(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t t,
 void vr_rl_entry_init(struct vr_rl_entry *e, uint32_t quota)
 {
 	atomic_init(&e->head, 0);
-	atomic_init(&e->day, 0);
 	atomic_init(&e->quota, quota);
 	for (unsigned p = 0; p < RL_WORDS; p++) {
 		atomic_init(&e->sec.w[p], 0);
@@ -432,18 +453,17 @@ struct attempt {
 	uint64_t h, hn;
 	uint32_t t, n, used_day;
 	int64_t us, um;                 /* its second and minute */
-	uint16_t no, gen;               /* its day (index + 1) and generation */
 	int rings;                      /* rings counted into so far */
 };
 
 /* Takes back what the attempt counted. */
-static void attempt_undo(struct vr_rl_entry *e, const struct attempt *a)
+static void attempt_undo(const struct vr_rl *rl, struct vr_rl_entry *e, const struct attempt *a)
 {
 	if (a->rings > 1)
 		ring_sub(&e->min, HEAD_SALT(a->hn, RING_MIN), a->um, a->n);
 	if (a->rings > 0)
 		ring_sub(&e->sec, HEAD_SALT(a->hn, RING_SEC), a->us, a->n);
-	day_sub(e, a->no, a->gen, a->n);
+	day_sub(rl, e, HEAD_GEN(a->hn), a->t, a->n);
 }
 
 /* Refused before summing: the sweep the head's mover owes, and the verdict. */
@@ -451,7 +471,7 @@ static int attempt_refuse(const struct vr_rl *rl, struct vr_rl_entry *e,
 			  const struct attempt *a, enum vr_rl_window win, int64_t used,
 			  struct vr_rl_verdict *v)
 {
-	if (a->hn != a->h)
+	if (HEAD_POS(a->hn) != HEAD_POS(a->h))
 		sweep(e, a->hn, a->t);
 	refuse(rl, e, a->t, win, used, v);
 	return -EDQUOT;
@@ -460,8 +480,9 @@ static int attempt_refuse(const struct vr_rl *rl, struct vr_rl_entry *e,
 int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t n, uint32_t now,
 			struct vr_rl_ticket *ticket, struct vr_rl_verdict *v)
 {
-	/* The quota may change under us (operator): any recent value will do. */
-	uint32_t quota = atomic_load_explicit(&e->quota, memory_order_relaxed);
+	/* The quota may change under us (operator): any recent value will do.
+	 * Above DAY_MAX it never binds (see the top). */
+	uint32_t quota = VR_MIN(atomic_load_explicit(&e->quota, memory_order_relaxed), DAY_MAX);
 	struct attempt a = { .n = n };
 	int64_t sec, min;
 	enum step s;
@@ -477,18 +498,18 @@ int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t 
 		a.t = VR_MAX(now, HEAD_T(a.h));
 		a.us = unit(RING_SEC, a.t);
 		a.um = unit(RING_MIN, a.t);
-		a.no = day_no(rl, a.t);
 		a.rings = 0;
-		if (a.t != HEAD_T(a.h)) {
+		/* The day slot and the clock in one CAS (a full day moves the
+		 * clock all the same: a refusal is a second the account saw). */
+		a.used_day = day_used(rl, a.h, a.t);
+		bool full = n > quota || a.used_day > quota - n;
+		if (a.t != HEAD_T(a.h))
 			a.hn = head_advance(e, a.h, a.t);
-			if (!atomic_compare_exchange_strong(&e->head, &a.h, a.hn))
-				continue;
-		}
-		s = day_take(e, a.no, n, quota, &a.gen, &a.used_day);
-		if (s == STEP_FULL)
-			return attempt_refuse(rl, e, &a, VR_RL_DAY, a.used_day, v);
-		if (s == STEP_RETRY)
+		a.hn = HEAD_WITH_DAY(a.hn, a.used_day + (full ? 0 : n));
+		if (a.hn != a.h && !atomic_compare_exchange_strong(&e->head, &a.h, a.hn))
 			continue;
+		if (full)
+			return attempt_refuse(rl, e, &a, VR_RL_DAY, a.used_day, v);
 		/* A byte overflowing in either ring means the minute is over. */
 		s = ring_add(e, RING_SEC, a.hn, a.us, n, false);
 		if (s == STEP_OK) {
@@ -496,7 +517,7 @@ int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t 
 			s = ring_add(e, RING_MIN, a.hn, a.um, n, false);
 		}
 		if (s != STEP_OK) {
-			attempt_undo(e, &a);
+			attempt_undo(rl, e, &a);
 			if (s == STEP_RETRY)
 				continue;
 			return attempt_refuse(rl, e, &a, VR_RL_MINUTE, -1, v);
@@ -505,7 +526,7 @@ int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t 
 		sec = ring_count(e, RING_SEC, a.hn, a.us);
 		min = sec < 0 ? -1 : ring_count(e, RING_MIN, a.hn, a.um);
 		if (min < 0 || sec > rl->per_minute || min > rl->per_hour)
-			attempt_undo(e, &a);
+			attempt_undo(rl, e, &a);
 		if (min < 0)
 			continue;
 		if (sec > rl->per_minute || min > rl->per_hour) {
@@ -515,7 +536,7 @@ int vr_rl_entry_reserve(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t 
 		}
 		break;
 	}
-	*ticket = (struct vr_rl_ticket){ .at = a.t, .n = n, .gen = a.gen };
+	*ticket = (struct vr_rl_ticket){ .at = a.t, .n = n, .gen = GEN_OF(a.hn) };
 	if (v) {
 		v->ok = true;
 		v->w[VR_RL_MINUTE] = (struct vr_rl_window_state){ (uint32_t)sec, rl->per_minute, 0 };
@@ -530,16 +551,18 @@ void vr_rl_entry_release(const struct vr_rl *rl, struct vr_rl_entry *e,
 {
 	uint64_t h = atomic_load(&e->head);
 	uint32_t at = (uint32_t)ticket->at;
+	unsigned gen = GEN_RESET(ticket->gen);
 
 	/* Counted before an operator's reset: those counts are gone already. */
-	if (DAY_GEN(atomic_load(&e->day)) != ticket->gen)
+	if (HEAD_GEN(h) != gen)
 		return;
 	/* A unit older than the window is out of every future window too; a
-	 * unit still in it was counted under the salt the ring has now. */
+	 * unit still in it was counted under the salt the ticket carries (a
+	 * salt changes only when the head jumps further than a window). */
 	for (enum ring_id r = RING_SEC; r <= RING_MIN; r++)
 		if (unit(r, HEAD_T(h)) - unit(r, at) < (int64_t)RL_SPAN)
-			ring_sub(ring_of(e, r), HEAD_SALT(h, r), unit(r, at), ticket->n);
-	day_sub(e, day_no(rl, at), ticket->gen, ticket->n);
+			ring_sub(ring_of(e, r), GEN_SALT(ticket->gen, r), unit(r, at), ticket->n);
+	day_sub(rl, e, gen, at, ticket->n);
 }
 
 void vr_rl_entry_show(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t now,
@@ -561,13 +584,13 @@ void vr_rl_entry_show(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t no
 
 void vr_rl_entry_restore(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t n, uint32_t at)
 {
-	uint16_t no = day_no(rl, at);
-	uint64_t h, d, nd;
+	uint32_t next = rl->tz.start[day_no(rl, at)];
+	uint64_t h, nh;
 
 	/* The head first: a word is never written ahead of it. */
 	h = atomic_load(&e->head);
 	while (at > HEAD_T(h)) {
-		uint64_t nh = head_advance(e, h, at);
+		nh = HEAD_WITH_DAY(head_advance(e, h, at), day_used(rl, h, at));
 		if (atomic_compare_exchange_weak(&e->head, &h, nh)) {
 			sweep(e, nh, at);
 			break;
@@ -582,25 +605,30 @@ void vr_rl_entry_restore(const struct vr_rl *rl, struct vr_rl_entry *e, uint32_t
 				break;
 		}
 	}
-	d = atomic_load(&e->day);
+	h = atomic_load(&e->head);
 	do {
-		if (DAY_NO(d) > no)
+		if (HEAD_T(h) >= next)
 			return;                 /* an older day than the one counting now */
-		uint32_t c = DAY_NO(d) == no ? DAY_COUNT(d) : 0;
-		nd = DAY_MAKE(no, DAY_GEN(d), c + VR_MIN(n, UINT32_MAX - c));
-	} while (!atomic_compare_exchange_weak(&e->day, &d, nd));
+		nh = HEAD_WITH_DAY(h, HEAD_DAY(h) + VR_MIN(n, DAY_MAX - HEAD_DAY(h)));
+	} while (!atomic_compare_exchange_weak(&e->head, &h, nh));
 }
 
 void vr_rl_entry_reset(struct vr_rl_entry *e)
 {
-	uint64_t d = atomic_load(&e->day);
+	uint64_t h = atomic_load(&e->head), nh;
 
-	/* A new generation: tickets taken before the reset release nothing. */
-	while (!atomic_compare_exchange_weak(&e->day, &d,
-					     DAY_MAKE(DAY_NO(d), (uint16_t)(DAY_GEN(d) + 1), 0)))
-		;
-	for (unsigned p = 0; p < RL_WORDS; p++) {
-		atomic_store(&e->sec.w[p], 0);
-		atomic_store(&e->min.w[p], 0);
-	}
+	/* New salts: every word counted so far is stale at once; a new
+	 * generation: tickets taken before release nothing. */
+	do {
+		nh = HEAD_T(h) | (uint64_t)((HEAD_GEN(h) + 1) & GEN_MASK) << GEN_SHIFT;
+		for (enum ring_id r = RING_SEC; r <= RING_MIN; r++) {
+			int64_t u = unit(r, HEAD_T(h));
+			nh |= (uint64_t)fresh_salt(ring_of(e, r), h, r, u, u) << SALT_SHIFT(r);
+		}
+	} while (!atomic_compare_exchange_weak(&e->head, &h, nh));
+	/* Out with the old words now: a later lap under the new salt must not
+	 * take one for its own (the sweep a head's mover owes). An entry that
+	 * never counted has none. */
+	if (HEAD_T(nh) >= RL_TIME_MIN)
+		sweep(e, nh, HEAD_T(nh));
 }

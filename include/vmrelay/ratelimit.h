@@ -92,8 +92,8 @@ struct vr_rl_verdict {
 struct vr_rl_ticket {
 	int64_t at;                   /* epoch s it was counted at */
 	uint32_t n;
-	uint16_t gen;                 /* the account's reset generation then: a
-				       * ticket from before vr_rl_reset releases nothing */
+	uint16_t gen;                 /* the account's ring salts then: a ticket
+				       * from before vr_rl_reset releases nothing */
 };
 
 /* NULL with err saying why for a limit out of range or an unknown zone. */

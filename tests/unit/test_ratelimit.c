@@ -423,6 +423,59 @@ static void test_release_confirm_reset(void **state)
 	vr_rl_free(rl);
 }
 
+/*
+ * The day count shares the clock's word (one CAS a reservation) with the
+ * rings' salts and a 3-bit reset generation: a ticket still gives its day
+ * slot back after the rings' salts changed under it, no ticket from before
+ * any of the last seven resets gives back anything, and restore saturates.
+ */
+static void test_day_in_head_word(void **state)
+{
+	struct vr_rl *rl = rl_make(60, 250, "UTC");
+	struct vr_rl_ticket old, tk, keep[2];
+	struct vr_rl_verdict v;
+
+	rl_accounts(rl, 2, "vps", 1000);
+	/* A transaction held while the account jumps two hours (both rings
+	 * get new salts): its release gives back its day slot only. */
+	assert_int_equal(vr_rl_reserve(rl, "vps0", 2, T0, &old, &v), 0);
+	assert_int_equal(vr_rl_reserve(rl, "vps0", 1, T0 + 7200, &tk, &v), 0);
+	assert_int_equal(v.w[VR_RL_DAY].used, 3);
+	vr_rl_release(rl, "vps0", &old);
+	assert_int_equal(vr_rl_show(rl, "vps0", T0 + 7200, &v), 0);
+	assert_int_equal(v.w[VR_RL_DAY].used, 1);
+	assert_int_equal(v.w[VR_RL_HOUR].used, 1);
+	assert_int_equal(v.w[VR_RL_MINUTE].used, 1);
+
+	/* Resets: a ticket from 1..7 resets ago takes nothing from today. */
+	for (int resets = 1; resets <= 7; resets++) {
+		int64_t t = T0 + 7200 + 100 * resets;
+		assert_int_equal(vr_rl_reserve(rl, "vps0", 3, t, &old, &v), 0);
+		for (int i = 0; i < resets; i++)
+			assert_int_equal(vr_rl_reset(rl, "vps0"), 0);
+		assert_int_equal(vr_rl_reserve(rl, "vps0", 1, t, &keep[0], &v), 0);
+		assert_int_equal(vr_rl_reserve(rl, "vps0", 1, t + 1, &keep[1], &v), 0);
+		vr_rl_release(rl, "vps0", &old);
+		assert_int_equal(vr_rl_show(rl, "vps0", t + 1, &v), 0);
+		for (int w = 0; w < VR_RL_NWINDOWS; w++)
+			if (v.w[w].used != 2)
+				fail_msg("%d resets: window %d holds %u, not 2", resets, w, v.w[w].used);
+		assert_int_equal(vr_rl_reset(rl, "vps0"), 0);
+	}
+
+	/* A day can never count more than 1476 x 255 mails: restore stops at
+	 * the 19 bits' 524287 and the day stays full. */
+	assert_int_equal(vr_rl_restore(rl, "vps1", 400000, T0), 0);
+	assert_int_equal(vr_rl_restore(rl, "vps1", 400000, T0), 0);
+	assert_int_equal(vr_rl_reserve(rl, "vps1", 1, T0 + 1, &tk, &v), -EDQUOT);
+	assert_int_equal(v.window, VR_RL_DAY);
+	assert_int_equal(v.w[VR_RL_DAY].used, 524287);
+	/* ... until the next day starts. */
+	assert_int_equal(vr_rl_reserve(rl, "vps1", 1, T0 + 86400, &tk, &v), 0);
+	assert_int_equal(v.w[VR_RL_DAY].used, 1);
+	vr_rl_free(rl);
+}
+
 /* --- the property test: random schedules against a brute-force oracle --- */
 
 struct sent {
@@ -1117,6 +1170,7 @@ int main(void)
 		cmocka_unit_test(test_midnight_jump_text),
 		cmocka_unit_test(test_unknown_and_invalid),
 		cmocka_unit_test(test_release_confirm_reset),
+		cmocka_unit_test(test_day_in_head_word),
 		cmocka_unit_test(test_property_random_schedules),
 		cmocka_unit_test(test_restore_after_kill),
 		cmocka_unit_test(test_sync),
