@@ -6,18 +6,22 @@
  * allowance from Redis in one atomic step (a Lua script, EVALSHA), spends
  * it locally, and gives back what it did not use when the block ages out or
  * the node stops. Redis counts every outstanding lease as spent, and a
- * settled slot at the time the node reports it (never earlier than it was
- * used), so across all nodes no 61 s, 61 min or calendar day ever holds
- * more than the limit. A lease that is not renewed (its node crashed) counts
- * as fully spent at its expiry: never spent twice; its minute and hour
- * slots come back one window after the expiry.
+ * settled slot at the second the node says it was sent (on Redis's clock,
+ * rounded later), so across all nodes no 61 s, 61 min or calendar day
+ * (UTC, on Redis's clock) ever holds more than the limit. A lease that is
+ * not renewed (its node crashed) counts as fully spent at its expiry: never
+ * spent twice; its minute and hour slots come back one window after the
+ * expiry, its unused day slots do not. The guarantees assume Redis keeps
+ * its data (appendonly) across a restart.
  *
  * The local windows (ratelimit.h) still apply on each node; this is a
  * second gate behind them.
  *
  * Prefetched, and waited for only when cold: the cluster thread keeps each
- * active VPS's block ahead of need (sized from its rate: a busy VPS calls
- * Redis about twice per lease_ttl_s, a quiet one not at all), so a RCPT
+ * active VPS's block ahead of need (its rate times lease_ttl_s, cut to a
+ * quarter of what the windows have left: a busy VPS calls Redis about once
+ * per 3/4 of a block or of lease_ttl_s, a quiet one once per mail and once
+ * more to give the block back), so a RCPT
  * only looks at local atomics and never waits on the common path. A VPS
  * becomes active at MAIL (vr_cluster_touch); if its first block has not
  * arrived by RCPT, the session parks that RCPT's reply (engine/smtp,
@@ -31,9 +35,10 @@
  * fail-open; 0 refuses every clustered VPS while Redis is away.
  *
  * Threads: vr_cluster_touch/take/confirm/release/stats are for any number
- * of RCU-registered worker threads (liburcu's default flavour, outside a
- * read-side critical section) and never wait. new/start/stop/free are for
- * the main thread. The Redis I/O is on the cluster's own thread.
+ * of worker threads registered with liburcu's QSBR flavour (online, outside
+ * a read-side critical section; vmrelay/ratelimit.h) and never wait.
+ * new/start/stop/free are for the main thread. The Redis I/O is on the
+ * cluster's own thread.
  */
 #ifndef VR_CLUSTER_H
 #define VR_CLUSTER_H
