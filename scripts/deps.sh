@@ -25,9 +25,6 @@ packages=(
 	# as a local resolver, nsd serving a zone signed with ldns-signzone for
 	# DNSSEC and DANE), dig to look at it, and DKIM checkers besides dkimpy
 	unbound nsd ldnsutils bind9-dnsutils opendkim opendkim-tools
-	# tests/e2e/test_delivery.py moves the relay's clock a day ahead
-	# (libfaketime) to see finished spool files go
-	faketime
 	# cluster quotas (issue 8)
 	redis-server
 	# userspace TCP (issue 3): scapy crafts SYN floods and blind RSTs;
