@@ -198,7 +198,7 @@ static void cmds_run(struct dworker *w)
 
 /* --- spool segments done with --- */
 
-#define SWEEP_MS 60000u         /* how often thread 0 looks for them */
+#define SWEEP_MS 5000u          /* how often: a short walk under a mutex */
 
 static void msg_done(const struct dq_msg *m, void *arg)
 {
