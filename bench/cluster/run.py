@@ -1,6 +1,6 @@
 """Cluster benchmark (issue 8): what sharing quotas through Redis costs.
 
-    /usr/bin/python3 bench/cluster/run.py [--build DIR] [--duration S] [--sessions N]
+    /usr/bin/python3 bench/cluster/run.py [--build DIR] [--duration S] [--sessions N] [--rounds R]
                                           [--busy-rate R] [--busy-duration S]
                                           [--lease-ttl S] [--skip-throughput]
     (--busy-duration 0 skips the second part)
@@ -9,11 +9,13 @@ One run, one Redis (redis-server on a free loopback port), six vmrelay
 nodes over kernel sockets, one worker each, spools on /var/tmp:
 
   1. throughput: vmrelay-bench drives three clustered nodes (127.0.0.2-4)
-     and then the same three nodes' configuration without [cluster]
+     and the same three nodes' configuration without [cluster]
      (127.0.0.5-7), all three of a trio at once for --duration seconds, from
-     the quota-unlimited account "bench" (as bench/compare.sh); prints both
-     sums of msgs/s and the ratio (target >= 95 %). An unlimited account
-     takes no lease, so this is what the cluster's presence costs the path.
+     the quota-unlimited account "bench" (as bench/compare.sh); --rounds
+     rounds, the trios taking turns (the first trio alternating), so machine
+     noise falls on both; prints each trio's median sum of msgs/s and the
+     ratio (target >= 95 %). An unlimited account takes no lease, so this is
+     what the cluster's presence costs the path.
   2. Redis operations per accepted mail for a busy VPS with limits: account
      "busy" (127.0.0.8; 255 a minute cluster-wide, the local maximum) sends
      --busy-rate mails/s (default 1.5: 35 % of its minute limit) round-robin
@@ -180,6 +182,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--sessions", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--busy-rate", type=float, default=1.5)
     ap.add_argument("--busy-duration", type=int, default=120)
     ap.add_argument("--lease-ttl", type=int, default=30)
@@ -196,12 +199,19 @@ def main():
             plain = [(a, start_node(build, work, "p%d" % i, a, None, 0))
                      for i, a in enumerate(PLAIN)]
             load(bench, clustered + plain, 3, 2)               # warm-up
-            with_cluster = load(bench, clustered, args.duration, args.sessions)
-            without = load(bench, plain, args.duration, args.sessions)
-            print("throughput, unlimited account, 3 nodes x 1 worker, %d s, %d sessions each:"
-                  % (args.duration, args.sessions))
-            print("  clustered   %8.0f msgs/s" % with_cluster)
-            print("  unclustered %8.0f msgs/s" % without)
+            runs = {"clustered": [], "unclustered": []}
+            for k in range(args.rounds):
+                turn = [("clustered", clustered), ("unclustered", plain)]
+                for name, trio in (turn if k % 2 == 0 else turn[::-1]):
+                    runs[name].append(load(bench, trio, args.duration, args.sessions))
+            with_cluster = sorted(runs["clustered"])[len(runs["clustered"]) // 2]
+            without = sorted(runs["unclustered"])[len(runs["unclustered"]) // 2]
+            print("throughput, unlimited account, 3 nodes x 1 worker, %d rounds of %d s, "
+                  "%d sessions each:" % (args.rounds, args.duration, args.sessions))
+            print("  clustered   %8.0f msgs/s  (median of %s)"
+                  % (with_cluster, ", ".join("%.0f" % v for v in runs["clustered"])))
+            print("  unclustered %8.0f msgs/s  (median of %s)"
+                  % (without, ", ".join("%.0f" % v for v in runs["unclustered"])))
             print("  ratio       %8.1f %%  (target >= 95 %%)"
                   % (100.0 * with_cluster / without))
 
