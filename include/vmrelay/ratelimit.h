@@ -144,7 +144,8 @@ int vr_rl_show(struct vr_rl *rl, const char *id, int64_t now, struct vr_rl_verdi
  * relay replays what it durably accepted, so a restart or a kill -9 never
  * hands a VPS a fresh quota. Any order of times; a mail older than every
  * window it could count in (or from an earlier day than the one counting)
- * is ignored. 0, -ENOENT or -EINVAL.
+ * is ignored. A day's count stops at 524,287 (no day can hold more than
+ * 1476 x 255 granted mails). 0, -ENOENT or -EINVAL.
  */
 int vr_rl_restore(struct vr_rl *rl, const char *id, uint32_t n, int64_t at);
 
