@@ -18,6 +18,11 @@ say() { echo "$PROG: $*" >&2; }
 SERVER_ADDR=${SERVER_ADDR:-127.0.0.1}
 CLIENT_ADDR=${CLIENT_ADDR:-127.0.0.1}
 LOAD_WRAP=()
+# Set by bench/e2e.sh: Postfix settings added to main.cf (PF_EXTRA_CONF),
+# the relay sinks keeping what they get (RELAY_DUMP=1), vmrelay delivering
+# to a relay sink of its own (VR_DELIVER=1) and signing with this Ed25519
+# key (VR_DKIM_KEY). Unset, vmrelay's mail stays in its spool.
+PF_EXTRA_CONF=() RELAY_DUMP='' VR_DELIVER='' VR_DKIM_KEY=''
 
 . "$BENCH_DIR/netns.sh"
 . "$BENCH_DIR/dpdk.sh"
@@ -144,10 +149,17 @@ sink_count() {
 	echo "${n:-0}"
 }
 
-# Starts smtp-sink on addr:port, counting into out; sets SINK_PID.
+# Starts smtp-sink on addr:port, counting into out; sets SINK_PID. With a
+# fourth argument, a directory, it also keeps every message there (-D: the
+# sink, user nobody, appends to files it names), as bench/e2e.sh's far sink
+# does to check the signatures.
 launch_sink() {
-	local addr=$1 port=$2 out=$3 maxconn=$((SESSIONS + 16 > 256 ? SESSIONS + 16 : 256))
-	smtp-sink -u nobody -c -m "$maxconn" "$addr:$port" "$maxconn" >"$out" 2>&1 &
+	local addr=$1 port=$2 out=$3 dump=${4:-} maxconn=$((SESSIONS + 16 > 256 ? SESSIONS + 16 : 256))
+	if [[ -n $dump ]]; then
+		mkdir -p "$dump"
+		chown nobody "$dump"
+	fi
+	smtp-sink -u nobody -c ${dump:+-D "$dump/mail"} -m "$maxconn" "$addr:$port" "$maxconn" >"$out" 2>&1 &
 	SINK_PID=$!
 	CHILDREN+=("$SINK_PID")
 	wait_listen "$port" "$SINK_PID" || die "smtp-sink did not start on port $port: $(tail -n 3 "$out")"
@@ -297,10 +309,25 @@ resolve_vmrelay() {
 
 start_vmrelay() {
 	local dir=$1 how st
+	local smarthost=127.0.0.1:1 dkim=''
 	PORT=$(free_port "$SERVER_ADDR")
+	VR_RELAY_PID=
+	if [[ -n $VR_DELIVER ]]; then
+		RELAY_PORT=$(free_port)
+		launch_sink 127.0.0.1 "$RELAY_PORT" "$dir/relay-sink.out" ${RELAY_DUMP:+"$dir/relay.dump"}
+		VR_RELAY_PID=$SINK_PID
+		smarthost=127.0.0.1:$RELAY_PORT
+	fi
+	[[ -z $VR_DKIM_KEY ]] ||
+		dkim=',"dkim":{"bench.example":[{"selector":"ed1","algorithm":"ed25519-sha256","key":"'$VR_DKIM_KEY'"}]}'
 	subst "$BENCH_DIR/vmrelay/relay.ini.in" "$dir/relay.ini" DIR="$dir" PORT="$PORT" \
-		WORKERS="$WORKERS" MAX_CONN=$((SESSIONS + 16))
+		WORKERS="$WORKERS" MAX_CONN=$((SESSIONS + 16)) SMARTHOST="$smarthost"
 	cp "$BENCH_DIR/vmrelay/accounts.jsonl.in" "$dir/accounts.jsonl"
+	if [[ -n $dkim ]]; then
+		sed -i -E 's|("id":"bench",.*"unlimited":true)\}$|\1'"$dkim"'}|' "$dir/accounts.jsonl"
+		grep -q '"dkim":{"bench.example"' "$dir/accounts.jsonl" ||
+			die "bench/vmrelay/accounts.jsonl.in changed: cannot give the bench account its DKIM key"
+	fi
 	if [[ $SERVER_ADDR != 127.0.0.1 ]]; then
 		# The templates are for loopback: listen on SERVER_ADDR and let the
 		# bench account send from the client's address as well.
@@ -360,6 +387,10 @@ stop_vmrelay() {
 	local dir=$1 rc=0
 	stop_child "$VR_PID" || rc=$?
 	forget_child "$VR_PID"
+	if [[ -n $VR_RELAY_PID ]]; then
+		stop_child "$VR_RELAY_PID" || true
+		forget_child "$VR_RELAY_PID"
+	fi
 	((rc == 0)) || die "vmrelay exited with status $rc on SIGTERM; its log:"$'\n'"$(tail_of "$dir/vmrelay.log" 10)"
 	vmrelay_log_clean "$dir"
 }
@@ -371,7 +402,7 @@ start_postfix() {
 	mkdir -p "$dir/etc" "$dir/queue" "$dir/data"
 	chown postfix "$dir/data"
 	RELAY_PORT=$(free_port)
-	launch_sink 127.0.0.1 "$RELAY_PORT" "$dir/relay-sink.out"
+	launch_sink 127.0.0.1 "$RELAY_PORT" "$dir/relay-sink.out" ${RELAY_DUMP:+"$dir/relay.dump"}
 	RELAY_PID=$SINK_PID
 	PORT=$(free_port "$SERVER_ADDR")
 	subst "$BENCH_DIR/postfix/main.cf.in" "$dir/etc/main.cf" DIR="$dir" RELAY_PORT="$RELAY_PORT"
@@ -391,6 +422,11 @@ start_postfix() {
 		postconf -c "$dir/etc" -e "default_process_limit = $PF_PROCESS_LIMIT" ||
 			die "postconf default_process_limit failed"
 	fi
+	# bench/e2e.sh's settings on top (the DKIM milter), "name = value" each
+	local kv
+	for kv in "${PF_EXTRA_CONF[@]}"; do
+		postconf -c "$dir/etc" -e "$kv" || die "postconf '$kv' failed"
+	done
 	# check creates the queue's subdirectories with their owners and modes
 	timeout 60 postfix -c "$dir/etc" check >"$dir/check.log" 2>&1 ||
 		die "postfix check failed:"$'\n'"$(tail_of "$dir/check.log")"

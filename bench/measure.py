@@ -10,6 +10,10 @@
       so a child (a Postfix smtpd or cleanup) that exits and is reaped during
       the run still counts, through its parent. CMD is killed after S seconds
       (rc=124, like timeout(1)).
+      With --sink FILE --sink-count N (bench/e2e.sh) the run ends only when
+      the smtp-sink -c whose output is FILE has counted N messages: wall_s
+      then runs from the load's start until the last message reached that
+      far sink, and the line also gives load_s, when the load exited.
 
   measure.py fsync DIR
       Prints the mean latency in milliseconds of write(6000 bytes) +
@@ -19,6 +23,7 @@
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,10 +91,35 @@ def cmd_run(args):
         proc.kill()
         proc.wait()
         rc = 124
-    wall = time.monotonic() - t0
+    load = time.monotonic() - t0
+    wall = load
+    if args.sink and rc == 0:
+        wall = wait_sink(args.sink, args.sink_count, t0 + args.timeout) - t0
+        if wall < 0:
+            rc = 124
+            wall = time.monotonic() - t0
     after = tree_ticks(args.tree)
-    print(f"wall_s={wall:.6f} cpu_s={(after - before) / CLK_TCK:.2f} rc={rc}")
+    extra = f" load_s={load:.6f}" if args.sink else ""
+    print(f"wall_s={wall:.6f} cpu_s={(after - before) / CLK_TCK:.2f} rc={rc}{extra}")
     return 0
+
+
+def sink_count(path):
+    """The last mesg=N that smtp-sink -c wrote to path (0 before any)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 256))
+        found = re.findall(rb"mesg=(\d+)", f.read())
+    return int(found[-1]) if found else 0
+
+
+def wait_sink(path, count, deadline):
+    """The monotonic time at which the sink had count messages (polled
+    every 5 ms), or -1 past deadline."""
+    while sink_count(path) < count:
+        if time.monotonic() > deadline:
+            return -1
+        time.sleep(0.005)
+    return time.monotonic()
 
 
 def cmd_fsync(args):
@@ -115,6 +145,8 @@ def main():
     run = sub.add_parser("run")
     run.add_argument("--tree", type=int, action="append", required=True)
     run.add_argument("--timeout", type=float, required=True)
+    run.add_argument("--sink", metavar="FILE")
+    run.add_argument("--sink-count", type=int, default=0)
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     fs = sub.add_parser("fsync")
     fs.add_argument("dir")
