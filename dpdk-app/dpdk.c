@@ -257,6 +257,7 @@ static int port_setup(struct vr_dpdk *d, char *err, size_t errlen)
 	if ((rc = rte_eth_macaddr_get(d->port, &d->mac)) < 0 || (rc = rte_eth_dev_start(d->port)) < 0)
 		goto fail;
 	d->port_started = true;
+	vr_dpdk_wake_fds(d);
 	return 0;
 fail:
 	snprintf(err, errlen, "port %s: %s", d->port_name, rte_strerror(-rc));
@@ -370,8 +371,9 @@ void vr_dpdk_describe(const struct vr_dpdk *d, char *out, size_t len)
 	char mac[RTE_ETHER_ADDR_FMT_SIZE];
 
 	rte_ether_format_addr(mac, sizeof(mac), &d->mac);
-	snprintf(out, len, "ip=%s mac=%s port=%s queues=%u rss=%s mtu=%u", d->cfg->dpdk_ip, mac,
-		 d->port_name, d->n_workers, d->rss ? "yes" : "no", d->mtu);
+	snprintf(out, len, "ip=%s mac=%s port=%s queues=%u rss=%s mtu=%u wake_fds=%u",
+		 d->cfg->dpdk_ip, mac, d->port_name, d->n_workers, d->rss ? "yes" : "no", d->mtu,
+		 d->n_wake);
 }
 
 /*

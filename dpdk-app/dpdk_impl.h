@@ -30,6 +30,7 @@
 #define DPDK_INBOX     4096              /* frames steered to a worker, waiting */
 #define DPDK_RSS_KEY   40
 #define DPDK_GRACE_MS  5000              /* sessions in flight may finish after stop */
+#define DPDK_WAKE_MAX  64                /* the port's fds an idle worker waits on */
 
 /* Counters of one worker, written by it only. */
 struct dpdk_worker_stats {
@@ -72,12 +73,17 @@ struct vr_dpdk {
 	unsigned reta_size;          /* flows are owned by hash % reta_size % workers */
 	uint8_t rss_key[DPDK_RSS_KEY];
 	unsigned n_workers;
+	int wake_fd[DPDK_WAKE_MAX];  /* readable when the port has frames (wake.c) */
+	unsigned n_wake;             /* 0: the port has none, workers nap on a timer */
 	struct rte_mempool *mp;
 	struct vr_iostack_shared *sh;/* per-client connection counts, all workers */
 	atomic_bool stop;            /* set by vr_dpdk_stop; workers poll it */
 	sem_t ended;                 /* posted by each worker as it returns */
 	struct dpdk_worker *w;
 };
+
+/* wake.c: fills d->wake_fd from the started port; returns how many. */
+unsigned vr_dpdk_wake_fds(struct vr_dpdk *d);
 
 /* lcore.c */
 int vr_dpdk_worker_main(void *arg);

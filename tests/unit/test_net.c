@@ -214,7 +214,17 @@ static void test_csum_rfc1071(void **state)
 		size_t cut = len / 2 & ~(size_t)1;
 		uint32_t s = vr_net_csum_add(vr_net_csum_add(0, b, cut), b + cut, len - cut);
 		assert_int_equal(vr_net_csum_fold(s), rfc1071(b, len));
+		/* from an odd address, as a header inside a frame may be */
+		if (len)
+			assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b + 1, len - 1)),
+					 rfc1071(b + 1, len - 1));
 	}
+	/* Sums that fold to 0 or to all ones (one's complement's two zeros). */
+	memset(b, 0, sizeof(b));
+	assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b, 1500)), rfc1071(b, 1500));
+	memset(b, 0xff, sizeof(b));
+	assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b, 1501)), rfc1071(b, 1501));
+	assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0xffff, b, 2)), rfc1071(b, 4));
 }
 
 static void test_arp_request_answered_exactly(void **state)
