@@ -43,7 +43,7 @@ struct key {
 	bool required;
 };
 
-static parse_fn parse_str, parse_path, parse_uint, parse_size, parse_hostname,
+static parse_fn parse_str, parse_path, parse_uint, parse_size, parse_hostname, parse_dns_name,
 	parse_listen_list, parse_io_mode, parse_log_level, parse_ipv4_prefix, parse_ipv4,
 	parse_hostport, parse_timezone, parse_address, parse_resolver;
 
@@ -109,8 +109,8 @@ static const struct key keys[] = {
 	NUM("cluster", "timeout_ms", cluster_timeout_ms, 1, 60000),
 	NUM("cluster", "failsafe_percent", cluster_failsafe_percent, 0, 100),
 
-	STR("dns", "spf_name", dns_spf_name, parse_hostname),
-	STR("dns", "key_zone", dns_key_zone, parse_hostname),
+	STR("dns", "spf_name", dns_spf_name, parse_dns_name),
+	STR("dns", "key_zone", dns_key_zone, parse_dns_name),
 	STR("dns", "secret_file", dns_secret_file, parse_path),
 };
 
@@ -291,31 +291,47 @@ bad:
 	return -1;
 }
 
-/* RFC 1123 host name: LDH labels of 1..63, 253 in all. */
-static int parse_hostname(const struct key *k, const char *v, struct vr_config *cfg,
-			  char *err, size_t errlen)
+/*
+ * RFC 1123 host name: LDH labels of 1..63, 253 in all. A DNS name that is not
+ * a host's (an SPF include target such as _spf.example.net, a key zone) may
+ * also hold underscores (RFC 2181 section 11).
+ */
+static bool valid_name(const char *v, bool underscore)
 {
 	size_t n = strlen(v), label = 0;
 
 	if (n == 0 || n > 253)
-		goto bad;
+		return false;
 	for (const char *p = v; *p; p++) {
 		if (*p == '.') {
 			if (label == 0 || p[-1] == '-')
-				goto bad;
+				return false;
 			label = 0;
 			continue;
 		}
 		bool ldh = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-			   (*p >= '0' && *p <= '9') || *p == '-';
+			   (*p >= '0' && *p <= '9') || *p == '-' || (underscore && *p == '_');
 		if (!ldh || (label == 0 && *p == '-') || ++label > 63)
-			goto bad;
+			return false;
 	}
-	if (label == 0 || v[n - 1] == '-')
-		goto bad;
-	return store_str(k, v, cfg, err, errlen);
-bad:
+	return label != 0 && v[n - 1] != '-';
+}
+
+static int parse_hostname(const struct key *k, const char *v, struct vr_config *cfg,
+			  char *err, size_t errlen)
+{
+	if (valid_name(v, false))
+		return store_str(k, v, cfg, err, errlen);
 	snprintf(err, errlen, "bad host name '%s'", v);
+	return -1;
+}
+
+static int parse_dns_name(const struct key *k, const char *v, struct vr_config *cfg,
+			  char *err, size_t errlen)
+{
+	if (valid_name(v, true))
+		return store_str(k, v, cfg, err, errlen);
+	snprintf(err, errlen, "bad DNS name '%s'", v);
 	return -1;
 }
 

@@ -277,8 +277,10 @@ static void test_config_values(void **state)
 		"[limits]\nper_day = 20000\nper_day_max = 20000\n"
 		"[delivery]\nworkers = 2\nsmarthost = [::1]:25\nretry_first_s = 60\n"
 		"retry_max_s = 60\nresolver = 127.0.0.53\n"
-		"[cluster]\nredis = localhost:6379\n");
+		"[cluster]\nredis = localhost:6379\n"
+		"[dns]\nspf_name = _spf.relay.example\n");
 	assert_int_equal(vr_config_load(path, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.dns_spf_name, "_spf.relay.example");
 	assert_int_equal(cfg.log_level, VR_LOG_DEBUG);
 	assert_int_equal(cfg.max_message_size, 10u << 20);
 	assert_int_equal(cfg.max_recipients, 5);
@@ -364,6 +366,8 @@ static void test_config_errors(void **state)
 		{ seventeen, ":2: 'listen' in [relay]: more than 16 listen addresses" },
 		{ "[relay]\nhostname = bad_host.example\n",
 		  ":2: 'hostname' in [relay]: bad host name 'bad_host.example'" },
+		{ MINIMAL "[dns]\nkey_zone = _dkim..relay.example\n",
+		  ":7: 'key_zone' in [dns]: bad DNS name '_dkim..relay.example'" },
 		{ MINIMAL "hostname = again.test\n",
 		  ":6: duplicate key 'hostname' in [relay] (first on line 2)" },
 		{ MINIMAL "[dpdk]\nip = 10.77.0.1\n",
