@@ -7,7 +7,12 @@
 # the ceiling of the port itself. No hugepages; each process on a cpu of its
 # own (cpu 0: the receiving side, cpu 1: the sending side).
 #
-#   bench/stackpps.sh [--seconds S] [--conns N] [--build DIR]   (as root)
+# With --afpacket the pair is a veth pair driven through net_af_packet
+# instead: the kind of path bench/compare.sh's vmrelay-dpdk runs on, where
+# every frame still crosses the kernel's veth and packet sockets, so its
+# testpmd figure is the ceiling of that path.
+#
+#   bench/stackpps.sh [--seconds S] [--conns N] [--build DIR] [--afpacket]   (as root)
 #
 # Prints one line per run and the ratio of the stack's data frames/s to
 # testpmd's frames/s. Every process started here is stopped on exit.
@@ -15,7 +20,7 @@ set -euo pipefail
 
 PROG=stackpps.sh
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SECONDS_RUN=8 CONNS=8 BUILD=$ROOT/build
+SECONDS_RUN=8 CONNS=8 BUILD=$ROOT/build AFPACKET=''
 die() { echo "$PROG: $*" >&2; exit 1; }
 
 while (($#)); do
@@ -23,7 +28,8 @@ while (($#)); do
 	--seconds) SECONDS_RUN=${2:?}; shift 2 ;;
 	--conns) CONNS=${2:?}; shift 2 ;;
 	--build) BUILD=${2:?}; shift 2 ;;
-	-h | --help) sed -n '3,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--afpacket) AFPACKET=1; shift ;;
+	-h | --help) sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown option '$1' (see --help)" ;;
 	esac
 done
@@ -35,18 +41,33 @@ command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd not found: run scripts/d
 
 WORK=$(mktemp -d /tmp/vmrelay-stackpps.XXXXXX)
 PIDS=()
+VETH=''
 cleanup() {
 	local pid
 	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	[[ -z $VETH ]] || ip link del "${VETH}a" 2>/dev/null || true
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
 
+if [[ -n $AFPACKET ]]; then
+	# No addresses and no IPv6: the kernel sends nothing of its own on them.
+	err=$(ip link add "vrpps$$a" type veth peer name "vrpps$$b" 2>&1) ||
+		die "creating the veth pair vrpps$$a/vrpps$$b failed: $err"
+	VETH=vrpps$$
+	for side in a b; do
+		sysctl -qw "net.ipv6.conf.$VETH$side.disable_ipv6=1"
+		ip link set "$VETH$side" up
+	done
+fi
+
 # EAL arguments of side $1 (a or b) on cpu $2, memif role $3 on socket $4.
 eal() {
+	local vdev=net_memif0,role=$3,socket=$WORK/$4.sock
+	[[ -z $VETH ]] || vdev=net_af_packet0,iface=$VETH$1
 	echo "--lcores 0@$2,1@$2 --no-huge -m 512 --no-pci --no-shconf --file-prefix=vrpps$$$1" \
-		"--log-level=error --no-telemetry --vdev=net_memif0,role=$3,socket=$WORK/$4.sock"
+		"--log-level=error --no-telemetry --vdev=$vdev"
 }
 
 # --- the ceiling: testpmd txonly -> rxonly ---
@@ -69,6 +90,9 @@ PIDS=()
 ceiling=$(grep -oE 'Rx-pps: +[0-9]+' "$WORK/rx.log" | awk '{print $2}' | awk '$1 > 0' | tail -n +2 |
 	sort -n | awk '{a[NR] = $1} END { if (NR) print a[int((NR + 1) / 2)]; else print 0 }')
 ((ceiling > 0)) || die "dpdk-testpmd measured nothing; its logs:"$'\n'"$(tail -n 5 "$WORK/rx.log" "$WORK/tx.log")"
+PAIR=${VETH:+"a veth pair through net_af_packet"}
+PAIR=${PAIR:-net_memif}
+echo "pair: $PAIR"
 echo "dpdk-testpmd txonly->rxonly, 1514-byte frames: $ceiling frames/s (one way, one core each side)"
 
 # --- the stack: a sink and a sender ---
