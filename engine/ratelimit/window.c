@@ -283,37 +283,30 @@ static __attribute__((noinline)) bool ring_clean(struct vr_rl_entry *e, _Atomic 
 /*
  * The count of ring r's window at unit u under head hn, sweeping stale
  * words on the way; -1 if the head moved meanwhile (the caller starts over).
- * The sum does not depend on the order, so the words are read in place
- * (word q holds the block i = q - p steps after the oldest, mod 10) in one
- * branch-free pass; stale words with counts, rare, are dealt with after.
  */
 static int64_t ring_count(struct vr_rl_entry *e, enum ring_id r, uint64_t hn, int64_t u)
 {
+	static const uint8_t next[2 * RL_WORDS] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+						    0, 1, 2, 3, 4, 5, 6, 7, 8, 9 };
 	struct vr_rl_ring *ring = ring_of(e, r);
 	struct ring_walk k;
-	uint64_t lanes = 0, w[RL_WORDS];
-	unsigned stale = 0;
+	uint64_t lanes = 0;
 
 	ring_walk_init(&k, u, HEAD_SALT(hn, r));
-	for (unsigned q = 0; q < RL_WORDS; q++) {
-		unsigned i = q >= k.p ? q - k.p : q + RL_WORDS - k.p;
-		uint64_t m = i < 2 ? k.mask[i] : COUNT_MASK;
-		bool mine;
-
-		w[q] = atomic_load(&ring->w[q]);
-		mine = (uint8_t)(w[q] >> TAG_SHIFT) == (uint8_t)(k.tag + i);
-		lanes += lanes_of(w[q] & (mine ? m : 0));
-		stale |= (unsigned)(!mine && (w[q] & COUNT_MASK)) << q;
-	}
-	while (VR_UNLIKELY(stale)) {
-		unsigned q = (unsigned)__builtin_ctz(stale), i = q >= k.p ? q - k.p : q + RL_WORDS - k.p;
+	for (unsigned i = 0; i < RL_WORDS; i++) {
+		_Atomic uint64_t *wp = &ring->w[next[k.p + i]];
 		uint8_t tag = (uint8_t)(k.tag + i);
+		uint64_t w = atomic_load(wp);
 
-		stale &= stale - 1;
-		if (!ring_clean(e, &ring->w[q], &w[q], tag, hn))
-			return -1;
-		if ((uint8_t)(w[q] >> TAG_SHIFT) == tag)
-			lanes += lanes_of(w[q] & (i < 2 ? k.mask[i] : COUNT_MASK));
+		if (VR_UNLIKELY((uint8_t)(w >> TAG_SHIFT) != tag)) {
+			if (!(w & COUNT_MASK))
+				continue;
+			if (!ring_clean(e, wp, &w, tag, hn))
+				return -1;
+			if ((uint8_t)(w >> TAG_SHIFT) != tag)
+				continue;
+		}
+		lanes += lanes_of(w & (i < 2 ? k.mask[i] : COUNT_MASK));
 	}
 	return lanes_sum(lanes);
 }
