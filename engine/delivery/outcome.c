@@ -64,6 +64,10 @@ static void attempt_log(struct dworker *w, const struct dconn *c, struct dq_msg 
 		    c && c->mx[0] ? c->mx : "-", c && c->ip[0] ? c->ip : "-", tls ? tls : "none",
 		    s && vr_smtpc_tls_verified(s) ? "yes" : "no", result, (double)(now - VR_MIN(now, m->received_us)) / 1e6, m->attempts,
 		    vr_log_quote(q_reply, sizeof(q_reply), reply, strlen(reply)));
+	/* for `vps show`: the remote errors its mail met (a ring, no lock) */
+	if (strcmp(result, "sent") != 0 && m->account[0])
+		vr_log_event(VR_LOG_EVENT_REMOTE, m->account, m->qid,
+			     (unsigned)strtoul(reply, NULL, 10), reply);
 }
 
 /* --- DSNs --- */

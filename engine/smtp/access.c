@@ -110,13 +110,16 @@ static int access_mail(struct vr_session *s, const struct vr_smtp_envcmd *cmd)
 		vr_smtp_reply(s, VR_R_RELAY_DENIED, s->client);
 		return -1;
 	}
+	memcpy(s->account, id, sizeof(s->account));
 	if (v != VR_SEND_OK) {
 		char domain[VR_SMTP_DENY_TEXT];
 		reply_text(cmd->smtputf8, domain, sizeof(domain), cmd->domain, cmd->domain_len);
+		/* s->account names the VPS in its recent refusals, then no
+		 * transaction is open */
 		vr_smtp_reply(s, sender_reply(v, false), domain, id);
+		s->account[0] = '\0';
 		return -1;
 	}
-	memcpy(s->account, id, sizeof(s->account));
 	/* RCPTs follow: have this node's cluster block ready by then */
 	if (s->srv->cluster && !s->unlimited)
 		vr_cluster_touch(s->srv->cluster, id, daily);

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vmrelay/log.h"
@@ -218,6 +219,10 @@ void vr_smtp_reply(struct vr_session *s, enum vr_smtp_reply r, ...)
 		char quoted[2 * VR_SMTP_LINE_MAX];
 		vr_log_info("event=refused client=%s reason=%s reply=%s", s->client, d->reason,
 			    vr_log_quote(quoted, sizeof(quoted), text, strlen(text)));
+		/* for `vps show`: the last refusals of each VPS we know */
+		if (s->account[0])
+			vr_log_event(VR_LOG_EVENT_REFUSAL, s->account, NULL,
+				     (unsigned)strtoul(text, NULL, 10), text);
 	}
 	if (d->flags & R_CLOSE) {
 		vr_smtp_close(s);

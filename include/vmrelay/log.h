@@ -13,6 +13,7 @@
 #define VR_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "vmrelay/common.h"
 
 enum vr_log_level { VR_LOG_ERR, VR_LOG_WARN, VR_LOG_INFO, VR_LOG_DEBUG };
@@ -38,5 +39,41 @@ void vr_log(enum vr_log_level level, const char *fmt, ...) VR_PRINTF(2, 3);
  * whole in double quotes. Returns out (always NUL-terminated).
  */
 char *vr_log_quote(char *out, size_t outlen, const char *s, size_t len);
+
+/*
+ * Recent events, for the control socket's `vps show`: each thread that
+ * records keeps its last VR_LOG_EVENTS notable events (an SMTP refusal, a
+ * remote server's deferral or bounce) in a fixed ring of its own, claimed
+ * on its first record (up to VR_LOG_EVENT_THREADS threads; later ones
+ * record nothing). Recording takes no lock and allocates nothing: one
+ * writer per ring, and each slot carries a sequence number (a seqlock)
+ * that a reader checks around its copy, so a slot being rewritten is
+ * skipped, never read torn. Any thread may read, at any time.
+ */
+#define VR_LOG_EVENTS 128
+#define VR_LOG_EVENT_THREADS 64
+#define VR_LOG_EVENT_TEXT 176
+
+enum vr_log_event_kind {
+	VR_LOG_EVENT_REFUSAL = 1,     /* the relay refused the VPS (SMTP reply) */
+	VR_LOG_EVENT_REMOTE = 2,      /* a remote server deferred or bounced its mail */
+};
+
+struct vr_log_event {
+	uint64_t at_us;               /* wall clock, microseconds */
+	uint16_t code;                /* the reply code; 0: none (no connection) */
+	uint8_t kind;                 /* enum vr_log_event_kind */
+	char account[64];             /* VR_ACCOUNT_ID_MAX (policy.h) */
+	char qid[24];                 /* VR_QID_MAX (spool.h); "" for a refusal */
+	char text[VR_LOG_EVENT_TEXT]; /* the reply, truncated */
+};
+
+/* Records one event in the calling thread's ring (strings truncated). */
+void vr_log_event(enum vr_log_event_kind kind, const char *account, const char *qid,
+		  unsigned code, const char *text);
+/* Copies account's recorded events of the given kind, newest first, into
+ * out (at most max). Returns how many. */
+unsigned vr_log_events_of(const char *account, enum vr_log_event_kind kind,
+			  struct vr_log_event *out, unsigned max);
 
 #endif
