@@ -13,6 +13,11 @@ packages=(
 	# test peers and tools
 	swaks postfix python3-aiosmtpd python3-dkim openssl iproute2 procps
 	util-linux psmisc
+	# the demo turns off transmit checksum offload on the VPS's veth (the
+	# kernel would leave TCP checksums for a NIC to fill in)
+	ethtool
+	# ... and pings the relay's DPDK address (our stack answers ARP and ICMP echo)
+	iputils-ping
 	# swaks speaks TLS (STARTTLS, --tls-on-connect) only with Net::SSLeay,
 	# which its package merely recommends
 	libnet-ssleay-perl
