@@ -26,7 +26,8 @@
 #include "vmrelay/ratelimit.h"
 #include "vmrelay/spool.h"
 
-#define ARGS_MAX 4
+#define ARGS_MAX 5
+#define RECENT_MAX 20             /* vps show's refusals and remote errors, each */
 
 typedef int cmd_fn(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
 		   size_t errlen);
@@ -35,6 +36,7 @@ struct cmd {
 	const char *name;
 	const char *sub;              /* NULL: none */
 	unsigned nargs;               /* after sub */
+	unsigned opt;                 /* optional ones after those; the handler checks them */
 	cmd_fn *fn;
 	const char *usage;
 };
@@ -44,26 +46,26 @@ static cmd_fn cmd_stats, cmd_metrics, cmd_quota_show, cmd_quota_set, cmd_quota_r
 	cmd_vps_show, cmd_reload, cmd_drain;
 
 static const struct cmd cmds[] = {
-	{ "stats", NULL, 0, cmd_stats, "stats" },
-	{ "metrics", NULL, 0, cmd_metrics, "metrics" },
-	{ "quota", "show", 1, cmd_quota_show, "quota show IP|ID" },
-	{ "quota", "set", 2, cmd_quota_set, "quota set ID N" },
-	{ "quota", "reset", 1, cmd_quota_reset, "quota reset ID" },
-	{ "account", "list", 0, cmd_account_list, "account list" },
-	{ "account", "show", 1, cmd_account_show, "account show ID" },
-	{ "account", "add", 1, cmd_account_add, "account add JSON-LINE" },
-	{ "account", "remove", 1, cmd_account_remove, "account remove ID" },
-	{ "vps", "show", 1, cmd_vps_show, "vps show ID|IP" },
-	{ "reload", NULL, 0, cmd_reload, "reload" },
-	{ "drain", NULL, 0, cmd_drain, "drain" },
-	{ "queue", "list", 0, vr_ctl_queue_list, "queue list" },
-	{ "queue", "show", 1, vr_ctl_queue_show, "queue show QID" },
-	{ "queue", "hold", 1, vr_ctl_queue_hold, "queue hold QID" },
-	{ "queue", "release", 1, vr_ctl_queue_release, "queue release QID" },
-	{ "queue", "delete", 1, vr_ctl_queue_delete, "queue delete QID" },
-	{ "queue", "flush", 0, vr_ctl_queue_flush, "queue flush" },
-	{ "dns-records", NULL, 1, vr_ctl_dns_records, "dns-records DOMAIN" },
-	{ "dns-check", NULL, 1, vr_ctl_dns_check, "dns-check DOMAIN" },
+	{ "stats", NULL, 0, 0, cmd_stats, "stats" },
+	{ "metrics", NULL, 0, 0, cmd_metrics, "metrics" },
+	{ "quota", "show", 1, 0, cmd_quota_show, "quota show IP|ID" },
+	{ "quota", "set", 2, 0, cmd_quota_set, "quota set ID N" },
+	{ "quota", "reset", 1, 0, cmd_quota_reset, "quota reset ID" },
+	{ "account", "list", 0, 0, cmd_account_list, "account list" },
+	{ "account", "show", 1, 0, cmd_account_show, "account show ID" },
+	{ "account", "add", 1, 0, cmd_account_add, "account add JSON-LINE" },
+	{ "account", "remove", 1, 0, cmd_account_remove, "account remove ID" },
+	{ "vps", "show", 1, 0, cmd_vps_show, "vps show ID|IP" },
+	{ "reload", NULL, 0, 0, cmd_reload, "reload" },
+	{ "drain", NULL, 0, 0, cmd_drain, "drain" },
+	{ "queue", "list", 0, 4, vr_ctl_queue_list, "queue list [--vps ID] [--domain D]" },
+	{ "queue", "show", 1, 0, vr_ctl_queue_show, "queue show QID" },
+	{ "queue", "hold", 1, 0, vr_ctl_queue_hold, "queue hold QID" },
+	{ "queue", "release", 1, 0, vr_ctl_queue_release, "queue release QID" },
+	{ "queue", "delete", 1, 0, vr_ctl_queue_delete, "queue delete QID" },
+	{ "queue", "flush", 0, 0, vr_ctl_queue_flush, "queue flush" },
+	{ "dns-records", NULL, 1, 0, vr_ctl_dns_records, "dns-records DOMAIN" },
+	{ "dns-check", NULL, 1, 0, vr_ctl_dns_check, "dns-check DOMAIN" },
 };
 
 static int set_u64(json_t *o, const char *key, uint64_t v)
@@ -433,8 +435,28 @@ static int cmd_account_remove(struct vr_ctl *c, const char *const *argv, json_t 
 	return reload_after_edit(c, reply, err, errlen);
 }
 
-/* `quota show` with the account in full: what the relay holds about one
- * VPS now. Recent refusals are not kept per account, so not shown. */
+/* vps show's recent events of one kind, newest first. */
+static json_t *recent_json(const char *id, enum vr_log_event_kind kind)
+{
+	struct vr_log_event ev[RECENT_MAX];
+	unsigned n = vr_log_events_of(id, kind, ev, RECENT_MAX);
+	json_t *a = json_array();
+
+	for (unsigned i = 0; a && i < n; i++) {
+		json_t *o = json_pack("{s:f,s:i,s:s}", "at", (double)ev[i].at_us / 1e6,
+				      "code", (int)ev[i].code, "text", ev[i].text);
+		if (o && ev[i].qid[0])
+			json_object_set_new(o, "qid", json_string(ev[i].qid));
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
+/* `quota show` with the account in full, its mail waiting in the spool, and
+ * what went wrong for it lately: the last refusals the SMTP workers gave
+ * it and the last deferrals and bounces remote servers gave its mail (kept
+ * by each thread in a ring of its last VR_LOG_EVENTS, vmrelay/log.h: on a
+ * busy relay "lately" is short). */
 static int cmd_vps_show(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
 			size_t errlen)
 {
@@ -453,6 +475,13 @@ static int cmd_vps_show(struct vr_ctl *c, const char *const *argv, json_t *reply
 		return -1;
 	}
 	json_object_del(reply, "unlimited");      /* the account says it */
+	id = json_string_value(json_object_get(json_object_get(reply, "account"), "id"));
+	json_t *queue = vr_ctl_queue_depth(c, id, err, errlen);
+	if (!queue)
+		return -1;
+	json_object_set_new(reply, "queue", queue);
+	json_object_set_new(reply, "refusals", recent_json(id, VR_LOG_EVENT_REFUSAL));
+	json_object_set_new(reply, "remote_errors", recent_json(id, VR_LOG_EVENT_REMOTE));
 	return 0;
 }
 
@@ -511,7 +540,8 @@ static const struct cmd *lookup(const char *name, const char *const *argv, unsig
 				      k->usage);
 		if (k->sub && (argc == 0 || strcmp(argv[0], k->sub) != 0))
 			continue;
-		if (argc - (k->sub != NULL) == k->nargs)
+		unsigned n_args = argc - (k->sub != NULL);
+		if (n_args >= k->nargs && n_args <= k->nargs + k->opt)
 			return k;
 		snprintf(err, errlen, "usage: %s", k->usage);
 		return NULL;

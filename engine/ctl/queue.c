@@ -1,7 +1,8 @@
 /*
  * queue.c - the operator's view of the delivery queue (issue 6):
- * `queue list`, `queue show QID`, `queue hold|release|delete QID` and
- * `queue flush`.
+ * `queue list [--vps ID] [--domain D]` (one VPS's mail, mail with a
+ * recipient at D still to deliver), `queue show QID`,
+ * `queue hold|release|delete QID` and `queue flush`.
  *
  * list and show read the spool as a restart would (vr_spool_queue_scan: the
  * messages and their state logs), so they show what is durable, and need no
@@ -13,6 +14,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <urcu-qsbr.h>
 
 #include "ctl_impl.h"
@@ -44,27 +46,108 @@ static json_t *msg_json(const struct vr_spool_msg *m, const struct vr_spool_qsta
 			 "held", st->held, "signed", st->dkim && st->dkim_len);
 }
 
-static int list_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *st, void *arg)
+/* queue list's filters: NULL matches all. */
+struct list {
+	const char *vps;
+	const char *domain;           /* a recipient still to deliver is at it */
+	json_t *out;
+};
+
+static bool rcpt_at(const char *rcpt, const char *domain)
+{
+	const char *at = strrchr(rcpt, '@');
+
+	return at && strcasecmp(at + 1, domain) == 0;
+}
+
+static bool list_match(const struct list *l, const struct vr_spool_msg *m,
+		       const struct vr_spool_qstate *st)
 {
 	if (st->deleted || !st->pending)
+		return false;
+	if (l->vps && strcmp(m->account, l->vps) != 0)
+		return false;
+	if (!l->domain)
+		return true;
+	for (unsigned i = 0; i < m->n_rcpts; i++)
+		if (!st->rcpt[i] && rcpt_at(m->rcpts[i], l->domain))
+			return true;
+	return false;
+}
+
+static int list_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *st, void *arg)
+{
+	struct list *l = arg;
+
+	if (!list_match(l, m, st))
 		return 0;
 	json_t *o = msg_json(m, st);
-	return o && json_array_append_new(arg, o) == 0 ? 0 : -ENOMEM;
+	return o && json_array_append_new(l->out, o) == 0 ? 0 : -ENOMEM;
+}
+
+/* argv: [--vps ID] [--domain D], each at most once. */
+static int list_args(const char *const *argv, struct list *l, char *err, size_t errlen)
+{
+	for (; argv[0]; argv += 2) {
+		const char **slot = strcmp(argv[0], "--vps") == 0 ? &l->vps
+				  : strcmp(argv[0], "--domain") == 0 ? &l->domain : NULL;
+		if (!slot || !argv[1] || !argv[1][0] || *slot) {
+			snprintf(err, errlen, "usage: queue list [--vps ID] [--domain D]");
+			return -1;
+		}
+		*slot = argv[1];
+	}
+	return 0;
 }
 
 int vr_ctl_queue_list(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
 		      size_t errlen)
 {
-	json_t *a = json_array();
-	int rc = a ? vr_spool_queue_scan(c->ops.cfg->spool_dir, list_one, a) : -ENOMEM;
+	struct list l = { 0 };
+
+	if (list_args(argv, &l, err, errlen) < 0)
+		return -1;
+	l.out = json_array();
+	int rc = l.out ? vr_spool_queue_scan(c->ops.cfg->spool_dir, list_one, &l) : -ENOMEM;
 
 	if (rc < 0) {
-		json_decref(a);
+		json_decref(l.out);
 		snprintf(err, errlen, "spool %s: %s", c->ops.cfg->spool_dir, strerror(-rc));
 		return -1;
 	}
-	json_object_set_new(reply, "messages", a);
+	json_object_set_new(reply, "messages", l.out);
 	return 0;
+}
+
+/* vps show's queue depth: one VPS's mail waiting, as queue list counts it. */
+struct depth {
+	const char *vps;
+	uint64_t messages, recipients, held;
+};
+
+static int depth_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *st, void *arg)
+{
+	struct depth *d = arg;
+
+	if (st->deleted || !st->pending || strcmp(m->account, d->vps) != 0)
+		return 0;
+	d->messages++;
+	d->recipients += st->pending;
+	d->held += st->held;
+	return 0;
+}
+
+json_t *vr_ctl_queue_depth(struct vr_ctl *c, const char *vps, char *err, size_t errlen)
+{
+	struct depth d = { .vps = vps };
+	int rc = vr_spool_queue_scan(c->ops.cfg->spool_dir, depth_one, &d);
+
+	if (rc < 0 && rc != -ENOENT) {
+		snprintf(err, errlen, "spool %s: %s", c->ops.cfg->spool_dir, strerror(-rc));
+		return NULL;
+	}
+	return json_pack("{s:I,s:I,s:I}", "messages", (json_int_t)d.messages,
+			 "recipients", (json_int_t)d.recipients, "held", (json_int_t)d.held);
 }
 
 struct show {

@@ -30,6 +30,7 @@
 
 #include "../../engine/ctl/http.h"
 #include "vmrelay/ctl.h"
+#include "vmrelay/log.h"
 #include "vmrelay/policy.h"
 #include "vmrelay/ratelimit.h"
 
@@ -369,6 +370,101 @@ static void test_vps_show(void **state)
 		     "unknown account 'ghost'");
 }
 
+static void *record_remote(void *arg)
+{
+	(void)arg;
+	vr_log_event(VR_LOG_EVENT_REMOTE, "vps1", "Q2", 0, "connect to mx.example.net: refused");
+	vr_log_event(VR_LOG_EVENT_REMOTE, "vps1", "Q3", 451, "451 4.7.1 greylisted");
+	vr_log_event(VR_LOG_EVENT_REMOTE, "bench", "Q4", 550, "550 5.1.1 no such user");
+	return NULL;
+}
+
+/* vps show's recent refusals and remote errors: the VPS's own, from every
+ * thread's ring, newest first; no spool: nothing waiting. */
+static void test_vps_show_recent_events(void **state)
+{
+	struct fixture *f = *state;
+	pthread_t t;
+
+	vr_log_event(VR_LOG_EVENT_REFUSAL, "vps1", NULL, 550,
+		     "550 5.7.1 sender domain evil.example is not registered for VPS vps1");
+	vr_log_event(VR_LOG_EVENT_REFUSAL, "bench", NULL, 451, "451 4.7.1 not vps1's");
+	usleep(2000);
+	vr_log_event(VR_LOG_EVENT_REFUSAL, "vps1", NULL, 451, "451 4.7.1 hourly limit reached");
+	usleep(2000);
+	assert_int_equal(pthread_create(&t, NULL, record_remote, NULL), 0);
+	pthread_join(t, NULL);
+
+	json_t *r = ask(f, "{\"cmd\": \"vps\", \"args\": [\"show\", \"vps1\"]}");
+	json_t *ref = json_object_get(r, "refusals"), *rem = json_object_get(r, "remote_errors");
+	assert_int_equal(json_array_size(ref), 2);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(ref, 0), "code")), 451);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(ref, 1), "text")),
+			    "550 5.7.1 sender domain evil.example is not registered for VPS vps1");
+	assert_null(json_object_get(json_array_get(ref, 0), "qid"));
+	double at0 = json_real_value(json_object_get(json_array_get(ref, 0), "at"));
+	assert_true(at0 > (double)time(NULL) - 60 && at0 <= (double)time(NULL) + 1);
+	assert_int_equal(json_array_size(rem), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(rem, 0), "qid")),
+			    "Q3");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(rem, 1), "code")), 0);
+	json_t *q = json_object_get(r, "queue");
+	assert_int_equal(json_integer_value(json_object_get(q, "messages")), 0);
+	assert_int_equal(json_integer_value(json_object_get(q, "held")), 0);
+	json_decref(r);
+}
+
+/* A ring keeps its thread's last VR_LOG_EVENTS events, and a reader racing
+ * the writer gets whole events only. */
+static volatile bool ring_stop;
+
+static void *ring_writer(void *arg)
+{
+	char text[32];
+
+	(void)arg;
+	for (unsigned i = 0; !ring_stop; i++) {
+		snprintf(text, sizeof(text), "%u", i % 1000);
+		vr_log_event(VR_LOG_EVENT_REMOTE, "ringer", text, i % 1000, text);
+	}
+	return NULL;
+}
+
+static void test_log_events_ring(void **state)
+{
+	struct vr_log_event ev[VR_LOG_EVENTS + 8];
+	char want[32];
+	pthread_t t;
+
+	(void)state;
+	for (unsigned i = 0; i < VR_LOG_EVENTS + 50; i++) {
+		snprintf(want, sizeof(want), "%u", i);
+		vr_log_event(VR_LOG_EVENT_REFUSAL, "wrapper", NULL, 500, want);
+	}
+	assert_int_equal(vr_log_events_of("wrapper", VR_LOG_EVENT_REFUSAL, ev,
+					  VR_ARRAY_SIZE(ev)), VR_LOG_EVENTS);
+	assert_int_equal(vr_log_events_of("wrapper", VR_LOG_EVENT_REMOTE, ev, 4), 0);
+	assert_int_equal(vr_log_events_of("wrapper", VR_LOG_EVENT_REFUSAL, ev, 3), 3);
+	assert_string_equal(ev[0].text, "177");
+	assert_true(ev[0].at_us >= ev[1].at_us && ev[1].at_us >= ev[2].at_us);
+
+	ring_stop = false;
+	assert_int_equal(pthread_create(&t, NULL, ring_writer, NULL), 0);
+	unsigned seen = 0;
+	for (unsigned round = 0; round < 2000; round++) {
+		unsigned n = vr_log_events_of("ringer", VR_LOG_EVENT_REMOTE, ev, VR_LOG_EVENTS);
+		for (unsigned i = 0; i < n; i++) {
+			snprintf(want, sizeof(want), "%u", ev[i].code);
+			assert_string_equal(ev[i].text, want);
+			assert_string_equal(ev[i].qid, want);
+		}
+		seen += n;
+	}
+	ring_stop = true;
+	pthread_join(t, NULL);
+	assert_true(seen > 0);
+}
+
 static void test_reload_and_drain(void **state)
 {
 	struct fixture *f = *state;
@@ -402,7 +498,7 @@ static void test_bad_requests(void **state)
 	assert_error(f, "{\"cmd\": \"stats\", \"verbose\": true}", "only \"cmd\" and \"args\"");
 	assert_error(f, "{\"cmd\": \"stats\", \"args\": \"x\"}", "array of strings");
 	assert_error(f, "{\"cmd\": \"stats\", \"args\": [1]}", "array of strings");
-	assert_error(f, "{\"cmd\": \"x\", \"args\": [\"a\",\"b\",\"c\",\"d\",\"e\"]}",
+	assert_error(f, "{\"cmd\": \"x\", \"args\": [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\"]}",
 		     "too many arguments");
 	assert_error(f, "{\"cmd\": \"frobnicate\"}", "unknown command 'frobnicate'; commands: stats");
 	assert_error(f, "{\"cmd\": \"stats\", \"args\": [\"x\"]}", "usage: stats");
@@ -414,6 +510,23 @@ static void test_bad_requests(void **state)
 	assert_error(f, "{\"cmd\": \"\xff\"}", "malformed JSON");
 	assert_error(f, "{\"cmd\": \"\\u00e9t\\u00e9\"}", "unknown command '?\?t?\?'");
 	assert_int_equal(f->drains, 0);
+}
+
+static void test_queue_list_usage(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const bad[] = {
+		"[\"list\", \"--vps\"]", "[\"list\", \"--vps\", \"\"]",
+		"[\"list\", \"--host\", \"x\"]", "[\"list\", \"vps1\"]",
+		"[\"list\", \"--vps\", \"a\", \"--vps\", \"b\"]",
+		"[\"list\", \"--domain\", \"a\", \"x\"]",
+	};
+	char req[256];
+
+	for (size_t i = 0; i < VR_ARRAY_SIZE(bad); i++) {
+		snprintf(req, sizeof(req), "{\"cmd\": \"queue\", \"args\": %s}", bad[i]);
+		assert_error(f, req, "usage: queue list [--vps ID] [--domain D]");
+	}
 }
 
 /* --- over the socket --- */
@@ -730,6 +843,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_account_add_remove_edit_the_file, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_vps_show, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vps_show_recent_events, setup, teardown),
+		cmocka_unit_test(test_log_events_ring),
+		cmocka_unit_test_setup_teardown(test_queue_list_usage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reload_and_drain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_mode_and_lines, setup, teardown),
