@@ -25,6 +25,7 @@
  * the stack builds in its own pool are copied into an mbuf on the way out.
  */
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <rte_ethdev.h>
 #include <rte_ip.h>
@@ -298,7 +299,16 @@ static void worker_nap(const struct dpdk_worker *w, unsigned us)
 	pfd[0] = (struct pollfd){ .fd = sp ? vr_spool_done_fd(sp, w->id) : -1, .events = POLLIN };
 	for (unsigned i = 0; i < d->n_wake; i++)
 		pfd[1 + i] = (struct pollfd){ .fd = d->wake_fd[i], .events = POLLIN };
-	ppoll(pfd, 1 + d->n_wake, &ts, NULL);
+	if (ppoll(pfd, 1 + d->n_wake, &ts, NULL) <= 0)
+		return;
+	/* A socket whose interface went down stays in error until that is
+	 * read: left so, every sleep would end at once. */
+	for (unsigned i = 0; i < d->n_wake; i++)
+		if (pfd[1 + i].revents & POLLERR) {
+			int e;
+			socklen_t len = sizeof(e);
+			getsockopt(pfd[1 + i].fd, SOL_SOCKET, SO_ERROR, &e, &len);
+		}
 }
 
 /* One round of the loop; returns how much it did (0: idle). */
