@@ -5,8 +5,9 @@
  * sending windows ([limits]), opens and recovers the spool and counts what
  * it holds into the windows, then runs the transport - kernel sockets, or
  * DPDK poll-mode workers over our own TCP/IP stack (dpdk.c) - until
- * SIGTERM or SIGINT. SIGHUP reloads the accounts file into both the
- * accounts table and the windows; a bad file is logged with its line and
+ * SIGTERM or SIGINT. SIGHUP opens the log file again (logrotate) and
+ * reloads the accounts file into both the accounts table and the
+ * windows; a bad file is logged with its line and
  * the tables in force stay. The control socket ([relay] control_socket,
  * engine/ctl) runs in a thread of its own and may reload the same way, or
  * drain the relay: stop accepting, finish the sessions, exit 0. --check
@@ -235,7 +236,8 @@ static void listen_text(const struct vr_config *cfg, const struct vr_io *io, cha
 
 /*
  * SIGHUP's and the control socket's reload: 0, or -1 with err saying why
- * (logged too), the tables in force kept.
+ * (logged too), the tables in force kept. The log file is opened again
+ * first, whatever happens to the accounts (logrotate's postrotate HUP).
  *
  * The windows learn the new table before sessions can find it: a new
  * account has its quota by its first RCPT. (A removed one may still be
@@ -247,6 +249,11 @@ static int reload_accounts(struct relay *r, char *err, size_t errlen)
 
 	/* Offline while it may wait (QSBR): the other writer may hold the lock
 	 * in a grace period that waits for this thread. */
+	/* logrotate moved the file away: the lines from here on go to a new one */
+	int lrc = vr_log_reopen(r->cfg.log_file);
+	if (lrc < 0)
+		vr_log_err("event=log_reopen_failed file=%s error=\"%s\"", r->cfg.log_file,
+			   strerror(-lrc));
 	rcu_thread_offline();
 	pthread_mutex_lock(&r->writer);
 	rcu_thread_online();

@@ -36,6 +36,23 @@ int vr_log_open(const char *path, enum vr_log_level level)
 	return 0;
 }
 
+int vr_log_reopen(const char *path)
+{
+	int cur = __atomic_load_n(&log_fd, __ATOMIC_RELAXED);
+
+	if (!path || !*path || strcmp(path, "stderr") == 0 || cur == STDERR_FILENO)
+		return 0;
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	/* dup2 swaps the file behind the descriptor in one step: a line
+	 * written meanwhile goes whole to the old file or the new one, never
+	 * to a closed descriptor or one reused for something else. */
+	int rc = dup2(fd, cur) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
 void vr_log_close(void)
 {
 	vr_log_open(NULL, (enum vr_log_level)__atomic_load_n(&log_level, __ATOMIC_RELAXED));
@@ -131,6 +148,7 @@ struct event_slot {
 
 struct event_ring {
 	uint64_t next;                /* slots written; the writer's alone */
+	uint64_t last_us;             /* its newest event's at_us, also the writer's */
 	struct event_slot slot[VR_LOG_EVENTS];
 };
 
@@ -183,14 +201,17 @@ void vr_log_event(enum vr_log_event_kind kind, const char *account, const char *
 		}
 		event_mine = &event_rings[i];
 	}
+	struct event_ring *r = event_mine;
 	gettimeofday(&tv, NULL);
-	u.ev.at_us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+	/* strictly increasing within a ring, so newest first is exact there */
+	u.ev.at_us = VR_MAX((uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec,
+			    r->last_us + 1);
+	r->last_us = u.ev.at_us;
 	u.ev.code = (uint16_t)VR_MIN(code, 999u);
 	u.ev.kind = (uint8_t)kind;
 	snprintf(u.ev.account, sizeof(u.ev.account), "%s", account ? account : "");
 	snprintf(u.ev.qid, sizeof(u.ev.qid), "%s", qid ? qid : "");
 	snprintf(u.ev.text, sizeof(u.ev.text), "%s", text ? text : "");
-	struct event_ring *r = event_mine;
 	event_copy_in(&r->slot[r->next++ % VR_LOG_EVENTS], &u);
 }
 

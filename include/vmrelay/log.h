@@ -20,6 +20,10 @@ enum vr_log_level { VR_LOG_ERR, VR_LOG_WARN, VR_LOG_INFO, VR_LOG_DEBUG };
 
 /* path NULL or "" or "stderr" logs to stderr. Returns 0 or -errno. */
 int vr_log_open(const char *path, enum vr_log_level level);
+/* Opens path again for the lines from now on (after logrotate moved it;
+ * SIGHUP and reload call it), from any thread while others log. Nothing
+ * to do when logging to stderr. 0, or -errno with the old file kept. */
+int vr_log_reopen(const char *path);
 void vr_log_close(void);
 /* "err", "warn", "info", "debug" -> level; -1 if unknown. */
 int vr_log_level_parse(const char *name);
