@@ -38,7 +38,9 @@ static void usage(FILE *out)
 		     "  -s, --socket PATH  control socket (default " DEFAULT_SOCKET ")\n"
 		     "  -H, --human        a readable table instead of the JSON reply\n"
 		     "commands: stats, metrics, quota show IP|ID, quota set ID N, quota reset ID,\n"
-		     "          account list, account show ID, reload, drain\n");
+		     "          account list|show ID|add JSON-LINE|remove ID, vps show ID|IP,\n"
+		     "          queue list [--vps ID] [--domain D], queue show|hold|release|delete QID,\n"
+		     "          queue flush, dns-records DOMAIN, dns-check DOMAIN, reload, drain\n");
 }
 
 static void die(const char *fmt, const char *a, const char *b)
@@ -241,15 +243,43 @@ static void human_quota(const json_t *r)
 	human_windows(json_object_get(r, "windows"));
 }
 
-/* The account as "key: value" lines, then its windows as quota show has them. */
+/* vps show's recent refusals or remote errors: time, code, qid, text. */
+static void human_events(const char *title, const json_t *a)
+{
+	size_t i;
+	json_t *e;
+
+	printf("%s: %zu\n", title, json_array_size(a));
+	json_array_foreach((json_t *)a, i, e) {
+		time_t at = (time_t)json_real_value(json_object_get(e, "at"));
+		const char *qid = json_string_value(json_object_get(e, "qid"));
+		char when[32];
+		struct tm tm;
+
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime_r(&at, &tm));
+		printf("  %s %3lld %-13s %s\n", when,
+		       (long long)json_integer_value(json_object_get(e, "code")), qid ? qid : "-",
+		       json_string_value(json_object_get(e, "text")));
+	}
+}
+
+/* The account as "key: value" lines, its windows as quota show has them,
+ * its mail waiting, then what went wrong for it lately. */
 static void human_vps(const json_t *r)
 {
 	const json_t *may = json_object_get(r, "may_send");
+	const json_t *q = json_object_get(r, "queue");
 
 	print_object(json_object_get(r, "account"), 0);
 	if (may)
 		printf("may_send: %s\n", json_is_true(may) ? "yes" : "no");
 	human_windows(json_object_get(r, "windows"));
+	printf("queue: %lld messages, %lld recipients, %lld held\n",
+	       (long long)json_integer_value(json_object_get(q, "messages")),
+	       (long long)json_integer_value(json_object_get(q, "recipients")),
+	       (long long)json_integer_value(json_object_get(q, "held")));
+	human_events("refusals", json_object_get(r, "refusals"));
+	human_events("remote_errors", json_object_get(r, "remote_errors"));
 }
 
 static void human_accounts(const json_t *r)
