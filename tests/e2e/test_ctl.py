@@ -250,6 +250,65 @@ class CtlTest(unittest.TestCase):
                       self.refused("vps", "show", "198.51.100.7"))
         self.assertIn("usage: vps show ID|IP", self.refused("vps", "show"))
 
+    def test_vps_show_queue_refusals_remote_errors(self):
+        """vps show's live view: the mail it has waiting (here all of it:
+        delivery goes to a closed port), its last refusals with their reply,
+        and what the remote side said of its mail."""
+        self.ok("quota", "reset", "vps1")
+        before = self.ok("vps", "show", "vps1")["queue"]
+        self.assertEqual(send(self.r, 1, rcpts=("q1@example.net", "q2@example.net")), 2)
+        with smtplib.SMTP("127.0.0.1", self.r.port, timeout=10) as s:
+            s.ehlo("vps1.example.com")
+            code, text = s.mail("user@foreign.example")
+        self.assertEqual(code, 550)
+        # the delivery threads try the closed port and defer
+        deadline = time.monotonic() + 10
+        while True:
+            show = self.ok("vps", "show", "vps1")
+            if show["remote_errors"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        q = show["queue"]
+        self.assertEqual((q["messages"] - before["messages"],
+                          q["recipients"] - before["recipients"]), (1, 2))
+        self.assertEqual(q["held"], 0)
+        ref = show["refusals"][0]
+        self.assertEqual(ref["code"], 550)
+        self.assertIn("sender domain foreign.example is not registered for VPS vps1",
+                      ref["text"])
+        self.assertLess(abs(ref["at"] - time.time()), 30)
+        err = show["remote_errors"][0]
+        self.assertRegex(err["qid"], r"^[0-9A-Z]+$")
+        self.assertIn(err["qid"], [m["qid"] for m in
+                                   self.ok("queue", "list", "--vps", "vps1")["messages"]])
+        self.assertTrue(err["text"])
+        # nobody else's refusals
+        self.assertEqual(self.ok("vps", "show", "vps2")["refusals"], [])
+        human = self.r.ctl("vps", "show", "vps1", human=True).stdout
+        self.assertRegex(human, r"(?m)^queue: \d+ messages, \d+ recipients, 0 held$")
+        self.assertRegex(human, r"(?m)^  \S+ \S+ 550 - +550 5\.7\.1 sender domain "
+                                r"foreign\.example")
+
+    def test_queue_list_filters(self):
+        self.assertEqual(send(self.r, 1, rcpts=("x@filter-a.example",)), 1)
+        self.assertEqual(send(self.r, 1, rcpts=("y@filter-b.example", "z@example.net")), 1 + 1)
+        every = self.ok("queue", "list")["messages"]
+        a = self.ok("queue", "list", "--domain", "FILTER-A.example")["messages"]
+        b = self.ok("queue", "list", "--vps", "vps1", "--domain", "filter-b.example")
+        self.assertEqual(len(a), 1)
+        self.assertEqual(len(b["messages"]), 1)
+        self.assertNotEqual(a[0]["qid"], b["messages"][0]["qid"])
+        self.assertEqual(len(self.ok("queue", "list", "--vps", "vps1")["messages"]),
+                         len([m for m in every if m["vps"] == "vps1"]))
+        self.assertEqual(self.ok("queue", "list", "--vps", "vps2")["messages"], [])
+        self.assertEqual(self.ok("queue", "list", "--domain", "nowhere.example")["messages"],
+                         [])
+        for args in (("--vps",), ("--colour", "red"), ("--vps", "a", "--vps", "b")):
+            self.assertIn("usage: queue list [--vps ID] [--domain D]",
+                          self.refused("queue", "list", *args))
+        human = self.r.ctl("queue", "list", "--domain", "filter-a.example", human=True).stdout
+        self.assertRegex(human, r"(?m)^1 message$")
+
     def test_bad_requests(self):
         replies = self.raw(b'{"cmd": "stats"\n[1,2]\n{"cmd": "stats", "args": [7]}\n'
                            b'\xff\xfe\n{"cmd":"stats"}\n')
