@@ -24,7 +24,7 @@ nodes over kernel sockets, one worker each, spools on /var/tmp:
      return included, per accepted mail (target <= 0.05), and any refusal.
      A node calls about once per 3/4 of its block, and a block is the
      node's rate times [cluster] lease_ttl_s (--lease-ttl, default 30), cut
-     to a quarter of the window's headroom: so the figure is about
+     to a third of the windows' headroom: so the figure is about
      1.3 / (lease_ttl_s x mails/s per node), and rises near a limit.
 
 Accepted mail must not leave the machine: [delivery] smarthost is a closed

@@ -31,10 +31,11 @@ double vr_cl_rate_update(double rate, uint64_t taken, uint64_t dt_ms);
 /* Slots to hold for a VPS sending at rate: a lease's life of mail, within
  * [lease_min, lease_max]. */
 uint32_t vr_cl_lease_want(const struct vr_cl_sizing *sz, double rate);
-/* want cut to a quarter of what every window had left at the last call
+/* want cut to a third of what every window had left at the last call
  * (at least lease_min): a block counts as used until it is settled, so
  * near a limit big blocks on some nodes would leave others refused while
- * slots sit idle. */
+ * slots sit idle; each taking a third of what is left leaves the next
+ * node something. */
 uint32_t vr_cl_lease_fit(const struct vr_cl_sizing *sz, uint32_t want, uint32_t headroom);
 /* Below this many slots a block is topped up: a quarter of want, at least 1
  * (a busy VPS calls Redis about once per 3/4 of a block). */

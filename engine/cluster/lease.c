@@ -36,7 +36,7 @@ uint32_t vr_cl_lease_want(const struct vr_cl_sizing *sz, double rate)
 
 uint32_t vr_cl_lease_fit(const struct vr_cl_sizing *sz, uint32_t want, uint32_t headroom)
 {
-	return VR_MIN(want, VR_MAX(sz->lease_min, headroom / 4));
+	return VR_MIN(want, VR_MAX(sz->lease_min, headroom / 3));
 }
 
 uint32_t vr_cl_lease_low(uint32_t want)

@@ -19,15 +19,15 @@
  *
  * Prefetched, and waited for only when cold: the cluster thread keeps each
  * active VPS's block ahead of need (its rate times lease_ttl_s, cut to a
- * quarter of what the windows have left: a busy VPS calls Redis about once
+ * third of what the windows have left: a busy VPS calls Redis about once
  * per 3/4 of a block or of lease_ttl_s, a quiet one once per mail and once
- * more to give the block back), so a RCPT
- * only looks at local atomics and never waits on the common path. A VPS
- * becomes active at MAIL (vr_cluster_touch); if its first block has not
- * arrived by RCPT, the session parks that RCPT's reply (engine/smtp,
- * VR_SMTP_RCPT_WAIT: the worker goes on, the session looks again on its
- * timer) rather than refuse a VPS under its limit. A 451 for a full window
- * comes only when Redis said the allowance is spent.
+ * more to give the block back), so a RCPT only looks at local atomics and
+ * never waits on the common path. A VPS becomes active at MAIL
+ * (vr_cluster_touch); if its first block has not arrived by RCPT, the
+ * session parks that RCPT's reply (engine/smtp, VR_SMTP_RCPT_WAIT: the
+ * worker goes on, the session looks again on its timer) rather than refuse
+ * a VPS under its limit. A 451 for a full window comes only when Redis said
+ * the allowance is spent.
  *
  * Redis unreachable: each node admits at most failsafe_percent of each
  * limit per calendar minute, hour and day on its own, logs it, counts it

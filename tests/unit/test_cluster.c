@@ -157,8 +157,8 @@ static void test_rate_and_size(void **state)
 	assert_int_equal(vr_cl_lease_want(&sz, 0), 2);
 	assert_int_equal(vr_cl_lease_want(&sz, 0.01), 2);
 	assert_int_equal(vr_cl_lease_want(&sz, 1e9), 50);
-	/* near a limit a block is at most a quarter of what is left */
-	assert_int_equal(vr_cl_lease_fit(&sz, 40, 100), 25);
+	/* near a limit a block is at most a third of what is left */
+	assert_int_equal(vr_cl_lease_fit(&sz, 40, 100), 33);
 	assert_int_equal(vr_cl_lease_fit(&sz, 40, 1000), 40);
 	assert_int_equal(vr_cl_lease_fit(&sz, 40, 3), 2);
 	assert_int_equal(vr_cl_lease_fit(&sz, 40, UINT32_MAX), 40);
