@@ -74,6 +74,7 @@ class Redis:
             except subprocess.CalledProcessError:
                 pass
             time.sleep(0.05)
+        self.cleanup()
         raise RuntimeError("redis-server did not start on port %d" % self.port)
 
     def stop(self):
@@ -375,19 +376,26 @@ class RedisClusterTest(Base):
     def setUpClass(cls):
         if not os.access(REDIS_SERVER, os.X_OK):
             raise unittest.SkipTest("no redis-server")
-        cls.redis = [Redis(cluster=True).start() for _ in range(3)]
-        subprocess.run([REDIS_CLI, "--cluster", "create"]
-                       + ["127.0.0.1:%d" % r.port for r in cls.redis]
-                       + ["--cluster-replicas", "0", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=30)
-        deadline = time.monotonic() + 20
-        while not all("cluster_state:ok" in r.cli("CLUSTER", "INFO") for r in cls.redis):
-            if time.monotonic() > deadline:
-                raise RuntimeError("Redis Cluster did not come up")
-            time.sleep(0.1)
-        slot = int(cls.redis[0].cli("CLUSTER", "KEYSLOT", "{vps1}"))
-        cls.seed = next(r for r in cls.redis
-                        if not any(lo <= slot <= hi for lo, hi in cluster_slots(r)))
+        cls.redis = []
+        try:
+            # unittest skips tearDownClass when this fails: clean up here
+            for _ in range(3):
+                cls.redis.append(Redis(cluster=True).start())
+            subprocess.run([REDIS_CLI, "--cluster", "create"]
+                           + ["127.0.0.1:%d" % r.port for r in cls.redis]
+                           + ["--cluster-replicas", "0", "--cluster-yes"],
+                           check=True, capture_output=True, timeout=30)
+            deadline = time.monotonic() + 20
+            while not all("cluster_state:ok" in r.cli("CLUSTER", "INFO") for r in cls.redis):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("Redis Cluster did not come up")
+                time.sleep(0.1)
+            slot = int(cls.redis[0].cli("CLUSTER", "KEYSLOT", "{vps1}"))
+            cls.seed = next(r for r in cls.redis
+                            if not any(lo <= slot <= hi for lo, hi in cluster_slots(r)))
+        except BaseException:
+            cls.tearDownClass()
+            raise
 
     def test_limits_hold_through_moved(self):
         self.start({"per_minute": 10, "per_hour": 1000, "per_day": 1000})
