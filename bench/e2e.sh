@@ -48,6 +48,7 @@ usage: bench/e2e.sh [options]     (as root)
   --ctl-rate R         control commands a second during vmrelay+ctl runs ($CTL_RATE)
   --sample K           signed messages verified with dkimpy per run ($SAMPLE)
   --workers W          vmrelay worker threads ($WORKERS)
+  --delivery-workers D vmrelay's [delivery] workers (default: vmrelay's own default)
   --warmup M           messages sent and delivered before each measured run ($WARMUP)
   --timeout S          bound in seconds on each run, delivery included ($TIMEOUT)
   --vmrelay PATH       use this vmrelay binary (default: build build-bench/, release)
@@ -64,7 +65,8 @@ while (($#)); do
 	opt=$1
 	case $opt in
 	--rounds | --messages | --sessions | --size | --only | --ctl | --ctl-rate | --sample | \
-	--workers | --warmup | --timeout | --vmrelay | --vmrelay-spool | --workdir | --results)
+	--workers | --warmup | --timeout | --vmrelay | --vmrelay-spool | --workdir | --results | \
+	--delivery-workers)
 		(($# >= 2)) || die "$opt needs a value"
 		val=$2
 		shift 2 ;;
@@ -83,6 +85,7 @@ while (($#)); do
 	--ctl-rate) need_uint "$opt" "$val" 1; CTL_RATE=$val ;;
 	--sample) need_uint "$opt" "$val" 0; SAMPLE=$val ;;
 	--workers) need_uint "$opt" "$val" 1; WORKERS=$val ;;
+	--delivery-workers) need_uint "$opt" "$val" 1; VR_DELIVERY_WORKERS=$val ;;
 	--warmup) need_uint "$opt" "$val" 0; WARMUP=$val ;;
 	--timeout) need_uint "$opt" "$val" 1; TIMEOUT=$val ;;
 	--only) ONLY=$val ;;
@@ -171,36 +174,12 @@ stop_e2e_postfix() {
 	forget_child "$ODK_PID"
 }
 
-# --- vmrelay, delivering to its far sink ---------------------------------------------
+# --- vmrelay, delivering to its far sink (lib.sh: VR_DELIVER) ---------------------------
 
-start_e2e_vmrelay() { start_vmrelay "$1"; }
-
-settle_e2e_vmrelay() {
-	local dir=$1 expect=$2 deadline=$((SECONDS + TIMEOUT))
-	while (($(sink_count "$dir/relay-sink.out") < expect)); do
-		((SECONDS < deadline)) ||
-			die "vmrelay: not delivered after $TIMEOUT s: relay sink has $(sink_count "$dir/relay-sink.out") of $expect"
-		kill -0 "$VR_PID" 2>/dev/null || die "vmrelay died; its log:"$'\n'"$(tail_of "$dir/vmrelay.log" 10)"
-		sleep 0.2
-	done
-}
-
-# Every message logged once as sent to the far sink, nothing else tried, the
-# spool's records intact, and the log clean.
-verify_e2e_vmrelay() {
-	local dir=$1 expect=$2 sent others
-	settle_e2e_vmrelay "$dir" "$expect"
-	sent=$(grep -cE ' event=delivery .* result=sent ' "$dir/vmrelay.log") || true
-	others=$(grep ' event=delivery ' "$dir/vmrelay.log" | grep -cv ' result=sent ') || true
-	((sent == expect && others == 0)) ||
-		die "vmrelay: expected $expect deliveries: $sent logged result=sent, $others other attempts"
-	"$VMRELAY_SPOOL" "$dir/spool" check >"$dir/spool.check" 2>&1 ||
-		die "vmrelay-spool check found damage:"$'\n'"$(tail_of "$dir/spool.check")"
-	vmrelay_log_clean "$dir"
-	VERIFIED=$sent
-}
-
-stop_e2e_vmrelay() { stop_vmrelay "$1"; }
+start_e2e_vmrelay() { start_vmrelay "$@"; }
+settle_e2e_vmrelay() { settle_vmrelay "$@"; }
+verify_e2e_vmrelay() { verify_vmrelay "$@"; }
+stop_e2e_vmrelay() { stop_vmrelay "$@"; }
 
 # vmrelay+ctl: vmrelay itself; e2e_run starts the control commands.
 start_e2e_ctl() { start_e2e_vmrelay "$@"; }
@@ -246,8 +225,9 @@ e2e_run() {
 		kill -TERM "$ctl_pid" 2>/dev/null || true
 		wait "$ctl_pid" || die "$name: control commands failed:"$'\n'"$(tail_of "$dir/ctl.err")"
 		forget_child "$ctl_pid"
-		ctl_out=$(sed -E 's/^sent=([0-9]+) ok=[0-9]+ seconds=([0-9.]+)$/\1:\2/' "$dir/ctl.out")
-		[[ $ctl_out =~ ^[0-9]+:[0-9.]+$ ]] || die "$name: ctlload.py printed: $(cat "$dir/ctl.out")"
+		# "sent|seconds|per-command reply times" for report.py
+		ctl_out=$(sed -E '1s/^sent=([0-9]+) ok=[0-9]+ seconds=([0-9.]+)$/\1|\2/' "$dir/ctl.out" | paste -sd '|')
+		[[ $ctl_out =~ ^[0-9]+\|[0-9.]+\|[^|]+$ ]] || die "$name: ctlload.py printed: $(cat "$dir/ctl.out")"
 	fi
 	read -r wall cpu rc load_s <<<"$(sed -E 's/[a-z_]+=//g' "$dir/measure.out")"
 	((rc != 124)) || die "$name: not all delivered within $TIMEOUT s:"$'\n'"$(tail_of "$dir/load.err")"
@@ -262,7 +242,7 @@ e2e_run() {
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$MESSAGES" "$wall" "$load_s" "$cpu" \
 		"$ctl_out" "$check" >>"$RUNS"
 	say "$(awk -v r="$round" -v n="$name" -v m="$MESSAGES" -v w="$wall" -v l="$load_s" -v c="$cpu" -v k="$check" -v x="$ctl_out" \
-		'BEGIN { printf "round %d: %-11s %6.0f msgs/s end to end (%.2f s; load done at %.2f s)  CPU %5.2f s  %s%s", r, n, m / w, w, l, c, k, (x == "-" ? "" : "  ctl sent:s " x) }')"
+		'BEGIN { printf "round %d: %-11s %6.0f msgs/s end to end (%.2f s; load done at %.2f s)  CPU %5.2f s  %s%s", r, n, m / w, w, l, c, k, (x == "-" ? "" : "  ctl sent|s|reply ms: " x) }')"
 }
 
 # --- main --------------------------------------------------------------------------
@@ -296,8 +276,8 @@ meta warmup "$WARMUP"
 meta sample "$SAMPLE"
 PF_VERSION=$(postconf -d -h mail_version)
 has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance (bench/postfix/main.cf.in and master.cf.in, durable queue) with OpenDKIM $(opendkim -V 2>&1 | sed -nE '1s/.*v([0-9.]+).*/\1/p') (Debian's package) as its milter on a Unix socket beside the instance (bench/postfix/opendkim.conf.in: signing mode, Ed25519, relaxed/relaxed, milter_default_action = tempfail so that nothing leaves unsigned), relaying to an smtp-sink that keeps what it gets (-D); every run: its log showed each message accepted and status=sent, no reject, deferral or warning, the queue empty."
-has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers, durable spool, the bench account signing bench.example with the Ed25519 key (selector ed1), [delivery] smarthost = an smtp-sink that keeps what it gets (-D); every run: its log showed one result=sent delivery per message and no other attempt, \`vmrelay-spool check\` found every record intact, no err or warn line."
-((CTL == 0)) || meta engine_note "vmrelay+ctl: vmrelay as above while bench/e2e/ctlload.py sends up to $CTL control requests at $CTL_RATE/s from the start of the load until the last message reached the far sink, each on a connection of its own (as vmrelayctl does), in turn: stats, quota show bench, queue list, metrics, vps show $CLIENT_ADDR; every reply ok. The ctl column gives how many were sent by then."
+has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers, ${VR_DELIVERY_WORKERS:-the default number of} delivery workers, durable spool, the bench account signing bench.example with the Ed25519 key (selector ed1), [delivery] smarthost = an smtp-sink that keeps what it gets (-D); every run: its log showed one result=sent delivery per message and no other attempt, \`vmrelay-spool check\` found every record intact, no err or warn line."
+((CTL == 0)) || meta engine_note "vmrelay+ctl: vmrelay as above while bench/e2e/ctlload.py sends up to $CTL control requests at $CTL_RATE/s from the start of the load until the last message reached the far sink, each on a connection of its own (as vmrelayctl does), in turn: stats, quota show bench, queue list, metrics, vps show $CLIENT_ADDR; every reply ok. The ctl column gives how many were sent by then and each command's reply time."
 
 say "work directory $WORK; engines: ${ENGINES[*]}; $ROUNDS rounds of $MESSAGES messages"
 for ((round = 1; round <= ROUNDS; round++)); do

@@ -7,7 +7,8 @@ vmrelay+ctl runs (issue 6: 1000 control commands during a load run).
 Sends N requests to the control socket at R a second, each on a connection
 of its own as vmrelayctl does, cycling through stats, quota show, queue
 list, metrics and vps show; every reply must say "ok": true. Stops early on
-SIGTERM. Prints "sent=N ok=N seconds=S" on exit; exits 1 on a failed reply.
+SIGTERM. Prints "sent=N ok=N seconds=S" on exit, then a line with each
+command's mean and longest reply time in ms; exits 1 on a failed reply.
 """
 
 import argparse
@@ -49,6 +50,12 @@ def main():
         stop = True
     signal.signal(signal.SIGTERM, on_term)
     sent = ok = 0
+    took = {}   # command -> reply times, s
+
+    def summary():
+        print(f"sent={sent} ok={ok} seconds={time.monotonic() - t0:.3f}")
+        print(", ".join(f"{name} {1000 * sum(t) / len(t):.1f}/{1000 * max(t):.1f}"
+                        for name, t in took.items()) + " ms mean/max")
     t0 = time.monotonic()
     while sent < args.count and not stop:
         # paced: request i leaves at t0 + i / rate, never in a burst
@@ -57,13 +64,15 @@ def main():
             time.sleep(delay)
             continue
         cmd, cargs = cmds[sent % len(cmds)]
+        t = time.monotonic()
         reply = request(args.socket, cmd, cargs)
+        took.setdefault(" ".join([cmd] + cargs[:1]), []).append(time.monotonic() - t)
         sent += 1
         if not reply.get("ok"):
-            print(f"sent={sent} ok={ok} seconds={time.monotonic() - t0:.3f}")
+            summary()
             sys.exit(f"ctlload.py: {cmd} {' '.join(cargs)}: {reply.get('error', reply)}")
         ok += 1
-    print(f"sent={sent} ok={ok} seconds={time.monotonic() - t0:.3f}")
+    summary()
     return 0
 
 

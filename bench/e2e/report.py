@@ -6,8 +6,8 @@
 RUNS holds one verified run a line, tab separated: engine, round, messages,
 wall_s (load start to the last message at the far sink), load_s (load start
 to the load's exit), cpu_s (the relay's process tree: Postfix's master and
-children plus opendkim; vmrelay), ctl ("-", or sent:seconds of the control
-commands) and the DKIM check's line. META is "key<TAB>value" lines. Prints
+children plus opendkim; vmrelay), ctl ("-", or "sent|seconds|reply
+times" of the control commands) and the DKIM check's line. META is "key<TAB>value" lines. Prints
 the table (medians; ratios to Postfix and vmrelay+ctl's change against
 vmrelay as medians of the per-round ratios, each from runs moments apart)
 and the targets; with --markdown writes it with the machine, the command,
@@ -41,19 +41,25 @@ def read_runs(path):
     return runs
 
 
-def per_round_ratio(runs, a, b):
-    """Median over the rounds both ran of rate(a) / rate(b)."""
+def per_round_ratio(runs, a, b, key="wall"):
+    """Median over the rounds both ran of rate(a) / rate(b), the rates end
+    to end (key wall) or of acceptance (key load)."""
     rounds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
     if not rounds:
         return None
     return statistics.median(
-        (runs[a][r]["msgs"] / runs[a][r]["wall"]) / (runs[b][r]["msgs"] / runs[b][r]["wall"])
+        (runs[a][r]["msgs"] / runs[a][r][key]) / (runs[b][r]["msgs"] / runs[b][r][key])
         for r in rounds)
+
+
+def ctl_sent(r):
+    sent, secs, _ = r["ctl"].split("|")
+    return int(sent), float(secs)
 
 
 def table(runs):
     lines = [f"{'engine':<12} {'msgs/s e2e':>10} {'wall s':>7} {'accept msgs/s':>13} "
-             f"{'CPU s/1000':>10} {'vs Postfix':>10}  ctl sent by the end"]
+             f"{'CPU s/1000':>10} {'vs Postfix':>10}"]
     for e in ENGINES:
         if e not in runs:
             continue
@@ -63,9 +69,8 @@ def table(runs):
         accept = statistics.median(r["msgs"] / r["load"] for r in rs)
         cpu = statistics.median(r["cpu"] / r["msgs"] * 1000 for r in rs)
         vs = per_round_ratio(runs, e, "postfix")
-        ctl = ", ".join(r["ctl"].replace(":", " in ") + " s" for r in rs) if e == "vmrelay+ctl" else ""
         lines.append(f"{e:<12} {rate:>10.0f} {wall:>7.2f} {accept:>13.0f} {cpu:>10.3f} "
-                     f"{(f'{vs:.2f}x' if vs else '-'):>10}  {ctl}".rstrip())
+                     f"{(f'{vs:.2f}x' if vs else '-'):>10}")
     lines.append("")
     vs = per_round_ratio(runs, "vmrelay", "postfix")
     if vs is not None:
@@ -73,9 +78,15 @@ def table(runs):
                      + ("met" if vs >= TARGET_VS_POSTFIX else "NOT met"))
     ctl = per_round_ratio(runs, "vmrelay+ctl", "vmrelay")
     if ctl is not None:
-        lines.append(f"vmrelay+ctl: throughput {100 * (ctl - 1):+.1f}% against vmrelay "
-                     f"(median of the per-round ratios; target: less than {100 * TARGET_CTL:g}% lower, "
-                     "reported, not asserted): " + ("within" if ctl >= 1 - TARGET_CTL else "NOT within"))
+        acc = per_round_ratio(runs, "vmrelay+ctl", "vmrelay", "load")
+        sent = [ctl_sent(r) for r in runs["vmrelay+ctl"].values()]
+        lines.append(f"vmrelay+ctl: {', '.join(f'{n} commands in {s:.1f} s' for n, s in sent)} "
+                     "(by the last delivery)")
+        lines.append(f"vmrelay+ctl against vmrelay: end to end {100 * (ctl - 1):+.1f}%, accepting "
+                     f"{100 * (acc - 1):+.1f}% (medians of per-round ratios; target: less than "
+                     f"{100 * TARGET_CTL:g}% lower, reported, not asserted): end to end "
+                     + ("within" if ctl >= 1 - TARGET_CTL else "NOT within") + ", accepting "
+                     + ("within" if acc >= 1 - TARGET_CTL else "NOT within"))
     return "\n".join(lines)
 
 
@@ -118,7 +129,10 @@ def markdown(out, runs, meta, text):
     for e in ENGINES:
         for rnd, r in sorted(runs.get(e, {}).items()):
             w.append(f"{e:<12} round {rnd}: {r['msgs'] / r['wall']:7.0f} {r['msgs'] / r['load']:7.0f}  "
-                     f"{r['check']}" + (f"  ctl {r['ctl']}" if r["ctl"] != "-" else ""))
+                     f"{r['check']}")
+            if r["ctl"] != "-":
+                n, secs, times = r["ctl"].split("|")
+                w.append(f"{'':<12}   ctl: {n} commands in {secs} s; reply times {times}")
     w += ["```", ""]
     for key, title in (("postfix_conf", "Postfix: `postconf -n`"),
                        ("opendkim_conf", "OpenDKIM: opendkim.conf"),
