@@ -8,6 +8,9 @@
 # and netns_down (called by cleanup() in lib.sh) removes it however the
 # script ends.
 
+# The first of 10.201.0.0/24 .. 10.201.63.0/24 that no address or route
+# here uses (netns_up picks it): two benchmarks on the veth path at once,
+# e.g. compare.sh and scale.sh run by two people, each get their own.
 NS_NET=10.201.0.0/24
 NS_HOST_ADDR=10.201.0.1
 NS_PEER_ADDR=10.201.0.2
@@ -21,11 +24,14 @@ netns_up() {
 	local ns=vrb-$$ host=vrb$$h peer=vrb$$n err
 	command -v ip >/dev/null || die "--path veth: 'ip' not found (package iproute2)"
 	# An address of ours already in use would send the load elsewhere, or
-	# take it from whoever owns the address: refuse rather than share.
-	[[ -z $(ip -4 -o addr show to "$NS_NET") ]] ||
-		die "--path veth: $NS_NET is already in use here:"$'\n'"$(ip -4 -o addr show to "$NS_NET" | sed 's/^/    /')"
-	[[ -z $(ip -4 route show to match "$NS_HOST_ADDR" | grep -v '^default') ]] ||
-		die "--path veth: a route already covers $NS_HOST_ADDR:"$'\n'"$(ip -4 route show to match "$NS_HOST_ADDR" | sed 's/^/    /')"
+	# take it from whoever owns the address: take a subnet nobody uses.
+	local n
+	for ((n = 0; n < 64; n++)); do
+		[[ -z $(ip -4 -o addr show to "10.201.$n.0/24") &&
+			-z $(ip -4 route show to match "10.201.$n.1" | grep -v '^default') ]] && break
+	done
+	((n < 64)) || die "--path veth: 10.201.0.0/24 to 10.201.63.0/24 are all in use here"
+	NS_NET=10.201.$n.0/24 NS_HOST_ADDR=10.201.$n.1 NS_PEER_ADDR=10.201.$n.2
 	err=$(ip netns add "$ns" 2>&1) || die "--path veth: ip netns add $ns failed: $err"
 	NS_NAME=$ns
 	err=$(ip link add "$host" type veth peer name "$peer" netns "$ns" 2>&1) ||

@@ -10,7 +10,10 @@ matches its own), and every refusal is counted under its reply code.
   some recipients (451, 550) and some messages (451 after DATA);
 - --sink receiving from smtp-source and swaks, and from vmrelay-bench itself
   with failures injected, over DATA, BDAT and STARTTLS;
-- against vmrelay, whose spool must hold exactly the accepted messages.
+- against vmrelay, whose spool must hold exactly the accepted messages;
+- bench/e2e/dkimcheck.py (bench/e2e.sh's check of the far sink's mail) on a
+  real smtp-sink dump: all signed passes, a missing, unsigned or tampered
+  message fails.
 """
 
 import glob
@@ -391,6 +394,78 @@ class BenchAgainstVmrelayTest(unittest.TestCase):
                                      "--chunking", "--rcpts", 2)
         self.assertTrue(all("tls" in rec["flags"] for rec in new.values()))
         self.assertTrue(all(len(rec["recipients"]) == 2 for rec in new.values()))
+
+
+class DkimCheckTest(unittest.TestCase):
+    """bench/e2e/dkimcheck.py, which passes bench/e2e.sh's runs, on a real
+    smtp-sink -D dump: it passes only if every message arrived, signed by
+    the key, and the sample verifies."""
+
+    DKIMCHECK = os.path.join(relay.ROOT, "bench", "e2e", "dkimcheck.py")
+
+    def setUp(self):
+        import base64
+        import dkim
+        import nacl.signing
+        self.dkim = dkim
+        self.dir = tempfile.mkdtemp(prefix="vr-e2e-dkimcheck-")
+        os.chmod(self.dir, 0o777)         # smtp-sink writes as nobody
+        seed = nacl.signing.SigningKey.generate()
+        self.priv = base64.b64encode(bytes(seed))
+        self.pub = base64.b64encode(bytes(seed.verify_key)).decode()
+        self.port = free_port()
+        self.sink = subprocess.Popen(
+            ["smtp-sink", "-u", "nobody", "-c", "-D", os.path.join(self.dir, "mail"),
+             "127.0.0.1:%d" % self.port, "64"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while subprocess.run(["ss", "-Hltn", "sport = :%d" % self.port],
+                             stdout=subprocess.PIPE).stdout.strip() == b"":
+            self.assertLess(time.monotonic(), deadline, "smtp-sink did not listen")
+            time.sleep(0.05)
+
+    def tearDown(self):
+        self.sink.kill()
+        self.sink.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def send(self, n, sign=True, tamper=False):
+        import smtplib
+        with smtplib.SMTP("127.0.0.1", self.port) as c:
+            for i in range(n):
+                msg = (b"From: bench@bench.example\r\nTo: sink@sink.example\r\n"
+                       b"Subject: %d\r\n\r\nline one\r\n  spaced  line %d\r\n" % (i, i))
+                if sign:
+                    msg = self.dkim.sign(msg, b"ed1", b"bench.example", self.priv,
+                                         signature_algorithm=b"ed25519-sha256") + msg
+                if tamper:
+                    msg = msg.replace(b"line one", b"line One")
+                c.sendmail("bench@bench.example", ["sink@sink.example"], msg)
+
+    def check(self, expect):
+        p = subprocess.run(["/usr/bin/python3", self.DKIMCHECK, self.dir, "--expect", str(expect),
+                            "--pubkey", self.pub, "--domain", "bench.example", "--selector", "ed1",
+                            "--sample", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    def test_all_signed_passes(self):
+        self.send(5)
+        self.assertEqual(self.check(5), (0, "messages=5 signed=5 verified=3/3\n", ""))
+
+    def test_missing_or_unsigned_fails(self):
+        self.send(4)
+        self.send(1, sign=False)
+        rc, out, err = self.check(5)
+        self.assertEqual((rc, out), (1, "messages=5 signed=4 verified=3/3\n"))
+        self.assertIn("5 messages, 4 signed", err)
+        rc, out, err = self.check(6)
+        self.assertEqual(rc, 1)
+        self.assertIn("expected 6", err)
+
+    def test_bad_signature_fails(self):
+        self.send(3, tamper=True)
+        rc, out, err = self.check(3)
+        self.assertEqual((rc, out), (1, "messages=3 signed=3 verified=0/3\n"))
+        self.assertIn("fails DKIM verification", err)
 
 
 if __name__ == "__main__":
