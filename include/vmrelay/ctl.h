@@ -6,10 +6,13 @@
  * A request is one line, {"cmd": "quota", "args": ["show", "vps1"]}; the
  * reply is one line, {"ok": true, ...} or {"ok": false, "error": "..."}.
  * Commands: stats, metrics, quota show|set|reset, account
- * list|show|add|remove, vps show, reload, drain, dns-records, dns-check
- * (engine/ctl/cmd.c has the table, with each one's usage; dns.c the DNS
- * wizard's two). account add|remove edit [relay] accounts
- * and then call ops->reload.
+ * list|show|add|remove, vps show, reload, drain, queue list [--vps ID]
+ * [--domain D]|show|hold|release|delete|flush, dns-records, dns-check
+ * (engine/ctl/cmd.c has the table, with each one's usage; queue.c the
+ * queue's, dns.c the DNS wizard's two). account add|remove edit [relay]
+ * accounts and then call ops->reload. vps show adds to quota show the
+ * account, its mail in the spool and its recent refusals and remote errors
+ * (vr_log_events_of, vmrelay/log.h).
  *
  * With [relay] metrics_listen set, the same thread serves the metrics over
  * HTTP: GET /metrics on that address (no credentials: read-only figures).

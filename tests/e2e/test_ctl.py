@@ -282,6 +282,13 @@ class CtlTest(unittest.TestCase):
         self.assertIn(err["qid"], [m["qid"] for m in
                                    self.ok("queue", "list", "--vps", "vps1")["messages"]])
         self.assertTrue(err["text"])
+        # held mail counts as held
+        self.assertEqual(self.ok("queue", "hold", err["qid"])["done"], "held")
+        try:
+            q = self.ok("vps", "show", "127.0.0.1")["queue"]
+            self.assertEqual((q["messages"], q["held"]), (show["queue"]["messages"], 1))
+        finally:
+            self.ok("queue", "release", err["qid"])
         # nobody else's refusals
         self.assertEqual(self.ok("vps", "show", "vps2")["refusals"], [])
         human = self.r.ctl("vps", "show", "vps1", human=True).stdout
