@@ -30,6 +30,7 @@ WORKERS=2 WARMUP=100 TIMEOUT=600 ONLY=sink,postfix,vmrelay
 VMRELAY='' VMRELAY_SPOOL='' VMRELAY_BENCH='' WORK='' KEEP=0 NO_RESULTS=0
 RESULTS='' PNG='' NET_PATH=loopback
 LOAD=vmrelay-bench
+VR_DELIVER=1    # lib.sh: vmrelay delivers to a relay sink, as Postfix does
 # start_vmrelay sizes the account's quota from this: above any run's load
 MESSAGES=1000000
 
@@ -310,11 +311,14 @@ in the run, each checked to be in the engine afterwards.
 - Each engine started afresh for each point, as in \`bench/compare.sh\`
   (bench/lib.sh): smtp-sink counting (-c), Postfix $(postconf -d -h mail_version)
   as a private instance with its durable queue relaying to a second smtp-sink,
-  ${VR_NOTE:-vmrelay not measured}.
+  ${VR_NOTE:-vmrelay not measured}, delivering to a second smtp-sink too
+  ([delivery] smarthost).
 - A point counts only if vmrelay-bench exited 0 (every message and recipient
   accepted) and the engine then held exactly the messages it counted:
   smtp-sink's counter; Postfix's log (accepted, relayed, removed) and its
-  empty queue; vmrelay's spool, listed and checked with vmrelay-spool.
+  empty queue; vmrelay's log (each message delivered once, nothing else
+  tried), its relay sink's counter and \`vmrelay-spool check\`. The next
+  point starts once the relay sink has everything.
 - vmrelay-bench is one thread on the same $(nproc) CPUs as the server: at the
   top of the smtp-sink curve the client, not the sink, may be the limit.
 - Postfix's default_process_limit (100 as installed, and its listen
