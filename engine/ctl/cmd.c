@@ -435,6 +435,12 @@ static int cmd_account_remove(struct vr_ctl *c, const char *const *argv, json_t 
 	return reload_after_edit(c, reply, err, errlen);
 }
 
+/* An event holds a whole account id and queue ID (log.h cannot see their sizes). */
+_Static_assert(sizeof(((struct vr_log_event *)0)->account) == VR_ACCOUNT_ID_MAX,
+	       "vr_log_event.account is VR_ACCOUNT_ID_MAX");
+_Static_assert(sizeof(((struct vr_log_event *)0)->qid) == VR_QID_MAX,
+	       "vr_log_event.qid is VR_QID_MAX");
+
 /* vps show's recent events of one kind, newest first. */
 static json_t *recent_json(const char *id, enum vr_log_event_kind kind)
 {
