@@ -193,8 +193,11 @@ static void verdict_pending(const struct vr_cluster *c, struct vr_cluster_verdic
 		};
 }
 
-int vr_cluster_take(struct vr_cluster *c, const char *id, uint32_t n,
-		    struct vr_cluster_verdict *v)
+/* vr_cluster_take; a poll (a RCPT waiting) counts only its end in a spent
+ * allowance, and wakes the thread only if it has not been asked since its
+ * last look. */
+static int take(struct vr_cluster *c, const char *id, uint32_t n, struct vr_cluster_verdict *v,
+		bool poll)
 {
 	int32_t want = (int32_t)n;
 	int rc = -EAGAIN;
@@ -203,7 +206,8 @@ int vr_cluster_take(struct vr_cluster *c, const char *id, uint32_t n,
 	struct entry *e = lookup(c, id, hash_id(id));
 	if (!e) {
 		rcu_read_unlock();
-		count(&c->st.pending, 1);
+		if (!poll)
+			count(&c->st.pending, 1);
 		verdict_pending(c, v);
 		return -EAGAIN;
 	}
@@ -248,11 +252,27 @@ int vr_cluster_take(struct vr_cluster *c, const char *id, uint32_t n,
 	}
 	/* spent too: the thread asks Redis again now and then, as other nodes
 	 * may give slots back */
-	__atomic_store_n(&e->demand, true, __ATOMIC_RELEASE);
+	bool asked = __atomic_exchange_n(&e->demand, true, __ATOMIC_ACQ_REL);
 	rcu_read_unlock();
-	count(rc == -EDQUOT ? &c->st.spent : &c->st.pending, 1);
-	kick(c);
+	if (rc == -EDQUOT)
+		count(&c->st.spent, 1);
+	else if (!poll)
+		count(&c->st.pending, 1);
+	if (!poll || !asked)
+		kick(c);
 	return rc;
+}
+
+int vr_cluster_take(struct vr_cluster *c, const char *id, uint32_t n,
+		    struct vr_cluster_verdict *v)
+{
+	return take(c, id, n, v, false);
+}
+
+int vr_cluster_poll(struct vr_cluster *c, const char *id, uint32_t n,
+		    struct vr_cluster_verdict *v)
+{
+	return take(c, id, n, v, true);
 }
 
 /* Ends n in-flight slots: sent (used) or back into the block. */

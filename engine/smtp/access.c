@@ -199,7 +199,7 @@ static int access_cluster(struct vr_session *s)
 void vr_smtp_rcpt_wait(struct vr_session *s)
 {
 	struct vr_cluster_verdict cv;
-	int rc = vr_cluster_take(s->srv->cluster, s->account, 1, &cv);
+	int rc = vr_cluster_poll(s->srv->cluster, s->account, 1, &cv);
 
 	if (rc == -EAGAIN && s->now < s->rcpt_wait_until)
 		return;

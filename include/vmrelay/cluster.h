@@ -82,8 +82,8 @@ struct vr_cluster_stats {
 	uint64_t slots_leased;
 	uint64_t slots_returned;
 	uint64_t taken;               /* slots the workers took */
-	uint64_t pending;             /* RCPTs that found no block (451) */
-	uint64_t spent;               /* RCPTs refused: allowance spent cluster-wide */
+	uint64_t pending;             /* RCPTs that found no block at once (and waited) */
+	uint64_t spent;               /* RCPTs refused: the allowance is spent cluster-wide */
 	uint64_t failsafe_taken;      /* slots taken while Redis was away */
 	uint64_t active;              /* VPSes with a block or demand now */
 };
@@ -107,6 +107,11 @@ void vr_cluster_touch(struct vr_cluster *c, const char *id, uint32_t daily);
  * v->redis_away says which). v may be NULL.
  */
 int vr_cluster_take(struct vr_cluster *c, const char *id, uint32_t n,
+		    struct vr_cluster_verdict *v);
+/* vr_cluster_take again for a RCPT already waiting on -EAGAIN: the same,
+ * but the wait is not counted again, and the cluster thread is woken only
+ * once per look it takes. */
+int vr_cluster_poll(struct vr_cluster *c, const char *id, uint32_t n,
 		    struct vr_cluster_verdict *v);
 /* Taken slots became sent mail (the message is committed) ... */
 void vr_cluster_confirm(struct vr_cluster *c, const char *id, uint32_t n);

@@ -591,6 +591,17 @@ static void test_failsafe_when_redis_away(void **state)
 	assert_false(st.redis_up);
 	assert_true(st.redis_errors > 0);
 	assert_int_equal(st.failsafe_taken, ok);
+	/* a waiting RCPT looking again is not counted again (unless a new
+	 * calendar minute brought a new share, when the looks succeed) */
+	uint64_t pending = st.pending;
+	for (int i = 0; i < 3; i++)
+		if (vr_cluster_poll(c, "vps1", 1, &v) == -EAGAIN)
+			assert_true(v.pending && v.redis_away);
+	vr_cluster_stats(c, &st);
+	assert_int_equal(st.pending, pending);
+	int rc = vr_cluster_take(c, "vps1", 1, &v);
+	vr_cluster_stats(c, &st);
+	assert_int_equal(st.pending, pending + (rc == -EAGAIN));
 	vr_cluster_free(c);
 }
 
