@@ -10,7 +10,8 @@
 # there also vmrelay on DPDK, its SMTP on our own TCP/IP stack (--only
 # ...,vmrelay-dpdk; bench/dpdk.sh).
 # Prints msgs/s, wall time, server CPU seconds per 1000 messages and the
-# ratios, and writes the same table to bench/RESULTS.md (see report.py),
+# ratios (with --load vmrelay-bench also sessions/s and the p99 latency of
+# the final reply), and writes the same table to bench/RESULTS.md (see report.py),
 # whose header names the path.
 #
 # Postfix and vmrelay relay alike: each hands its mail to a second
@@ -160,7 +161,12 @@ run_engine() {
 	total=$((total + MESSAGES))
 	"verify_$e" "$dir" "$total"
 	"stop_$e" "$dir"
-	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$MESSAGES" "$wall" "$cpu" "$fsync_ms" >>"$RUNS"
+	# sessions/s and the p99 of the final reply: vmrelay-bench's report has them
+	lat='-	-'
+	[[ $LOAD != vmrelay-bench ]] || lat=$("$PY" -c 'import json, sys; r = json.load(open(sys.argv[1]))
+print("%.2f\t%.3f" % (r["sessions_per_s"], r["latency_ms"]["p99"]))' "$dir/load.json") ||
+		die "$name: no sessions/s or p99 in $dir/load.json"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$MESSAGES" "$wall" "$cpu" "$fsync_ms" "$lat" >>"$RUNS"
 	say "$(awk -v r="$round" -v n="$name" -v m="$MESSAGES" -v w="$wall" -v c="$cpu" -v f="$fsync_ms" -v v="$VERIFIED" \
 		'BEGIN { printf "round %d: %-9s %6.0f msgs/s  %6.2f s  server CPU %5.2f s  fdatasync %.2f ms  (%d messages verified)", r, n, m / w, w, c, f, v }')"
 }
