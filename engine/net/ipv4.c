@@ -21,18 +21,28 @@
 #define IP_TTL     64
 
 /*
- * Summed 32 bits at a time in the host's byte order, then swapped once: the
+ * Summed in 32-bit words of the host's byte order, then swapped once: the
  * one's-complement sum does not care which byte of a word is which, as long
- * as all are read alike (RFC 1071 §2(B)). Four times fewer steps than 16-bit
- * big-endian words; on the DPDK path it was the stack's costliest function.
+ * as all are read alike (RFC 1071 §2(B)). The main loop takes 16 bytes a
+ * step into two independent sums of the 32-bit halves of 64-bit loads (a
+ * 64-bit sum of 32-bit values cannot carry out below 4 GiB). It was the
+ * stack's costliest function, at 2 bytes a step.
  */
 uint32_t vr_net_csum_add(uint32_t sum, const void *data, size_t len)
 {
 	const uint8_t *b = data;
-	uint64_t acc = 0;
+	uint64_t a0 = 0, a1 = 0, acc;
 	uint32_t w;
 	uint16_t h;
 
+	for (; len >= 16; b += 16, len -= 16) {
+		uint64_t q0, q1;
+		memcpy(&q0, b, 8);
+		memcpy(&q1, b + 8, 8);
+		a0 += (q0 & 0xffffffffu) + (q0 >> 32);
+		a1 += (q1 & 0xffffffffu) + (q1 >> 32);
+	}
+	acc = a0 + a1;
 	for (; len >= 4; b += 4, len -= 4) {
 		memcpy(&w, b, 4);
 		acc += w;
