@@ -9,10 +9,10 @@
  * POLLIN as soon as the kernel has put a frame into its mmap'ed receive ring
  * (packet_poll), which is exactly "rx burst would return something". We find
  * them by asking every descriptor of the process: a packet socket bound to
- * the port's if_index (rte_eth_dev_info). Their order is the order the
- * driver opened them in, which is the queue order, but a worker waits on all
- * of them: the kernel's fanout may put one of its flows on another queue
- * (lcore.c steers it back through the owner's inbox, which has no fd).
+ * the port's if_index (rte_eth_dev_info). A worker waits on all of them, not
+ * on its queue's alone: the kernel's fanout may put one of its flows on
+ * another queue, and lcore.c steers that frame back through the owner's
+ * inbox, which has no fd.
  *
  * A port without such descriptors (net_memif, net_ring, a NIC without rx
  * interrupts) gets none, and lcore.c keeps its timed naps.
@@ -44,13 +44,6 @@ static bool packet_socket_of(int fd, int ifindex)
 	return sll.sll_ifindex == ifindex;
 }
 
-static int cmp_int(const void *a, const void *b)
-{
-	int x = *(const int *)a, y = *(const int *)b;
-
-	return (x > y) - (x < y);
-}
-
 unsigned vr_dpdk_wake_fds(struct vr_dpdk *d)
 {
 	struct rte_eth_dev_info info;
@@ -64,15 +57,23 @@ unsigned vr_dpdk_wake_fds(struct vr_dpdk *d)
 		vr_log_warn("event=wake_fds_unknown error=\"/proc/self/fd: %s\"", strerror(errno));
 		return 0;
 	}
-	while ((e = readdir(dir)) && d->n_wake < DPDK_WAKE_MAX) {
+	unsigned found = 0;
+	while ((e = readdir(dir))) {
 		char *end;
 		long fd = strtol(e->d_name, &end, 10);
-		if (*end || end == e->d_name || fd == dirfd(dir))
+		if (*end || end == e->d_name || fd == dirfd(dir) ||
+		    !packet_socket_of((int)fd, (int)info.if_index))
 			continue;
-		if (packet_socket_of((int)fd, (int)info.if_index))
-			d->wake_fd[d->n_wake++] = (int)fd;
+		if (found < DPDK_WAKE_MAX)
+			d->wake_fd[found] = (int)fd;
+		found++;
 	}
 	closedir(dir);
-	qsort(d->wake_fd, d->n_wake, sizeof(d->wake_fd[0]), cmp_int);
-	return d->n_wake;
+	/* A frame on a socket left out would wait for the timeout: all or none. */
+	if (found > DPDK_WAKE_MAX) {
+		vr_log_warn("event=wake_fds_unused sockets=%u max=%u", found, DPDK_WAKE_MAX);
+		return 0;
+	}
+	d->n_wake = found;
+	return found;
 }
