@@ -20,6 +20,7 @@
 
 DPDK_ADDR=10.202.0.1
 DPDK_PEER_ADDR=10.202.0.2
+DPDK_RELAY_PORT=2525  # the relay sink's, in the relay's namespace (nothing else there)
 DPDK_IF=''          # set once the pair exists
 DPDK_NS=''          # set once the relay's namespace exists
 DPDK_SAVED_ADDRS=()
@@ -47,6 +48,7 @@ dpdk_link_up() {
 		die "vmrelay-dpdk: creating the veth pair $relay/$peer failed: $err"
 	DPDK_IF=$relay
 	err=$( { ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$relay.disable_ipv6=1" &&
+		ip -n "$ns" link set lo up &&
 		ip -n "$ns" link set "$relay" up &&
 		ip -n "$NS_NAME" addr add "$DPDK_PEER_ADDR/24" dev "$peer" &&
 		ip -n "$NS_NAME" link set "$peer" up &&
@@ -72,11 +74,36 @@ dpdk_workers() {
 	((WORKERS < cpus)) && echo "$WORKERS" || echo $((cpus > 1 ? cpus - 1 : 1))
 }
 
+# With VR_DELIVER (lib.sh) the relay delivers, as kernel mode's vmrelay
+# does, to a relay smtp-sink of its own; that sink runs in the relay's
+# namespace, on its loopback, since the delivery threads' kernel sockets
+# have no other address there (the DPDK port has none for the kernel).
+# lib.sh's settle and verify read $dir/relay-sink.out alike for both.
+dpdk_relay_sink() {
+	local dir=$1 maxconn=$((SESSIONS + 16 > 256 ? SESSIONS + 16 : 256)) i
+	ip netns exec "$DPDK_NS" smtp-sink -u nobody -c -m "$maxconn" \
+		"127.0.0.1:$DPDK_RELAY_PORT" "$maxconn" >"$dir/relay-sink.out" 2>&1 &
+	VR_RELAY_PID=$!
+	CHILDREN+=("$VR_RELAY_PID")
+	for ((i = 0; i < 150; i++)); do
+		[[ -n $(ip netns exec "$DPDK_NS" ss -Hltn "sport = :$DPDK_RELAY_PORT" 2>/dev/null) ]] &&
+			return 0
+		kill -0 "$VR_RELAY_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	die "vmrelay-dpdk: its relay smtp-sink did not start in $DPDK_NS: $(tail -n 3 "$dir/relay-sink.out")"
+}
+
 # The load aims at the DPDK relay while it runs: SERVER_ADDR and
 # CLIENT_ADDR are the kernel engines' otherwise.
 start_dpdk() {
-	local dir=$1 workers vdev i
+	local dir=$1 workers vdev i smarthost=127.0.0.1:1
 	dpdk_link_up
+	VR_RELAY_PID=
+	if [[ -n ${VR_DELIVER:-} ]]; then
+		dpdk_relay_sink "$dir"
+		smarthost=127.0.0.1:$DPDK_RELAY_PORT
+	fi
 	DPDK_SAVED_ADDRS=("$SERVER_ADDR" "$CLIENT_ADDR")
 	SERVER_ADDR=$DPDK_ADDR CLIENT_ADDR=$DPDK_PEER_ADDR PORT=25
 	workers=$(dpdk_workers)
@@ -84,7 +111,12 @@ start_dpdk() {
 	((workers == 1)) || vdev+=,qpairs=$workers
 	subst "$BENCH_DIR/vmrelay/relay-dpdk.ini.in" "$dir/relay.ini" DIR="$dir" PORT="$PORT" \
 		WORKERS="$workers" MAX_CONN=$((SESSIONS + 16)) LCORES="-l 0-$workers" VDEV="$vdev" \
-		ADDR="$DPDK_ADDR"
+		ADDR="$DPDK_ADDR" SMARTHOST="$smarthost"
+	if [[ -n ${VR_DELIVERY_WORKERS:-} ]]; then
+		sed -i "/^\[delivery\]\$/a workers = $VR_DELIVERY_WORKERS" "$dir/relay.ini"
+		grep -A 1 '^\[delivery\]$' "$dir/relay.ini" | grep -q "^workers = $VR_DELIVERY_WORKERS\$" ||
+			die "bench/vmrelay/relay-dpdk.ini.in changed: cannot set [delivery] workers"
+	fi
 	cp "$BENCH_DIR/vmrelay/accounts.jsonl.in" "$dir/accounts.jsonl"
 	sed -i -E "s|(\"id\":\"bench\",\"ips\":\[)|\1\"$CLIENT_ADDR\",|" "$dir/accounts.jsonl"
 	grep -q "\"ips\":\[\"$CLIENT_ADDR\"," "$dir/accounts.jsonl" ||
