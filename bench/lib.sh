@@ -24,6 +24,7 @@ LOAD_WRAP=()
 # key (VR_DKIM_KEY), with VR_DELIVERY_WORKERS delivery threads (empty:
 # vmrelay's default). Without VR_DELIVER its mail stays in its spool.
 PF_EXTRA_CONF=() RELAY_DUMP='' VR_DELIVER='' VR_DKIM_KEY='' VR_DELIVERY_WORKERS=''
+VR_RELAY_PID=''    # the relay sink start_vmrelay started, if any
 
 . "$BENCH_DIR/netns.sh"
 . "$BENCH_DIR/dpdk.sh"
