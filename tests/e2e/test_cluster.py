@@ -226,8 +226,10 @@ class ClusterTest(Base):
         taken more; together they take exactly the limit, and the 451 says
         which cluster-wide window is full."""
         self.start({"per_minute": 10, "per_hour": 14, "per_day": 1000})
-        t0 = time.monotonic()
         accepted, why = self.burst(15)
+        # the minute window slides from the last mail taken, which on a
+        # loaded machine can be seconds after the burst began
+        t_last = time.monotonic()
         self.assertEqual(accepted, 10, why)
         self.assertEqual(len(why), 5)
         for w in why:
@@ -240,7 +242,7 @@ class ClusterTest(Base):
         self.assertEqual(self.settled(10), (10, {}))
         self.assertEqual(self.settled(3, vps="vps2"), (3, {}))
         # a minute later the minute window is free, the hour has 4 left
-        time.sleep(max(0, 62 - (time.monotonic() - t0)))
+        time.sleep(max(0, t_last + 62 - time.monotonic()))
         accepted, why = self.burst(8)
         self.assertEqual(accepted, 4, why)
         self.assertIn("cluster-wide hourly limit 14/14 reached", why[0])
