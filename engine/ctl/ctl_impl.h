@@ -78,7 +78,7 @@ int vr_ctl_dns_init(struct vr_ctl *c, char *err, size_t errlen);
 /* queue.c: queue list|show|hold|release|delete|flush (issue 6). */
 int vr_ctl_queue_list(struct vr_ctl *c, const char *const *argv, struct json_t *reply,
 		      char *err, size_t errlen);
-/* One VPS's mail waiting in the spool: {"messages", "recipients", "held"};
+/* One VPS's mail waiting for delivery: {"messages", "recipients", "held"};
  * NULL with err. The caller owns the object. */
 struct json_t *vr_ctl_queue_depth(struct vr_ctl *c, const char *vps, char *err, size_t errlen);
 int vr_ctl_queue_show(struct vr_ctl *c, const char *const *argv, struct json_t *reply,

@@ -182,6 +182,10 @@ static void cmds_run(struct dworker *w)
 
 	while ((node = __cds_wfcq_dequeue_blocking(&w->cmd_head, &w->cmd_tail)) != NULL) {
 		struct dcmd *c = caa_container_of(node, struct dcmd, node);
+		if (c->run) {
+			c->run(w, c);
+			continue;
+		}
 		int rc = cmd_apply(w, c);
 		if (rc == 0 && vr_spool_log_sync(w->log) < 0)
 			rc = -EIO;

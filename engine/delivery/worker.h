@@ -71,6 +71,12 @@ struct dcmd {
 	int done_fd;                  /* eventfd the thread writes when done */
 	int result;                   /* 0 or -errno, set before done_fd is written */
 	int refs;
+	/* A walk of the queue (snapshot.c) instead of op: run(w, c) answers
+	 * and lets go of c itself. claim: whether the thread or a caller that
+	 * gave up was first (snapshot.c). */
+	void (*run)(struct dworker *w, struct dcmd *c);
+	void *arg;
+	int claim;
 };
 
 struct vr_delivery {

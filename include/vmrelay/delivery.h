@@ -105,6 +105,22 @@ enum vr_delivery_op {
 int vr_delivery_command(struct vr_delivery *d, enum vr_delivery_op op, const char *qid,
 			unsigned timeout_ms);
 
+/*
+ * The queue as the delivery threads hold it, for the operator's views
+ * (queue list, vps show) without reading the spool: calls fn for every
+ * message waiting for delivery (not deleted, a recipient pending), in the
+ * thread that owns it, one thread after another, in no set order. m has
+ * no client or helo. Both are valid during fn only. The thread delivers nothing meanwhile: fn filters,
+ * counts or copies, and is short. fn returning non-zero ends the walk and
+ * is returned. Mail committed a moment ago may be in no thread's queue yet.
+ * 0, -ETIMEDOUT (fn is not called any more once this returns), -ESHUTDOWN,
+ * -ENOMEM. Blocks like vr_delivery_command.
+ */
+typedef int vr_delivery_walk_fn(const struct vr_spool_msg *m, const struct vr_spool_qstate *st,
+				void *arg);
+int vr_delivery_walk(struct vr_delivery *d, vr_delivery_walk_fn *fn, void *arg,
+		     unsigned timeout_ms);
+
 /* Seconds to wait after the attempts-th failed attempt (1, 2, ...): first_s,
  * doubling, at most max_s. */
 uint64_t vr_delivery_backoff_s(unsigned attempts, unsigned first_s, unsigned max_s);
