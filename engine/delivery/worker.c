@@ -6,8 +6,11 @@
  * it. Destinations resolve their MX here and open connections as their
  * ready jobs call for, up to CONN_MAX each.
  *
- * Durability: state records are appended as outcomes arrive and made
- * durable once per loop iteration, before the next epoll_wait.
+ * Durability: state records are appended as outcomes arrive and handed
+ * to the state log's syncer once per loop iteration (vr_spool_log_flush),
+ * which makes them durable in group commits while the loop goes on: an
+ * fdatasync here would hold every connection of the thread for its
+ * milliseconds. Operator commands still wait for theirs.
  */
 #include <errno.h>
 #include <limits.h>
@@ -364,8 +367,8 @@ void *vr_dw_main(void *arg)
 			dest_pump(w, d);
 		uint64_t deadline = UINT64_MAX;
 		conns_sweep(w, &deadline);
-		/* One fdatasync for everything this round decided. */
-		if (vr_spool_log_pending(w->log) && vr_spool_log_sync(w->log) < 0)
+		/* Everything this round decided, durable within an fdatasync. */
+		if (vr_spool_log_flush(w->log) < 0)
 			vr_log_err("event=state_sync_failed worker=%u", w->id);
 		__atomic_store_n(&w->stats.queued, w->q.n_msgs, __ATOMIC_RELAXED);
 		if (w->stopping && ((!w->conns && !w->dsn_inflight) ||

@@ -10,6 +10,13 @@
  * never appended to by a later run, as with segments: a crash leaves its
  * end in an unknown state.
  *
+ * Writing a log costs an fdatasync (0.2 to several ms on a virtio disk);
+ * done in the delivery loop it would stall every connection of the thread
+ * behind the disk. So a log, once flushed (vr_spool_log_flush), has a
+ * thread of its own that writes and syncs in group commits: whatever the
+ * owner appended while the last fdatasync ran goes in the next one. The
+ * owner only appends to a buffer under a mutex it rarely has to wait for.
+ *
  * A restart reads every log into one array sorted by queue ID (events of
  * one message in the order they happened), then scans the messages and
  * folds each one's events into its state. A lost or damaged event costs at
@@ -20,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,10 +52,23 @@ struct vr_spool_log {
 	uint64_t seq;                 /* of the next file to create */
 	uint32_t salt;
 	struct vr_seg seg;            /* fd -1: none yet, or given up */
-	struct vr_buf buf;            /* sealed records not yet durable */
-	size_t n_pending;
 	void (*on_seal)(const char *name, void *arg);
 	void *on_seal_arg;
+
+	/* Shared with the syncer thread, under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;            /* syncer: a kick or stop; sync(): a round done */
+	struct vr_buf buf;            /* encoded records the owner appended */
+	size_t n_pending;             /* ... and how many */
+	struct vr_buf wbuf;           /* being written, or kept after a failed round */
+	size_t w_pending;
+	struct vr_buf sealed;         /* sealed files' names (NUL-ended) for on_seal */
+	uint64_t rounds;              /* rounds finished, failed or not */
+	int last_rc;                  /* of the last round */
+	int unreported_rc;            /* a failed round vr_spool_log_flush() has not told */
+	bool busy, kicked, stop;
+	bool has_syncer;              /* owner's: the thread runs */
+	pthread_t syncer;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) VR_PRINTF(3, 4);
@@ -167,11 +188,17 @@ struct vr_spool_log *vr_spool_log_open(const char *dir, unsigned id, char *err, 
 	size_t n = 0;
 	int rc = -ENOMEM;
 
-	if (!log || !(log->dir = strdup(dir)))
+	if (!log)
+		goto fail;
+	pthread_mutex_init(&log->mu, NULL);
+	pthread_cond_init(&log->cv, NULL);
+	if (!(log->dir = strdup(dir)))
 		goto fail;
 	log->id = id;
 	log->seg.fd = -1;
 	vr_buf_init(&log->buf, 0);
+	vr_buf_init(&log->wbuf, 0);
+	vr_buf_init(&log->sealed, 0);
 	log->statefd = state_dir_open(dir, true);
 	if ((rc = log->statefd) < 0)
 		goto fail;
@@ -189,8 +216,11 @@ fail:
 	set_err(err, errlen, "spool %s: state log: %s", dir, strerror(-rc));
 	if (log && log->statefd > 0)
 		close(log->statefd);
-	if (log)
+	if (log) {
 		free(log->dir);
+		pthread_mutex_destroy(&log->mu);
+		pthread_cond_destroy(&log->cv);
+	}
 	free(log);
 	errno = -rc;
 	return NULL;
@@ -199,21 +229,30 @@ fail:
 int vr_spool_log_append(struct vr_spool_log *log, const struct vr_spool_event *ev)
 {
 	size_t size = vr_rec_event_size(ev);
+	int rc = -ENOMEM;
 
 	if (!size)
 		return -EINVAL;
+	pthread_mutex_lock(&log->mu);
 	uint8_t *p = vr_buf_reserve(&log->buf, size);
-	if (!p)
-		return -ENOMEM;
-	vr_rec_event_encode(p, ev, log->salt);
-	vr_buf_commit(&log->buf, size);
-	log->n_pending++;
-	return 0;
+	if (p) {
+		vr_rec_event_encode(p, ev, log->salt);
+		vr_buf_commit(&log->buf, size);
+		log->n_pending++;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&log->mu);
+	return rc;
 }
 
 size_t vr_spool_log_pending(const struct vr_spool_log *log)
 {
-	return log->n_pending;
+	struct vr_spool_log *l = (struct vr_spool_log *)log;   /* the mutex only */
+
+	pthread_mutex_lock(&l->mu);
+	size_t n = l->n_pending + l->w_pending;
+	pthread_mutex_unlock(&l->mu);
+	return n;
 }
 
 void vr_spool_log_on_seal(struct vr_spool_log *log, void (*fn)(const char *name, void *arg),
@@ -223,12 +262,33 @@ void vr_spool_log_on_seal(struct vr_spool_log *log, void (*fn)(const char *name,
 	log->on_seal_arg = arg;
 }
 
-/* Done with the current file: nothing more goes into it. */
+/* Done with the current file: nothing more goes into it. Its name waits
+ * in sealed for the owner's thread (seal_notify), since on_seal is the
+ * owner's and a seal may happen in the syncer. Called with mu unlocked. */
 static void log_seal(struct vr_spool_log *log)
 {
 	vr_seg_close(&log->seg);
-	if (log->on_seal)
-		log->on_seal(log->seg.name, log->on_seal_arg);
+	pthread_mutex_lock(&log->mu);
+	vr_buf_append(&log->sealed, log->seg.name, strlen(log->seg.name) + 1);
+	pthread_mutex_unlock(&log->mu);
+}
+
+/* In the owner's thread: tells on_seal of the files sealed since. */
+static void seal_notify(struct vr_spool_log *log)
+{
+	struct vr_buf names;
+
+	vr_buf_init(&names, 0);
+	pthread_mutex_lock(&log->mu);
+	if (vr_buf_len(&log->sealed) && vr_buf_append(&names, vr_buf_head(&log->sealed),
+						      vr_buf_len(&log->sealed)) == 0)
+		vr_buf_reset(&log->sealed);
+	pthread_mutex_unlock(&log->mu);
+	const char *p = (const char *)vr_buf_head(&names), *end = p + vr_buf_len(&names);
+	for (; p < end; p += strlen(p) + 1)
+		if (log->on_seal)
+			log->on_seal(p, log->on_seal_arg);
+	vr_buf_free(&names);
 }
 
 static void log_abandon(struct vr_spool_log *log, const char *what, int err)
@@ -238,12 +298,12 @@ static void log_abandon(struct vr_spool_log *log, const char *what, int err)
 	log_seal(log);
 }
 
-int vr_spool_log_sync(struct vr_spool_log *log)
+/* Writes b and fdatasyncs it, in the current file or a new one. Only one
+ * thread at a time (the syncer, or the owner when there is none). */
+static int log_write(struct vr_spool_log *log, const struct vr_buf *b)
 {
 	int rc;
 
-	if (!vr_buf_len(&log->buf))
-		return 0;
 	/* Rolled like segments, so that a log can go with the mail it is about. */
 	if (log->seg.fd >= 0 && (log->seg.len >= VR_SEG_ROLL_BYTES ||
 				 vr_clock_wall_us() - log->seg.created_us >= VR_SEG_ROLL_US))
@@ -259,7 +319,7 @@ int vr_spool_log_sync(struct vr_spool_log *log)
 			return rc;
 		}
 	}
-	struct iovec iov = { (void *)vr_buf_head(&log->buf), vr_buf_len(&log->buf) };
+	struct iovec iov = { (void *)vr_buf_head(b), vr_buf_len(b) };
 	rc = vr_seg_write(&log->seg, &iov, 1);
 	if (rc < 0) {
 		log_abandon(log, "write", -rc);
@@ -272,19 +332,144 @@ int vr_spool_log_sync(struct vr_spool_log *log)
 		log_abandon(log, "fdatasync", -rc);
 		return rc;
 	}
-	log->seg.len += vr_buf_len(&log->buf);
-	vr_buf_reset(&log->buf);
-	log->n_pending = 0;
+	log->seg.len += vr_buf_len(b);
 	return 0;
+}
+
+/*
+ * One group commit: what was appended joins what a failed round kept, and
+ * is written and synced with mu released, so the owner appends meanwhile.
+ * Called with mu held; returns with it held.
+ */
+static int log_round(struct vr_spool_log *log)
+{
+	int rc = 0;
+
+	if (vr_buf_len(&log->buf)) {
+		if (vr_buf_append(&log->wbuf, vr_buf_head(&log->buf), vr_buf_len(&log->buf)) < 0) {
+			rc = -ENOMEM;
+			goto done;
+		}
+		log->w_pending += log->n_pending;
+		log->n_pending = 0;
+		vr_buf_reset(&log->buf);
+	}
+	if (!vr_buf_len(&log->wbuf))
+		goto done;
+	log->busy = true;
+	pthread_mutex_unlock(&log->mu);
+	rc = log_write(log, &log->wbuf);
+	pthread_mutex_lock(&log->mu);
+	log->busy = false;
+	if (rc == 0) {
+		vr_buf_reset(&log->wbuf);
+		log->w_pending = 0;
+	} else {
+		log->unreported_rc = rc;
+	}
+done:
+	log->last_rc = rc;
+	log->rounds++;
+	pthread_cond_broadcast(&log->cv);
+	return rc;
+}
+
+/* The syncer: a round per kick, and at once again while the owner appended
+ * during the last one (the next group). A failed round waits for a kick. */
+static void *syncer_main(void *arg)
+{
+	struct vr_spool_log *log = arg;
+
+	pthread_mutex_lock(&log->mu);
+	for (;;) {
+		while (!log->kicked && !log->stop)
+			pthread_cond_wait(&log->cv, &log->mu);
+		if (!log->kicked)
+			break;
+		log->kicked = false;
+		if (log_round(log) == 0 && vr_buf_len(&log->buf))
+			log->kicked = true;
+	}
+	pthread_mutex_unlock(&log->mu);
+	return NULL;
+}
+
+int vr_spool_log_flush(struct vr_spool_log *log)
+{
+	int rc;
+
+	if (!log->has_syncer) {
+		rc = pthread_create(&log->syncer, NULL, syncer_main, log);
+		if (rc) {
+			/* No thread: the caller waits on the disk, as before. */
+			vr_log_warn("event=state_syncer_failed dir=%s error=\"%s\"", log->dir,
+				    strerror(rc));
+			return vr_spool_log_sync(log);
+		}
+		log->has_syncer = true;
+	}
+	pthread_mutex_lock(&log->mu);
+	if ((vr_buf_len(&log->buf) || vr_buf_len(&log->wbuf)) && !log->busy && !log->kicked) {
+		log->kicked = true;
+		pthread_cond_broadcast(&log->cv);
+	}
+	rc = log->unreported_rc;
+	log->unreported_rc = 0;
+	pthread_mutex_unlock(&log->mu);
+	seal_notify(log);
+	return rc;
+}
+
+int vr_spool_log_sync(struct vr_spool_log *log)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&log->mu);
+	if (!log->has_syncer) {
+		if (vr_buf_len(&log->buf) || vr_buf_len(&log->wbuf))
+			rc = log_round(log);
+		log->unreported_rc = 0;
+	} else {
+		/* A round under way may have taken its buffer before our
+		 * events: only one that starts after this call counts. */
+		uint64_t until = log->rounds + (log->busy ? 2 : 1);
+		log->kicked = true;
+		pthread_cond_broadcast(&log->cv);
+		for (;;) {
+			if (!log->busy && !vr_buf_len(&log->buf) && !vr_buf_len(&log->wbuf))
+				break;
+			if (log->rounds >= until && !log->busy && log->last_rc < 0) {
+				rc = log->last_rc;
+				break;
+			}
+			pthread_cond_wait(&log->cv, &log->mu);
+		}
+		log->unreported_rc = 0;
+	}
+	pthread_mutex_unlock(&log->mu);
+	seal_notify(log);
+	return rc;
 }
 
 void vr_spool_log_close(struct vr_spool_log *log)
 {
 	if (!log)
 		return;
+	if (log->has_syncer) {
+		pthread_mutex_lock(&log->mu);
+		log->stop = true;
+		pthread_cond_broadcast(&log->cv);
+		pthread_mutex_unlock(&log->mu);
+		pthread_join(log->syncer, NULL);
+		log->has_syncer = false;
+	}
 	vr_spool_log_sync(log);
 	vr_seg_close(&log->seg);
 	vr_buf_free(&log->buf);
+	vr_buf_free(&log->wbuf);
+	vr_buf_free(&log->sealed);
+	pthread_mutex_destroy(&log->mu);
+	pthread_cond_destroy(&log->cv);
 	close(log->statefd);
 	free(log->dir);
 	free(log);

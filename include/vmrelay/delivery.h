@@ -14,10 +14,16 @@
  * Mail arrives two ways: at start, what the spool holds and its state logs
  * say is not finished (vr_spool_queue_scan); while running, every message a
  * committer makes durable (vr_spool_on_commit), pushed wait-free to its
- * thread. Every outcome is a spool state record (spool.h), made durable in
- * the loop iteration that learned it (one fdatasync for all of them), so a
- * restart resumes where it stopped: a recipient goes twice only if the
- * crash fell between the next hop's acceptance and that fdatasync.
+ * thread. Every outcome is a spool state record (spool.h), handed at the
+ * end of the loop iteration that learned it to the state log's syncer,
+ * which makes it durable in a group commit about one fdatasync later
+ * while the thread goes on delivering; a restart resumes where it
+ * stopped: a recipient goes twice only if the crash fell between the next
+ * hop's acceptance and that fdatasync (a window of a few ms of recently
+ * delivered mail, as Postfix repeats mail it sent but had not yet removed
+ * from its queue). Nothing is lost: a DSN is in the spool before the
+ * bounce that caused it is recorded, and operator commands are durable
+ * before vr_delivery_command() returns.
  *
  * Retries: 4xx replies and failed connections defer with exponential
  * backoff from retry_first_s, doubling to retry_max_s; 5xx bounces; a

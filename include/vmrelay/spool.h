@@ -215,9 +215,19 @@ struct vr_spool_event {
 /*
  * A state log: the delivery thread `id`'s own append-only file of events,
  * DIR/state/d<id>-<seq>.log (a segment header and records, as record.c
- * says), one per run and thread. Single-threaded: the owner appends
- * events to a buffer and makes them durable with one write and one
- * fdatasync per sync, so one loop iteration's events cost one fsync.
+ * says), one per run and thread. One owner thread appends events to a
+ * buffer; vr_spool_log_flush() hands them to the log's own syncer thread,
+ * which writes and fdatasyncs in group commits (what was appended while
+ * one fdatasync ran goes in the next), so the owner never waits on the
+ * disk; vr_spool_log_sync() waits until everything appended is durable.
+ *
+ * The promise: an event is durable once a sync returned 0, or about one
+ * fdatasync (a few ms) after a flush; a crash loses at most the events of
+ * that window. For a delivery thread that means a recipient accepted by
+ * the next hop in the last few ms before a crash may be delivered again
+ * after the restart (as Postfix repeats mail it sent but had not yet
+ * removed from its queue); nothing is lost, since only a durable
+ * DELIVERED, BOUNCED, EXPIRED or DELETED ends a recipient.
  */
 struct vr_spool_log;
 /* NULL + err (and errno) on failure. The file is created at the first sync. */
@@ -234,12 +244,20 @@ size_t vr_spool_log_pending(const struct vr_spool_log *log);
  * acknowledged is lost and nothing is half-trusted.
  */
 int vr_spool_log_sync(struct vr_spool_log *log);
-/* Syncs what is buffered (errors logged), closes, frees. */
+/*
+ * Starts making what was appended durable, in the log's syncer thread
+ * (started at the first call), and returns at once; the owner's on_seal
+ * hears of sealed files here. 0, or the -errno of a background write that
+ * failed since the last call (its events stay buffered and go to a new
+ * file with the next round, as with vr_spool_log_sync).
+ */
+int vr_spool_log_flush(struct vr_spool_log *log);
+/* Stops the syncer, syncs what is buffered (errors logged), closes, frees. */
 void vr_spool_log_close(struct vr_spool_log *log);
 /*
  * A log moves to a new file after 64 MiB or an hour (and after an error);
  * fn then hears the old file's name ("state/d<id>-<seq>.log", inside dir),
- * called from vr_spool_log_sync(). Nothing is appended to that file again:
+ * called from vr_spool_log_sync() or _flush(), in the owner's thread. Nothing is appended to that file again:
  * its owner may remove it once no message it speaks of is in the spool.
  */
 void vr_spool_log_on_seal(struct vr_spool_log *log, void (*fn)(const char *name, void *arg),
