@@ -23,7 +23,6 @@
 #include "io_impl.h"
 
 #define READS_PER_EVENT 4       /* then let other connections run */
-#define IO_DRAIN_MS 10000       /* a closing session's last output must leave by then */
 
 static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len)
 {
@@ -39,19 +38,14 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len)
  * best-effort (the socket is new, so it fits) and the socket closed. Not on an
  * implicit-TLS port, where plaintext would only be a TLS protocol error.
  */
-static void refuse(int fd, const struct vr_listen *l, const char *ip, const char *reason,
-		   const char *reply)
+static void refuse(int fd, const struct vr_listen *l, const char *reply)
 {
-	char q[256];
-
 	if (!l->implicit_tls) {
 		ssize_t n = send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
 		(void)n;
 		shutdown(fd, SHUT_WR);
 	}
 	close(fd);
-	vr_log_info("event=refused client=%s reason=%s reply=%s", ip, reason,
-		    vr_log_quote(q, sizeof(q), reply, strcspn(reply, "\r")));
 }
 
 static int conn_interest(struct io_conn *c, uint32_t want)
@@ -113,24 +107,19 @@ static int conn_read(struct io_conn *c, uint64_t now, int reads)
 	return 0;
 }
 
-/* Sends the session's output. 0 all sent, 1 the socket is full, -1 failed. */
-static int conn_flush(struct io_conn *c)
+/* The session's output into the socket (vr_io_send_fn). */
+static ssize_t conn_send(void *arg, const uint8_t *p, size_t n)
 {
-	const uint8_t *p;
-	size_t n;
+	const struct io_conn *c = arg;
 
-	while ((n = vr_session_tx_peek(c->s, &p)) > 0) {
+	for (;;) {
 		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
 		if (w > 0)
-			vr_session_tx_consume(c->s, (size_t)w);
-		else if (w < 0 && errno == EINTR)
+			return w;
+		if (w < 0 && errno == EINTR)
 			continue;
-		else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return 1;
-		else
-			return -1;
+		return w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
 	}
-	return 0;
 }
 
 /* The session is finished and its output sent: FIN, then linger. */
@@ -152,7 +141,7 @@ static void conn_finish(struct io_conn *c, uint64_t now)
  */
 static void conn_service(struct io_conn *c, uint64_t now)
 {
-	int rc = conn_flush(c);
+	int rc = vr_io_session_flush(c->s, conn_send, c);
 
 	if (rc < 0) {
 		vr_io_conn_close(c);
@@ -167,15 +156,7 @@ static void conn_service(struct io_conn *c, uint64_t now)
 	if (!closing && !c->rd_eof && vr_session_rx_space(c->s) > 0)
 		want |= EPOLLIN;
 
-	uint64_t deadline = vr_session_deadline(c->s);
-	if (closing) {
-		/* A client that stops reading must not hold a finished session. */
-		if (c->drain_until == 0)
-			c->drain_until = now + IO_DRAIN_MS;
-		deadline = VR_MIN(deadline, c->drain_until);
-	}
-	if (deadline <= now)
-		deadline = now + 1;     /* tick on the next round, never spin */
+	uint64_t deadline = vr_io_session_deadline(c->s, closing, &c->drain_until, now);
 	if (conn_interest(c, want) < 0 || vr_timer_set(&c->w->timers, &c->timer, deadline) < 0)
 		vr_io_conn_close(c);
 }
@@ -207,28 +188,13 @@ void vr_io_conn_accept(struct io_worker *w, unsigned listen_idx, int fd,
 	const struct vr_config *cfg = w->io->cfg;
 	const struct vr_listen *l = &cfg->listen[listen_idx];
 	char ip[VR_ADDRSTRLEN], reply[512];
-	uint64_t *slot = NULL;
+	uint64_t *slot;
 
 	addr_text(peer, ip, sizeof(ip));
-	if (w->n_conns >= cfg->max_connections) {
-		snprintf(reply, sizeof(reply), "421 4.7.0 %s too many connections\r\n",
-			 cfg->hostname);
-		refuse(fd, l, ip, "max_connections", reply);
+	if (vr_io_admit(cfg, w->io->cl, w->n_conns, (const struct sockaddr *)peer, ip, &slot,
+			reply, sizeof(reply))) {
+		refuse(fd, l, reply);
 		return;
-	}
-	if (w->io->cl) {
-		int rc = vr_connlimit_acquire(w->io->cl,
-					      vr_connlimit_key((const struct sockaddr *)peer), &slot);
-		if (rc < 0) {
-			snprintf(reply, sizeof(reply),
-				 "421 4.7.0 %s too many connections from %s\r\n", cfg->hostname, ip);
-			if (rc != -EUSERS)
-				vr_log_warn("event=connlimit_table client=%s error=%s", ip,
-					    strerror(-rc));
-			refuse(fd, l, ip, rc == -EUSERS ? "max_conn_per_ip" : "connlimit_table",
-			       reply);
-			return;
-		}
 	}
 
 	struct io_conn *c = conn_alloc(w);

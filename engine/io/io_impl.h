@@ -1,7 +1,8 @@
 /*
  * io_impl.h - what io.c (setup, threads), worker.c (the epoll loop) and
- * conn.c (one TCP connection driving one vr_session) share. Private to
- * engine/io.
+ * conn.c (one TCP connection driving one vr_session) share, and drive.c,
+ * what conn.c and stack.c (the userspace stack's transport) do alike.
+ * Private to engine/io.
  *
  * Threads: a struct io_worker and every io_conn in it belong to that
  * worker's thread, from vr_io_run() until it returns; struct vr_io is
@@ -16,6 +17,7 @@
 #include <stdint.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "vmrelay/config.h"
 #include "vmrelay/io.h"
@@ -26,6 +28,7 @@
 #define IO_READ_MAX   65536     /* one recv() at most; the session copies it */
 #define IO_GRACE_MS   5000      /* sessions in flight may finish after stop */
 #define IO_LINGER_MS  2000      /* reading and dropping input after our FIN */
+#define IO_DRAIN_MS   10000     /* a closing session's last output must leave by then */
 #define IO_ACCEPT_PAUSE_MS 100  /* out of descriptors: stop accepting briefly */
 
 /* What an epoll event points at; the first member of each owner. */
@@ -110,5 +113,30 @@ void vr_io_conn_close(struct io_conn *c);
 /* Returns this iteration's closed connections to the pool. */
 void vr_io_conn_bury(struct io_worker *w);
 void vr_io_conn_pool_free(struct io_worker *w);
+
+/*
+ * drive.c: any thread, on its own connection's data.
+ *
+ * Admits a new connection against max_connections (n_conns: the caller's
+ * count) and, when cl is not NULL, the per-client limit. NULL: admitted, with
+ * *slot held (or NULL without cl). Otherwise the refusal is logged and the
+ * reason returned, with the 421 to send in reply.
+ */
+const char *vr_io_admit(const struct vr_config *cfg, struct vr_connlimit *cl,
+			unsigned n_conns, const struct sockaddr *peer, const char *ip,
+			uint64_t **slot, char *reply, size_t len);
+
+/* A transport's send: bytes taken (> 0), 0 when it has no room now, -1 when
+ * the connection cannot send. */
+typedef ssize_t vr_io_send_fn(void *arg, const uint8_t *p, size_t n);
+
+/* Hands the session's output to send_fn: 0 all of it, 1 no room (wait to be
+ * writable), -1 failed. */
+int vr_io_session_flush(struct vr_session *s, vr_io_send_fn *send_fn, void *arg);
+
+/* When to wake s next: its own deadline or, once closing, the end of the
+ * drain (started at the first call, kept in *drain_until); never <= now. */
+uint64_t vr_io_session_deadline(const struct vr_session *s, bool closing,
+				uint64_t *drain_until, uint64_t now);
 
 #endif

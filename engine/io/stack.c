@@ -35,7 +35,6 @@
 #include "timer.h"
 
 #define REAP_BATCH 256
-#define DRAIN_MS   10000        /* a closing session's last output must leave by then (as conn.c) */
 
 enum stack_conn_state {
 	SC_OPEN,                  /* session running */
@@ -184,22 +183,13 @@ static bool conn_feed(struct stack_conn *c, uint64_t now)
 	return took;
 }
 
-/* Moves the session's output into the send buffer. 0 all of it, 1 the
- * buffer is full (writable follows), -1 the connection cannot send. */
-static int conn_flush(struct stack_conn *c)
+/* The session's output into the send buffer (vr_io_send_fn); when it is
+ * full, writable follows. */
+static ssize_t conn_send(void *arg, const uint8_t *p, size_t n)
 {
-	const uint8_t *p;
-	size_t n;
+	const struct stack_conn *c = arg;
 
-	while ((n = vr_session_tx_peek(c->s, &p)) > 0) {
-		ssize_t w = vr_tcp_send(c->tc, p, n);
-		if (w < 0)
-			return -1;
-		if (w == 0)
-			return 1;
-		vr_session_tx_consume(c->s, (size_t)w);
-	}
-	return 0;
+	return vr_tcp_send(c->tc, p, n);
 }
 
 /* Drops what the client still sends while we linger. */
@@ -247,7 +237,7 @@ static void conn_service(struct stack_conn *c, uint64_t now)
 	int rc;
 
 	for (;;) {
-		if ((rc = conn_flush(c)) < 0) {
+		if ((rc = vr_io_session_flush(c->s, conn_send, c)) < 0) {
 			conn_kill(c);
 			return;
 		}
@@ -267,15 +257,7 @@ static void conn_service(struct stack_conn *c, uint64_t now)
 		conn_finish(c, now);
 		return;
 	}
-	uint64_t deadline = vr_session_deadline(c->s);
-	if (closing) {
-		/* A client that stops reading must not hold a finished session. */
-		if (c->drain_until == 0)
-			c->drain_until = now + DRAIN_MS;
-		deadline = VR_MIN(deadline, c->drain_until);
-	}
-	if (deadline <= now)
-		deadline = now + 1;     /* tick on the next poll, never spin */
+	uint64_t deadline = vr_io_session_deadline(c->s, closing, &c->drain_until, now);
 	if (vr_timer_set(&c->st->timers, &c->timer, deadline) < 0)
 		conn_kill(c);
 }
@@ -337,18 +319,13 @@ static const struct vr_tcp_cb conn_cb = {
  * new connection's empty send buffer, then FIN. Not on an implicit-TLS port,
  * where plaintext would only be a TLS protocol error.
  */
-static int refuse(struct vr_tcp_conn *tc, const struct vr_listen *l, const char *ip,
-		  const char *reason, const char *reply)
+static int refuse(struct vr_tcp_conn *tc, const struct vr_listen *l, const char *reply)
 {
-	char q[256];
-
 	if (!l->implicit_tls) {
 		ssize_t n = vr_tcp_send(tc, reply, strlen(reply));
 		(void)n;
 	}
 	vr_tcp_close(tc);
-	vr_log_info("event=refused client=%s reason=%s reply=%s", ip, reason,
-		    vr_log_quote(q, sizeof(q), reply, strcspn(reply, "\r")));
 	return 0;
 }
 
@@ -360,7 +337,7 @@ static int on_accept(void *arg, struct vr_tcp_conn *tc, uint64_t now)
 	const struct vr_listen *l = &cfg->listen[sl->idx];
 	struct vr_tcp_info info;
 	char ip[VR_ADDRSTRLEN], reply[512];
-	uint64_t *slot = NULL;
+	uint64_t *slot;
 
 	vr_tcp_conn_info(tc, &info);
 	struct sockaddr_in peer = {
@@ -374,21 +351,9 @@ static int on_accept(void *arg, struct vr_tcp_conn *tc, uint64_t now)
 	addr_text(&peer, ip, sizeof(ip));
 	if (!st->listening)
 		return -ECONNREFUSED;   /* stopped: a SYN already in the queue */
-	if (st->n_conns >= cfg->max_connections) {
-		snprintf(reply, sizeof(reply), "421 4.7.0 %s too many connections\r\n",
-			 cfg->hostname);
-		return refuse(tc, l, ip, "max_connections", reply);
-	}
-	int rc = vr_connlimit_acquire(st->sh->cl,
-				      vr_connlimit_key((const struct sockaddr *)&peer), &slot);
-	if (rc < 0) {
-		snprintf(reply, sizeof(reply), "421 4.7.0 %s too many connections from %s\r\n",
-			 cfg->hostname, ip);
-		if (rc != -EUSERS)
-			vr_log_warn("event=connlimit_table client=%s error=%s", ip, strerror(-rc));
-		return refuse(tc, l, ip, rc == -EUSERS ? "max_conn_per_ip" : "connlimit_table",
-			      reply);
-	}
+	if (vr_io_admit(cfg, st->sh->cl, st->n_conns, (const struct sockaddr *)&peer, ip, &slot,
+			reply, sizeof(reply)))
+		return refuse(tc, l, reply);
 
 	struct stack_conn *c = conn_alloc(st);
 	if (!c) {
