@@ -58,7 +58,8 @@ static const struct cmd cmds[] = {
 	{ "vps", "show", 1, 0, cmd_vps_show, "vps show ID|IP" },
 	{ "reload", NULL, 0, 0, cmd_reload, "reload" },
 	{ "drain", NULL, 0, 0, cmd_drain, "drain" },
-	{ "queue", "list", 0, 4, vr_ctl_queue_list, "queue list [--vps ID] [--domain D]" },
+	{ "queue", "list", 0, 6, vr_ctl_queue_list,
+	  "queue list [--vps ID] [--domain D] [--limit N]" },
 	{ "queue", "show", 1, 0, vr_ctl_queue_show, "queue show QID" },
 	{ "queue", "hold", 1, 0, vr_ctl_queue_hold, "queue hold QID" },
 	{ "queue", "release", 1, 0, vr_ctl_queue_release, "queue release QID" },
@@ -272,8 +273,7 @@ static int cmd_quota_show(struct vr_ctl *c, const char *const *argv, json_t *rep
 	return 0;
 }
 
-/* A decimal without sign, blanks or leading zeros, up to UINT32_MAX. */
-static int parse_u32(const char *s, uint32_t *out)
+int vr_ctl_parse_u32(const char *s, uint32_t *out)
 {
 	uint64_t v = 0;
 
@@ -293,7 +293,7 @@ static int cmd_quota_set(struct vr_ctl *c, const char *const *argv, json_t *repl
 	uint32_t max = c->ops.cfg->per_day_max, n;
 	bool unlimited;
 
-	if (parse_u32(argv[1], &n) < 0 || n == 0) {
+	if (vr_ctl_parse_u32(argv[1], &n) < 0 || n == 0) {
 		snprintf(err, errlen, "quota '%s' is not a number from 1 to %u", argv[1], max);
 		return -1;
 	}

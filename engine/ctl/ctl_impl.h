@@ -51,6 +51,9 @@ extern const unsigned vr_ctl_n_cluster_counters;
 extern const struct vr_ctl_counter vr_ctl_delivery_counters[];
 extern const unsigned vr_ctl_n_delivery_counters;
 
+/* A decimal without sign, blanks or leading zeros, up to UINT32_MAX: 0 or -1. */
+int vr_ctl_parse_u32(const char *s, uint32_t *out);
+
 /* Worker w's counter k, read while the worker runs. */
 uint64_t vr_ctl_counter_read(const struct vr_ctl *c, unsigned w, const struct vr_ctl_counter *k);
 

@@ -39,8 +39,9 @@ static void usage(FILE *out)
 		     "  -H, --human        a readable table instead of the JSON reply\n"
 		     "commands: stats, metrics, quota show IP|ID, quota set ID N, quota reset ID,\n"
 		     "          account list|show ID|add JSON-LINE|remove ID, vps show ID|IP,\n"
-		     "          queue list [--vps ID] [--domain D], queue show|hold|release|delete QID,\n"
-		     "          queue flush, dns-records DOMAIN, dns-check DOMAIN, reload, drain\n");
+		     "          queue list [--vps ID] [--domain D] [--limit N] (100 by default),\n"
+		     "          queue show|hold|release|delete QID, queue flush,\n"
+		     "          dns-records DOMAIN, dns-check DOMAIN, reload, drain\n");
 }
 
 static void die(const char *fmt, const char *a, const char *b)
@@ -182,7 +183,8 @@ static void human_stats(const json_t *r)
 }
 
 /* queue list, the way mailq lists a queue: one message a line, held ones
- * marked '!', and a count. */
+ * marked '!', and a count (of how many match, when the relay cut the list
+ * short). */
 static void human_queue(const json_t *r)
 {
 	const json_t *msgs = json_object_get(r, "messages");
@@ -211,7 +213,11 @@ static void human_queue(const json_t *r)
 		       (long long)json_integer_value(json_object_get(m, "attempts")), next,
 		       json_string_value(json_object_get(m, "from")));
 	}
-	printf("%zu message%s\n", json_array_size(msgs), json_array_size(msgs) == 1 ? "" : "s");
+	if (json_is_true(json_object_get(r, "truncated")))
+		printf("%zu of %lld messages shown: narrow with --vps or --domain, or --limit\n",
+		       json_array_size(msgs), (long long)json_integer_value(json_object_get(r, "total")));
+	else
+		printf("%zu message%s\n", json_array_size(msgs), json_array_size(msgs) == 1 ? "" : "s");
 }
 
 /* The windows of quota show and vps show: one row each. */

@@ -47,19 +47,8 @@ def send(r, n=1, rcpts=("a@example.net",), source=None):
     return took
 
 
-class CtlTest(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.r = Relay(workers=2, limits=LIMITS,
-                      relay_keys={"metrics_listen": "127.0.0.1:0"}).start()
-        cls.metrics_url = "http://%s/metrics" % re.search(
-            r"event=metrics_listen addr=(\S+)", cls.r.log()).group(1)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.r.stop()
-        cls.r.cleanup()
+class Ctl(unittest.TestCase):
+    """What the test classes share: commands against cls.r."""
 
     def ok(self, *args):
         """The reply of a command that must succeed, parsed."""
@@ -93,6 +82,21 @@ class CtlTest(unittest.TestCase):
                     break
                 out += chunk
         return [json.loads(line) for line in out.decode().splitlines()]
+
+
+class CtlTest(Ctl):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.r = Relay(workers=2, limits=LIMITS,
+                      relay_keys={"metrics_listen": "127.0.0.1:0"}).start()
+        cls.metrics_url = "http://%s/metrics" % re.search(
+            r"event=metrics_listen addr=(\S+)", cls.r.log()).group(1)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.r.stop()
+        cls.r.cleanup()
 
     def test_socket_is_0660(self):
         self.assertEqual(os.stat(self.r.ctl_path).st_mode & 0o777, 0o660)
@@ -450,3 +454,63 @@ class DrainTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class QueueListCapTest(Ctl):
+    """queue list on a queue longer than a reply holds (100 messages by
+    default, --limit up to 10000): the first ones, how many match and
+    "truncated", so a million queued messages are not a 200 MB reply; a
+    filter that narrows the list below the limit gets it whole. vps show
+    counts every message all the same. Both come from the delivery threads'
+    memory, not the spool: with the spool's segments gone (as by a disk
+    failure) they still see the mail the threads hold."""
+
+    N = 150
+
+    @classmethod
+    def setUpClass(cls):
+        cls.r = Relay(workers=2).start()
+        with smtplib.SMTP("127.0.0.1", cls.r.port, timeout=30) as s:
+            s.ehlo("vps1.example.com")
+            for i in range(cls.N):
+                s.sendmail("user@example.com", ["r%d@example.net" % i],
+                           message("cap %d" % i, to="r%d@example.net" % i))
+            s.sendmail("user@example.com", ["one@narrow.example"],
+                       message("narrow", to="one@narrow.example"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.r.stop()
+        cls.r.cleanup()
+
+    def test_list_capped_depth_whole(self):
+        total = self.N + 1
+        first = self.ok("queue", "list")
+        self.assertEqual(len({m["qid"] for m in first["messages"]}), 100)
+        self.assertEqual((first["total"], first["truncated"]), (total, True))
+        some = self.ok("queue", "list", "--vps", "vps1", "--limit", "7")
+        self.assertEqual((len(some["messages"]), some["total"], some["truncated"]),
+                         (7, total, True))
+        every = self.ok("queue", "list", "--limit", str(total))
+        self.assertEqual((len({m["qid"] for m in every["messages"]}), every["truncated"]),
+                         (total, False))
+        narrow = self.ok("queue", "list", "--domain", "narrow.example")
+        self.assertEqual((len(narrow["messages"]), narrow["total"], narrow["truncated"]),
+                         (1, 1, False))
+        self.assertEqual(narrow["messages"][0]["pending"], 1)
+        self.assertEqual(self.ok("vps", "show", "vps1")["queue"]["messages"], total)
+        self.assertIn("limit '0' is not a number from 1 to 10000",
+                      self.refused("queue", "list", "--limit", "0"))
+        human = self.r.ctl("queue", "list", human=True).stdout
+        self.assertRegex(human, r"(?m)^100 of %d messages shown: narrow with --vps or "
+                                r"--domain, or --limit$" % total)
+        # from memory: the spool's segments gone, the threads still hold it all
+        gone = 0
+        for top, _, names in os.walk(self.r.spool_dir):
+            for name in names:
+                if name.endswith(".seg"):
+                    os.unlink(os.path.join(top, name))
+                    gone += 1
+        self.assertGreater(gone, 0)
+        self.assertEqual(self.ok("queue", "list", "--vps", "vps1")["total"], total)
+        self.assertEqual(self.ok("vps", "show", "vps1")["queue"]["messages"], total)

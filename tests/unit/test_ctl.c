@@ -520,12 +520,22 @@ static void test_queue_list_usage(void **state)
 		"[\"list\", \"--host\", \"x\"]", "[\"list\", \"vps1\"]",
 		"[\"list\", \"--vps\", \"a\", \"--vps\", \"b\"]",
 		"[\"list\", \"--domain\", \"a\", \"x\"]",
+		"[\"list\", \"--limit\"]", "[\"list\", \"--limit\", \"1\", \"--limit\", \"2\"]",
 	};
 	char req[256];
 
 	for (size_t i = 0; i < VR_ARRAY_SIZE(bad); i++) {
 		snprintf(req, sizeof(req), "{\"cmd\": \"queue\", \"args\": %s}", bad[i]);
-		assert_error(f, req, "usage: queue list [--vps ID] [--domain D]");
+		assert_error(f, req, "usage: queue list [--vps ID] [--domain D] [--limit N]");
+	}
+	static const char *const limits[] = { "0", "10001", "-1", "01", "1x", "99999999999" };
+	for (size_t i = 0; i < VR_ARRAY_SIZE(limits); i++) {
+		char want[128];
+		snprintf(req, sizeof(req), "{\"cmd\": \"queue\", \"args\": [\"list\", "
+			 "\"--limit\", \"%s\"]}", limits[i]);
+		snprintf(want, sizeof(want), "queue list: limit '%s' is not a number from 1 to "
+			 "10000", limits[i]);
+		assert_error(f, req, want);
 	}
 }
 
