@@ -26,7 +26,7 @@ struct vr_flow_table {
 	uint8_t key[VR_SIPHASH_KEY_LEN];
 };
 
-uint64_t vr_flow_hash(const struct vr_flow_table *t, const struct vr_flow_key *k)
+uint64_t vr_flow_key_hash(const uint8_t key[VR_SIPHASH_KEY_LEN], const struct vr_flow_key *k)
 {
 	/* Packed by hand: the struct's padding must not reach the hash. */
 	uint8_t b[12];
@@ -35,7 +35,12 @@ uint64_t vr_flow_hash(const struct vr_flow_table *t, const struct vr_flow_key *k
 	memcpy(b + 4, &k->raddr, 4);
 	memcpy(b + 8, &k->lport, 2);
 	memcpy(b + 10, &k->rport, 2);
-	return vr_siphash24(t->key, b, sizeof(b));
+	return vr_siphash24(key, b, sizeof(b));
+}
+
+uint64_t vr_flow_hash(const struct vr_flow_table *t, const struct vr_flow_key *k)
+{
+	return vr_flow_key_hash(t->key, k);
 }
 
 static int key_eq(const struct vr_flow_key *a, const struct vr_flow_key *b)

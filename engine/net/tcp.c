@@ -198,25 +198,13 @@ void vr_tcp_free(struct vr_tcp *t)
 /* RFC 6528: a keyed hash of the 4-tuple plus a clock ticking every 4 us. */
 uint32_t tcp_isn(const struct vr_tcp *t, const struct vr_flow_key *k, uint64_t now)
 {
-	uint8_t b[12];
-
-	memcpy(b, &k->laddr, 4);
-	memcpy(b + 4, &k->raddr, 4);
-	memcpy(b + 8, &k->lport, 2);
-	memcpy(b + 10, &k->rport, 2);
-	return (uint32_t)vr_siphash24(t->isn_key, b, sizeof(b)) + (uint32_t)(now * 250);
+	return (uint32_t)vr_flow_key_hash(t->isn_key, k) + (uint32_t)(now * 250);
 }
 
 /* RFC 7323 §7.1: timestamps start at a per-connection offset, not at our clock. */
 uint32_t tcp_ts_offset(const struct vr_tcp *t, const struct vr_flow_key *k)
 {
-	uint8_t b[12];
-
-	memcpy(b, &k->laddr, 4);
-	memcpy(b + 4, &k->raddr, 4);
-	memcpy(b + 8, &k->lport, 2);
-	memcpy(b + 10, &k->rport, 2);
-	return (uint32_t)vr_siphash24(t->ts_key, b, sizeof(b));
+	return (uint32_t)vr_flow_key_hash(t->ts_key, k);
 }
 
 struct vr_tcp_conn *tcp_conn_alloc(struct vr_tcp *t, const struct vr_flow_key *k, uint64_t now)

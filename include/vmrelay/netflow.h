@@ -41,5 +41,7 @@ int vr_flow_remove(struct vr_flow_table *t, const struct vr_flow_key *k);
 unsigned vr_flow_count(const struct vr_flow_table *t);
 /* The table's hash of k (what decides its slot). */
 uint64_t vr_flow_hash(const struct vr_flow_table *t, const struct vr_flow_key *k);
+/* SipHash-2-4 of k's four fields under key, whatever the struct's padding. */
+uint64_t vr_flow_key_hash(const uint8_t key[VR_SIPHASH_KEY_LEN], const struct vr_flow_key *k);
 
 #endif

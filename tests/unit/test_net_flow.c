@@ -149,6 +149,9 @@ static void test_flow_hash_is_keyed(void **state)
 	swapped.rport = k.lport;
 	assert_true(vr_flow_hash(a, &k) != vr_flow_hash(b, &k));
 	assert_true(vr_flow_hash(a, &k) != vr_flow_hash(a, &swapped));
+	/* The table hashes as vr_flow_key_hash does under its key (TCP's ISNs use that). */
+	assert_true(vr_flow_hash(a, &k) == vr_flow_key_hash(k1, &k));
+	assert_true(vr_flow_key_hash(k1, &k) != vr_flow_key_hash(k2, &k));
 	assert_null(vr_flow_table_new(0, k1, err, sizeof(err)));
 	assert_string_equal(err, "flow: table size 0 is not 1..16777216");
 	vr_flow_table_free(a);
