@@ -130,8 +130,6 @@ if [[ $NET_PATH == veth ]]; then
 	LOAD_WRAP=(ip netns exec "$NS_NAME")
 fi
 
-meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
-
 # --- one measured run -------------------------------------------------------------
 
 # run_engine ENGINE ROUND: fresh instance, warm-up, measured load, checks, stop.
@@ -175,10 +173,7 @@ print("%.2f\t%.3f" % (r["sessions_per_s"], r["latency_ms"]["p99"]))' "$dir/load.
 
 prepare_workdir
 resolve_bench
-RUNS=$WORK/runs.tsv META=$WORK/meta.tsv
-: >"$RUNS"
-: >"$META"
-ETC_POSTFIX_BEFORE=$(etc_postfix_sum)
+open_tables
 
 if has_engine vmrelay || has_engine dpdk; then
 	resolve_vmrelay
@@ -192,16 +187,7 @@ if has_engine vmrelay || has_engine dpdk; then
 	done
 fi
 
-meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
-meta loadavg_start "$(cut -d' ' -f1 /proc/loadavg)"
-meta nproc "$(nproc)"
-meta cpu "$(grep -m 1 '^model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
-meta kernel "$(uname -srm)"
-meta disk "$(disk_of "$WORK")"
-meta fsync_ms_start "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
-meta command "$COMMAND"
-meta load "$(load_describe "$MESSAGES")"
-meta rounds "$ROUNDS"
+meta_start
 if [[ $NET_PATH == veth ]]; then
 	meta path "veth: the load in network namespace vrb-PID ($NS_PEER_ADDR/24) across a veth pair to the servers on $NS_HOST_ADDR in the root namespace"
 else
@@ -214,31 +200,16 @@ has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance 
 has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers (configuration below), durable spool, delivering to a second smtp-sink ([delivery] smarthost) as Postfix relays to one; every run: its log showed one result=sent delivery for each message $LOAD got a 250 for (warm-up included) and no other attempt, its relay sink counted every message, \`vmrelay-spool DIR check\` found every record intact, and the log had no err or warn line."
 has_engine dpdk && meta engine_note "vmrelay-dpdk: the same vmrelay with --io dpdk, $(dpdk_workers) poll-mode worker lcore(s) besides the main one, net_af_packet on a veth pair of its own into the load's namespace ($DPDK_PEER_ADDR -> $DPDK_ADDR, bench/dpdk.sh), no hugepages; checked as vmrelay is. Its CPU figure includes the workers' polling."
 
-say "work directory $WORK; engines: ${ENGINES[*]}; $ROUNDS rounds of $MESSAGES messages"
-for ((round = 1; round <= ROUNDS; round++)); do
-	n=${#ENGINES[@]}
-	for ((i = 0; i < n; i++)); do
-		run_engine "${ENGINES[$(((i + round - 1) % n))]}" "$round"
-	done
-done
+run_rounds run_engine
 
-if has_engine postfix; then
-	while IFS= read -r line; do meta postfix_conf "$line"; done < <(postconf -c "$WORK/postfix-r1/etc" -n |
-		sed -E "s|$WORK/postfix-r1|\$DIR|g; s|^(relayhost = .*:)[0-9]+|\1\$RELAY_PORT|")
-fi
-if has_engine vmrelay; then
-	while IFS= read -r line; do meta vmrelay_conf "$line"; done < <(grep -v '^;' "$WORK/vmrelay-r1/relay.ini" |
-		sed -E "s|$WORK/vmrelay-r1|\$DIR|g; s|^(listen = .*:)[0-9]+|\1\$PORT|; s|^(smarthost = .*:)[0-9]+|\1\$RELAY_PORT|")
-fi
+meta_confs
 if has_engine dpdk; then
 	while IFS= read -r line; do meta dpdk_conf "$line"; done < <(grep -v '^;' "$WORK/dpdk-r1/relay.ini" |
 		sed -E "s|$WORK/dpdk-r1|\$DIR|g; s|vrb[0-9]+d|vrbPIDd|")
 fi
 ((PF_CLOCK_RUNS == 0)) || meta note "In $PF_CLOCK_RUNS of $ROUNDS Postfix runs cleanup warned that the file system clock was ahead of the local clock and reset queue file time stamps (\"this hurts performance\"): a trait of this machine that slows Postfix a little."
 ((PF_BACKLOG_RUNS == 0)) || meta note "In $PF_BACKLOG_RUNS of $ROUNDS Postfix runs qmgr warned that the relay's active queue entries were all in use: mail arrived faster than Postfix relayed it and its queue backed up; every message was still relayed, as checked."
-meta loadavg_end "$(cut -d' ' -f1 /proc/loadavg)"
-meta fsync_ms_end "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
-[[ $(etc_postfix_sum) == "$ETC_POSTFIX_BEFORE" ]] || die "/etc/postfix changed during the run: this is a bug in compare.sh"
+meta_end
 
 echo
 "$PY" "$BENCH_DIR/report.py" "$RUNS" "$META" ${RESULTS:+--markdown "$RESULTS"}

@@ -248,11 +248,7 @@ e2e_run() {
 # --- main --------------------------------------------------------------------------
 
 prepare_workdir
-RUNS=$WORK/runs.tsv META=$WORK/meta.tsv
-: >"$RUNS"
-: >"$META"
-meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
-ETC_POSTFIX_BEFORE=$(etc_postfix_sum)
+open_tables
 make_key
 if has_engine vmrelay; then
 	resolve_vmrelay
@@ -262,16 +258,7 @@ if has_engine vmrelay; then
 	stop_e2e_vmrelay "$WORK/vmrelay-preflight"
 fi
 
-meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
-meta loadavg_start "$(cut -d' ' -f1 /proc/loadavg)"
-meta nproc "$(nproc)"
-meta cpu "$(grep -m 1 '^model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
-meta kernel "$(uname -srm)"
-meta disk "$(disk_of "$WORK")"
-meta fsync_ms_start "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
-meta command "$COMMAND"
-meta load "$(load_describe "$MESSAGES")"
-meta rounds "$ROUNDS"
+meta_start
 meta warmup "$WARMUP"
 meta sample "$SAMPLE"
 PF_VERSION=$(postconf -d -h mail_version)
@@ -279,28 +266,15 @@ has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance 
 has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers, ${VR_DELIVERY_WORKERS:-the default number of} delivery workers, durable spool, the bench account signing bench.example with the Ed25519 key (selector ed1), [delivery] smarthost = an smtp-sink that keeps what it gets (-D); every run: its log showed one result=sent delivery per message and no other attempt, \`vmrelay-spool check\` found every record intact, no err or warn line."
 ((CTL == 0)) || meta engine_note "vmrelay+ctl: vmrelay as above while bench/e2e/ctlload.py sends up to $CTL control requests at $CTL_RATE/s from the start of the load until the last message reached the far sink, each on a connection of its own (as vmrelayctl does), in turn: stats, quota show bench, queue list, metrics, vps show $CLIENT_ADDR; every reply ok. The ctl column gives how many were sent by then and each command's reply time."
 
-say "work directory $WORK; engines: ${ENGINES[*]}; $ROUNDS rounds of $MESSAGES messages"
-for ((round = 1; round <= ROUNDS; round++)); do
-	n=${#ENGINES[@]}
-	for ((i = 0; i < n; i++)); do
-		e2e_run "${ENGINES[$(((i + round - 1) % n))]}" "$round"
-	done
-done
+run_rounds e2e_run
 
+meta_confs
 if has_engine postfix; then
-	while IFS= read -r line; do meta postfix_conf "$line"; done < <(postconf -c "$WORK/postfix-r1/etc" -n |
-		sed -E "s|$WORK/postfix-r1|\$DIR|g; s|^(relayhost = .*:)[0-9]+|\1\$RELAY_PORT|")
 	while IFS= read -r line; do meta opendkim_conf "$line"; done < <(grep -v '^#' "$WORK/postfix-r1/opendkim/opendkim.conf" |
 		sed -E "s|$WORK/postfix-r1|\$DIR|g; s|$WORK|\$WORK|g" | grep .)
 fi
-if has_engine vmrelay; then
-	while IFS= read -r line; do meta vmrelay_conf "$line"; done < <(grep -v '^;' "$WORK/vmrelay-r1/relay.ini" |
-		sed -E "s|$WORK/vmrelay-r1|\$DIR|g; s|^(listen = .*:)[0-9]+|\1\$PORT|; s|^(smarthost = .*:)[0-9]+|\1\$RELAY_PORT|")
-	meta vmrelay_account "$(grep '^{' "$WORK/vmrelay-r1/accounts.jsonl" | sed "s|$WORK|\$WORK|g")"
-fi
-meta loadavg_end "$(cut -d' ' -f1 /proc/loadavg)"
-meta fsync_ms_end "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
-[[ $(etc_postfix_sum) == "$ETC_POSTFIX_BEFORE" ]] || die "/etc/postfix changed during the run: this is a bug in e2e.sh"
+has_engine vmrelay && meta vmrelay_account "$(grep '^{' "$WORK/vmrelay-r1/accounts.jsonl" | sed "s|$WORK|\$WORK|g")"
+meta_end
 
 if ((DKIM_SPEED)); then
 	build=$ROOT/build-bench

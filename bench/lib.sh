@@ -390,24 +390,21 @@ verify_vmrelay() {
 		others=$(grep ' event=delivery ' "$dir/vmrelay.log" | grep -cv ' result=sent ') || true
 		((sent == expect && others == 0)) ||
 			die "vmrelay: expected $expect deliveries: $sent logged result=sent, $others other attempts"
-		"$VMRELAY_SPOOL" "$dir/spool" check >"$dir/spool.check" 2>&1 ||
-			die "vmrelay-spool check found damage:"$'\n'"$(tail_of "$dir/spool.check")"
-		vmrelay_log_clean "$dir"
 		VERIFIED=$sent
-		return 0
+	else
+		"$VMRELAY_SPOOL" --json "$dir/spool" >"$dir/spool.json" 2>"$dir/spool.err" ||
+			die "vmrelay-spool --json $dir/spool failed:"$'\n'"$(tail_of "$dir/spool.err")"
+		listed=$(grep -c '^{"qid":' "$dir/spool.json") || true
+		ours=$(grep -c '"account":"bench"' "$dir/spool.json") || true
+		small=$(grep -oE '"size":[0-9]+' "$dir/spool.json" | cut -d: -f2 | awk -v s="$SIZE" '$1 < s' | wc -l)
+		((listed == expect)) || die "vmrelay: the spool lists $listed messages, $LOAD got 250 for $expect"
+		((ours == listed && small == 0)) ||
+			die "vmrelay: of $listed spooled messages $((listed - ours)) are not the bench account's and $small are shorter than $SIZE bytes"
+		VERIFIED=$listed
 	fi
-	"$VMRELAY_SPOOL" --json "$dir/spool" >"$dir/spool.json" 2>"$dir/spool.err" ||
-		die "vmrelay-spool --json $dir/spool failed:"$'\n'"$(tail_of "$dir/spool.err")"
-	listed=$(grep -c '^{"qid":' "$dir/spool.json") || true
-	ours=$(grep -c '"account":"bench"' "$dir/spool.json") || true
-	small=$(grep -oE '"size":[0-9]+' "$dir/spool.json" | cut -d: -f2 | awk -v s="$SIZE" '$1 < s' | wc -l)
-	((listed == expect)) || die "vmrelay: the spool lists $listed messages, $LOAD got 250 for $expect"
-	((ours == listed && small == 0)) ||
-		die "vmrelay: of $listed spooled messages $((listed - ours)) are not the bench account's and $small are shorter than $SIZE bytes"
 	"$VMRELAY_SPOOL" "$dir/spool" check >"$dir/spool.check" 2>&1 ||
 		die "vmrelay-spool check found damage:"$'\n'"$(tail_of "$dir/spool.check")"
 	vmrelay_log_clean "$dir"
-	VERIFIED=$listed
 }
 
 # Every line of vmrelay's stderr must be one of its log records, none at err
@@ -622,3 +619,63 @@ parse_engines() {
 }
 
 has_engine() { [[ " ${ENGINES[*]} " == *" $1 "* ]]; }
+
+# --- the report's tables (compare.sh, e2e.sh) ------------------------------------
+
+# RUNS (a line a measured run) and META (key TAB value lines), empty; and
+# what the machine and /etc/postfix look like before the runs.
+open_tables() {
+	RUNS=$WORK/runs.tsv META=$WORK/meta.tsv
+	: >"$RUNS"
+	: >"$META"
+	ETC_POSTFIX_BEFORE=$(etc_postfix_sum)
+}
+
+meta() { printf '%s\t%s\n' "$1" "$2" >>"$META"; }
+
+# The machine, the disk and the invocation, before the first run.
+meta_start() {
+	meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+	meta loadavg_start "$(cut -d' ' -f1 /proc/loadavg)"
+	meta nproc "$(nproc)"
+	meta cpu "$(grep -m 1 '^model name' /proc/cpuinfo | cut -d: -f2- | xargs)"
+	meta kernel "$(uname -srm)"
+	meta disk "$(disk_of "$WORK")"
+	meta fsync_ms_start "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
+	meta command "$COMMAND"
+	meta load "$(load_describe "$MESSAGES")"
+	meta rounds "$ROUNDS"
+}
+
+# run_rounds FUNCTION: FUNCTION ENGINE ROUND for every engine, ROUNDS times,
+# the order rotating each round so that no engine always goes first.
+run_rounds() {
+	local round i n=${#ENGINES[@]}
+	say "work directory $WORK; engines: ${ENGINES[*]}; $ROUNDS rounds of $MESSAGES messages"
+	for ((round = 1; round <= ROUNDS; round++)); do
+		for ((i = 0; i < n; i++)); do
+			"$1" "${ENGINES[$(((i + round - 1) % n))]}" "$round"
+		done
+	done
+}
+
+# The first round's Postfix and vmrelay configurations, with the work
+# directory and the ports made generic.
+meta_confs() {
+	local line
+	if has_engine postfix; then
+		while IFS= read -r line; do meta postfix_conf "$line"; done < <(postconf -c "$WORK/postfix-r1/etc" -n |
+			sed -E "s|$WORK/postfix-r1|\$DIR|g; s|^(relayhost = .*:)[0-9]+|\1\$RELAY_PORT|")
+	fi
+	if has_engine vmrelay; then
+		while IFS= read -r line; do meta vmrelay_conf "$line"; done < <(grep -v '^;' "$WORK/vmrelay-r1/relay.ini" |
+			sed -E "s|$WORK/vmrelay-r1|\$DIR|g; s|^(listen = .*:)[0-9]+|\1\$PORT|; s|^(smarthost = .*:)[0-9]+|\1\$RELAY_PORT|")
+	fi
+}
+
+# After the last run: the machine again, and /etc/postfix untouched.
+meta_end() {
+	meta loadavg_end "$(cut -d' ' -f1 /proc/loadavg)"
+	meta fsync_ms_end "$("$PY" "$BENCH_DIR/measure.py" fsync "$WORK")"
+	[[ $(etc_postfix_sum) == "$ETC_POSTFIX_BEFORE" ]] || die "/etc/postfix changed during the run: this is a bug in $PROG"
+}
