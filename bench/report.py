@@ -49,6 +49,15 @@ def read_meta(path):
     return meta
 
 
+def parse_args():
+    """RUNS META [--markdown OUT], as this report and bench/e2e/report.py take them."""
+    ap = argparse.ArgumentParser(prog="report.py")
+    ap.add_argument("runs")
+    ap.add_argument("meta")
+    ap.add_argument("--markdown", metavar="OUT")
+    return ap.parse_args()
+
+
 def summarise(runs):
     """Median msgs/s, wall and CPU per 1000 messages of each engine."""
     out = {}
@@ -203,11 +212,7 @@ def markdown(out, runs, meta, text):
 
 
 def main():
-    ap = argparse.ArgumentParser(prog="report.py")
-    ap.add_argument("runs")
-    ap.add_argument("meta")
-    ap.add_argument("--markdown", metavar="OUT")
-    args = ap.parse_args()
+    args = parse_args()
     runs = read_runs(args.runs)
     if not runs:
         sys.exit("report.py: no runs to report")

@@ -14,13 +14,12 @@ and the targets; with --markdown writes it with the machine, the command,
 the configurations and bench_dkim's figures to OUT.
 """
 
-import argparse
 import os
 import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from report import read_meta  # noqa: E402  (bench/report.py)
+from report import parse_args, read_meta  # noqa: E402  (bench/report.py)
 
 ENGINES = ("postfix", "vmrelay", "vmrelay+ctl")
 TARGET_VS_POSTFIX = 10.0        # issue 5: vmrelay >= 10x Postfix end to end
@@ -155,11 +154,7 @@ def markdown(out, runs, meta, text):
 
 
 def main():
-    ap = argparse.ArgumentParser(prog="report.py")
-    ap.add_argument("runs")
-    ap.add_argument("meta")
-    ap.add_argument("--markdown", metavar="OUT")
-    args = ap.parse_args()
+    args = parse_args()
     runs = read_runs(args.runs)
     meta = read_meta(args.meta)
     text = table(runs)
