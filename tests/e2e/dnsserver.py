@@ -80,7 +80,29 @@ def _wait(cond, what, timeout=10):
     raise RuntimeError("timed out waiting for " + what)
 
 
-class Nsd:
+class _Daemon:
+    """A server process (self.proc) with a private directory (self.dir):
+    stopped, and the directory removed, on leaving a with block."""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Nsd(_Daemon):
     def __init__(self, zones, signed=(), tamper=(), ip="127.0.0.1"):
         self.dir = tempfile.mkdtemp(prefix="vr-nsd-")
         self.ip = ip
@@ -209,25 +231,8 @@ class Nsd:
         except OSError:
             return ""
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
-class Unbound:
+class Unbound(_Daemon):
     """A validating recursive unbound on 127.0.0.1:<free port>: stub-zones to
     nsd's zones, nsd's trust anchor, nothing else reachable."""
 
@@ -268,23 +273,6 @@ class Unbound:
         out = subprocess.run(["dig", "@127.0.0.1", "-p", str(self.port), "+time=1",
                               "+tries=1", "localhost", "A"], capture_output=True, text=True)
         return "status:" in out.stdout
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class Silent:
