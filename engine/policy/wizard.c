@@ -317,10 +317,24 @@ void vr_wizard_spf_advice(const struct vr_wizard *w, struct vr_wizard_record *sp
 
 /* --- verdicts --- */
 
-static void found_why(struct vr_wizard_finding *f, enum vr_wizard_verdict v, const char *why)
+/*
+ * A lookup without an answer decides the verdict alone: a temporary failure
+ * leaves it open (with why), anything else (NXDOMAIN; NODATA, where the name
+ * exists but holds no record of the type) is missing. True if it did.
+ */
+static bool judged_unanswered(struct vr_wizard_finding *f, enum vr_resolve_status status,
+			      const char *why)
 {
-	f->verdict = v;
-	snprintf(f->found, sizeof(f->found), "%s", why);
+	f->found[0] = '\0';
+	if (status == VR_RESOLVE_OK)
+		return false;
+	if (status == VR_RESOLVE_TEMPFAIL) {
+		f->verdict = VR_WIZARD_UNKNOWN;
+		snprintf(f->found, sizeof(f->found), "%s", why);
+	} else {
+		f->verdict = VR_WIZARD_MISSING;
+	}
+	return true;
 }
 
 void vr_wizard_judge_txt(const struct vr_wizard *w, const struct vr_wizard_record *rec,
@@ -329,17 +343,8 @@ void vr_wizard_judge_txt(const struct vr_wizard *w, const struct vr_wizard_recor
 	const struct vr_txt_rr *spf;
 	unsigned n_spf;
 
-	f->found[0] = '\0';
-	switch (res->status) {
-	case VR_RESOLVE_OK:
-		break;
-	case VR_RESOLVE_TEMPFAIL:
-		found_why(f, VR_WIZARD_UNKNOWN, res->why);
+	if (judged_unanswered(f, res->status, res->why))
 		return;
-	default:
-		f->verdict = VR_WIZARD_MISSING;
-		return;
-	}
 	if (rec->kind == VR_WIZARD_SPF) {
 		n_spf = spf_records(res, &spf);
 		if (n_spf == 0) {
@@ -371,20 +376,8 @@ void vr_wizard_judge_txt(const struct vr_wizard *w, const struct vr_wizard_recor
 void vr_wizard_judge_cname(const struct vr_wizard_record *rec,
 			   const struct vr_cname_result *res, struct vr_wizard_finding *f)
 {
-	f->found[0] = '\0';
-	switch (res->status) {
-	case VR_RESOLVE_OK:
-		f->verdict = strcasecmp(res->target, rec->value) == 0 ? VR_WIZARD_OK :
-			VR_WIZARD_WRONG;
-		snprintf(f->found, sizeof(f->found), "%s", res->target);
+	if (judged_unanswered(f, res->status, res->why))
 		return;
-	case VR_RESOLVE_TEMPFAIL:
-		found_why(f, VR_WIZARD_UNKNOWN, res->why);
-		return;
-	default:
-		/* NODATA too: the name exists (another type, or names below it)
-		 * but holds no CNAME */
-		f->verdict = VR_WIZARD_MISSING;
-		return;
-	}
+	f->verdict = strcasecmp(res->target, rec->value) == 0 ? VR_WIZARD_OK : VR_WIZARD_WRONG;
+	snprintf(f->found, sizeof(f->found), "%s", res->target);
 }
