@@ -15,6 +15,7 @@
 #include <urcu/wfcqueue.h>
 
 #include "vmrelay/buf.h"
+#include "vmrelay/delivery.h"
 #include "vmrelay/spool.h"
 #include "../io/timer.h"
 
@@ -85,6 +86,20 @@ struct dq_dest {
 
 #define DQ_HASH 1024u
 
+/* One VPS's mail in a thread's queue (depth.c): one writer, any reader. */
+struct dq_depth {
+	uint64_t messages, recipients, held;
+	char id[];
+};
+
+#define DQ_DEPTH_SLOTS 4096u            /* a power of two */
+
+struct dq_depths {
+	struct dq_depth *slot[DQ_DEPTH_SLOTS];  /* written once, never emptied */
+	unsigned used;
+	bool incomplete;              /* a VPS found no room: readers count otherwise */
+};
+
 struct dq {
 	struct dq_dest *hash[DQ_HASH];
 	struct dq_dest *kick;         /* destinations that got ready jobs */
@@ -96,6 +111,7 @@ struct dq {
 	 * and leaves the queue; not at vr_dq_free. Optional. */
 	void (*on_done)(const struct dq_msg *m, void *arg);
 	void *on_done_arg;
+	struct dq_depths depths;      /* per VPS, for vps show (depth.c) */
 };
 
 void vr_dq_init(struct dq *q, const char *smarthost);
@@ -136,6 +152,15 @@ uint64_t vr_dq_next_due_ms(const struct dq *q);
 void vr_dq_kick(struct dq *q, struct dq_dest *d);
 /* Pops a destination kicked since the last call, or NULL. */
 struct dq_dest *vr_dq_kicked(struct dq *q);
+
+/* --- queue depth per VPS (depth.c) --- */
+
+/* Adds sign (+1/-1) times m's weight to its VPS's counters, if m counts
+ * (not deleted, a recipient pending): -1 before m changes, +1 after. */
+void vr_dq_depth_count(struct dq *q, const struct dq_msg *m, int sign);
+/* Any thread: adds id's counters to out. 0, or -ENOSPC: incomplete. */
+int vr_dq_depth_read(const struct dq_depths *t, const char *id, struct vr_delivery_depth *out);
+void vr_dq_depths_free(struct dq_depths *t);
 
 /* --- spool segments still holding mail to deliver (segs.c) --- */
 

@@ -46,7 +46,9 @@ static void rcpt_final(struct dworker *w, struct dq_msg *m, unsigned i, uint8_t 
 	if (m->rcpt_state[i])
 		return;
 	m->rcpt_state[i] = type;
+	vr_dq_depth_count(&w->q, m, -1);
 	m->pending--;
+	vr_dq_depth_count(&w->q, m, 1);
 	vr_dw_record(w, m, type, i, 0, text);
 }
 

@@ -306,6 +306,7 @@ int vr_dq_msg_add(struct dq *q, struct dq_msg *m, uint64_t now_us)
 		q->msgs->prev = m;
 	q->msgs = m;
 	q->n_msgs++;
+	vr_dq_depth_count(q, m, 1);
 	return m->held ? 0 : vr_dq_msg_jobs(q, m, now_us);
 }
 
@@ -422,6 +423,7 @@ void vr_dq_free(struct dq *q)
 		mn = m->next;
 		msg_free(m);
 	}
+	vr_dq_depths_free(&q->depths);
 	memset(q, 0, sizeof(*q));
 }
 

@@ -148,18 +148,23 @@ static int cmd_apply(struct dworker *w, const struct dcmd *c)
 	case VR_DELIVERY_HOLD:
 		if (m->held)
 			return -EALREADY;
+		vr_dq_depth_count(&w->q, m, -1);
 		m->held = true;
+		vr_dq_depth_count(&w->q, m, 1);
 		m->gen++;               /* its jobs are dropped as they come up */
 		vr_dw_record(w, m, VR_STATE_HELD, VR_SPOOL_ALL, 0, "");
 		break;
 	case VR_DELIVERY_RELEASE:
 		if (!m->held)
 			return -EALREADY;
+		vr_dq_depth_count(&w->q, m, -1);
 		m->held = false;
+		vr_dq_depth_count(&w->q, m, 1);
 		m->next_us = 0;
 		vr_dw_record(w, m, VR_STATE_RELEASED, VR_SPOOL_ALL, 0, "");
 		return vr_dq_msg_jobs(&w->q, m, wall_us());
 	case VR_DELIVERY_DELETE:
+		vr_dq_depth_count(&w->q, m, -1);
 		m->deleted = true;
 		m->gen++;
 		vr_dw_record(w, m, VR_STATE_DELETED, VR_SPOOL_ALL, 0, "");

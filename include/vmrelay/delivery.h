@@ -111,6 +111,22 @@ enum vr_delivery_op {
 int vr_delivery_command(struct vr_delivery *d, enum vr_delivery_op op, const char *qid,
 			unsigned timeout_ms);
 
+/* One VPS's mail waiting for delivery: messages not deleted with a
+ * recipient pending, as vr_delivery_walk sees them. */
+struct vr_delivery_depth {
+	uint64_t messages;
+	uint64_t recipients;          /* pending */
+	uint64_t held;                /* messages */
+};
+/*
+ * vps's depth from counters the threads keep as their queues change, read
+ * without asking them (each thread's a moment apart). 0, or -ENOSPC: more
+ * VPSes than the counters hold (count with vr_delivery_walk). Any thread,
+ * while d is alive.
+ */
+int vr_delivery_depth(const struct vr_delivery *d, const char *vps,
+		      struct vr_delivery_depth *out);
+
 /*
  * The queue as the delivery threads hold it, for the operator's views
  * (queue list, vps show) without reading the spool: calls fn for every

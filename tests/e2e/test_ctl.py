@@ -5,7 +5,8 @@ malformed JSON, an unknown command, a quota above the cap, a reload with a
 broken accounts file. The metrics, from the control socket and scraped
 over HTTP, are parsed with Prometheus's own parser and must agree with
 stats. drain ends the relay with exit status 0 after
-the session in flight has finished.
+the session in flight has finished. queue list's limit, and vps show's
+queue depth as deliveries, holds and deletes change it.
 
 Accounts: vps1 (127.0.0.1) sends as example.com; vps2 authenticates; bulk
 is a third account the reload test adds, vps3 (127.0.0.3) one that
@@ -27,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import relay
 from relay import OUTSIDER, Relay, message
+from test_delivery import Receiver
 
 CAP = 5000          # [limits] per_day_max of these relays
 LIMITS = dict(relay.LIMITS, per_day_max=CAP, per_day=1000)
@@ -514,3 +516,42 @@ class QueueListCapTest(Ctl):
         self.assertGreater(gone, 0)
         self.assertEqual(self.ok("queue", "list", "--vps", "vps1")["total"], total)
         self.assertEqual(self.ok("vps", "show", "vps1")["queue"]["messages"], total)
+
+
+class DepthTest(Ctl):
+    """vps show's queue depth follows the queue as it changes: a recipient
+    delivered no longer counts, one deferred still does, a held message
+    counts as held, a deleted one not at all (the delivery threads keep
+    these counts; vps show reads them without asking)."""
+
+    def setUp(self):
+        self.rx = Receiver(refuse=lambda rcpt, n: "451 4.3.0 later"
+                           if rcpt.startswith("later") else None).start()
+        self.r = Relay(workers=2, tls=False,
+                       delivery={"smarthost": "127.0.0.1:%d" % self.rx.port}).start()
+
+    def tearDown(self):
+        self.r.stop()
+        self.r.cleanup()
+        self.rx.stop()
+
+    def depth(self):
+        q = self.ok("vps", "show", "vps1")["queue"]
+        return q["messages"], q["recipients"], q["held"]
+
+    def test_depth_follows_the_queue(self):
+        rcpts = ["now1@example.net", "later@example.net", "now2@example.net"]
+        with smtplib.SMTP("127.0.0.1", self.r.port, timeout=10) as s:
+            s.sendmail("user@example.com", rcpts, message("depth", to=rcpts[0]))
+        self.assertEqual(len(self.rx.wait(1)), 1)
+        deadline = time.monotonic() + 10
+        while self.depth() != (1, 1, 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.depth(), (1, 1, 0))
+        qid = self.ok("queue", "list")["messages"][0]["qid"]
+        self.ok("queue", "hold", qid)
+        self.assertEqual(self.depth(), (1, 1, 1))
+        self.ok("queue", "release", qid)
+        self.assertEqual(self.depth(), (1, 1, 0))
+        self.ok("queue", "delete", qid)
+        self.assertEqual(self.depth(), (0, 0, 0))
