@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "vmrelay/net.h"
+#include "test_bytes.h"
 
 #define OUR_IP  0x0a000001u            /* 10.0.0.1/24 */
 #define PEER_IP 0x0a000002u
@@ -100,28 +101,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* RFC 1071 §4.1, written out the RFC's way: an independent check on ours. */
-static uint16_t rfc1071(const uint8_t *addr, size_t count)
-{
-	uint32_t sum = 0;
-
-	while (count > 1) {
-		sum += (uint32_t)(addr[0] << 8 | addr[1]);
-		addr += 2;
-		count -= 2;
-	}
-	if (count > 0)
-		sum += (uint32_t)addr[0] << 8;
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
-
-static void put16(uint8_t *b, uint16_t v) { b[0] = (uint8_t)(v >> 8); b[1] = (uint8_t)v; }
-static void put32(uint8_t *b, uint32_t v) { put16(b, (uint16_t)(v >> 16)); put16(b + 2, (uint16_t)v); }
-static uint16_t get16(const uint8_t *b) { return (uint16_t)(b[0] << 8 | b[1]); }
-static uint32_t get32(const uint8_t *b) { return (uint32_t)get16(b) << 16 | get16(b + 2); }
-
 static void inject(struct vr_net *n, const uint8_t *b, size_t len, uint64_t now)
 {
 	struct vr_pkt *p = vr_net_pkt_alloc(n);
@@ -167,7 +146,7 @@ static size_t ip_hdr(uint8_t *f, uint32_t src, uint32_t dst, uint8_t proto, size
 	f[9] = proto;
 	put32(f + 12, src);
 	put32(f + 16, dst);
-	put16(f + 10, rfc1071(f, 20));
+	put16(f + 10, rfc1071(0, f, 20));
 	return 20;
 }
 
@@ -184,7 +163,7 @@ static size_t ping_frame(uint8_t *f, uint16_t seq, size_t datalen)
 	put16(icmp + 6, seq);
 	for (size_t i = 0; i < datalen; i++)
 		icmp[8 + i] = (uint8_t)(i * 7);
-	put16(icmp + 2, rfc1071(icmp, 8 + datalen));
+	put16(icmp + 2, rfc1071(0, icmp, 8 + datalen));
 	return o + 8 + datalen;
 }
 
@@ -210,21 +189,21 @@ static void test_csum_rfc1071(void **state)
 		size_t len = (size_t)rand() % sizeof(b);
 		for (size_t i = 0; i < len; i++)
 			b[i] = (uint8_t)rand();
-		assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b, len)), rfc1071(b, len));
+		assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b, len)), rfc1071(0, b, len));
 		size_t cut = len / 2 & ~(size_t)1;
 		uint32_t s = vr_net_csum_add(vr_net_csum_add(0, b, cut), b + cut, len - cut);
-		assert_int_equal(vr_net_csum_fold(s), rfc1071(b, len));
+		assert_int_equal(vr_net_csum_fold(s), rfc1071(0, b, len));
 		/* from an odd address, as a header inside a frame may be */
 		if (len)
 			assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b + 1, len - 1)),
-					 rfc1071(b + 1, len - 1));
+					 rfc1071(0, b + 1, len - 1));
 	}
 	/* Sums that fold to 0 or to all ones (one's complement's two zeros). */
 	memset(b, 0, sizeof(b));
-	assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b, 1500)), rfc1071(b, 1500));
+	assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b, 1500)), rfc1071(0, b, 1500));
 	memset(b, 0xff, sizeof(b));
-	assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b, 1501)), rfc1071(b, 1501));
-	assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0xffff, b, 2)), rfc1071(b, 4));
+	assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0, b, 1501)), rfc1071(0, b, 1501));
+	assert_int_equal(vr_net_csum_fold(vr_net_csum_add(0xffff, b, 2)), rfc1071(0, b, 4));
 }
 
 static void test_arp_request_answered_exactly(void **state)
@@ -288,10 +267,10 @@ static void check_echo_reply(const struct frame *r, const uint8_t *req, size_t r
 	assert_int_equal(ip[9], 1);
 	assert_int_equal(get32(ip + 12), OUR_IP);
 	assert_int_equal(get32(ip + 16), PEER_IP);
-	assert_int_equal(rfc1071(ip, 20), 0);
+	assert_int_equal(rfc1071(0, ip, 20), 0);
 	assert_int_equal(icmp[0], 0);
 	assert_int_equal(icmp[1], 0);
-	assert_int_equal(rfc1071(icmp, reqlen - 34), 0);
+	assert_int_equal(rfc1071(0, icmp, reqlen - 34), 0);
 	/* Identifier, sequence and data echoed unchanged. */
 	assert_memory_equal(icmp + 4, req + 34 + 4, reqlen - 34 - 4);
 }
@@ -341,7 +320,7 @@ static void expect_drop(struct vr_net *n, void (*fix)(uint8_t *f, size_t *len), 
 	fix(f, &len);
 	if (resum) {
 		put16(f + 24, 0);
-		put16(f + 24, rfc1071(f + 14, (f[14] & 0xfu) * 4u > len - 14 ? 20 : (f[14] & 0xfu) * 4u));
+		put16(f + 24, rfc1071(0, f + 14, (f[14] & 0xfu) * 4u > len - 14 ? 20 : (f[14] & 0xfu) * 4u));
 	}
 	inject(n, f, len, T0);
 	assert_int_equal(nsent, 0);
@@ -371,7 +350,7 @@ static void fix_icmp_type(uint8_t *f, size_t *len)
 {
 	f[34] = 13;                          /* timestamp request */
 	put16(f + 36, 0);
-	put16(f + 36, rfc1071(f + 34, *len - 34));
+	put16(f + 36, rfc1071(0, f + 34, *len - 34));
 }
 
 static void test_bad_frames_dropped_and_counted(void **state)
@@ -587,7 +566,7 @@ static void test_ip_output_routes(void **state)
 	assert_int_equal(nsent, 2);
 	assert_memory_equal(sent[1].b, gw_mac, 6);
 	assert_int_equal(get32(sent[1].b + 14 + 16), FAR_IP);
-	assert_int_equal(rfc1071(sent[1].b + 14, 20), 0);
+	assert_int_equal(rfc1071(0, sent[1].b + 14, 20), 0);
 
 	/* Over the MTU, to a broadcast: refused and counted. */
 	p = vr_net_pkt_alloc(n);
@@ -621,7 +600,7 @@ static size_t frag_needed(uint8_t *f, uint16_t mtu, uint32_t quoted_src)
 	ip_hdr(icmp + 8, quoted_src, FAR_IP, 6, 1000);
 	static const uint8_t tcp8[8] = { 0x00, 0x19, 0xc3, 0x50, 0x11, 0x22, 0x33, 0x44 };
 	memcpy(icmp + 28, tcp8, 8);
-	put16(icmp + 2, rfc1071(icmp, 36));
+	put16(icmp + 2, rfc1071(0, icmp, 36));
 	return o + 36;
 }
 
@@ -643,10 +622,10 @@ static void test_frag_needed_to_hook(void **state)
 	size_t len = frag_needed(f, 1400, OUR_IP);
 	put16(f + 16, (uint16_t)(get16(f + 16) - 1));
 	put16(f + 24, 0);
-	put16(f + 24, rfc1071(f + 14, 20));
+	put16(f + 24, rfc1071(0, f + 14, 20));
 	f[34 + 2] = 0;
 	f[34 + 3] = 0;
-	put16(f + 34 + 2, rfc1071(f + 34, 35));
+	put16(f + 34 + 2, rfc1071(0, f + 34, 35));
 	inject(n, f, len - 1, T0);
 	assert_int_equal(pmtu_calls, 1);
 	assert_int_equal(vr_net_stats(n)->drop[VR_NET_DROP_ICMP_BAD_PMTU], 3);

@@ -26,26 +26,6 @@ static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
 struct seg out[SEGS_MAX];
 unsigned nout;
 
-uint16_t get16(const uint8_t *b) { return (uint16_t)(b[0] << 8 | b[1]); }
-uint32_t get32(const uint8_t *b) { return (uint32_t)get16(b) << 16 | get16(b + 2); }
-void put16(uint8_t *b, uint16_t v) { b[0] = (uint8_t)(v >> 8); b[1] = (uint8_t)v; }
-void put32(uint8_t *b, uint32_t v) { put16(b, (uint16_t)(v >> 16)); put16(b + 2, (uint16_t)v); }
-
-/* RFC 1071 §4.1 written out, over a pseudo-header sum: an independent check on the stack's. */
-uint16_t rfc1071(uint32_t sum, const uint8_t *addr, size_t count)
-{
-	while (count > 1) {
-		sum += (uint32_t)(addr[0] << 8 | addr[1]);
-		addr += 2;
-		count -= 2;
-	}
-	if (count > 0)
-		sum += (uint32_t)addr[0] << 8;
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
-}
-
 static uint32_t pseudo(uint32_t src, uint32_t dst, size_t len)
 {
 	return (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + 6 + (uint32_t)len;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "vmrelay/tcp.h"
+#include "test_bytes.h"
 
 #define OUR_IP  0x0a000001u            /* 10.0.0.1/24 */
 #define PEER_IP 0x0a000002u
@@ -60,11 +61,6 @@ extern uint16_t rx_flags;              /* VR_PKT_* offload flags on injected fra
 extern uint32_t iss;                   /* our ISN on the current connection */
 extern const struct vr_tcp_cb cbs;
 
-uint16_t get16(const uint8_t *b);
-uint32_t get32(const uint8_t *b);
-void put16(uint8_t *b, uint16_t v);
-void put32(uint8_t *b, uint32_t v);
-uint16_t rfc1071(uint32_t sum, const uint8_t *addr, size_t count);
 /* A frame into the stack at the current time. */
 void inject(const uint8_t *b, size_t len);
 /* A segment from the peer (PEER_IP:pport) to our port dport; o may be NULL. */
