@@ -8,17 +8,19 @@
  * show's queue depth from counters they keep (vr_delivery_depth, read
  * without asking them): reading the spool back cost 40-120 ms a command
  * with 20,000 messages queued, and the SMTP side its disk. Without delivery
- * threads (a relay that only spools) both read the spool. list answers at most
- * --limit messages (LIST_DEFAULT, up to LIST_MAX), in no set order, with
- * "total" (how many match) and "truncated": a 1M-message queue is not a
- * 200 MB reply, and a dashboard polling it does not pay for a page it
- * does not show (at 20,000 queued, 1000 messages a reply cost 5 ms of the
- * control thread and as much of its client); --vps and --domain narrow
- * it. show reads the spool as a restart would
- * (vr_spool_queue_scan), for the message's client and each recipient's
- * state. The changes go to the thread that owns the message
- * (vr_delivery_command), which records them in the spool before it
- * answers: a `show` right after a `hold` sees it.
+ * threads (a relay that only spools) both read the spool.
+ *
+ * list answers at most --limit messages (LIST_DEFAULT, up to LIST_MAX), in
+ * no set order, with "total" (how many match) and "truncated": a
+ * 1M-message queue is not a 200 MB reply, and a dashboard polling it does
+ * not pay for rows it does not show (at 20,000 queued, 1000 rows a reply
+ * cost the control thread 5-12 ms, and as much again its client); --vps
+ * and --domain narrow it.
+ *
+ * show reads the spool as a restart would (vr_spool_queue_scan), for the
+ * message's client and each recipient's state. The changes go to the
+ * thread that owns the message (vr_delivery_command), which records them
+ * in the spool before it answers: a `show` right after a `hold` sees it.
  */
 #include <errno.h>
 #include <jansson.h>
