@@ -140,15 +140,12 @@ static struct attempt *attempt_new(struct dworker *w, struct dq_job *j)
 	int rc = -ENOMEM;
 
 	if (a && (a->rcpts = calloc(j->n, sizeof(*a->rcpts)))) {
-		/* First pickup: a pass for the signature, then one to send. */
-		rc = 0;
-		if (!m->dkim) {
-			struct vr_spool_body *b = body_open(w, m);
-			rc = b ? sign_once(w, m, b) : -errno;
-			vr_spool_body_close(b);
-		}
-		if (rc == 0 && !(a->body = body_open(w, m)))
-			rc = -errno;
+		/* First pickup: a pass for the signature, then one to send,
+		 * from the same open file (the page cache has it: just
+		 * committed). */
+		rc = (a->body = body_open(w, m)) ? 0 : -errno;
+		if (rc == 0 && !m->dkim && (rc = sign_once(w, m, a->body)) == 0)
+			vr_spool_body_rewind(a->body);
 	}
 	if (rc < 0) {
 		vr_log_err("event=spool_read_failed qid=%s segment=%s error=\"%s\"", m->qid,

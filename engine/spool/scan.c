@@ -362,6 +362,7 @@ struct vr_spool_body {
 	uint64_t size;                /* body bytes seen */
 	uint32_t n_body;
 	bool done;
+	uint64_t body_pos;            /* the first record after the envelope */
 };
 
 struct vr_spool_body *vr_spool_body_open(const char *dir, const struct vr_spool_msg *msg)
@@ -390,7 +391,18 @@ struct vr_spool_body *vr_spool_body_open(const char *dir, const struct vr_spool_
 	}
 	memcpy(b->msg.qid, msg->qid, sizeof(b->msg.qid));
 	b->msg.size = msg->size;
+	b->body_pos = b->r.pos;
 	return b;
+}
+
+void vr_spool_body_rewind(struct vr_spool_body *b)
+{
+	vr_seg_reader_seek(&b->r, b->body_pos);
+	b->p = NULL;
+	b->left = 0;
+	b->size = 0;
+	b->n_body = 0;
+	b->done = false;
 }
 
 /* The next BODY record into b->p, or done at a matching END. */

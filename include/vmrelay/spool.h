@@ -172,6 +172,9 @@ struct vr_spool_body *vr_spool_body_open(const char *dir, const struct vr_spool_
 /* Up to cap next bytes into buf: how many, 0 at the end (once END checked
  * out), or -EBADMSG / -errno. */
 ssize_t vr_spool_body_read(struct vr_spool_body *b, void *buf, size_t cap);
+/* Back to the body's first byte, for a second pass (the delivery threads
+ * sign a message, then send it, from one open file). */
+void vr_spool_body_rewind(struct vr_spool_body *b);
 void vr_spool_body_close(struct vr_spool_body *b);
 
 /* --- committed mail, as it is committed --- */

@@ -1691,6 +1691,21 @@ static void test_body_pull(void **state)
 		assert_int_equal(got, n);
 		assert_memory_equal(back, body, n);
 		assert_int_equal(vr_spool_body_read(b, back, 10), 0);   /* stays at the end */
+		/* A second pass (sign, then send) reads the same bytes again,
+		 * from the start, whether the first finished or not. */
+		memset(back, 0, n);
+		vr_spool_body_rewind(b);
+		got = 0;
+		while ((r = vr_spool_body_read(b, back + got, 1u << 20)) > 0)
+			got += (size_t)r;
+		assert_int_equal(r, 0);
+		assert_int_equal(got, n);
+		assert_memory_equal(back, body, n);
+		vr_spool_body_rewind(b);
+		assert_int_equal(vr_spool_body_read(b, back, 3), 3);
+		vr_spool_body_rewind(b);
+		assert_int_equal(vr_spool_body_read(b, back, 4096), 4096);
+		assert_memory_equal(back, body, 4096);
 		vr_spool_body_close(b);
 	}
 
