@@ -1570,6 +1570,44 @@ static void test_state_recovery(void **state)
 	assert_int_equal(f.v[3].pending, 2);
 }
 
+/* A flush returns at once and the syncer makes the events durable on its
+ * own, with the log still open; a sync waits for whatever is left. */
+static void test_state_log_flush(void **state)
+{
+	char qid[2][VR_QID_MAX], err[256];
+	struct vr_spool_envelope env = env_default;
+	commit_two(2, qid, &env);
+
+	struct vr_spool_log *log = vr_spool_log_open(dir, 0, err, sizeof(err));
+	assert_non_null(log);
+	assert_int_equal(vr_spool_log_flush(log), 0);      /* nothing yet: nothing to do */
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 0, 1, 11, 0, "250 ok"), 0);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 1, 1, 12, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_pending(log), 2);
+	assert_int_equal(vr_spool_log_flush(log), 0);
+	for (unsigned i = 0; i < 5000 && vr_spool_log_pending(log); i++)
+		usleep(1000);
+	assert_int_equal(vr_spool_log_pending(log), 0);
+	struct qfound f = { 0 };
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &f), 0);
+	assert_int_equal(f.n, 2);
+	assert_string_equal(f.v[0].qid, qid[0]);
+	assert_int_equal(f.v[0].pending, 0);               /* done, on disk */
+	assert_int_equal(f.v[1].pending, 2);
+
+	/* Appended behind a flush, made durable by a sync before it returns. */
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[1], 0, 1, 13, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_flush(log), 0);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[1], 1, 1, 14, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	assert_int_equal(vr_spool_log_pending(log), 0);
+	memset(&f, 0, sizeof(f));
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &f), 0);
+	assert_int_equal(f.n, 2);
+	assert_int_equal(f.v[1].pending, 0);
+	vr_spool_log_close(log);
+}
+
 static void test_state_log_damage(void **state)
 {
 	char qid[2][VR_QID_MAX], err[256], path[512];
@@ -1891,6 +1929,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_disk_full_tmpfs, test_setup, tmpfs_teardown),
 		cmocka_unit_test(test_event_codec),
 		cmocka_unit_test_setup(test_state_recovery, test_setup),
+		cmocka_unit_test_setup(test_state_log_flush, test_setup),
 		cmocka_unit_test_setup(test_state_log_damage, test_setup),
 		cmocka_unit_test_setup(test_commit_hook, test_setup),
 		cmocka_unit_test_setup(test_compact, test_setup),
