@@ -407,6 +407,9 @@ int vr_spool_log_flush(struct vr_spool_log *log)
 			return vr_spool_log_sync(log);
 		}
 		log->has_syncer = true;
+		char name[16];
+		snprintf(name, sizeof(name), "vr-statelog-%u", log->id % 100);
+		pthread_setname_np(log->syncer, name);
 	}
 	pthread_mutex_lock(&log->mu);
 	if ((vr_buf_len(&log->buf) || vr_buf_len(&log->wbuf)) && !log->busy && !log->kicked) {
