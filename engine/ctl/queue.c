@@ -4,9 +4,10 @@
  * with a recipient at D still to deliver), `queue show QID`,
  * `queue hold|release|delete QID` and `queue flush`.
  *
- * list comes from the delivery threads' memory (vr_delivery_walk), vps
- * show's queue depth from counters they keep (vr_delivery_depth, read
- * without asking them): reading the spool back cost 40-120 ms a command
+ * list comes from the delivery threads' memory (vr_delivery_walk, which
+ * stops at the limit unless --domain needs every message counted), vps
+ * show's queue depth and list's total from counters they keep
+ * (vr_delivery_depth, read without asking them): reading the spool back cost 40-120 ms a command
  * with 20,000 messages queued, and the SMTP side its disk. Without delivery
  * threads (a relay that only spools) both read the spool.
  *
@@ -65,8 +66,9 @@ struct list {
 	const char *vps;
 	const char *domain;           /* a recipient still to deliver is at it */
 	uint32_t limit;
+	bool counted;                 /* the counters gave the total: stop at limit + 1 */
 	json_t *out;                  /* the first limit */
-	uint64_t total;               /* every match */
+	uint64_t total;               /* every match (counted: up to limit + 1) */
 };
 
 static bool rcpt_at(const char *rcpt, const char *domain)
@@ -95,8 +97,10 @@ static int list_one(const struct vr_spool_msg *m, const struct vr_spool_qstate *
 {
 	struct list *l = arg;
 
-	if (!list_match(l, m, st) || ++l->total > l->limit)
+	if (!list_match(l, m, st))
 		return 0;
+	if (++l->total > l->limit)
+		return l->counted;
 	json_t *o = msg_json(m, st);
 	return o && json_array_append_new(l->out, o) == 0 ? 0 : -ENOMEM;
 }
@@ -160,13 +164,20 @@ int vr_ctl_queue_list(struct vr_ctl *c, const char *const *argv, json_t *reply, 
 		snprintf(err, errlen, "queue list: out of memory");
 		return -1;
 	}
+	/* Without --domain the threads' counters know the total: the walk
+	 * need not go past the limit. */
+	struct vr_delivery_depth dd;
+	l.counted = !l.domain && c->ops.delivery &&
+		    vr_delivery_depth(c->ops.delivery, l.vps, &dd) == 0;
 	if (queue_walk(c, list_one, &l, err, errlen) < 0) {
 		json_decref(l.out);
 		return -1;
 	}
+	/* The counters and the walk are a moment apart: never fewer than seen. */
+	uint64_t total = l.counted ? VR_MAX(dd.messages, l.total) : l.total;
 	json_object_set_new(reply, "messages", l.out);
-	json_object_set_new(reply, "total", json_integer((json_int_t)l.total));
-	json_object_set_new(reply, "truncated", json_boolean(l.total > l.limit));
+	json_object_set_new(reply, "total", json_integer((json_int_t)total));
+	json_object_set_new(reply, "truncated", json_boolean(total > l.limit));
 	return 0;
 }
 

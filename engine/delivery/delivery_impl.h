@@ -98,6 +98,7 @@ struct dq_depths {
 	struct dq_depth *slot[DQ_DEPTH_SLOTS];  /* written once, never emptied */
 	unsigned used;
 	bool incomplete;              /* a VPS found no room: readers count otherwise */
+	uint64_t messages, recipients, held;    /* every VPS's, complete */
 };
 
 struct dq {
@@ -158,7 +159,8 @@ struct dq_dest *vr_dq_kicked(struct dq *q);
 /* Adds sign (+1/-1) times m's weight to its VPS's counters, if m counts
  * (not deleted, a recipient pending): -1 before m changes, +1 after. */
 void vr_dq_depth_count(struct dq *q, const struct dq_msg *m, int sign);
-/* Any thread: adds id's counters to out. 0, or -ENOSPC: incomplete. */
+/* Any thread: adds id's counters (id NULL: every VPS's) to out. 0, or
+ * -ENOSPC: incomplete. */
 int vr_dq_depth_read(const struct dq_depths *t, const char *id, struct vr_delivery_depth *out);
 void vr_dq_depths_free(struct dq_depths *t);
 

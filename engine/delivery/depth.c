@@ -15,7 +15,8 @@
  * the owning thread (release) and never emptied, so a reader (acquire)
  * that meets an empty slot knows the VPS is not there, without a lock. The
  * counters have one writer each and are read a moment apart from each
- * other. A VPS that finds no room (more of them than DQ_DEPTH_SLOTS / 2,
+ * other. The totals over every VPS are kept beside them. A VPS that finds
+ * no room (more of them than DQ_DEPTH_SLOTS / 2,
  * or no memory) makes the table incomplete for good: readers then count
  * another way (vr_delivery_walk).
  */
@@ -59,32 +60,50 @@ static void add(uint64_t *c, int64_t n)
 	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + (uint64_t)n, __ATOMIC_RELAXED);
 }
 
+static void read_into(const uint64_t *messages, const uint64_t *recipients, const uint64_t *held,
+		      struct vr_delivery_depth *out)
+{
+	out->messages += __atomic_load_n(messages, __ATOMIC_RELAXED);
+	out->recipients += __atomic_load_n(recipients, __ATOMIC_RELAXED);
+	out->held += __atomic_load_n(held, __ATOMIC_RELAXED);
+}
+
+static void count(uint64_t *messages, uint64_t *recipients, uint64_t *held,
+		  const struct dq_msg *m, int sign)
+{
+	add(messages, sign);
+	add(recipients, (int64_t)sign * m->pending);
+	add(held, m->held ? sign : 0);
+}
+
 void vr_dq_depth_count(struct dq *q, const struct dq_msg *m, int sign)
 {
+	struct dq_depths *t = &q->depths;
+
 	if (m->deleted || !m->pending)
 		return;
-	struct dq_depth *x = depth_get(&q->depths, m->account);
-	if (!x)
-		return;
-	add(&x->messages, sign);
-	add(&x->recipients, (int64_t)sign * m->pending);
-	add(&x->held, m->held ? sign : 0);
+	count(&t->messages, &t->recipients, &t->held, m, sign);
+	struct dq_depth *x = depth_get(t, m->account);
+	if (x)
+		count(&x->messages, &x->recipients, &x->held, m, sign);
 }
 
 int vr_dq_depth_read(const struct dq_depths *t, const char *id, struct vr_delivery_depth *out)
 {
-	size_t len = strlen(id);
 	const struct dq_depth *x;
 
+	if (!id) {
+		read_into(&t->messages, &t->recipients, &t->held, out);
+		return 0;
+	}
 	if (__atomic_load_n(&t->incomplete, __ATOMIC_RELAXED))
 		return -ENOSPC;
+	size_t len = strlen(id);
 	for (unsigned i = slot_of(id, len);
 	     (x = __atomic_load_n(&t->slot[i], __ATOMIC_ACQUIRE)) != NULL;
 	     i = (i + 1) & (DQ_DEPTH_SLOTS - 1)) {
 		if (strcmp(x->id, id) == 0) {
-			out->messages += __atomic_load_n(&x->messages, __ATOMIC_RELAXED);
-			out->recipients += __atomic_load_n(&x->recipients, __ATOMIC_RELAXED);
-			out->held += __atomic_load_n(&x->held, __ATOMIC_RELAXED);
+			read_into(&x->messages, &x->recipients, &x->held, out);
 			break;
 		}
 	}

@@ -119,10 +119,11 @@ struct vr_delivery_depth {
 	uint64_t held;                /* messages */
 };
 /*
- * vps's depth from counters the threads keep as their queues change, read
- * without asking them (each thread's a moment apart). 0, or -ENOSPC: more
- * VPSes than the counters hold (count with vr_delivery_walk). Any thread,
- * while d is alive.
+ * vps's depth (NULL: every VPS's) from counters the threads keep as their
+ * queues change, read without asking them (each thread's a moment apart).
+ * 0, or -ENOSPC: more VPSes than the counters hold (count with
+ * vr_delivery_walk; the totals are always there). Any thread, while d is
+ * alive.
  */
 int vr_delivery_depth(const struct vr_delivery *d, const char *vps,
 		      struct vr_delivery_depth *out);
