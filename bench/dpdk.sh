@@ -1,6 +1,8 @@
 # dpdk.sh - engine vmrelay-dpdk of bench/compare.sh (sourced by lib.sh, not
 # run): vmrelay with --io dpdk, its SMTP on our userspace TCP/IP stack over
-# net_af_packet, measured on the veth path like the other engines.
+# the PMD that DPDK_PMD names (af_packet: net_af_packet; af_xdp: net_af_xdp,
+# an AF_XDP socket with an XDP program on the veth), measured on the veth
+# path like the other engines: `DPDK_PMD=af_xdp bench/compare.sh ...`.
 #
 # The relay needs an interface the kernel leaves alone, so it runs in a
 # network namespace of its own, vrb-PID-d, with a veth pair into the load's
@@ -18,6 +20,11 @@
 # the queue of the worker that does not own their flow (lcore.c passes them
 # on) and every frame wakes both workers (dpdk-app/wake.c).
 
+DPDK_PMD=${DPDK_PMD:-af_packet}
+case $DPDK_PMD in
+af_packet | af_xdp) ;;
+*) echo "dpdk.sh: DPDK_PMD='$DPDK_PMD' is neither af_packet nor af_xdp" >&2; exit 2 ;;
+esac
 DPDK_ADDR=10.202.0.1
 DPDK_PEER_ADDR=10.202.0.2
 DPDK_RELAY_PORT=2525  # the relay sink's, in the relay's namespace (nothing else there)
@@ -39,12 +46,18 @@ fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0x8946, ifr)  # SI
 
 # dpdk_link_up: the relay's pair, once per run. Dies, saying why.
 dpdk_link_up() {
-	local ns=vrb-$$-d relay=vrb$$d peer=vrb$$e err i
+	local ns=vrb-$$-d relay=vrb$$d peer=vrb$$e err i q
 	[[ -z $DPDK_IF ]] || return 0
+	q=$(dpdk_workers)
 	[[ -n $NS_NAME ]] || die "vmrelay-dpdk runs on the veth path only: add --path veth"
 	err=$(ip netns add "$ns" 2>&1) || die "vmrelay-dpdk: ip netns add $ns failed: $err"
 	DPDK_NS=$ns
-	err=$(ip link add "$relay" netns "$ns" type veth peer name "$peer" netns "$NS_NAME" 2>&1) ||
+	# One queue per worker at both ends: net_af_xdp binds a socket to each
+	# of the relay's rx queues, a frame the peer sends on tx queue i arrives
+	# on rx queue i (one past our sockets would go to the kernel), and veth
+	# refuses XDP with fewer rx queues than its peer has tx queues.
+	err=$(ip link add "$relay" netns "$ns" numtxqueues "$q" numrxqueues "$q" type veth \
+		peer name "$peer" netns "$NS_NAME" numtxqueues "$q" numrxqueues "$q" 2>&1) ||
 		die "vmrelay-dpdk: creating the veth pair $relay/$peer failed: $err"
 	DPDK_IF=$relay
 	err=$( { ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$relay.disable_ipv6=1" &&
@@ -107,8 +120,13 @@ start_dpdk() {
 	DPDK_SAVED_ADDRS=("$SERVER_ADDR" "$CLIENT_ADDR")
 	SERVER_ADDR=$DPDK_ADDR CLIENT_ADDR=$DPDK_PEER_ADDR PORT=25
 	workers=$(dpdk_workers)
-	vdev=net_af_packet0,iface=$DPDK_IF
-	((workers == 1)) || vdev+=,qpairs=$workers
+	case $DPDK_PMD in
+	af_packet)
+		vdev=net_af_packet0,iface=$DPDK_IF
+		((workers == 1)) || vdev+=,qpairs=$workers
+		;;
+	af_xdp) vdev=net_af_xdp0,iface=$DPDK_IF,start_queue=0,queue_count=$workers ;;
+	esac
 	subst "$BENCH_DIR/vmrelay/relay-dpdk.ini.in" "$dir/relay.ini" DIR="$dir" PORT="$PORT" \
 		WORKERS="$workers" MAX_CONN=$((SESSIONS + 16)) LCORES="-l 0-$workers" VDEV="$vdev" \
 		ADDR="$DPDK_ADDR" SMARTHOST="$smarthost"
@@ -121,7 +139,12 @@ start_dpdk() {
 	sed -i -E "s|(\"id\":\"bench\",\"ips\":\[)|\1\"$CLIENT_ADDR\",|" "$dir/accounts.jsonl"
 	grep -q "\"ips\":\[\"$CLIENT_ADDR\"," "$dir/accounts.jsonl" ||
 		die "bench/vmrelay/accounts.jsonl.in changed: cannot add $CLIENT_ADDR to the bench account's ips"
-	ip netns exec "$DPDK_NS" "$VMRELAY" -c "$dir/relay.ini" >"$dir/vmrelay.log" 2>&1 &
+	# libbpf and libxdp say how they attached the XDP program on stderr, in
+	# lines of their own (a section they skip, no bpffs in the namespace):
+	# kept in xdp-libs.log, not in the relay's log that lib.sh checks.
+	: >"$dir/vmrelay.log"
+	ip netns exec "$DPDK_NS" "$VMRELAY" -c "$dir/relay.ini" > >(sed -u -E \
+		-e "/^lib(bpf|xdp): /{w $dir/xdp-libs.log" -e 'd}' >>"$dir/vmrelay.log") 2>&1 &
 	VR_PID=$!
 	CHILDREN+=("$VR_PID")
 	# Up once every worker runs its loop (there is no kernel socket to see).
