@@ -3,6 +3,7 @@
 # the PMD that DPDK_PMD names (af_packet: net_af_packet; af_xdp: net_af_xdp,
 # an AF_XDP socket with an XDP program on the veth), measured on the veth
 # path like the other engines: `DPDK_PMD=af_xdp bench/compare.sh ...`.
+# DPDK_VDEV_ARGS adds the PMD's own options to its --vdev (busy_budget=0).
 #
 # The relay needs an interface the kernel leaves alone, so it runs in a
 # network namespace of its own, vrb-PID-d, with a veth pair into the load's
@@ -127,6 +128,7 @@ start_dpdk() {
 		;;
 	af_xdp) vdev=net_af_xdp0,iface=$DPDK_IF,start_queue=0,queue_count=$workers ;;
 	esac
+	vdev+=${DPDK_VDEV_ARGS:+,$DPDK_VDEV_ARGS}    # e.g. busy_budget=0 for net_af_xdp
 	subst "$BENCH_DIR/vmrelay/relay-dpdk.ini.in" "$dir/relay.ini" DIR="$dir" PORT="$PORT" \
 		WORKERS="$workers" MAX_CONN=$((SESSIONS + 16)) LCORES="-l 0-$workers" VDEV="$vdev" \
 		ADDR="$DPDK_ADDR" SMARTHOST="$smarthost"
