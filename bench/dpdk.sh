@@ -1,8 +1,9 @@
 # dpdk.sh - engine vmrelay-dpdk of bench/compare.sh (sourced by lib.sh, not
 # run): vmrelay with --io dpdk, its SMTP on our userspace TCP/IP stack over
-# the PMD that DPDK_PMD names (af_packet: net_af_packet; af_xdp: net_af_xdp,
-# an AF_XDP socket with an XDP program on the veth), measured on the veth
-# path like the other engines: `DPDK_PMD=af_xdp bench/compare.sh ...`.
+# the PMD that DPDK_PMD names (af_xdp, the default: net_af_xdp, an AF_XDP
+# socket with an XDP program on the veth; af_packet: net_af_packet),
+# measured on the veth path like the other engines:
+# `DPDK_PMD=af_packet bench/compare.sh ...`.
 # DPDK_VDEV_ARGS adds the PMD's own options to its --vdev (busy_budget=0).
 #
 # The relay needs an interface the kernel leaves alone, so it runs in a
@@ -21,7 +22,12 @@
 # the queue of the worker that does not own their flow (lcore.c passes them
 # on) and every frame wakes both workers (dpdk-app/wake.c).
 
-DPDK_PMD=${DPDK_PMD:-af_packet}
+# af_xdp by default: against kernel mode in the same run, two runs each on a
+# busy 2-cpu machine, net_af_xdp made 0.77x and 0.86x (CPU 0.247 and 0.239 s
+# per 1000 messages), net_af_packet 0.40x and 0.53x (0.269 and 0.241; kernel
+# mode 0.146-0.161). Neither beats kernel mode on a veth: see
+# bench/RESULTS-dpdk.md.
+DPDK_PMD=${DPDK_PMD:-af_xdp}
 case $DPDK_PMD in
 af_packet | af_xdp) ;;
 *) echo "dpdk.sh: DPDK_PMD='$DPDK_PMD' is neither af_packet nor af_xdp" >&2; exit 2 ;;
