@@ -201,6 +201,26 @@ static const struct env_field {
 	[TAG_RCPT]    = { F_RCPT, 0, 0 },
 };
 #define FIELD_HDR 3u            /* tag, length */
+
+/*
+ * The next tag-length-value field of an ENVELOPE or state payload: 1 and the
+ * field (p and n moved past it), 0 at the end, -EBADMSG when a field runs
+ * past the payload.
+ */
+static int next_field(const uint8_t **p, size_t *n, unsigned *tag, const uint8_t **v,
+		      size_t *len)
+{
+	if (*n == 0)
+		return 0;
+	if (*n < FIELD_HDR || *n - FIELD_HDR < get16(*p + 1))
+		return -EBADMSG;
+	*tag = (*p)[0];
+	*len = get16(*p + 1);
+	*v = *p + FIELD_HDR;
+	*p += FIELD_HDR + *len;
+	*n -= FIELD_HDR + *len;
+	return 1;
+}
 /* Every field but RCPT must appear once. */
 #define FIELDS_REQUIRED ((1u << TAG_RCPT) - (1u << TAG_QID))
 
@@ -278,16 +298,12 @@ static int env_walk(const uint8_t *p, size_t n, struct vr_spool_msg *msg, char *
 		    unsigned *n_rcpts, size_t *text)
 {
 	unsigned seen = 0;
+	unsigned tag;
+	const uint8_t *v;
+	size_t len;
+	int rc;
 
-	while (n) {
-		if (n < FIELD_HDR || n - FIELD_HDR < get16(p + 1))
-			return -EBADMSG;
-		unsigned tag = p[0];
-		size_t len = get16(p + 1);
-		const uint8_t *v = p + FIELD_HDR;
-		p += FIELD_HDR + len;
-		n -= FIELD_HDR + len;
-
+	while ((rc = next_field(&p, &n, &tag, &v, &len)) > 0) {
 		if (tag < TAG_QID || tag > TAG_RCPT)
 			continue;               /* a later version's field */
 		const struct env_field *f = &env_fields[tag];
@@ -322,6 +338,8 @@ static int env_walk(const uint8_t *p, size_t n, struct vr_spool_msg *msg, char *
 		*(char **)dst = strings;
 		strings += len + 1;
 	}
+	if (rc < 0)
+		return rc;
 	return (seen & FIELDS_REQUIRED) == FIELDS_REQUIRED ? 0 : -EBADMSG;
 }
 
@@ -413,14 +431,12 @@ int vr_rec_event_decode(uint8_t type, const uint8_t *p, size_t n, struct vr_spoo
 	ev->type = type;
 	ev->rcpt = VR_SPOOL_ALL;
 	ev->text = "";
-	while (n) {
-		if (n < FIELD_HDR || n - FIELD_HDR < get16(p + 1))
-			return -EBADMSG;
-		unsigned tag = p[0];
-		size_t len = get16(p + 1);
-		const uint8_t *v = p + FIELD_HDR;
-		p += FIELD_HDR + len;
-		n -= FIELD_HDR + len;
+	unsigned tag;
+	const uint8_t *v;
+	size_t len;
+	int rc;
+
+	while ((rc = next_field(&p, &n, &tag, &v, &len)) > 0) {
 		if (tag < EV_QID || tag > EV_TEXT)
 			continue;               /* a later version's field */
 		if ((seen & 1u << tag) || (width[tag] && len != width[tag]))
@@ -443,6 +459,8 @@ int vr_rec_event_decode(uint8_t type, const uint8_t *p, size_t n, struct vr_spoo
 			break;
 		}
 	}
+	if (rc < 0)
+		return rc;
 	uint64_t t;
 	if ((seen & (1u << EV_QID | 1u << EV_AT)) != (1u << EV_QID | 1u << EV_AT) ||
 	    !vr_qid_time(ev->qid, &t))
