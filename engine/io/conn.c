@@ -9,29 +9,16 @@
  * send RST, which can destroy our last reply (a 421 or 521) in the client's
  * receive queue before it reads it.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "vmrelay/log.h"
 #include "io_impl.h"
 
 #define READS_PER_EVENT 4       /* then let other connections run */
-
-static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len)
-{
-	const void *a = ss->ss_family == AF_INET
-		? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
-		: (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
-	if (!inet_ntop(ss->ss_family, a, out, (socklen_t)len))
-		snprintf(out, len, "?");
-}
 
 /*
  * Turns a connection away before any session exists: the reply is written
@@ -59,43 +46,25 @@ static int conn_interest(struct io_conn *c, uint32_t want)
 	return 0;
 }
 
-static bool conn_closing(const struct io_conn *c)
-{
-	return c->rx_failed || vr_session_closing(c->s);
-}
-
-/* The session asked for a flush from outside rx/tick (a spool completion):
- * queue the connection; the worker services it after this round of events. */
-static void conn_kick(void *owner)
-{
-	struct io_conn *c = owner;
-
-	if (c->kicked)
-		return;
-	c->kicked = true;
-	c->kick_next = c->w->kicked;
-	c->w->kicked = c;
-}
-
 /* Hands received bytes to the session. -1 if the socket failed. */
 static int conn_read(struct io_conn *c, uint64_t now, int reads)
 {
 	uint8_t *buf = c->w->rbuf;
 
-	while (reads-- > 0 && !c->rd_eof && !conn_closing(c)) {
-		size_t space = vr_session_rx_space(c->s);
+	while (reads-- > 0 && !c->rd_eof && !vr_io_sess_closing(&c->ss)) {
+		size_t space = vr_session_rx_space(c->ss.s);
 		if (space == 0)
 			break;
 		size_t want = VR_MIN(space, sizeof(c->w->rbuf));
 		ssize_t n = recv(c->fd, buf, want, 0);
 		if (n > 0) {
-			if (vr_session_rx(c->s, buf, (size_t)n, now) != VR_OK)
-				c->rx_failed = true;
+			if (vr_session_rx(c->ss.s, buf, (size_t)n, now) != VR_OK)
+				c->ss.rx_failed = true;
 			if ((size_t)n < want)
 				break;          /* the socket is empty */
 		} else if (n == 0) {
 			c->rd_eof = true;
-			vr_session_rx_eof(c->s, now);
+			vr_session_rx_eof(c->ss.s, now);
 		} else if (errno == EINTR) {
 			reads++;
 		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -126,11 +95,9 @@ static ssize_t conn_send(void *arg, const uint8_t *p, size_t n)
 static void conn_finish(struct io_conn *c, uint64_t now)
 {
 	shutdown(c->fd, SHUT_WR);
-	vr_session_free(c->s);
-	c->s = NULL;
-	c->state = CONN_LINGER;
+	vr_io_sess_finish(&c->ss);
 	if (c->rd_eof || conn_interest(c, EPOLLIN) < 0 ||
-	    vr_timer_set(&c->w->timers, &c->timer, now + IO_LINGER_MS) < 0)
+	    vr_timer_set(&c->w->set.timers, &c->ss.timer, now + IO_LINGER_MS) < 0)
 		vr_io_conn_close(c);
 }
 
@@ -139,47 +106,27 @@ static void conn_finish(struct io_conn *c, uint64_t now)
  * done, and re-register what we wait for (input while it has room, output
  * while the socket is full) and when (its deadline).
  */
-static void conn_service(struct io_conn *c, uint64_t now)
+void vr_io_conn_service(struct io_conn *c, uint64_t now)
 {
-	int rc = vr_io_session_flush(c->s, conn_send, c);
+	int rc = vr_io_session_flush(c->ss.s, conn_send, c);
 
 	if (rc < 0) {
 		vr_io_conn_close(c);
 		return;
 	}
-	bool closing = conn_closing(c);
+	bool closing = vr_io_sess_closing(&c->ss);
 	if (closing && rc == 0) {
 		conn_finish(c, now);
 		return;
 	}
 	uint32_t want = rc > 0 ? EPOLLOUT : 0;
-	if (!closing && !c->rd_eof && vr_session_rx_space(c->s) > 0)
+	if (!closing && !c->rd_eof && vr_session_rx_space(c->ss.s) > 0)
 		want |= EPOLLIN;
 
-	uint64_t deadline = vr_io_session_deadline(c->s, closing, &c->drain_until, now);
-	if (conn_interest(c, want) < 0 || vr_timer_set(&c->w->timers, &c->timer, deadline) < 0)
+	uint64_t deadline = vr_io_session_deadline(c->ss.s, closing, &c->ss.drain_until, now);
+	if (conn_interest(c, want) < 0 ||
+	    vr_timer_set(&c->w->set.timers, &c->ss.timer, deadline) < 0)
 		vr_io_conn_close(c);
-}
-
-static struct io_conn *conn_alloc(struct io_worker *w)
-{
-	struct io_conn *c = w->pool;
-
-	if (c)
-		w->pool = c->next;
-	else if (!(c = malloc(sizeof(*c))))
-		return NULL;
-	memset(c, 0, sizeof(*c));
-	c->h.kind = IO_CONN;
-	c->w = w;
-	c->fd = -1;
-	return c;
-}
-
-static void conn_recycle(struct io_conn *c)
-{
-	c->next = c->w->pool;
-	c->w->pool = c;
 }
 
 void vr_io_conn_accept(struct io_worker *w, unsigned listen_idx, int fd,
@@ -190,20 +137,21 @@ void vr_io_conn_accept(struct io_worker *w, unsigned listen_idx, int fd,
 	char ip[VR_ADDRSTRLEN], reply[512];
 	uint64_t *slot;
 
-	addr_text(peer, ip, sizeof(ip));
-	if (vr_io_admit(cfg, w->io->cl, w->n_conns, (const struct sockaddr *)peer, ip, &slot,
+	vr_io_addr_text((const struct sockaddr *)peer, ip, sizeof(ip));
+	if (vr_io_admit(cfg, &w->set, (const struct sockaddr *)peer, ip, &slot,
 			reply, sizeof(reply))) {
 		refuse(fd, l, reply);
 		return;
 	}
 
-	struct io_conn *c = conn_alloc(w);
+	struct io_conn *c = vr_io_sess_alloc(&w->set, slot, ip);
 	if (!c) {
-		vr_log_err("event=accept_failed client=%s error=%s", ip, strerror(ENOMEM));
-		goto fail;
+		close(fd);
+		return;
 	}
+	c->h.kind = IO_CONN;
+	c->w = w;
 	c->fd = fd;
-	c->ip_slot = slot;
 	c->peer = *peer;
 	socklen_t len = sizeof(c->local);
 	if (getsockname(fd, (struct sockaddr *)&c->local, &len) < 0)
@@ -217,23 +165,21 @@ void vr_io_conn_accept(struct io_worker *w, unsigned listen_idx, int fd,
 		.peer = (const struct sockaddr *)&c->peer,
 		.local = (const struct sockaddr *)&c->local,
 		.implicit_tls = l->implicit_tls,
-		.kick = conn_kick,
-		.owner = c,
+		.kick = vr_io_sess_kick,
+		.owner = &c->ss,
 	};
-	c->s = vr_session_new(&p, now);
+	if (vr_io_sess_start(&c->ss, &p, ip, now) < 0) {
+		close(fd);
+		return;
+	}
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &c->h };
-	if (!c->s || epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		vr_log_err("event=accept_failed client=%s error=%s", ip,
-			   strerror(c->s ? errno : ENOMEM));
-		if (c->s)
-			vr_session_free(c->s);
-		conn_recycle(c);
-		goto fail;
+	if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		vr_io_sess_abandon(&c->ss, ip, errno);
+		close(fd);
+		return;
 	}
 	c->events = EPOLLIN;
-	c->state = CONN_OPEN;
-	LIST_INSERT_HEAD(&w->conns, c, link);
-	w->n_conns++;
+	vr_io_sess_open(&c->ss);
 
 	/* A client that talks before the banner has usually sent its bytes by
 	 * now: one read hands them over before the first tick greets it. */
@@ -241,13 +187,8 @@ void vr_io_conn_accept(struct io_worker *w, unsigned listen_idx, int fd,
 		vr_io_conn_close(c);
 		return;
 	}
-	vr_session_tick(c->s, now);
-	conn_service(c, now);
-	return;
-fail:
-	if (slot)
-		vr_connlimit_release(w->io->cl, slot);
-	close(fd);
+	vr_session_tick(c->ss.s, now);
+	vr_io_conn_service(c, now);
 }
 
 static void conn_linger(struct io_conn *c)
@@ -265,9 +206,9 @@ static void conn_linger(struct io_conn *c)
 
 void vr_io_conn_event(struct io_conn *c, uint32_t events, uint64_t now)
 {
-	if (c->state == CONN_DEAD)
+	if (c->ss.state == IO_SESS_DEAD)
 		return;
-	if (c->state == CONN_LINGER) {
+	if (c->ss.state == IO_SESS_LINGER) {
 		conn_linger(c);
 		return;
 	}
@@ -281,66 +222,24 @@ void vr_io_conn_event(struct io_conn *c, uint32_t events, uint64_t now)
 		vr_io_conn_close(c);
 		return;
 	}
-	conn_service(c, now);
+	vr_io_conn_service(c, now);
 }
 
 void vr_io_conn_expire(struct io_conn *c, uint64_t now)
 {
-	if (c->state == CONN_LINGER || (c->drain_until && now >= c->drain_until)) {
+	if (c->ss.state == IO_SESS_LINGER || vr_io_sess_drained(&c->ss, now)) {
 		vr_io_conn_close(c);
 		return;
 	}
-	vr_session_tick(c->s, now);
-	conn_service(c, now);
-}
-
-void vr_io_conn_kicked(struct io_conn *c, uint64_t now)
-{
-	c->kicked = false;
-	if (c->state == CONN_OPEN)
-		conn_service(c, now);
+	vr_session_tick(c->ss.s, now);
+	vr_io_conn_service(c, now);
 }
 
 void vr_io_conn_close(struct io_conn *c)
 {
-	struct io_worker *w = c->w;
-
-	if (c->state == CONN_DEAD)
+	if (c->ss.state == IO_SESS_DEAD)
 		return;
-	if (c->s) {
-		vr_session_free(c->s);  /* orphans a commit in flight */
-		c->s = NULL;
-	}
+	vr_io_sess_end(&c->ss);
 	close(c->fd);               /* also leaves the epoll set */
 	c->fd = -1;
-	vr_timer_cancel(&w->timers, &c->timer);
-	if (c->ip_slot)
-		vr_connlimit_release(w->io->cl, c->ip_slot);
-	c->ip_slot = NULL;
-	LIST_REMOVE(c, link);
-	w->n_conns--;
-	/* Events of this round may still name c, and it may sit on the kicked
-	 * list: it is reused only after the round (vr_io_conn_bury). */
-	c->state = CONN_DEAD;
-	c->next = w->dead;
-	w->dead = c;
-}
-
-void vr_io_conn_bury(struct io_worker *w)
-{
-	while (w->dead) {
-		struct io_conn *c = w->dead;
-		w->dead = c->next;
-		conn_recycle(c);
-	}
-}
-
-void vr_io_conn_pool_free(struct io_worker *w)
-{
-	vr_io_conn_bury(w);
-	while (w->pool) {
-		struct io_conn *c = w->pool;
-		w->pool = c->next;
-		free(c);
-	}
 }

@@ -97,8 +97,7 @@ static int worker_init(struct vr_io *io, unsigned id, char *err, size_t errlen)
 	w->ep = -1;
 	for (unsigned i = 0; i < VR_CONFIG_MAX_LISTEN; i++)
 		w->lfd[i] = -1;
-	LIST_INIT(&w->conns);
-	vr_timer_heap_init(&w->timers);
+	vr_io_set_init(&w->set, sizeof(struct io_conn), io->cl);
 	w->stop_h.kind = IO_STOP;
 	w->spool_h.kind = IO_SPOOL;
 	w->ep = epoll_create1(EPOLL_CLOEXEC);
@@ -122,21 +121,6 @@ static int worker_init(struct vr_io *io, unsigned id, char *err, size_t errlen)
 	return 0;
 }
 
-static int connlimit_init(struct vr_io *io)
-{
-	const struct vr_config *cfg = io->cfg;
-	unsigned limit = cfg->max_conn_per_ip;
-
-	if (limit > VR_CONNLIMIT_MAX) {
-		vr_log_warn("event=config key=max_conn_per_ip value=%u using=%u", limit,
-			    VR_CONNLIMIT_MAX);
-		limit = VR_CONNLIMIT_MAX;
-	}
-	uint64_t clients = (uint64_t)cfg->max_connections * io->n_workers;
-	io->cl = vr_connlimit_new(limit, (unsigned)VR_MIN(clients, (uint64_t)UINT32_MAX));
-	return io->cl ? 0 : -1;
-}
-
 struct vr_io *vr_io_kernel_new(struct vr_smtpd *srv, char *err, size_t errlen)
 {
 	const struct vr_config *cfg = srv->cfg;
@@ -156,7 +140,7 @@ struct vr_io *vr_io_kernel_new(struct vr_smtpd *srv, char *err, size_t errlen)
 		goto fail;
 	}
 	io->w = calloc(io->n_workers, sizeof(*io->w));
-	if (!io->w || io->stop_fd < 0 || connlimit_init(io) < 0) {
+	if (!io->w || io->stop_fd < 0 || !(io->cl = vr_io_connlimit_new(cfg, io->n_workers))) {
 		snprintf(err, errlen, "io setup: %s", strerror(errno));
 		goto fail;
 	}
@@ -228,8 +212,7 @@ void vr_io_free(struct vr_io *io)
 				close(w->lfd[i]);
 		if (w->ep >= 0)
 			close(w->ep);
-		vr_timer_heap_free(&w->timers);
-		vr_io_conn_pool_free(w);
+		vr_io_set_free(&w->set);
 	}
 	if (io->stop_fd >= 0)
 		close(io->stop_fd);

@@ -1,13 +1,16 @@
 /*
  * io_impl.h - what io.c (setup, threads), worker.c (the epoll loop) and
  * conn.c (one TCP connection driving one vr_session) share, and drive.c,
- * what conn.c and stack.c (the userspace stack's transport) do alike.
- * Private to engine/io.
+ * what conn.c and stack.c (the userspace stack's transport) do alike: the
+ * per-connection bookkeeping (struct io_sess, first in each transport's
+ * connection) and a worker's set of them (struct io_sess_set). Private to
+ * engine/io.
  *
  * Threads: a struct io_worker and every io_conn in it belong to that
  * worker's thread, from vr_io_run() until it returns; struct vr_io is
  * read-only while the workers run, except stop_fd (written by vr_io_stop
  * from any thread or signal handler) and the connlimit table (its own rules).
+ * An io_sess_set and its connections belong to one thread likewise.
  */
 #ifndef VR_IO_IMPL_H
 #define VR_IO_IMPL_H
@@ -39,30 +42,51 @@ struct io_handle {
 	unsigned idx;             /* listener: index into cfg->listen */
 };
 
-enum io_conn_state {
-	CONN_OPEN,                /* session running */
-	CONN_LINGER,              /* session done, FIN sent, draining input */
-	CONN_DEAD,                /* closed; memory returns to the pool at loop end */
+enum io_sess_state {
+	IO_SESS_OPEN,             /* session running */
+	IO_SESS_LINGER,           /* session done, FIN sent, dropping input */
+	IO_SESS_DEAD,             /* closed; memory returns to the pool at loop end */
+};
+
+struct io_sess_set;
+
+/* What either transport keeps for one connection's session; the first member
+ * of struct io_conn and struct stack_conn, so each casts back. */
+struct io_sess {
+	struct io_sess_set *set;
+	struct vr_session *s;     /* NULL once lingering */
+	enum io_sess_state state;
+	bool rx_failed;           /* session refused input: close after flush */
+	bool kicked;              /* on the set's kicked list */
+	uint64_t *ip_slot;        /* held in the per-client table, or NULL */
+	uint64_t drain_until;     /* closing: give up on the client reading by then */
+	struct vr_timer timer;
+	LIST_ENTRY(io_sess) link; /* the set's connections */
+	struct io_sess *kick_next;
+	struct io_sess *next;     /* graveyard or pool */
+};
+
+/* One worker's connections, in either transport. */
+struct io_sess_set {
+	struct vr_connlimit *cl;  /* NULL: no per-client limit */
+	size_t size;              /* of the transport's connection struct */
+	struct vr_timer_heap timers;
+	LIST_HEAD(, io_sess) conns;
+	unsigned n;
+	struct io_sess *kicked;   /* sessions with output from a spool completion */
+	struct io_sess *dead;     /* closed this iteration */
+	struct io_sess *pool;     /* free structs for reuse */
 };
 
 struct io_worker;
 
 struct io_conn {
+	struct io_sess ss;        /* first: io_sess_set hands these out */
 	struct io_handle h;
 	struct io_worker *w;
-	struct vr_session *s;     /* NULL once lingering */
 	int fd;
-	enum io_conn_state state;
 	uint32_t events;          /* interest registered with epoll */
 	bool rd_eof;              /* peer's FIN seen */
-	bool rx_failed;           /* session refused input: close after flush */
-	bool kicked;              /* on the worker's kicked list */
-	uint64_t *ip_slot;        /* held in the per-client table, or NULL */
-	uint64_t drain_until;     /* closing: give up on the client reading by then */
-	struct vr_timer timer;
-	LIST_ENTRY(io_conn) link; /* worker's connections */
-	struct io_conn *kick_next;
-	struct io_conn *next;     /* graveyard or pool */
 	struct sockaddr_storage peer, local;
 };
 
@@ -79,12 +103,7 @@ struct io_worker {
 	uint64_t grace_until;     /* stopping: close what is left at this time */
 	uint64_t accept_resume;   /* accept_paused: listen again at this time */
 	unsigned accept_failures; /* accept errors since the last success */
-	struct vr_timer_heap timers;
-	LIST_HEAD(, io_conn) conns;
-	unsigned n_conns;
-	struct io_conn *kicked;   /* sessions with output from a spool completion */
-	struct io_conn *dead;     /* closed this iteration */
-	struct io_conn *pool;     /* free io_conn structs for reuse */
+	struct io_sess_set set;   /* its connections */
 	int rc;
 	uint8_t rbuf[IO_READ_MAX];
 };
@@ -108,22 +127,25 @@ void vr_io_conn_accept(struct io_worker *w, unsigned listen_idx, int fd,
 		       const struct sockaddr_storage *peer, uint64_t now);
 void vr_io_conn_event(struct io_conn *c, uint32_t events, uint64_t now);
 void vr_io_conn_expire(struct io_conn *c, uint64_t now);
-void vr_io_conn_kicked(struct io_conn *c, uint64_t now);
+void vr_io_conn_service(struct io_conn *c, uint64_t now);
 void vr_io_conn_close(struct io_conn *c);
-/* Returns this iteration's closed connections to the pool. */
-void vr_io_conn_bury(struct io_worker *w);
-void vr_io_conn_pool_free(struct io_worker *w);
 
 /*
- * drive.c: any thread, on its own connection's data.
+ * drive.c: a set's connections, on the set's own thread.
  *
- * Admits a new connection against max_connections (n_conns: the caller's
- * count) and, when cl is not NULL, the per-client limit. NULL: admitted, with
- * *slot held (or NULL without cl). Otherwise the refusal is logged and the
- * reason returned, with the 421 to send in reply.
+ * The per-client connection table every worker of a transport shares, sized
+ * for n_workers * cfg->max_connections clients. NULL with errno.
  */
-const char *vr_io_admit(const struct vr_config *cfg, struct vr_connlimit *cl,
-			unsigned n_conns, const struct sockaddr *peer, const char *ip,
+struct vr_connlimit *vr_io_connlimit_new(const struct vr_config *cfg, unsigned n_workers);
+
+/*
+ * Admits a new connection against max_connections (the set's count) and,
+ * when the set has a connlimit table, the per-client limit. NULL: admitted,
+ * with *slot held (or NULL without one). Otherwise the refusal is logged and
+ * the reason returned, with the 421 to send in reply.
+ */
+const char *vr_io_admit(const struct vr_config *cfg, const struct io_sess_set *set,
+			const struct sockaddr *peer, const char *ip,
 			uint64_t **slot, char *reply, size_t len);
 
 /* A transport's send: bytes taken (> 0), 0 when it has no room now, -1 when
@@ -138,5 +160,52 @@ int vr_io_session_flush(struct vr_session *s, vr_io_send_fn *send_fn, void *arg)
  * drain (started at the first call, kept in *drain_until); never <= now. */
 uint64_t vr_io_session_deadline(const struct vr_session *s, bool closing,
 				uint64_t *drain_until, uint64_t now);
+
+/*
+ * set_init starts an empty set of connection structs of size bytes (an
+ * io_sess first); set_free frees them once every one has ended.
+ */
+void vr_io_set_init(struct io_sess_set *set, size_t size, struct vr_connlimit *cl);
+void vr_io_set_free(struct io_sess_set *set);
+/*
+ * A zeroed connection struct for an admitted client (ip), from the pool or
+ * the heap, holding slot (vr_io_admit's). NULL when out of memory: logged,
+ * and slot given back.
+ */
+void *vr_io_sess_alloc(struct io_sess_set *set, uint64_t *slot, const char *ip);
+/* Starts the connection's session (p->owner: x). 0, or -errno when it could
+ * not, abandoned as below. */
+int vr_io_sess_start(struct io_sess *x, const struct vr_session_params *p,
+		     const char *ip, uint64_t now);
+/* Gives up on a connection not yet open, logging why (err: an errno): its
+ * session (if any) is freed, its slot and its struct given back. */
+void vr_io_sess_abandon(struct io_sess *x, const char *ip, int err);
+/* The struct goes on the set's list, its session running. */
+void vr_io_sess_open(struct io_sess *x);
+/* The session refused input or is ending. */
+bool vr_io_sess_closing(const struct io_sess *x);
+/* The session is finished, its output sent: it is freed, the connection
+ * lingers (the transport sends FIN and arms the timer). */
+void vr_io_sess_finish(struct io_sess *x);
+/* Closing has gone on past the drain limit: the client stopped reading. */
+bool vr_io_sess_drained(const struct io_sess *x, uint64_t now);
+/* Ends the bookkeeping of a connection the transport has closed (a no-op on a
+ * dead one): the session is freed (orphaning a commit in flight), the timer
+ * and the client's slot given back; the memory waits for vr_io_set_bury,
+ * since this round's events or the kicked list may still name it. */
+void vr_io_sess_end(struct io_sess *x);
+/* The session's kick (vr_session_params.kick, owner: the io_sess): a spool
+ * completion gave it output; queued for vr_io_set_next_kicked. */
+void vr_io_sess_kick(void *owner);
+/* The next kicked connection, taken off the list, or NULL. */
+struct io_sess *vr_io_set_next_kicked(struct io_sess_set *set);
+/* The next connection whose timer is due by now, its timer disarmed, or NULL.
+ * The caller re-arms a live one strictly after now. */
+struct io_sess *vr_io_set_next_expired(struct io_sess_set *set, uint64_t now);
+/* Returns this iteration's closed connections to the pool. */
+void vr_io_set_bury(struct io_sess_set *set);
+
+/* An address as text ("192.0.2.1", "2001:db8::1"; "?" if it has none). */
+void vr_io_addr_text(const struct sockaddr *sa, char *out, size_t len);
 
 #endif

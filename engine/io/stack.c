@@ -29,33 +29,17 @@
 #include <sys/queue.h>
 
 #include "vmrelay/iostack.h"
-#include "vmrelay/log.h"
 #include "connlimit.h"
 #include "io_impl.h"
 #include "timer.h"
 
 #define REAP_BATCH 256
 
-enum stack_conn_state {
-	SC_OPEN,                  /* session running */
-	SC_LINGER,                /* session done, FIN sent, dropping input */
-	SC_DEAD,                  /* gone; memory reused after this poll */
-};
-
 struct stack_conn {
-	struct vr_iostack *st;
+	struct io_sess ss;        /* first: io_sess_set hands these out */
 	struct vr_tcp_conn *tc;   /* NULL once the stack has it (closed, reset) */
-	struct vr_session *s;     /* NULL once finished */
-	enum stack_conn_state state;
 	bool peer_fin;            /* the client's FIN arrived (after its data) */
 	bool eof_given;           /* ... and the session was told */
-	bool rx_failed;           /* the session refused input: close after flush */
-	bool kicked;
-	uint64_t *ip_slot;        /* held in the per-client table, or NULL */
-	uint64_t drain_until;     /* closing: give up on the client reading by then */
-	struct vr_timer timer;
-	LIST_ENTRY(stack_conn) link;
-	struct stack_conn *next;  /* kicked list, graveyard or free list */
 	struct sockaddr_in peer, local;
 };
 
@@ -75,10 +59,7 @@ struct vr_iostack {
 	struct vr_tcp *tcp;
 	unsigned worker;
 	bool listening;
-	struct vr_timer_heap timers;
-	LIST_HEAD(, stack_conn) conns;
-	unsigned n_conns;
-	struct stack_conn *kicked, *dead, *pool;
+	struct io_sess_set set;   /* its connections */
 	struct stack_listener lst[VR_CONFIG_MAX_LISTEN];
 };
 
@@ -89,78 +70,18 @@ static uint16_t listen_port(const struct vr_listen *l)
 	return ntohs(((const struct sockaddr_in *)&l->addr)->sin_port);
 }
 
-static void addr_text(const struct sockaddr_in *sin, char *out, size_t len)
-{
-	if (!inet_ntop(AF_INET, &sin->sin_addr, out, (socklen_t)len))
-		snprintf(out, len, "?");
-}
-
 /* --- connections --- */
-
-static struct stack_conn *conn_alloc(struct vr_iostack *st)
-{
-	struct stack_conn *c = st->pool;
-
-	if (c)
-		st->pool = c->next;
-	else if (!(c = malloc(sizeof(*c))))
-		return NULL;
-	memset(c, 0, sizeof(*c));
-	c->st = st;
-	return c;
-}
 
 /* Ends c on our side: the session is freed (orphaning a commit in flight),
  * the TCP connection reset if we still hold it. */
 static void conn_kill(struct stack_conn *c)
 {
-	struct vr_iostack *st = c->st;
-
-	if (c->state == SC_DEAD)
+	if (c->ss.state == IO_SESS_DEAD)
 		return;
-	if (c->s)
-		vr_session_free(c->s);
-	c->s = NULL;
+	vr_io_sess_end(&c->ss);
 	if (c->tc)
 		vr_tcp_abort(c->tc);
 	c->tc = NULL;
-	vr_timer_cancel(&st->timers, &c->timer);
-	if (c->ip_slot)
-		vr_connlimit_release(st->sh->cl, c->ip_slot);
-	c->ip_slot = NULL;
-	LIST_REMOVE(c, link);
-	st->n_conns--;
-	/* It may sit on the kicked list: reused only after this poll. */
-	c->state = SC_DEAD;
-	c->next = st->dead;
-	st->dead = c;
-}
-
-static void conn_bury(struct vr_iostack *st)
-{
-	while (st->dead) {
-		struct stack_conn *c = st->dead;
-		st->dead = c->next;
-		c->next = st->pool;
-		st->pool = c;
-	}
-}
-
-/* The session's kick: a spool completion gave it output. */
-static void conn_kick(void *owner)
-{
-	struct stack_conn *c = owner;
-
-	if (c->kicked)
-		return;
-	c->kicked = true;
-	c->next = c->st->kicked;
-	c->st->kicked = c;
-}
-
-static bool conn_closing(const struct stack_conn *c)
-{
-	return c->rx_failed || vr_session_closing(c->s);
 }
 
 /* Hands the session what it has room for; true if it took anything. */
@@ -168,15 +89,15 @@ static bool conn_feed(struct stack_conn *c, uint64_t now)
 {
 	bool took = false;
 
-	while (!conn_closing(c)) {
-		size_t space = vr_session_rx_space(c->s);
+	while (!vr_io_sess_closing(&c->ss)) {
+		size_t space = vr_session_rx_space(c->ss.s);
 		const uint8_t *p;
 		size_t n = space ? vr_tcp_peek(c->tc, &p) : 0;
 		if (n == 0)
 			break;
 		n = VR_MIN(n, space);
-		if (vr_session_rx(c->s, p, n, now) != VR_OK)
-			c->rx_failed = true;
+		if (vr_session_rx(c->ss.s, p, n, now) != VR_OK)
+			c->ss.rx_failed = true;
 		vr_tcp_consume(c->tc, n);
 		took = true;
 	}
@@ -214,15 +135,13 @@ static void conn_release(struct stack_conn *c)
 /* The session is finished and its output is in the send buffer: FIN. */
 static void conn_finish(struct stack_conn *c, uint64_t now)
 {
-	vr_session_free(c->s);
-	c->s = NULL;
-	c->state = SC_LINGER;
+	vr_io_sess_finish(&c->ss);
 	if (vr_tcp_shutdown(c->tc) < 0 || c->peer_fin) {
 		conn_release(c);
 		return;
 	}
 	conn_discard(c);
-	if (vr_timer_set(&c->st->timers, &c->timer, now + IO_LINGER_MS) < 0)
+	if (vr_timer_set(&c->ss.set->timers, &c->ss.timer, now + IO_LINGER_MS) < 0)
 		conn_release(c);
 }
 
@@ -237,28 +156,28 @@ static void conn_service(struct stack_conn *c, uint64_t now)
 	int rc;
 
 	for (;;) {
-		if ((rc = vr_io_session_flush(c->s, conn_send, c)) < 0) {
+		if ((rc = vr_io_session_flush(c->ss.s, conn_send, c)) < 0) {
 			conn_kill(c);
 			return;
 		}
-		if (conn_closing(c))
+		if (vr_io_sess_closing(&c->ss))
 			break;
 		if (conn_feed(c, now))
 			continue;
 		if (c->peer_fin && !c->eof_given && vr_tcp_readable(c->tc) == 0) {
 			c->eof_given = true;
-			vr_session_rx_eof(c->s, now);
+			vr_session_rx_eof(c->ss.s, now);
 			continue;
 		}
 		break;
 	}
-	bool closing = conn_closing(c);
+	bool closing = vr_io_sess_closing(&c->ss);
 	if (closing && rc == 0) {
 		conn_finish(c, now);
 		return;
 	}
-	uint64_t deadline = vr_io_session_deadline(c->s, closing, &c->drain_until, now);
-	if (vr_timer_set(&c->st->timers, &c->timer, deadline) < 0)
+	uint64_t deadline = vr_io_session_deadline(c->ss.s, closing, &c->ss.drain_until, now);
+	if (vr_timer_set(&c->ss.set->timers, &c->ss.timer, deadline) < 0)
 		conn_kill(c);
 }
 
@@ -270,7 +189,7 @@ static void on_readable(struct vr_tcp_conn *tc, void *user, uint64_t now)
 
 	if (!c)
 		return;
-	if (c->state == SC_LINGER)
+	if (c->ss.state == IO_SESS_LINGER)
 		conn_discard(c);
 	else
 		conn_service(c, now);
@@ -280,7 +199,7 @@ static void on_writable(struct vr_tcp_conn *tc, void *user, uint64_t now)
 {
 	struct stack_conn *c = user;
 
-	if (c && c->state == SC_OPEN)
+	if (c && c->ss.state == IO_SESS_OPEN)
 		conn_service(c, now);
 }
 
@@ -291,7 +210,7 @@ static void on_peer_closed(struct vr_tcp_conn *tc, void *user, uint64_t now)
 	if (!c)
 		return;
 	c->peer_fin = true;
-	if (c->state == SC_LINGER)
+	if (c->ss.state == IO_SESS_LINGER)
 		conn_release(c);
 	else
 		conn_service(c, now);
@@ -348,21 +267,17 @@ static int on_accept(void *arg, struct vr_tcp_conn *tc, uint64_t now)
 		.sin_family = AF_INET, .sin_port = htons(info.lport),
 		.sin_addr.s_addr = htonl(info.laddr),
 	};
-	addr_text(&peer, ip, sizeof(ip));
+	vr_io_addr_text((const struct sockaddr *)&peer, ip, sizeof(ip));
 	if (!st->listening)
 		return -ECONNREFUSED;   /* stopped: a SYN already in the queue */
-	if (vr_io_admit(cfg, st->sh->cl, st->n_conns, (const struct sockaddr *)&peer, ip, &slot,
+	if (vr_io_admit(cfg, &st->set, (const struct sockaddr *)&peer, ip, &slot,
 			reply, sizeof(reply)))
 		return refuse(tc, l, reply);
 
-	struct stack_conn *c = conn_alloc(st);
-	if (!c) {
-		vr_log_err("event=accept_failed client=%s error=%s", ip, strerror(ENOMEM));
-		vr_connlimit_release(st->sh->cl, slot);
+	struct stack_conn *c = vr_io_sess_alloc(&st->set, slot, ip);
+	if (!c)
 		return -ENOMEM;
-	}
 	c->tc = tc;
-	c->ip_slot = slot;
 	c->peer = peer;
 	c->local = local;
 	struct vr_session_params p = {
@@ -371,26 +286,18 @@ static int on_accept(void *arg, struct vr_tcp_conn *tc, uint64_t now)
 		.peer = (const struct sockaddr *)&c->peer,
 		.local = (const struct sockaddr *)&c->local,
 		.implicit_tls = l->implicit_tls,
-		.kick = conn_kick,
-		.owner = c,
+		.kick = vr_io_sess_kick,
+		.owner = &c->ss,
 	};
-	c->s = vr_session_new(&p, now);
-	if (!c->s) {
-		int e = errno;
-		c->next = st->pool;
-		st->pool = c;
-		vr_log_err("event=accept_failed client=%s error=%s", ip, strerror(e));
-		vr_connlimit_release(st->sh->cl, slot);
-		return -e;
-	}
-	c->state = SC_OPEN;
-	LIST_INSERT_HEAD(&st->conns, c, link);
-	st->n_conns++;
+	int rc = vr_io_sess_start(&c->ss, &p, ip, now);
+	if (rc < 0)
+		return rc;
+	vr_io_sess_open(&c->ss);
 	vr_tcp_set_user(tc, c);
 	/* Bytes that came with the handshake reach the session before its first
 	 * tick greets the client, so a client talking first is seen to. */
 	conn_feed(c, now);
-	vr_session_tick(c->s, now);
+	vr_session_tick(c->ss.s, now);
 	conn_service(c, now);
 	return 0;
 }
@@ -401,19 +308,14 @@ struct vr_iostack_shared *vr_iostack_shared_new(const struct vr_config *cfg, uns
 						char *err, size_t errlen)
 {
 	struct vr_iostack_shared *sh = calloc(1, sizeof(*sh));
-	unsigned limit = VR_MIN(cfg->max_conn_per_ip, VR_CONNLIMIT_MAX);
-	uint64_t clients = (uint64_t)cfg->max_connections * n_workers;
 
 	if (sh)
-		sh->cl = vr_connlimit_new(limit, (unsigned)VR_MIN(clients, (uint64_t)UINT32_MAX));
+		sh->cl = vr_io_connlimit_new(cfg, n_workers);
 	if (!sh || !sh->cl) {
 		snprintf(err, errlen, "connection table: %s", strerror(errno));
 		free(sh);
 		return NULL;
 	}
-	if (limit < cfg->max_conn_per_ip)
-		vr_log_warn("event=config key=max_conn_per_ip value=%u using=%u",
-			    cfg->max_conn_per_ip, limit);
 	return sh;
 }
 
@@ -439,8 +341,7 @@ struct vr_iostack *vr_iostack_new(struct vr_smtpd *srv, struct vr_iostack_shared
 	st->sh = sh;
 	st->tcp = tcp;
 	st->worker = worker;
-	vr_timer_heap_init(&st->timers);
-	LIST_INIT(&st->conns);
+	vr_io_set_init(&st->set, sizeof(struct stack_conn), sh->cl);
 	for (unsigned i = 0; i < st->cfg->n_listen; i++) {
 		const struct vr_listen *l = &st->cfg->listen[i];
 		st->lst[i] = (struct stack_listener){ .st = st, .idx = i };
@@ -449,6 +350,7 @@ struct vr_iostack *vr_iostack_new(struct vr_smtpd *srv, struct vr_iostack_shared
 			snprintf(err, errlen, "listen %s: %s", l->text, strerror(-rc));
 			for (unsigned j = 0; j < i; j++)
 				vr_tcp_unlisten(tcp, listen_port(&st->cfg->listen[j]));
+			vr_io_set_free(&st->set);
 			free(st);
 			return NULL;
 		}
@@ -465,30 +367,25 @@ static void reap(struct vr_iostack *st, uint64_t now)
 		return;
 	while (vr_spool_reap(sp, st->worker, vr_session_commit_done, REAP_BATCH) == REAP_BATCH)
 		;
-	while (st->kicked) {
-		struct stack_conn *c = st->kicked;
-		st->kicked = c->next;
-		c->kicked = false;
-		if (c->state == SC_OPEN)
-			conn_service(c, now);
-	}
+	struct io_sess *x;
+	while ((x = vr_io_set_next_kicked(&st->set)))
+		if (x->state == IO_SESS_OPEN)
+			conn_service((struct stack_conn *)x, now);
 }
 
 static void expire(struct vr_iostack *st, uint64_t now)
 {
-	struct vr_timer *t;
+	struct io_sess *x;
 
 	/* Expiring re-arms a live connection strictly after now. */
-	while ((t = vr_timer_first(&st->timers)) && t->deadline <= now) {
-		struct stack_conn *c =
-			(struct stack_conn *)((char *)t - offsetof(struct stack_conn, timer));
-		vr_timer_cancel(&st->timers, t);
-		if (c->state == SC_LINGER) {
+	while ((x = vr_io_set_next_expired(&st->set, now))) {
+		struct stack_conn *c = (struct stack_conn *)x;
+		if (x->state == IO_SESS_LINGER) {
 			conn_release(c);
-		} else if (c->drain_until && now >= c->drain_until) {
+		} else if (vr_io_sess_drained(x, now)) {
 			conn_kill(c);
 		} else {
-			vr_session_tick(c->s, now);
+			vr_session_tick(c->ss.s, now);
 			conn_service(c, now);
 		}
 	}
@@ -498,7 +395,7 @@ void vr_iostack_poll(struct vr_iostack *st, uint64_t now)
 {
 	reap(st, now);
 	expire(st, now);
-	conn_bury(st);
+	vr_io_set_bury(&st->set);
 }
 
 void vr_iostack_stop(struct vr_iostack *st)
@@ -512,7 +409,7 @@ void vr_iostack_stop(struct vr_iostack *st)
 
 unsigned vr_iostack_conns(const struct vr_iostack *st)
 {
-	return st->n_conns;
+	return st->set.n;
 }
 
 void vr_iostack_free(struct vr_iostack *st)
@@ -520,15 +417,8 @@ void vr_iostack_free(struct vr_iostack *st)
 	if (!st)
 		return;
 	vr_iostack_stop(st);
-	while (!LIST_EMPTY(&st->conns))
-		conn_kill(LIST_FIRST(&st->conns));
-	st->kicked = NULL;
-	conn_bury(st);
-	while (st->pool) {
-		struct stack_conn *c = st->pool;
-		st->pool = c->next;
-		free(c);
-	}
-	vr_timer_heap_free(&st->timers);
+	while (!LIST_EMPTY(&st->set.conns))
+		conn_kill((struct stack_conn *)LIST_FIRST(&st->set.conns));
+	vr_io_set_free(&st->set);
 	free(st);
 }

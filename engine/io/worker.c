@@ -26,7 +26,7 @@
 
 static int worker_timeout(const struct io_worker *w, uint64_t now)
 {
-	const struct vr_timer *t = vr_timer_first(&w->timers);
+	const struct vr_timer *t = vr_timer_first(&w->set.timers);
 	uint64_t until = t ? t->deadline : UINT64_MAX;
 
 	if (w->stopping)
@@ -107,7 +107,7 @@ static void worker_stop(struct io_worker *w, uint64_t now)
 		w->lfd[i] = -1;
 	}
 	w->accept_paused = false;
-	vr_log_debug("event=worker_stopping worker=%u connections=%u", w->id, w->n_conns);
+	vr_log_debug("event=worker_stopping worker=%u connections=%u", w->id, w->set.n);
 }
 
 static void worker_dispatch(struct io_worker *w, const struct epoll_event *ev, uint64_t now)
@@ -116,7 +116,8 @@ static void worker_dispatch(struct io_worker *w, const struct epoll_event *ev, u
 
 	switch (h->kind) {
 	case IO_CONN:
-		vr_io_conn_event((struct io_conn *)h, ev->events, now);
+		vr_io_conn_event((struct io_conn *)((char *)h - offsetof(struct io_conn, h)),
+				 ev->events, now);
 		break;
 	case IO_LISTENER:
 		if (w->lfd[h->idx] >= 0)
@@ -133,23 +134,19 @@ static void worker_dispatch(struct io_worker *w, const struct epoll_event *ev, u
 
 static void worker_expire(struct io_worker *w, uint64_t now)
 {
-	struct vr_timer *t;
+	struct io_sess *x;
 
-	/* Expiring re-arms a live connection strictly after now. */
-	while ((t = vr_timer_first(&w->timers)) && t->deadline <= now) {
-		struct io_conn *c = (struct io_conn *)((char *)t - offsetof(struct io_conn, timer));
-		vr_timer_cancel(&w->timers, t);
-		vr_io_conn_expire(c, now);
-	}
+	while ((x = vr_io_set_next_expired(&w->set, now)))
+		vr_io_conn_expire((struct io_conn *)x, now);
 }
 
 static void worker_flush_kicked(struct io_worker *w, uint64_t now)
 {
-	while (w->kicked) {
-		struct io_conn *c = w->kicked;
-		w->kicked = c->kick_next;
-		vr_io_conn_kicked(c, now);
-	}
+	struct io_sess *x;
+
+	while ((x = vr_io_set_next_kicked(&w->set)))
+		if (x->state == IO_SESS_OPEN)
+			vr_io_conn_service((struct io_conn *)x, now);
 }
 
 static int worker_loop(struct io_worker *w)
@@ -158,7 +155,7 @@ static int worker_loop(struct io_worker *w)
 
 	for (;;) {
 		uint64_t now = vr_clock_ms();
-		if (w->stopping && (w->n_conns == 0 || now >= w->grace_until))
+		if (w->stopping && (w->set.n == 0 || now >= w->grace_until))
 			break;
 		if (w->accept_paused && now >= w->accept_resume)
 			worker_listen(w, true);
@@ -182,7 +179,7 @@ static int worker_loop(struct io_worker *w)
 			worker_dispatch(w, &ev[i], now);
 		worker_expire(w, now);
 		worker_flush_kicked(w, now);
-		vr_io_conn_bury(w);
+		vr_io_set_bury(&w->set);
 	}
 	return 0;
 }
@@ -195,10 +192,8 @@ void *vr_io_worker_main(void *arg)
 	 * vmrelay/ratelimit.h says what that takes). */
 	rcu_register_thread();
 	w->rc = worker_loop(w);
-	while (!LIST_EMPTY(&w->conns))
-		vr_io_conn_close(LIST_FIRST(&w->conns));
-	w->kicked = NULL;
-	vr_io_conn_bury(w);
+	while (!LIST_EMPTY(&w->set.conns))
+		vr_io_conn_close((struct io_conn *)LIST_FIRST(&w->set.conns));
 	rcu_unregister_thread();
 	return NULL;
 }
