@@ -73,45 +73,11 @@ usage: bench/compare.sh [options]     (as root)
 EOF
 }
 
-
-while (($#)); do
-	opt=$1
-	case $opt in
-	--rounds | --messages | --sessions | --size | --only | --workers | --warmup | \
-	--timeout | --vmrelay | --vmrelay-spool | --workdir | --results | --load | --vmrelay-bench | \
-	--path)
-		(($# >= 2)) || die "$opt needs a value"
-		val=$2
-		shift 2 ;;
-	--keep) KEEP=1; shift; continue ;;
-	--no-results) NO_RESULTS=1; shift; continue ;;
-	-h | --help) usage; exit 0 ;;
-	*) usage >&2; die "unknown option '$opt'" ;;
-	esac
-	case $opt in
-	--rounds) need_uint "$opt" "$val" 1; ROUNDS=$val ;;
-	--messages) need_uint "$opt" "$val" 1; MESSAGES=$val ;;
-	--sessions) need_uint "$opt" "$val" 1; SESSIONS=$val ;;
-	--size) need_uint "$opt" "$val" 1; SIZE=$val ;;
-	--workers) need_uint "$opt" "$val" 1; WORKERS=$val ;;
-	--warmup) need_uint "$opt" "$val" 0; WARMUP=$val ;;
-	--timeout) need_uint "$opt" "$val" 1; TIMEOUT=$val ;;
-	--only) ONLY=$val ;;
-	--vmrelay) VMRELAY=$val ;;
-	--vmrelay-spool) VMRELAY_SPOOL=$val ;;
-	--workdir) WORK=$val ;;
-	--results) RESULTS=$val ;;
-	--load)
-		[[ $val == smtp-source || $val == vmrelay-bench ]] ||
-			die "--load: '$val' is neither smtp-source nor vmrelay-bench"
-		LOAD=$val ;;
-	--vmrelay-bench) VMRELAY_BENCH=$val ;;
-	--path)
-		[[ $val == loopback || $val == veth ]] ||
-			die "--path: '$val' is neither loopback nor veth"
-		NET_PATH=$val ;;
-	esac
-done
+VALUE_OPTS='--rounds --messages --sessions --size --only --workers --warmup --timeout
+	--vmrelay --vmrelay-spool --workdir --results --load --vmrelay-bench --path'
+FLAG_OPTS=''
+set_opt() { return 1; }    # every option is one of lib.sh's
+parse_args "$@"
 
 # Engines, in the order of the first round.
 parse_engines "$ONLY"
@@ -124,11 +90,7 @@ fi
 
 check_preconditions
 
-if [[ $NET_PATH == veth ]]; then
-	netns_up
-	SERVER_ADDR=$NS_HOST_ADDR CLIENT_ADDR=$NS_PEER_ADDR
-	LOAD_WRAP=(ip netns exec "$NS_NAME")
-fi
+use_net_path
 
 # --- one measured run -------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 # lib.sh - what bench/compare.sh and bench/scale.sh share (sourced, not run):
-# process bookkeeping that stops everything started, however the script
-# ends; the load generator (smtp-source or vmrelay-bench); and, for each
+# the command line's common options, process bookkeeping that stops
+# everything started, however the script ends; the load generator (smtp-source or vmrelay-bench); and, for each
 # engine (smtp-sink, a private Postfix, vmrelay), start / settle / verify /
 # stop. The sourcing script sets PROG (its name, for messages) and the run
 # parameters the engines read: SESSIONS, SIZE, MESSAGES, WARMUP, WORKERS,
@@ -599,6 +599,72 @@ prepare_workdir() {
 	case $(stat -f -c %T "$WORK") in
 	tmpfs | ramfs) die "$WORK is on $(stat -f -c %T "$WORK"): the queues must be on a real disk" ;;
 	esac
+}
+
+# --- the command line (compare.sh, scale.sh, e2e.sh) -----------------------------
+
+# parse_args ARG...: the script's command line. VALUE_OPTS lists the options
+# that take a value and FLAG_OPTS the flags beyond --keep, --no-results and
+# --help (usage, then exit). Each option goes first to the script's own
+# set_opt OPT [VALUE], which returns 1 for one it leaves to common_opt; an
+# option in neither list is an error after the usage.
+parse_args() {
+	local opt values=" ${VALUE_OPTS//[$'\n\t']/ } "
+	while (($#)); do
+		opt=$1
+		if [[ $values == *" $opt "* ]]; then
+			(($# >= 2)) || die "$opt needs a value"
+			set_opt "$opt" "$2" || common_opt "$opt" "$2"
+			shift 2
+			continue
+		fi
+		case $opt in
+		--keep) KEEP=1 ;;
+		--no-results) NO_RESULTS=1 ;;
+		-h | --help) usage; exit 0 ;;
+		*)
+			[[ " $FLAG_OPTS " == *" $opt "* ]] || { usage >&2; die "unknown option '$opt'"; }
+			set_opt "$opt" ;;
+		esac
+		shift
+	done
+}
+
+# common_opt OPT VALUE: the options that mean the same in every script.
+common_opt() {
+	case $1 in
+	--rounds) need_uint "$1" "$2" 1; ROUNDS=$2 ;;
+	--messages) need_uint "$1" "$2" 1; MESSAGES=$2 ;;
+	--sessions) need_uint "$1" "$2" 1; SESSIONS=$2 ;;
+	--size) need_uint "$1" "$2" 1; SIZE=$2 ;;
+	--workers) need_uint "$1" "$2" 1; WORKERS=$2 ;;
+	--warmup) need_uint "$1" "$2" 0; WARMUP=$2 ;;
+	--timeout) need_uint "$1" "$2" 1; TIMEOUT=$2 ;;
+	--only) ONLY=$2 ;;
+	--vmrelay) VMRELAY=$2 ;;
+	--vmrelay-spool) VMRELAY_SPOOL=$2 ;;
+	--vmrelay-bench) VMRELAY_BENCH=$2 ;;
+	--workdir) WORK=$2 ;;
+	--results) RESULTS=$2 ;;
+	--load)
+		[[ $2 == smtp-source || $2 == vmrelay-bench ]] ||
+			die "--load: '$2' is neither smtp-source nor vmrelay-bench"
+		LOAD=$2 ;;
+	--path)
+		[[ $2 == loopback || $2 == veth ]] ||
+			die "--path: '$2' is neither loopback nor veth"
+		NET_PATH=$2 ;;
+	*) die "option $1 has no handler: a bug in $PROG" ;;
+	esac
+}
+
+# For --path veth: the load in a namespace of its own across a veth pair
+# (netns.sh), the servers on the root namespace's end.
+use_net_path() {
+	[[ $NET_PATH == veth ]] || return 0
+	netns_up
+	SERVER_ADDR=$NS_HOST_ADDR CLIENT_ADDR=$NS_PEER_ADDR
+	LOAD_WRAP=(ip netns exec "$NS_NAME")
 }
 
 # parse_engines LIST: sets ENGINES from --only's comma-separated list, in

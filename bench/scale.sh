@@ -60,41 +60,23 @@ usage: bench/scale.sh [options]     (as root)
 EOF
 }
 
-while (($#)); do
-	opt=$1
-	case $opt in
-	--duration | --sessions | --at-size | --sizes | --at-sessions | --only | --workers | \
-	--warmup | --timeout | --vmrelay | --vmrelay-spool | --vmrelay-bench | --workdir | --results | \
-	--path)
-		(($# >= 2)) || die "$opt needs a value"
-		val=$2
-		shift 2 ;;
-	--keep) KEEP=1; shift; continue ;;
-	--no-results) NO_RESULTS=1; shift; continue ;;
-	-h | --help) usage; exit 0 ;;
-	*) usage >&2; die "unknown option '$opt'" ;;
+VALUE_OPTS='--duration --sessions --at-size --sizes --at-sessions --only --workers --warmup
+	--timeout --vmrelay --vmrelay-spool --vmrelay-bench --workdir --results --path'
+FLAG_OPTS=''
+# The options of scale.sh's own, and --sessions (a list here) and --results
+# (the PNG goes beside it); lib.sh's common_opt does the rest.
+set_opt() {
+	case $1 in
+	--duration) need_uint "$1" "$2" 1; DURATION=$2 ;;
+	--sessions) SESSIONS_LIST=$2 ;;
+	--at-size) AT_SIZE=$2 ;;
+	--sizes) SIZES=$2 ;;
+	--at-sessions) need_uint "$1" "$2" 1; AT_SESSIONS=$2 ;;
+	--results) RESULTS=$2; PNG=${2%.md}.png ;;
+	*) return 1 ;;
 	esac
-	case $opt in
-	--duration) need_uint "$opt" "$val" 1; DURATION=$val ;;
-	--sessions) SESSIONS_LIST=$val ;;
-	--at-size) AT_SIZE=$val ;;
-	--sizes) SIZES=$val ;;
-	--at-sessions) need_uint "$opt" "$val" 1; AT_SESSIONS=$val ;;
-	--only) ONLY=$val ;;
-	--workers) need_uint "$opt" "$val" 1; WORKERS=$val ;;
-	--warmup) need_uint "$opt" "$val" 0; WARMUP=$val ;;
-	--timeout) need_uint "$opt" "$val" 1; TIMEOUT=$val ;;
-	--vmrelay) VMRELAY=$val ;;
-	--vmrelay-spool) VMRELAY_SPOOL=$val ;;
-	--vmrelay-bench) VMRELAY_BENCH=$val ;;
-	--workdir) WORK=$val ;;
-	--results) RESULTS=$val; PNG=${val%.md}.png ;;
-	--path)
-		[[ $val == loopback || $val == veth ]] ||
-			die "--path: '$val' is neither loopback nor veth"
-		NET_PATH=$val ;;
-	esac
-done
+}
+parse_args "$@"
 if [[ -z $RESULTS ]]; then
 	RESULTS=$BENCH_DIR/RESULTS-scale.md PNG=$BENCH_DIR/scale.png
 	[[ $NET_PATH == loopback ]] || RESULTS=$BENCH_DIR/RESULTS-scale-$NET_PATH.md PNG=$BENCH_DIR/scale-$NET_PATH.png
@@ -129,10 +111,8 @@ for z in "${list[@]}"; do POINTS+=("size $AT_SESSIONS $(octets "$z")"); done
 
 check_preconditions
 [[ -z $PNG ]] || command -v gnuplot >/dev/null || die "'gnuplot' not found: run scripts/deps.sh"
+use_net_path
 if [[ $NET_PATH == veth ]]; then
-	netns_up
-	SERVER_ADDR=$NS_HOST_ADDR CLIENT_ADDR=$NS_PEER_ADDR
-	LOAD_WRAP=(ip netns exec "$NS_NAME")
 	PATH_NOTE="veth: vmrelay-bench in network namespace vrb-PID ($NS_PEER_ADDR/24) across a veth pair to the servers on $NS_HOST_ADDR in the root namespace"
 else
 	PATH_NOTE="loopback: vmrelay-bench and the servers on 127.0.0.1"
