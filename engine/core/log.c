@@ -1,26 +1,380 @@
 /*
- * log.c - key=value log lines, one write(2) each, and each thread's ring of
- * recent events for the control socket (see vmrelay/log.h).
+ * log.c - key=value log lines, written by a logging thread from each
+ * thread's ring, and each thread's ring of recent events for the control
+ * socket (see vmrelay/log.h).
+ *
+ * Lines. Until vr_log_open() starts the logging thread ("vr-log"), and
+ * again once vr_log_close() has stopped it, vr_log() writes each line
+ * itself with one write(2): config errors and --check print at once. While
+ * the thread runs, vr_log() formats the line into the calling thread's own
+ * ring and returns; SMTP workers and poll-mode lcores log a line per
+ * transaction and must never wait on a disk or a pipe. The logging thread
+ * takes what every ring holds and writes it with one writev(2): it is the
+ * only thread that waits on the log's descriptor.
+ *
+ * A full ring drops the line and counts it, in every thread alike: a
+ * worker must never block, and a delivery or control thread stalled behind
+ * a stuck log (a full disk, a pipe nobody reads) would stop mail as surely.
+ * The next line that finds room is preceded by "event=log_dropped lines=N",
+ * in the gap's place.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "vmrelay/log.h"
 
+#define LOG_LINE_MAX 2048
+#define RING_BYTES (128u * 1024)      /* per thread, a power of two: ~400 lines */
+#define RING_BATCH 32                 /* rings per writev */
+#define IDLE_NS (10 * 1000000L)       /* the thread's nap when every ring was empty */
+
 static const char *const level_names[] = { "err", "warn", "info", "debug" };
 
 /* Written at start and reload by the main thread; read by all (relaxed:
- * a line logged at the old level during a change is harmless). */
+ * a line logged at the old level during a change is harmless). log_fd is
+ * swapped only while the logging thread is stopped. */
 static int log_fd = STDERR_FILENO;
 static int log_level = VR_LOG_INFO;
 
-int vr_log_open(const char *path, enum vr_log_level level)
+/* --- each thread's ring of lines ---
+ *
+ * Single producer (the owning thread) and single consumer (the logging
+ * thread, or vr_log_close() once it has stopped): head is stored by the
+ * producer only, tail by the consumer only, and each loads the other's
+ * with acquire, so the bytes below a head are in place before the consumer
+ * sees it, and the consumer has written bytes out before the producer sees
+ * their room given back. Only whole lines are published.
+ *
+ * A ring is allocated on its thread's first line and never freed: when the
+ * thread exits it is orphaned, and once drained it is free for the next new
+ * thread, so the memory follows the most threads that logged at once. */
+
+enum ring_state { RING_FREE, RING_OWNED, RING_ORPHANED };
+
+struct log_ring {
+	_Alignas(64) uint64_t head;   /* bytes published */
+	uint64_t dropped;             /* lines lost since the last note */
+	_Alignas(64) uint64_t tail;   /* bytes written out */
+	int state;                    /* enum ring_state; CAS */
+	struct log_ring *next;        /* set before the ring is pushed, then fixed */
+	char buf[RING_BYTES];
+};
+
+static struct log_ring *line_rings;        /* push-only list (CAS) */
+static _Thread_local struct log_ring *ring_mine;
+static pthread_key_t ring_key;        /* its destructor orphans the ring */
+static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
+
+/* 1 while the logging thread runs: lines go to the rings (acquire/release
+ * pairs with the thread's start; see log_stop for the end). */
+static int log_async;
+
+/* The logging thread's controls, under mu. The producers never touch them. */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t wake;          /* to the thread: stop, or someone waits */
+	pthread_cond_t done;          /* from the thread: a pass ended */
+	pthread_t thread;
+	int running, stop;
+	unsigned waiters;
+	uint64_t passes;
+} lt = { .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+	 .done = PTHREAD_COND_INITIALIZER };
+
+/* "2026-12-04T21:20:18.123Z info " into out; returns its length. */
+static size_t log_stamp(char *out, size_t outlen, enum vr_log_level level)
+{
+	struct timeval tv;
+	struct tm tm;
+
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	size_t n = strftime(out, outlen, "%Y-%m-%dT%H:%M:%S", &tm);
+	n += (size_t)snprintf(out + n, outlen - n, ".%03ldZ %s ", (long)tv.tv_usec / 1000,
+			      level_names[level]);
+	return n;
+}
+
+static void ring_orphan(void *arg)
+{
+	struct log_ring *r = arg;
+
+	ring_mine = NULL;
+	/* release: the thread's last head is visible to whoever sees it orphaned */
+	__atomic_store_n(&r->state, RING_ORPHANED, __ATOMIC_RELEASE);
+}
+
+static void ring_key_create(void)
+{
+	pthread_key_create(&ring_key, ring_orphan);
+}
+
+/* The calling thread's ring: a free one, or a new one. NULL if out of memory. */
+static struct log_ring *ring_claim(void)
+{
+	struct log_ring *r;
+
+	pthread_once(&ring_once, ring_key_create);
+	for (r = __atomic_load_n(&line_rings, __ATOMIC_ACQUIRE); r; r = r->next) {
+		int s = RING_FREE;
+		/* acquire: pairs with the logging thread freeing it after its last write */
+		if (__atomic_compare_exchange_n(&r->state, &s, RING_OWNED, 0, __ATOMIC_ACQUIRE,
+						__ATOMIC_RELAXED))
+			break;
+	}
+	if (!r) {
+		r = aligned_alloc(64, sizeof(*r));
+		if (!r)
+			return NULL;
+		r->head = r->tail = r->dropped = 0;
+		r->state = RING_OWNED;
+		r->next = __atomic_load_n(&line_rings, __ATOMIC_RELAXED);
+		/* release: the ring's fields are set before anyone finds it */
+		while (!__atomic_compare_exchange_n(&line_rings, &r->next, r, 1, __ATOMIC_RELEASE,
+						    __ATOMIC_RELAXED))
+			;
+	}
+	pthread_setspecific(ring_key, r);
+	ring_mine = r;
+	return r;
+}
+
+static void ring_copy(struct log_ring *r, uint64_t at, const char *s, size_t len)
+{
+	size_t off = (size_t)(at & (RING_BYTES - 1));
+	size_t first = VR_MIN(len, RING_BYTES - off);
+
+	memcpy(r->buf + off, s, first);
+	memcpy(r->buf, s + first, len - first);
+}
+
+/* Appends one line, after the note of the lines lost before it, or drops it. */
+static void ring_put(struct log_ring *r, const char *line, size_t len)
+{
+	char note[96];
+	size_t nlen = 0;
+	uint64_t head = __atomic_load_n(&r->head, __ATOMIC_RELAXED);     /* ours */
+	uint64_t lost = __atomic_load_n(&r->dropped, __ATOMIC_RELAXED);
+
+	if (VR_UNLIKELY(lost)) {
+		nlen = log_stamp(note, sizeof(note), VR_LOG_WARN);
+		nlen += (size_t)snprintf(note + nlen, sizeof(note) - nlen,
+					 "event=log_dropped lines=%llu\n", (unsigned long long)lost);
+	}
+	/* acquire: the bytes below tail are written out before we reuse them */
+	uint64_t room = RING_BYTES - (head - __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE));
+	if (len + nlen > room) {
+		__atomic_fetch_add(&r->dropped, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	/* vr_log_close() may have taken the count for its own note meanwhile */
+	if (lost && __atomic_compare_exchange_n(&r->dropped, &lost, 0, 0, __ATOMIC_RELAXED,
+						__ATOMIC_RELAXED)) {
+		ring_copy(r, head, note, nlen);
+		head += nlen;
+	}
+	ring_copy(r, head, line, len);
+	/* release: the line's bytes are in place before the consumer sees head */
+	__atomic_store_n(&r->head, head + len, __ATOMIC_RELEASE);
+}
+
+/* Writes all of iov to fd; lines that cannot be written (an error other
+ * than a full pipe) are lost, as a failed write(2) lost them before. */
+static void write_all(int fd, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		ssize_t w = writev(fd, iov, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {  /* a non-blocking stderr: wait, we may */
+				struct pollfd p = { .fd = fd, .events = POLLOUT };
+				poll(&p, 1, 1000);
+				continue;
+			}
+			return;
+		}
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+}
+
+/* Writes what took[0..n) held up to upto[], then gives their room back. */
+static void batch_write(int fd, struct iovec *iov, int niov, struct log_ring **took,
+			const uint64_t *upto, int n)
+{
+	write_all(fd, iov, niov);
+	for (int i = 0; i < n; i++)
+		/* release: our reads of the bytes are done before the room is reused */
+		__atomic_store_n(&took[i]->tail, upto[i], __ATOMIC_RELEASE);
+}
+
+/* The consumer's pass over every ring. Returns the bytes written. */
+static size_t drain_pass(void)
+{
+	int fd = __atomic_load_n(&log_fd, __ATOMIC_RELAXED);
+	struct iovec iov[2 * RING_BATCH];
+	struct log_ring *took[RING_BATCH];
+	uint64_t upto[RING_BATCH];
+	int n = 0, niov = 0;
+	size_t bytes = 0;
+
+	for (struct log_ring *r = __atomic_load_n(&line_rings, __ATOMIC_ACQUIRE); r; r = r->next) {
+		/* acquire: an orphan's last head is visible below */
+		int state = __atomic_load_n(&r->state, __ATOMIC_ACQUIRE);
+		if (state == RING_FREE)
+			continue;
+		uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);  /* ours */
+		uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+		if (head == tail) {
+			if (state == RING_ORPHANED)
+				/* release: pairs with ring_claim's acquire */
+				__atomic_compare_exchange_n(&r->state, &state, RING_FREE, 0,
+							    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+			continue;
+		}
+		size_t off = (size_t)(tail & (RING_BYTES - 1));
+		size_t len = (size_t)(head - tail);
+		size_t first = VR_MIN(len, RING_BYTES - off);
+		iov[niov++] = (struct iovec){ r->buf + off, first };
+		if (len > first)
+			iov[niov++] = (struct iovec){ r->buf, len - first };
+		took[n] = r;
+		upto[n++] = head;
+		bytes += len;
+		if (n == RING_BATCH) {
+			batch_write(fd, iov, niov, took, upto, n);
+			n = niov = 0;
+		}
+	}
+	if (n)
+		batch_write(fd, iov, niov, took, upto, n);
+	return bytes;
+}
+
+static void *log_main(void *arg)
+{
+	pthread_mutex_lock(&lt.mu);
+	for (;;) {
+		int stop = lt.stop;
+		pthread_mutex_unlock(&lt.mu);
+		size_t n = drain_pass();
+		pthread_mutex_lock(&lt.mu);
+		lt.passes++;
+		pthread_cond_broadcast(&lt.done);
+		/* a pass that began after the stop and found nothing: all written */
+		if (stop && n == 0)
+			break;
+		if (n == 0 && !lt.stop && !lt.waiters) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += IDLE_NS;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&lt.wake, &lt.mu, &ts);
+		}
+	}
+	pthread_mutex_unlock(&lt.mu);
+	return NULL;
+}
+
+/* Returns once every line logged before the call is written out. */
+static void log_wait_written(void)
+{
+	pthread_mutex_lock(&lt.mu);
+	/* the pass under way may have passed some rings before our call */
+	uint64_t target = lt.passes + 2;
+	lt.waiters++;
+	pthread_cond_signal(&lt.wake);
+	while (lt.running && lt.passes < target)
+		pthread_cond_wait(&lt.done, &lt.mu);
+	lt.waiters--;
+	pthread_mutex_unlock(&lt.mu);
+}
+
+static void log_start(void)
+{
+	sigset_t all, old;
+
+	pthread_mutex_lock(&lt.mu);
+	if (!lt.running) {
+		/* the thread takes no signal: they belong to the main thread */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		lt.running = pthread_create(&lt.thread, NULL, log_main, NULL) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (lt.running)
+			pthread_setname_np(lt.thread, "vr-log");
+		/* release: pairs with vr_log's acquire (the rings' list is set up) */
+		__atomic_store_n(&log_async, lt.running, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&lt.mu);
+}
+
+/*
+ * Stops the logging thread once it has written everything, then writes
+ * the count of lines any ring dropped without a later line to carry it.
+ * Lines from threads still logging meanwhile go straight to the fd; a line
+ * put into a ring after the thread's last pass would stay there, which is
+ * why vr_log_close() comes after the other threads have stopped.
+ */
+static void log_stop(void)
+{
+	pthread_mutex_lock(&lt.mu);
+	if (!lt.running) {
+		pthread_mutex_unlock(&lt.mu);
+		return;
+	}
+	__atomic_store_n(&log_async, 0, __ATOMIC_RELEASE);
+	lt.stop = 1;
+	pthread_cond_signal(&lt.wake);
+	pthread_mutex_unlock(&lt.mu);
+	pthread_join(lt.thread, NULL);
+	pthread_mutex_lock(&lt.mu);
+	lt.running = lt.stop = 0;
+	pthread_cond_broadcast(&lt.done);
+	pthread_mutex_unlock(&lt.mu);
+
+	drain_pass();
+	for (struct log_ring *r = __atomic_load_n(&line_rings, __ATOMIC_ACQUIRE); r; r = r->next) {
+		uint64_t lost = __atomic_exchange_n(&r->dropped, 0, __ATOMIC_RELAXED);
+		if (lost)
+			vr_log(VR_LOG_WARN, "event=log_dropped lines=%llu", (unsigned long long)lost);
+	}
+}
+
+/* exit() from anywhere still writes what the rings hold */
+static void log_at_exit(void)
+{
+	log_stop();
+}
+
+static void log_register_exit(void)
+{
+	atexit(log_at_exit);
+}
+
+static int log_set_fd(const char *path)
 {
 	int fd = STDERR_FILENO;
 
@@ -29,10 +383,23 @@ int vr_log_open(const char *path, enum vr_log_level level)
 		if (fd < 0)
 			return -errno;
 	}
+	log_stop();
 	int old = __atomic_exchange_n(&log_fd, fd, __ATOMIC_RELAXED);
 	if (old != STDERR_FILENO && old != fd)
 		close(old);
+	return 0;
+}
+
+int vr_log_open(const char *path, enum vr_log_level level)
+{
+	static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+	int rc = log_set_fd(path);
+	if (rc < 0)
+		return rc;
 	__atomic_store_n(&log_level, (int)level, __ATOMIC_RELAXED);
+	pthread_once(&exit_once, log_register_exit);
+	log_start();
 	return 0;
 }
 
@@ -45,6 +412,9 @@ int vr_log_reopen(const char *path)
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -errno;
+	/* What was logged before the reopen (logrotate's move) goes to the old
+	 * file: the rings are written out first. */
+	log_wait_written();
 	/* dup2 swaps the file behind the descriptor in one step: a line
 	 * written meanwhile goes whole to the old file or the new one, never
 	 * to a closed descriptor or one reused for something else. */
@@ -55,7 +425,7 @@ int vr_log_reopen(const char *path)
 
 void vr_log_close(void)
 {
-	vr_log_open(NULL, (enum vr_log_level)__atomic_load_n(&log_level, __ATOMIC_RELAXED));
+	log_set_fd(NULL);
 }
 
 int vr_log_level_parse(const char *name)
@@ -73,18 +443,11 @@ int vr_log_enabled(enum vr_log_level level)
 
 void vr_log(enum vr_log_level level, const char *fmt, ...)
 {
-	char line[2048];
-	struct timeval tv;
-	struct tm tm;
+	char line[LOG_LINE_MAX];
 
 	if (!vr_log_enabled(level))
 		return;
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	size_t n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-	n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ %s ",
-			      (long)tv.tv_usec / 1000, level_names[level]);
-
+	size_t n = log_stamp(line, sizeof(line), level);
 	va_list ap;
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
@@ -93,6 +456,14 @@ void vr_log(enum vr_log_level level, const char *fmt, ...)
 		return;
 	n += VR_MIN((size_t)m, sizeof(line) - n - 2);
 	line[n++] = '\n';
+	/* acquire: pairs with log_start's release */
+	if (__atomic_load_n(&log_async, __ATOMIC_ACQUIRE)) {
+		struct log_ring *r = ring_mine ? ring_mine : ring_claim();
+		if (VR_LIKELY(r)) {
+			ring_put(r, line, n);
+			return;
+		}
+	}
 	/* One write per line: atomic for O_APPEND files and for pipes up to
 	 * PIPE_BUF, so concurrent threads never interleave within a line. */
 	ssize_t w = write(__atomic_load_n(&log_fd, __ATOMIC_RELAXED), line, n);

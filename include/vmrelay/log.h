@@ -6,8 +6,16 @@
  * (qid=) ties an SMTP transaction to its later delivery attempts. Values with
  * spaces are quoted by the caller with vr_log_quote().
  *
- * Thread-safe: each line is formatted into a stack buffer and written with a
- * single write(2), so lines from different threads never interleave.
+ * Thread-safe, and never blocking once vr_log_open() has run: a line is
+ * formatted into a stack buffer and appended to the calling thread's own
+ * ring (allocated on its first line; no lock), and one logging thread
+ * writes the rings out in batches. Lines from one thread keep their order;
+ * lines never interleave. A full ring drops the line, counted, and an
+ * "event=log_dropped lines=N" line takes the gap's place. Before
+ * vr_log_open() and after vr_log_close() each line is written at once, with
+ * one write(2) (config errors, --check). vr_log_close() and exit() write
+ * out what the rings hold; a crash loses what the thread had not written
+ * yet (it wakes every 10 ms when idle).
  */
 #ifndef VR_LOG_H
 #define VR_LOG_H
@@ -18,12 +26,17 @@
 
 enum vr_log_level { VR_LOG_ERR, VR_LOG_WARN, VR_LOG_INFO, VR_LOG_DEBUG };
 
-/* path NULL or "" or "stderr" logs to stderr. Returns 0 or -errno. */
+/* path NULL or "" or "stderr" logs to stderr, and the logging thread starts
+ * (it takes no signal). Returns 0 or -errno. */
 int vr_log_open(const char *path, enum vr_log_level level);
 /* Opens path again for the lines from now on (after logrotate moved it;
- * SIGHUP and reload call it), from any thread while others log. Nothing
- * to do when logging to stderr. 0, or -errno with the old file kept. */
+ * SIGHUP and reload call it), from any thread while others log; lines
+ * logged before the call go to the old file, so it waits for the logging
+ * thread (not from a worker). Nothing to do when logging to stderr. 0, or
+ * -errno with the old file kept. */
 int vr_log_reopen(const char *path);
+/* Writes out every ring, stops the logging thread and logs to stderr again,
+ * at once. Call it after the threads that log have stopped. */
 void vr_log_close(void);
 /* "err", "warn", "info", "debug" -> level; -1 if unknown. */
 int vr_log_level_parse(const char *name);

@@ -3,7 +3,8 @@ log_file its key=value lines go to that file, not to stderr; an SMTP
 transaction's line and its delivery attempts' lines carry the same queue
 ID; log_level = warn keeps info lines out and errors in; SIGHUP (what
 logrotate's postrotate sends) and `vmrelayctl reload` open the file again,
-so the lines after a rotation go to a new file at the path.
+so the lines after a rotation go to a new file at the path; a relay that
+cannot start still writes why to the file before it exits.
 
 Delivery goes to a closed port on loopback: every attempt is a deferral.
 """
@@ -143,6 +144,27 @@ class InfoLogTest(unittest.TestCase):
         third = send(self.r, "again")
         self.r.wait_log(r"event=accepted qid=%s " % third)
         self.assertNotIn(second, self.r.log())
+
+
+class FailedStartTest(unittest.TestCase):
+
+    def test_a_relay_that_cannot_start_says_why_in_its_file(self):
+        # the lines go through the logging thread: its rings are written
+        # out before the relay exits with the error
+        r = FileLogRelay("info")
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", r.port))
+            taken.listen()
+            try:
+                with self.assertRaises(RuntimeError):
+                    r.start()
+                self.assertNotEqual(r.proc.returncode, 0)
+                log = r.log()
+                self.assertRegex(log, r"(?m)^\S+ err event=io_failed error=\"listen "
+                                      r"127\.0\.0\.1:%d: Address already in use\"$" % r.port)
+                self.assertRegex(log, r"(?m)^\S+ info event=stop status=[1-9]\d*$")
+            finally:
+                r.cleanup()
 
 
 class WarnLogTest(unittest.TestCase):
