@@ -56,6 +56,8 @@ struct vr_bench_cfg {
 	const char *helo;
 	const char **to;
 	unsigned nto;
+	const char *dpdk_eal;        /* NULL: kernel sockets; else the EAL line (io_dpdk.c) */
+	const char *dpdk_ip;         /* the stack's A.B.C.D/N */
 
 	/* sink */
 	struct vr_bench_addr listen;

@@ -1,6 +1,8 @@
 /*
  * client.c - vmrelay-bench's load generator: N SMTP sessions over one
- * edge-triggered epoll loop, sending M messages in all (or for a while).
+ * edge-triggered event loop, sending M messages in all (or for a while).
+ * The loop's events and the connections come from a transport (io.h):
+ * kernel sockets under epoll, or our userspace stack on a DPDK port.
  *
  * A session is a connection and the replies it waits for, in order: every
  * command sent pushes what its reply will answer onto a small ring, and
@@ -20,27 +22,18 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
 #include "bench.h"
 #include "conn.h"
+#include "io.h"
 #include "reply.h"
-
-/* Linux 4.2: the port is picked at connect(), so many sessions may share a
- * source address without running out of ports at bind(). */
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
 
 #define RX_MAX (2 * VR_BENCH_REPLY_MAX)
 #define TICK_NS 100000000ull                /* timeouts, progress */
@@ -86,7 +79,8 @@ struct session {
 
 struct client {
 	const struct vr_bench_cfg *cfg;
-	int ep, sigfd;
+	struct vr_bench_io *io;
+	int sigfd;
 	struct session *s;
 	unsigned active;             /* sessions not done */
 	uint64_t issued;             /* tickets handed out */
@@ -494,40 +488,17 @@ static void session_connect(struct session *s)
 {
 	struct client *cl = s->cl;
 	const struct vr_bench_cfg *cfg = cl->cfg;
-	const struct vr_bench_addr *t = &cfg->target;
-	int fd = socket(t->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	const struct vr_bench_addr *src = NULL;
+	const char *step;
 
-	if (fd < 0) {
-		conn_fail(s, "socket: %s", strerror(errno));
-		retry_later(s);
-		return;
-	}
-	vr_bench_conn_open(&s->conn, fd);
 	s->state = S_CONNECTING;
 	s->gen++;
 	cl->connections++;
-	if (cfg->nsources) {
-		const struct vr_bench_addr *src = &cfg->sources[cl->source_next++ % cfg->nsources];
-		int one = 1;
-		if (src->sa.ss_family == AF_INET)
-			setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-		if (bind(fd, (const struct sockaddr *)&src->sa, src->len) < 0) {
-			conn_fail(s, "bind: %s", strerror(errno));
-			retry_later(s);
-			return;
-		}
-	}
-	struct epoll_event ev = {
-		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-		.data.u64 = (uint64_t)s->id << 32 | s->gen,
-	};
-	if (epoll_ctl(cl->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		conn_fail(s, "epoll: %s", strerror(errno));
-		retry_later(s);
-		return;
-	}
-	if (connect(fd, (const struct sockaddr *)&t->sa, t->len) < 0 && errno != EINPROGRESS) {
-		conn_fail(s, "connect: %s", strerror(errno));
+	if (cfg->nsources)
+		src = &cfg->sources[cl->source_next++ % cfg->nsources];
+	int rc = cl->io->ops->connect(cl->io, &s->conn, src, (uint64_t)s->id << 32 | s->gen, &step);
+	if (rc < 0) {
+		conn_fail(s, "%s: %s", step, strerror(-rc));
 		retry_later(s);
 		return;
 	}
@@ -606,11 +577,9 @@ static void session_event(struct session *s, uint32_t ev)
 
 	s->deadline = cl->now + (uint64_t)(cl->cfg->timeout * 1e9);
 	if (s->state == S_CONNECTING) {
-		int err = 0;
-		socklen_t len = sizeof(err);
 		if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 			return;
-		getsockopt(s->conn.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		int err = cl->io->ops->connected(&s->conn);
 		if (err) {
 			conn_fail(s, "connect: %s", strerror(err));
 			retry_later(s);
@@ -665,19 +634,23 @@ static void progress(struct client *cl, bool last)
 
 static void run(struct client *cl)
 {
-	struct epoll_event evs[256];
+	struct vr_bench_event evs[256];
 	uint64_t next_tick = cl->now + TICK_NS, next_progress = cl->now + 1000000000ull;
 
 	while (cl->active > 0 && !cl->interrupted) {
-		int n = epoll_wait(cl->ep, evs, (int)VR_ARRAY_SIZE(evs), 100);
+		int n = cl->io->ops->wait(cl->io, evs, (int)VR_ARRAY_SIZE(evs), 100);
 		cl->now = vr_bench_now();
+		if (n < 0) {
+			fprintf(stderr, "vmrelay-bench: waiting for events: %s\n", strerror(-n));
+			cl->interrupted = true;
+		}
 		for (int i = 0; i < n; i++) {
-			if (evs[i].data.u64 == UINT64_MAX) {
+			if (evs[i].tag == VR_BENCH_IO_SIGNAL) {
 				cl->interrupted = true;
 				continue;
 			}
-			struct session *s = &cl->s[evs[i].data.u64 >> 32];
-			if ((uint32_t)evs[i].data.u64 != s->gen || s->state == S_IDLE ||
+			struct session *s = &cl->s[evs[i].tag >> 32];
+			if ((uint32_t)evs[i].tag != s->gen || s->state == S_IDLE ||
 			    s->state == S_RETRY || s->state == S_DONE)
 				continue;        /* an event of a connection since closed */
 			session_event(s, evs[i].events);
@@ -725,8 +698,9 @@ static void report(struct client *cl, double secs)
 	const struct vr_bench_cfg *cfg = cl->cfg;
 	const struct vr_bench_hist *h = &cl->lat;
 	double per = secs > 0 ? 1.0 / secs : 0;
-	char hex[2 * VR_BENCH_DIGEST_MAX + 1] = "";
+	char hex[2 * VR_BENCH_DIGEST_MAX + 1] = "", transport[256];
 
+	cl->io->ops->describe(cl->io, transport, sizeof(transport));
 	if (cl->hash)
 		vr_bench_hash_sum_hex(&cl->sum, hex);
 	if (cfg->json) {
@@ -735,6 +709,7 @@ static void report(struct client *cl, double secs)
 			"reuse", cfg->reuse, "pipelining", cfg->pipelining, "chunking", cfg->chunking,
 			"starttls", cfg->starttls, "rcpts", (json_int_t)cfg->rcpts,
 			"size", cfg->size_spec, "elapsed_s", secs, "interrupted", cl->interrupted);
+		json_object_set_new(o, "transport", json_string(transport));
 		json_object_set_new(o, "messages", json_pack("{s:I, s:I, s:I}",
 			"sent", (json_int_t)(cl->accepted + cl->failed),
 			"accepted", (json_int_t)cl->accepted, "failed", (json_int_t)cl->failed));
@@ -784,6 +759,7 @@ static void report(struct client *cl, double secs)
 	if (cl->hash)
 		printf("  hash       %s %s (sum over %" PRIu64 " accepted messages)\n",
 		       vr_bench_hash_alg_name(cfg->hash), hex, cl->sum.messages);
+	printf("  transport  %s\n", transport);
 	counts_text("failed", &cl->failures);
 	counts_text("refused", &cl->refused);
 	counts_text("errors", &cl->errors);
@@ -816,7 +792,7 @@ static int client_init(struct client *cl, const struct vr_bench_cfg *cfg)
 {
 	memset(cl, 0, sizeof(*cl));
 	cl->cfg = cfg;
-	cl->ep = cl->sigfd = -1;
+	cl->sigfd = -1;
 	cl->rng = cfg->seed;
 	snprintf(cl->run_id, sizeof(cl->run_id), "%" PRIx64 ".%d", vr_bench_now(), (int)getpid());
 	if (make_rcpts(cl) < 0 || vr_bench_pad_init(&cl->pad, cfg->sizes.hi) < 0)
@@ -846,13 +822,25 @@ static int client_init(struct client *cl, const struct vr_bench_cfg *cfg)
 		vr_bench_conn_init(&s->conn, RX_MAX, 0);
 		vr_bench_msg_init(&s->msg);
 	}
-	cl->ep = epoll_create1(EPOLL_CLOEXEC);
-	if (cl->ep < 0)
-		return -errno;
 	cl->sigfd = vr_bench_signalfd(false);
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = UINT64_MAX };
-	if (cl->sigfd < 0 || epoll_ctl(cl->ep, EPOLL_CTL_ADD, cl->sigfd, &ev) < 0)
+	if (cl->sigfd < 0)
 		return -errno;
+	return 0;
+}
+
+/* The transport, once the rest is ready: --dpdk starts the EAL and the
+ * port, and reaches the target once, in here. */
+static int client_io(struct client *cl)
+{
+	const struct vr_bench_cfg *cfg = cl->cfg;
+	char err[512];
+
+	cl->io = cfg->dpdk_eal ? vr_bench_io_dpdk_new(cfg, cl->sigfd, err, sizeof(err))
+			       : vr_bench_io_kernel_new(cfg, cl->sigfd, err, sizeof(err));
+	if (!cl->io) {
+		fprintf(stderr, "vmrelay-bench: %s\n", err);
+		return -1;
+	}
 	return 0;
 }
 
@@ -869,8 +857,8 @@ static void client_free(struct client *cl)
 	free(cl->rcpts);
 	vr_bench_pad_free(&cl->pad);
 	vr_bench_hash_free(cl->hash);
-	if (cl->ep >= 0)
-		close(cl->ep);
+	if (cl->io)
+		cl->io->ops->free(cl->io);
 	if (cl->sigfd >= 0)
 		close(cl->sigfd);
 }
@@ -882,6 +870,10 @@ int vr_bench_client_run(const struct vr_bench_cfg *cfg)
 
 	if (rc < 0) {
 		fprintf(stderr, "vmrelay-bench: cannot set up: %s\n", strerror(-rc));
+		client_free(&cl);
+		return VR_BENCH_EXIT_USAGE;
+	}
+	if (client_io(&cl) < 0) {
 		client_free(&cl);
 		return VR_BENCH_EXIT_USAGE;
 	}

@@ -1,5 +1,6 @@
 /*
- * conn.c - a plain or TLS connection for edge-triggered epoll (see conn.h).
+ * conn.c - a plain or TLS connection for edge-triggered events (see conn.h),
+ * and the kernel socket's ops.
  */
 #include <errno.h>
 #include <string.h>
@@ -24,16 +25,50 @@ void vr_bench_conn_init(struct vr_bench_conn *c, size_t rx_max, size_t tx_max)
 	vr_buf_init(&c->cipher, CIPHER_MAX);
 }
 
+static ssize_t sock_recv(struct vr_bench_conn *c, void *buf, size_t len)
+{
+	ssize_t n = read(c->fd, buf, len);
+
+	return n < 0 ? -errno : n;
+}
+
+static ssize_t sock_sendv(struct vr_bench_conn *c, const struct iovec *iov, unsigned n)
+{
+	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = n };
+	/* MSG_NOSIGNAL: a peer gone away is an error to count, not SIGPIPE. */
+	ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+
+	return w < 0 ? -errno : w;
+}
+
+static void sock_close(struct vr_bench_conn *c)
+{
+	close(c->fd);
+	c->fd = -1;
+}
+
+static const struct vr_bench_conn_ops sock_ops = {
+	.recv = sock_recv, .sendv = sock_sendv, .close = sock_close,
+};
+
 void vr_bench_conn_open(struct vr_bench_conn *c, int fd)
 {
 	c->fd = fd;
+	c->ops = &sock_ops;
+}
+
+void vr_bench_conn_attach(struct vr_bench_conn *c, const struct vr_bench_conn_ops *ops, void *h)
+{
+	c->h = h;
+	c->ops = ops;
 }
 
 void vr_bench_conn_close(struct vr_bench_conn *c)
 {
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
+	if (c->ops)
+		c->ops->close(c);
+	c->ops = NULL;
+	c->h = NULL;
 	vr_tls_free(c->tls);
 	c->tls = NULL;
 	vr_buf_reset(&c->rx);
@@ -107,11 +142,11 @@ int vr_bench_conn_read(struct vr_bench_conn *c)
 			if (!w)
 				return -ENOMEM;
 		}
-		ssize_t n = read(c->fd, w, room);
-		if (n < 0 && errno == EINTR)
+		ssize_t n = c->ops->recv(c, w, room);
+		if (n == -EINTR)
 			continue;
 		if (n < 0)
-			return errno == EAGAIN ? 0 : -errno;
+			return n == -EAGAIN ? 0 : (int)n;
 		if (n == 0)
 			return -EPIPE;
 		if (!c->tls)
@@ -158,19 +193,16 @@ static void conn_advance(struct vr_bench_conn *c, size_t n)
 		c->seg_i++;
 }
 
-/* Writes iov to the socket until done or it would block: 1, 0 or -errno. */
+/* Writes iov to the transport until done or it would block: 1, 0 or -errno. */
 static int conn_send(struct vr_bench_conn *c, struct iovec *iov, unsigned n, size_t *sent)
 {
-	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = n };
-
 	*sent = 0;
 	if (n == 0)
 		return 1;
 	c->t_send = vr_bench_now();
-	/* MSG_NOSIGNAL: a peer gone away is an error to count, not SIGPIPE. */
-	ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+	ssize_t w = c->ops->sendv(c, iov, n);
 	if (w < 0)
-		return errno == EAGAIN ? 0 : errno == EINTR ? 1 : -errno;
+		return w == -EAGAIN ? 0 : w == -EINTR ? 1 : (int)w;
 	*sent = (size_t)w;
 	return 1;
 }

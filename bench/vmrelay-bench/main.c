@@ -344,6 +344,19 @@ static int o_tls_key(struct opts *o, const char *opt, const char *arg)
 	return 0;
 }
 
+static int o_dpdk(struct opts *o, const char *opt, const char *arg)
+{
+	o->cfg.dpdk_eal = arg;
+	return *arg ? 0 : fail(opt, "give the EAL arguments, e.g. '--no-huge -m 256 "
+			       "--vdev=net_memif0,role=client,socket=/run/memif.sock'");
+}
+
+static int o_dpdk_ip(struct opts *o, const char *opt, const char *arg)
+{
+	o->cfg.dpdk_ip = arg;
+	return 0;
+}
+
 static int o_output(struct opts *o, const char *opt, const char *arg)
 {
 	o->output = arg;
@@ -389,6 +402,14 @@ static const struct {
 	  "recipients (sink@sink.example), used in turn; with fewer than\n"
 	  "--rcpts, each gets a +N tag before its @" },
 	{ "helo", "NAME", CLIENT, o_helo, "the EHLO name (bench.example)" },
+	{ "dpdk", "'EAL ARGS'", CLIENT, o_dpdk,
+	  "drive the target over our userspace TCP/IP stack on a DPDK port\n"
+	  "(net_memif, net_ring, a NIC), one poll-mode lcore, no kernel socket:\n"
+	  "the EAL's arguments as vmrelay's [dpdk] eal takes them, e.g.\n"
+	  "'-l 0 --no-huge -m 256 --no-pci --vdev=net_memif0,role=client,\n"
+	  "socket=/tmp/m.sock'; IPv4 targets, no --source" },
+	{ "dpdk-ip", "A.B.C.D/N", CLIENT, o_dpdk_ip,
+	  "--dpdk: the stack's address on the port's network (required)" },
 	{ "hash", "sha256|xxh3", BOTH, o_hash,
 	  "hash every accepted message; the sum of the digests is reported" },
 	{ "json", NULL, BOTH, o_json, "report as one JSON object" },
@@ -495,6 +516,12 @@ static int settle(struct opts *o)
 	if (addr_arg("--target", o->target, &cfg->target, cfg->target_name,
 		     sizeof(cfg->target_name)) < 0)
 		return -1;
+	if (!!cfg->dpdk_eal != !!cfg->dpdk_ip)
+		return fail("--dpdk/--dpdk-ip", "give both or neither");
+	if (cfg->dpdk_eal && cfg->target.sa.ss_family != AF_INET)
+		return fail("--target", "the DPDK stack speaks IPv4 only");
+	if (cfg->dpdk_eal && cfg->nsources)
+		return fail("--source", "not with --dpdk: the stack has one address, --dpdk-ip");
 	for (unsigned i = 0; i < cfg->nsources; i++)
 		if (cfg->sources[i].sa.ss_family != cfg->target.sa.ss_family)
 			return fail("--source", "the addresses must be of the target's family (%s)",
