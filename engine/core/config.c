@@ -45,7 +45,8 @@ struct key {
 
 static parse_fn parse_str, parse_path, parse_uint, parse_size, parse_hostname, parse_dns_name,
 	parse_listen_list, parse_io_mode, parse_log_level, parse_ipv4_prefix, parse_ipv4,
-	parse_hostport, parse_timezone, parse_address, parse_resolver;
+	parse_hostport, parse_timezone, parse_address, parse_resolver, parse_hostport_list,
+	parse_bool;
 
 #define F(field) offsetof(struct vr_config, field), sizeof(((struct vr_config *)0)->field)
 #define STR(s, k, field, fn) { s, k, fn, F(field), 0, 0, false }
@@ -102,7 +103,14 @@ static const struct key keys[] = {
 	STR("cluster", "redis", redis, parse_hostport),
 	STR("cluster", "key_prefix", cluster_prefix, parse_str),
 	STR("cluster", "node", cluster_node, parse_str),
+	STR("cluster", "sentinels", cluster_sentinels, parse_hostport_list),
+	STR("cluster", "master_name", cluster_master_name, parse_str),
 	STR("cluster", "password_file", cluster_password_file, parse_path),
+	STR("cluster", "tls", cluster_tls, parse_bool),
+	STR("cluster", "tls_ca", cluster_tls_ca, parse_path),
+	STR("cluster", "tls_cert", cluster_tls_cert, parse_path),
+	STR("cluster", "tls_key", cluster_tls_key, parse_path),
+	STR("cluster", "tls_server_name", cluster_tls_server_name, parse_str),
 	NUM("cluster", "lease_min", cluster_lease_min, 1, 1000000),
 	NUM("cluster", "lease_max", cluster_lease_max, 1, 1000000),
 	NUM("cluster", "lease_ttl_s", cluster_lease_ttl_s, 2, 3600),
@@ -179,7 +187,7 @@ void vr_config_defaults(struct vr_config *cfg)
 	strcpy(cfg->cluster_prefix, "vmrelay:");
 	cfg->cluster_lease_min = 1;
 	cfg->cluster_lease_max = 64;
-	cfg->cluster_lease_ttl_s = 30;
+	cfg->cluster_lease_ttl_s = 60;
 	cfg->cluster_timeout_ms = 200;
 	cfg->cluster_failsafe_percent = 10;
 }
@@ -527,21 +535,60 @@ bad:
 }
 
 /* host:port or [v6]:port; the host may be a name, resolved when used. */
-static int parse_hostport(const struct key *k, const char *v, struct vr_config *cfg,
-			  char *err, size_t errlen)
+static int check_hostport(const char *v, char *err, size_t errlen)
 {
 	const char *colon = strrchr(v, ':');
 	uint16_t port;
 
-	if (*v == '\0')
-		return store_str(k, v, cfg, err, errlen);
 	if (!colon || colon == v || parse_port(colon + 1, &port, false) < 0 ||
 	    (v[0] == '[' && colon[-1] != ']') ||
 	    (v[0] != '[' && memchr(v, ':', (size_t)(colon - v)))) {
 		snprintf(err, errlen, "'%s' is not host:port or [IPv6]:port", v);
 		return -1;
 	}
+	return 0;
+}
+
+static int parse_hostport(const struct key *k, const char *v, struct vr_config *cfg,
+			  char *err, size_t errlen)
+{
+	if (*v != '\0' && check_hostport(v, err, errlen) < 0)
+		return -1;
 	return store_str(k, v, cfg, err, errlen);
+}
+
+/* "host:port, host:port ..." */
+static int parse_hostport_list(const struct key *k, const char *v, struct vr_config *cfg,
+			       char *err, size_t errlen)
+{
+	char item[300];
+
+	for (const char *p = v; *p;) {
+		size_t n = strcspn(p, ", ");
+		if (n >= sizeof(item)) {
+			snprintf(err, errlen, "address too long");
+			return -1;
+		}
+		memcpy(item, p, n);
+		item[n] = '\0';
+		if (n && check_hostport(item, err, errlen) < 0)
+			return -1;
+		p += n + (p[n] != '\0');
+	}
+	return store_str(k, v, cfg, err, errlen);
+}
+
+static int parse_bool(const struct key *k, const char *v, struct vr_config *cfg, char *err,
+		      size_t errlen)
+{
+	bool *b = (bool *)((char *)cfg + k->offset);
+
+	if (strcmp(v, "yes") != 0 && strcmp(v, "no") != 0) {
+		snprintf(err, errlen, "'%s' is not yes or no", v);
+		return -1;
+	}
+	*b = v[0] == 'y';
+	return 0;
 }
 
 /* One "address:port" we bind (port 0 for tests), or "" for none. */
@@ -716,6 +763,27 @@ static void check_all(struct load *ld)
 		fail(ld, l ? l : seen_line(ld, "cluster", "lease_min"),
 		     "lease_max %u is below lease_min %u in [cluster]", c->cluster_lease_max,
 		     c->cluster_lease_min);
+	}
+	if (c->redis[0] && c->cluster_sentinels[0])
+		fail(ld, seen_line(ld, "cluster", "sentinels"),
+		     "[cluster] has both redis and sentinels: give one");
+	if (!c->cluster_sentinels[0] != !c->cluster_master_name[0]) {
+		const char *given = c->cluster_sentinels[0] ? "sentinels" : "master_name";
+		fail(ld, seen_line(ld, "cluster", given), "[cluster] has %s but not %s", given,
+		     c->cluster_sentinels[0] ? "master_name" : "sentinels");
+	}
+	if (c->cluster_tls && !c->cluster_tls_ca[0])
+		fail(ld, seen_line(ld, "cluster", "tls"), "[cluster] tls = yes needs tls_ca");
+	if (!c->cluster_tls && (c->cluster_tls_ca[0] || c->cluster_tls_cert[0] ||
+				c->cluster_tls_key[0] || c->cluster_tls_server_name[0]))
+		fail(ld, seen_line(ld, "cluster", "tls_ca") ?: seen_line(ld, "cluster", "tls_cert")
+			 ?: seen_line(ld, "cluster", "tls_key")
+			 ?: seen_line(ld, "cluster", "tls_server_name"),
+		     "[cluster] tls_* keys need tls = yes");
+	if (!c->cluster_tls_cert[0] != !c->cluster_tls_key[0]) {
+		const char *given = c->cluster_tls_cert[0] ? "tls_cert" : "tls_key";
+		fail(ld, seen_line(ld, "cluster", given), "[cluster] has %s but not %s", given,
+		     c->cluster_tls_cert[0] ? "tls_key" : "tls_cert");
 	}
 	if (c->retry_max_s < c->retry_first_s) {
 		unsigned l = seen_line(ld, "delivery", "retry_max_s");

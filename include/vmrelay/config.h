@@ -83,12 +83,18 @@ struct vr_config {
 	unsigned retry_first_s, retry_max_s, max_age_s;
 
 	/* [cluster]: quota leases on Redis (vmrelay/cluster.h); off without redis */
-	char redis[300];              /* host:port, "" = not clustered */
+	char redis[300];              /* host:port, "" = not clustered ... */
+	char cluster_sentinels[300];  /* ... or sentinels: host:port, host:port */
+	char cluster_master_name[128];  /* master_name the sentinels know */
+	bool cluster_tls;             /* tls = yes: TLS to Redis and the sentinels */
+	char cluster_tls_ca[PATH_MAX];  /* CA of the servers' certificates */
+	char cluster_tls_cert[PATH_MAX], cluster_tls_key[PATH_MAX];  /* client cert */
+	char cluster_tls_server_name[256];  /* name in their certificates; "" = the host */
 	char cluster_prefix[64];      /* key_prefix; default "vmrelay:" */
 	char cluster_node[128];       /* node: this node's lease name; "" = host-pid */
 	char cluster_password_file[PATH_MAX];   /* AUTH password, first line */
 	unsigned cluster_lease_min, cluster_lease_max;  /* slots per block; 1, 64 */
-	unsigned cluster_lease_ttl_s;               /* default 30 */
+	unsigned cluster_lease_ttl_s;               /* default 60 */
 	unsigned cluster_timeout_ms;                /* connect and reply; default 200 */
 	unsigned cluster_failsafe_percent;          /* per node with Redis away; 10 */
 
