@@ -25,6 +25,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
 #include <urcu-qsbr.h>     /* before any urcu/ header: cds_lfht and call_rcu to QSBR */
 #include <urcu/rculfhash.h>
 
@@ -40,6 +41,9 @@
 /* Retire a block this long before Redis's expiry: the node's clock started
  * counting before Redis's did, this covers the rest (a slow reply). */
 #define MARGIN_MS      1000
+/* A VPS that sent nothing for this long (or a lease's life, if shorter)
+ * gives its block back: more than the gaps of a steadily sending VPS. */
+#define IDLE_MS        15000
 /* While Redis says a window is spent, ask again no sooner than this. */
 #define SPENT_RETRY_MS 2000
 /* Sent mails per second, a ring the workers add to and the thread drains;
@@ -86,6 +90,7 @@ struct entry {
 struct vr_cluster {
 	struct vr_cluster_params p;
 	char prefix[64], node[128];
+	char where[200];              /* for logs: the Redis address or the sentinels' master */
 	struct vr_cl_sizing sz;
 	struct cds_lfht *ht;
 	int efd;
@@ -369,7 +374,7 @@ static void redis_down(struct vr_cluster *c, const char *err)
 	if (!c->down_logged) {
 		c->down_logged = true;
 		vr_log_err("event=cluster_redis_down redis=%s failsafe_percent=%u error=%s",
-			   c->p.redis, c->p.failsafe_percent,
+			   c->where, c->p.failsafe_percent,
 			   vr_log_quote(q, sizeof(q), err, strlen(err)));
 	}
 }
@@ -384,8 +389,14 @@ void vr_cl_admin_limits(const struct vr_cluster *c, uint32_t daily,
 
 const char *vr_cl_admin_open(const struct vr_cluster *c, struct vr_cl_redis *r)
 {
+	/* field by field: the cluster thread writes the rest of c->redis */
 	memset(r, 0, sizeof(*r));
 	memcpy(r->seed, c->redis.seed, sizeof(r->seed));
+	memcpy(r->sentinels, c->redis.sentinels, sizeof(r->sentinels));
+	r->n_sentinels = c->redis.n_sentinels;
+	memcpy(r->master_name, c->redis.master_name, sizeof(r->master_name));
+	r->tls = c->redis.tls;
+	memcpy(r->tls_name, c->redis.tls_name, sizeof(r->tls_name));
 	memcpy(r->password, c->redis.password, sizeof(r->password));
 	r->timeout_ms = c->redis.timeout_ms;
 	return c->prefix;
@@ -544,8 +555,10 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 
 	int32_t avail = __atomic_load_n(&e->avail, __ATOMIC_RELAXED);
 	uint32_t ask = avail < (int32_t)want ? want - (uint32_t)VR_MAX(avail, 0) : 0;
-	/* a VPS quiet for a lease's life gives its block back */
-	bool idle = now_ms - e->last_use_ms > (uint64_t)c->p.lease_ttl_s * 1000u;
+	/* a VPS quiet for a lease's life (IDLE_MS at most) gives its block
+	 * back: held slots count as used on every node */
+	bool idle = now_ms - e->last_use_ms >
+		    VR_MIN((uint64_t)c->p.lease_ttl_s * 1000u, IDLE_MS);
 
 	if (stopping || (e->src != SRC_NONE && idle)) {
 		/* The block aged out (or we stop): what is left goes back. */
@@ -587,12 +600,13 @@ static bool entry_pass(struct vr_cluster *c, struct entry *e, uint64_t now_ms, b
 	if (now_ms < e->next_call_ms)
 		return true;
 	bool refill = avail < low && (demand || e->src == SRC_LEASE);
-	/* renewed with a quarter of its life left (a second at least, for a
-	 * slow reply, but no more than half), like a block topped up with a
-	 * quarter left: a busy VPS calls about once per 3/4 lease_ttl_s */
+	/* renewed a slow reply's time before its deadline (two timeouts, a
+	 * second at least, at most half its life): a block lasts past that
+	 * (vr_cl_lease_want), so a steady VPS calls once per lease life, the
+	 * fewest calls that keep a lease alive */
 	uint64_t life = (uint64_t)c->p.lease_ttl_s * 1000u - MARGIN_MS;
-	bool renew = e->src == SRC_LEASE &&
-		     e->deadline_ms - now_ms < VR_MIN(VR_MAX(life / 4, 1000u), life / 2);
+	uint64_t lead = VR_MIN(VR_MAX(2u * (uint64_t)c->p.timeout_ms, 1000u), life / 2);
+	bool renew = e->src == SRC_LEASE && e->deadline_ms - now_ms < lead;
 	/* Sent lease slots wait for the next call: Redis counts them in the
 	 * lease meanwhile, which is never less. Mail sent on the fail-safe
 	 * share, and what is left of a block that ended without a call (Redis
@@ -643,10 +657,10 @@ static void pass(struct vr_cluster *c, bool stopping)
 	char err[512];
 
 	if (!__atomic_load_n(&c->up, __ATOMIC_RELAXED) && now_ms >= c->retry_ms) {
-		if (vr_cl_redis_conn(&c->redis, c->redis.seed, err, sizeof(err)) >= 0) {
+		if (vr_cl_redis_conn(&c->redis, NULL, err, sizeof(err)) >= 0) {
 			__atomic_store_n(&c->up, true, __ATOMIC_RELAXED);
 			c->down_logged = false;
-			vr_log_info("event=cluster_redis_up redis=%s", c->p.redis);
+			vr_log_info("event=cluster_redis_up redis=%s", c->where);
 		} else {
 			redis_down(c, err);
 		}
@@ -714,14 +728,117 @@ static int read_password(const char *path, char *out, size_t outlen, char *err, 
 	return 0;
 }
 
+/* "host:port, host:port" into r->sentinels. 0 or -1 with err. */
+static int parse_sentinels(struct vr_cl_redis *r, const char *list, char *err, size_t errlen)
+{
+	const char *p = list;
+
+	while (*p) {
+		char host[256];
+		int port;
+		size_t n = strcspn(p, ", ");
+		if (n == 0) {
+			p++;
+			continue;
+		}
+		if (r->n_sentinels == VR_CL_SENTINELS || n >= VR_CL_ADDR_MAX) {
+			snprintf(err, errlen, "sentinels: at most %d, each under %d bytes",
+				 VR_CL_SENTINELS, VR_CL_ADDR_MAX);
+			return -1;
+		}
+		char *s = r->sentinels[r->n_sentinels];
+		memcpy(s, p, n);
+		s[n] = '\0';
+		if (vr_cl_split_addr(s, host, sizeof(host), &port) < 0) {
+			snprintf(err, errlen, "sentinels: '%s' is not host:port", s);
+			return -1;
+		}
+		r->n_sentinels++;
+		p += n;
+	}
+	return 0;
+}
+
+static bool given(const char *s)
+{
+	return s && s[0];
+}
+
+/* Where Redis is: the seed, or the sentinels and their master's name. */
+static int where_of(struct vr_cluster *c, const struct vr_cluster_params *p, char *err,
+		    size_t errlen)
+{
+	char host[256];
+	int port;
+
+	if (given(p->redis) == given(p->sentinels)) {
+		snprintf(err, errlen, "give either redis or sentinels (with master_name)");
+		return -1;
+	}
+	if (given(p->redis)) {
+		if (strlen(p->redis) >= VR_CL_ADDR_MAX ||
+		    vr_cl_split_addr(p->redis, host, sizeof(host), &port) < 0) {
+			snprintf(err, errlen, "redis: '%.80s' is not host:port", p->redis);
+			return -1;
+		}
+		snprintf(c->redis.seed, sizeof(c->redis.seed), "%s", p->redis);
+		snprintf(c->where, sizeof(c->where), "%s", p->redis);
+		return 0;
+	}
+	if (!given(p->master_name) || strlen(p->master_name) >= sizeof(c->redis.master_name)) {
+		snprintf(err, errlen, "sentinels need master_name (1 to %zu bytes)",
+			 sizeof(c->redis.master_name) - 1);
+		return -1;
+	}
+	if (parse_sentinels(&c->redis, p->sentinels, err, errlen) < 0)
+		return -1;
+	if (c->redis.n_sentinels == 0) {
+		snprintf(err, errlen, "sentinels: none given");
+		return -1;
+	}
+	snprintf(c->redis.master_name, sizeof(c->redis.master_name), "%s", p->master_name);
+	snprintf(c->where, sizeof(c->where), "sentinels:%s", p->master_name);
+	return 0;
+}
+
+/* [cluster] tls: the client context every connection shares. */
+static int tls_of(struct vr_cluster *c, const struct vr_cluster_params *p, char *err,
+		  size_t errlen)
+{
+	if (!p->tls) {
+		if (given(p->tls_ca) || given(p->tls_cert) || given(p->tls_key) ||
+		    given(p->tls_server_name)) {
+			snprintf(err, errlen, "tls_ca, tls_cert, tls_key, tls_server_name "
+				 "need tls = yes");
+			return -1;
+		}
+		return 0;
+	}
+	if (!given(p->tls_ca)) {
+		snprintf(err, errlen, "tls = yes needs tls_ca (the CA of Redis's certificate)");
+		return -1;
+	}
+	if (given(p->tls_cert) != given(p->tls_key)) {
+		snprintf(err, errlen, "tls_cert and tls_key go together");
+		return -1;
+	}
+	if (given(p->tls_server_name) && strlen(p->tls_server_name) >= sizeof(c->redis.tls_name)) {
+		snprintf(err, errlen, "tls_server_name too long");
+		return -1;
+	}
+	c->redis.tls = vr_cl_tls_ctx_new(p->tls_ca, given(p->tls_cert) ? p->tls_cert : NULL,
+					 given(p->tls_key) ? p->tls_key : NULL, err, errlen);
+	if (!c->redis.tls)
+		return -1;
+	snprintf(c->redis.tls_name, sizeof(c->redis.tls_name), "%s",
+		 given(p->tls_server_name) ? p->tls_server_name : "");
+	return 0;
+}
+
 struct vr_cluster *vr_cluster_new(const struct vr_cluster_params *p, char *err, size_t errlen)
 {
 	struct vr_cluster *c;
 
-	if (!p->redis || !p->redis[0] || strlen(p->redis) >= sizeof(c->redis.seed)) {
-		snprintf(err, errlen, "no Redis address");
-		return NULL;
-	}
 	if (p->lease_min < 1 || p->lease_min > p->lease_max || p->lease_max > 1000000) {
 		snprintf(err, errlen, "lease_min %u, lease_max %u: need 1 <= min <= max <= 1000000",
 			 p->lease_min, p->lease_max);
@@ -732,6 +849,13 @@ struct vr_cluster *vr_cluster_new(const struct vr_cluster_params *p, char *err, 
 		snprintf(err, errlen, "lease_ttl_s %u (2..3600), failsafe_percent %u (0..100), "
 			 "timeout_ms %u (>= 1)", p->lease_ttl_s, p->failsafe_percent,
 			 p->timeout_ms);
+		return NULL;
+	}
+	/* a block is renewed a reply's time before its deadline: a timeout
+	 * near the lease's life would leave it no life to spend */
+	if ((uint64_t)p->timeout_ms * 4 > (uint64_t)p->lease_ttl_s * 1000u) {
+		snprintf(err, errlen, "timeout_ms %u is over a quarter of lease_ttl_s %u",
+			 p->timeout_ms, p->lease_ttl_s);
 		return NULL;
 	}
 	if ((p->prefix && strlen(p->prefix) >= sizeof(c->prefix)) || !p->node ||
@@ -751,21 +875,24 @@ struct vr_cluster *vr_cluster_new(const struct vr_cluster_params *p, char *err, 
 		return NULL;
 	}
 	c->p = *p;
+	c->efd = -1;
 	snprintf(c->prefix, sizeof(c->prefix), "%s", p->prefix ? p->prefix : "");
 	snprintf(c->node, sizeof(c->node), "%s", p->node ? p->node : "");
-	snprintf(c->redis.seed, sizeof(c->redis.seed), "%s", p->redis);
-	c->p.redis = c->redis.seed;
+	/* the caller's strings are not kept: ours are in c */
+	c->p.redis = c->p.sentinels = c->p.master_name = NULL;
+	c->p.tls_ca = c->p.tls_cert = c->p.tls_key = c->p.tls_server_name = NULL;
 	c->p.prefix = c->prefix;
 	c->p.node = c->node;
 	c->p.password_file = NULL;
 	c->p.timezone = NULL;
 	c->redis.timeout_ms = p->timeout_ms;
 	c->sz = (struct vr_cl_sizing){ p->lease_min, p->lease_max, p->lease_ttl_s };
-	c->efd = -1;
 	if (!c->node[0]) {
 		snprintf(err, errlen, "no node name");
 		goto fail;
 	}
+	if (where_of(c, p, err, errlen) < 0 || tls_of(c, p, err, errlen) < 0)
+		goto fail;
 	if (p->password_file && p->password_file[0] &&
 	    read_password(p->password_file, c->redis.password, sizeof(c->redis.password), err,
 			  errlen) < 0)
@@ -822,6 +949,7 @@ void vr_cluster_free(struct vr_cluster *c)
 	}
 	if (c->efd >= 0)
 		close(c->efd);
+	SSL_CTX_free(c->redis.tls);
 	free(c->list);
 	free(c);
 }

@@ -6,7 +6,9 @@
  *   lease.c    arithmetic: block size from a VPS's rate, the fail-safe share
  *   script.c   the Lua script that grants and settles leases, its keys, and
  *              the parsing of its reply
- *   redis.c    connections to Redis (AUTH, SCRIPT LOAD, MOVED and ASK)
+ *   redis.c    connections to Redis (AUTH, SCRIPT LOAD, MOVED and ASK,
+ *              Sentinel)
+ *   conn.c     one connection: socket, timeouts, TLS, the RESP codec
  *   admin.c    the operator's quota commands, cluster-wide
  */
 #ifndef VR_CLUSTER_IMPL_H
@@ -28,8 +30,8 @@ struct vr_cl_sizing {
 /* Mails per second, smoothed: the old rate weighs in by how short the new
  * sample is (half-life of about 5 s). */
 double vr_cl_rate_update(double rate, uint64_t taken, uint64_t dt_ms);
-/* Slots to hold for a VPS sending at rate: a lease's life of mail, within
- * [lease_min, lease_max]. */
+/* Slots to hold for a VPS sending at rate: a lease's life of mail and a
+ * quarter, within [lease_min, lease_max]. */
 uint32_t vr_cl_lease_want(const struct vr_cl_sizing *sz, double rate);
 /* want cut to a third of what every window had left at the last call
  * (at least lease_min): a block counts as used until it is settled, so
@@ -37,8 +39,10 @@ uint32_t vr_cl_lease_want(const struct vr_cl_sizing *sz, double rate);
  * slots sit idle; each taking a third of what is left leaves the next
  * node something. */
 uint32_t vr_cl_lease_fit(const struct vr_cl_sizing *sz, uint32_t want, uint32_t headroom);
-/* Below this many slots a block is topped up: a quarter of want, at least 1
- * (a busy VPS calls Redis about once per 3/4 of a block). */
+/* Below this many slots a block is topped up: an eighth of want, at least
+ * 1. A steady VPS's block (want) lasts past its renewal, so it is renewed
+ * and topped up in the same call, once per lease life; a burst tops up
+ * early. */
 uint32_t vr_cl_lease_low(uint32_t want);
 
 /* Fail-safe counts of one VPS on this node: calendar minute, hour, day. */
@@ -108,24 +112,58 @@ void vr_cl_uses_add(struct vr_cl_use *uses, unsigned *n_uses, int64_t at, uint32
 struct redisReply;
 int vr_cl_grant_parse(const struct redisReply *r, struct vr_cl_grant *g);
 
+/* --- conn.c --- */
+
+struct vr_cl_conn;
+typedef struct ssl_ctx_st SSL_CTX;
+
+/* A TLS client context that verifies servers against the CA file ca, with
+ * a client certificate if cert and key are not NULL. NULL with err naming
+ * the key and file at fault. */
+SSL_CTX *vr_cl_tls_ctx_new(const char *ca, const char *cert, const char *key, char *err,
+			   size_t errlen);
+/* Connects to host:port within timeout_ms, then TLS if tls is not NULL (the
+ * server's certificate must name tls_name, or host if it is NULL or "").
+ * NULL with err. */
+struct vr_cl_conn *vr_cl_conn_open(const char *host, int port, SSL_CTX *tls,
+				   const char *tls_name, uint32_t timeout_ms, char *err,
+				   size_t errlen);
+/* Sends one command and reads its reply (an error reply is a reply; the
+ * caller frees it), within the timeout. NULL with err: the connection is
+ * no longer usable. */
+struct redisReply *vr_cl_conn_cmd(struct vr_cl_conn *c, int argc, const char **argv,
+				  char *err, size_t errlen);
+void vr_cl_conn_close(struct vr_cl_conn *c);
+
 /* --- redis.c --- */
 
 #define VR_CL_CONNS 8
+#define VR_CL_SENTINELS 8
+#define VR_CL_ADDR_MAX 64
 
 struct vr_cl_redis {
 	struct {
-		struct redisContext *ctx;
-		char addr[64];
+		struct vr_cl_conn *c;
+		char addr[VR_CL_ADDR_MAX];
 	} conn[VR_CL_CONNS];
-	char seed[300];
+	char seed[300];               /* [cluster] redis; unused with sentinels */
+	char sentinels[VR_CL_SENTINELS][VR_CL_ADDR_MAX];
+	unsigned n_sentinels;
+	char master_name[128];
+	char master[VR_CL_ADDR_MAX];  /* as the sentinels last said; "" = ask */
+	SSL_CTX *tls;                 /* NULL: plain; the owner's, borrowed */
+	char tls_name[256];           /* the name servers' certificates carry */
 	char password[256];           /* "" = no AUTH */
 	char sha[41];
 	uint32_t timeout_ms;
 	uint64_t ops, errors, redirects;
 };
 
-/* Connects (AUTH, SCRIPT LOAD) to where (host:port) if not yet. The connection's index,
- * or -1 with err. */
+/* "host:port", "[v6]:port" into host and port. 0 or -1. */
+int vr_cl_split_addr(const char *addr, char *host, size_t hostlen, int *port);
+/* Connects (AUTH, ROLE with sentinels, SCRIPT LOAD) to where (host:port;
+ * NULL: the seed, or the master the sentinels name) if not yet. The
+ * connection's index, or -1 with err. */
 int vr_cl_redis_conn(struct vr_cl_redis *r, const char *where, char *err, size_t errlen);
 /*
  * Runs one command on connection *ci (-1: the seed), following MOVED (which
@@ -144,8 +182,8 @@ void vr_cl_redis_close(struct vr_cl_redis *r);
 
 /* --- cluster.c, for admin.c --- */
 
-/* A connection set-up like the cluster thread's (seed, AUTH, timeout), not
- * yet connected, in *r; returns the key prefix. */
+/* A connection set-up like the cluster thread's (seed or sentinels, AUTH,
+ * TLS, timeout), not yet connected, in *r; returns the key prefix. */
 const char *vr_cl_admin_open(const struct vr_cluster *c, struct vr_cl_redis *r);
 /* [limits] per_minute and per_hour, and daily, as a call's limits. */
 void vr_cl_admin_limits(const struct vr_cluster *c, uint32_t daily,

@@ -25,7 +25,10 @@ double vr_cl_rate_update(double rate, uint64_t taken, uint64_t dt_ms)
 
 uint32_t vr_cl_lease_want(const struct vr_cl_sizing *sz, double rate)
 {
-	double want = ceil(rate * (double)sz->ttl_s);
+	/* a quarter more than a lease's life of mail: the block outlasts the
+	 * renewal near the end of that life even if the rate was
+	 * underestimated, so one call a life both renews and tops up */
+	double want = ceil(rate * (double)sz->ttl_s * 1.25);
 
 	if (!(want > (double)sz->lease_min))    /* also NaN */
 		return sz->lease_min;
@@ -41,7 +44,7 @@ uint32_t vr_cl_lease_fit(const struct vr_cl_sizing *sz, uint32_t want, uint32_t 
 
 uint32_t vr_cl_lease_low(uint32_t want)
 {
-	return (want + 3) / 4;
+	return (want + 7) / 8;
 }
 
 /* The calendar window of each kind that now falls in. */

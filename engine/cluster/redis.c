@@ -1,8 +1,8 @@
 /*
- * redis.c - the cluster thread's connections to Redis: hiredis's blocking
- * client with a connect and reply timeout (only this thread ever waits on
- * it), AUTH from the password file, the script loaded with SCRIPT LOAD on
- * every new connection, and Redis Cluster's redirections.
+ * redis.c - the cluster thread's connections to Redis (conn.c: plain or
+ * TLS, connect and reply timeout; only this thread ever waits on them),
+ * AUTH from the password file, the script loaded with SCRIPT LOAD on every
+ * new connection, Redis Cluster's redirections, and Sentinel.
  *
  * hiredis 0.14 has no cluster client, so a VPS remembers the connection
  * that last served it. MOVED names the node that owns the VPS's slot now:
@@ -10,12 +10,17 @@
  * there. ASK is a one-off during a slot migration: ASKING, then the same
  * call on the named node, and the VPS stays where it was. A connection
  * that fails is closed; the next call reconnects.
+ *
+ * With sentinels, the seed is whatever master they name (SENTINEL
+ * get-master-addr-by-name, asking each in turn until one answers); a new
+ * connection there must say ROLE master. A failed connection or a READONLY
+ * reply (the master was demoted under us) forgets the master, so the next
+ * connection asks the sentinels again.
  */
 #include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "vmrelay/common.h"
 
@@ -24,27 +29,22 @@
 /* Redirections followed for one call: more means a confused cluster. */
 #define MAX_HOPS 4
 
-static struct timeval tv_of(uint32_t ms)
-{
-	return (struct timeval){ .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
-}
-
 static void conn_drop(struct vr_cl_redis *r, int i)
 {
-	if (r->conn[i].ctx)
-		redisFree(r->conn[i].ctx);
-	r->conn[i].ctx = NULL;
+	vr_cl_conn_close(r->conn[i].c);
+	r->conn[i].c = NULL;
 }
 
 /* One command with a reply that must not be an error. 0 or -1 with err. */
-static int simple(struct vr_cl_redis *r, redisContext *ctx, int argc, const char **argv,
+static int simple(struct vr_cl_redis *r, struct vr_cl_conn *conn, int argc, const char **argv,
 		  redisReply **out, char *err, size_t errlen)
 {
-	redisReply *rep = redisCommandArgv(ctx, argc, argv, NULL);
+	char why[256];
+	redisReply *rep = vr_cl_conn_cmd(conn, argc, argv, why, sizeof(why));
 
 	r->ops++;
 	if (!rep) {
-		snprintf(err, errlen, "%s: %s", argv[0], ctx->errstr[0] ? ctx->errstr : "no reply");
+		snprintf(err, errlen, "%s: %s", argv[0], why);
 		return -1;
 	}
 	if (rep->type == REDIS_REPLY_ERROR) {
@@ -59,17 +59,31 @@ static int simple(struct vr_cl_redis *r, redisContext *ctx, int argc, const char
 	return 0;
 }
 
-static int conn_setup(struct vr_cl_redis *r, redisContext *ctx, char *err, size_t errlen)
+static int conn_setup(struct vr_cl_redis *r, struct vr_cl_conn *conn, char *err, size_t errlen)
 {
 	redisReply *rep;
 
 	if (r->password[0]) {
 		const char *auth[] = { "AUTH", r->password };
-		if (simple(r, ctx, 2, auth, NULL, err, errlen) < 0)
+		if (simple(r, conn, 2, auth, NULL, err, errlen) < 0)
 			return -1;
 	}
+	if (r->n_sentinels) {
+		/* the sentinels' answer may be stale (a failover under way) */
+		const char *role[] = { "ROLE" };
+		if (simple(r, conn, 1, role, &rep, err, errlen) < 0)
+			return -1;
+		bool master = rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+			      rep->element[0]->type == REDIS_REPLY_STRING &&
+			      strcmp(rep->element[0]->str, "master") == 0;
+		freeReplyObject(rep);
+		if (!master) {
+			snprintf(err, errlen, "the sentinels' master is not a master (ROLE)");
+			return -1;
+		}
+	}
 	const char *load[] = { "SCRIPT", "LOAD", vr_cl_script };
-	if (simple(r, ctx, 3, load, &rep, err, errlen) < 0)
+	if (simple(r, conn, 3, load, &rep, err, errlen) < 0)
 		return -1;
 	if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
 		snprintf(err, errlen, "SCRIPT LOAD: unexpected reply");
@@ -81,8 +95,7 @@ static int conn_setup(struct vr_cl_redis *r, redisContext *ctx, char *err, size_
 	return 0;
 }
 
-/* "host:port", "[v6]:port" into host and port. */
-static int split_addr(const char *addr, char *host, size_t hostlen, int *port)
+int vr_cl_split_addr(const char *addr, char *host, size_t hostlen, int *port)
 {
 	const char *colon = strrchr(addr, ':');
 	const char *h = addr;
@@ -103,11 +116,55 @@ static int split_addr(const char *addr, char *host, size_t hostlen, int *port)
 	return *port > 0 && *port < 65536 ? 0 : -1;
 }
 
+/* Asks the sentinels in turn for the master's address, into r->master. */
+static int sentinel_ask(struct vr_cl_redis *r, char *err, size_t errlen)
+{
+	const char *argv[] = { "SENTINEL", "get-master-addr-by-name", r->master_name };
+	char host[256], why[256] = "no sentinel";
+	int port;
+
+	for (unsigned i = 0; i < r->n_sentinels; i++) {
+		if (vr_cl_split_addr(r->sentinels[i], host, sizeof(host), &port) < 0)
+			continue;
+		struct vr_cl_conn *conn = vr_cl_conn_open(host, port, r->tls, r->tls_name,
+							  r->timeout_ms, why, sizeof(why));
+		if (!conn) {
+			r->errors++;
+			continue;
+		}
+		redisReply *rep = vr_cl_conn_cmd(conn, 3, argv, why, sizeof(why));
+		r->ops++;
+		vr_cl_conn_close(conn);
+		bool ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+			  rep->element[0]->type == REDIS_REPLY_STRING &&
+			  rep->element[1]->type == REDIS_REPLY_STRING;
+		if (ok) {
+			const char *h = rep->element[0]->str;
+			int n = snprintf(r->master, sizeof(r->master), strchr(h, ':') ? "[%s]:%s" :
+					 "%s:%s", h, rep->element[1]->str);
+			ok = n > 0 && (size_t)n < sizeof(r->master);
+		} else if (rep) {
+			snprintf(why, sizeof(why), "no master named '%s'", r->master_name);
+		}
+		freeReplyObject(rep);
+		if (ok)
+			return 0;
+		r->master[0] = '\0';
+		r->errors++;
+	}
+	snprintf(err, errlen, "sentinels: %s", why);
+	return -1;
+}
+
 int vr_cl_redis_conn(struct vr_cl_redis *r, const char *where, char *err, size_t errlen)
 {
-	int free_slot = -1, port;
+	int slot = -1, dropped = -1, port;
 	char host[256], addr[sizeof(r->conn[0].addr)];
 
+	if (!where && r->n_sentinels && !r->master[0] && sentinel_ask(r, err, errlen) < 0)
+		return -1;
+	if (!where)
+		where = r->n_sentinels ? r->master : r->seed;
 	/* where may be a slot's own address, which is rewritten below */
 	if (strlen(where) >= sizeof(addr)) {
 		snprintf(err, errlen, "bad Redis address '%.80s'", where);
@@ -117,39 +174,41 @@ int vr_cl_redis_conn(struct vr_cl_redis *r, const char *where, char *err, size_t
 
 	for (int i = 0; i < VR_CL_CONNS; i++) {
 		if (strcmp(r->conn[i].addr, addr) == 0) {
-			if (r->conn[i].ctx)
+			if (r->conn[i].c)
 				return i;
-			free_slot = i;
+			slot = i;
 			break;
 		}
-		if (free_slot < 0 && !r->conn[i].addr[0])
-			free_slot = i;
+		if (slot < 0 && !r->conn[i].addr[0])
+			slot = i;
+		if (dropped < 0 && !r->conn[i].c)
+			dropped = i;
 	}
-	if (free_slot < 0) {
+	/* a node gone for good (a failed-over master) leaves its slot */
+	if (slot < 0)
+		slot = dropped;
+	if (slot < 0) {
 		snprintf(err, errlen, "more than %d Redis nodes", VR_CL_CONNS);
 		return -1;
 	}
-	if (split_addr(addr, host, sizeof(host), &port) < 0) {
+	if (vr_cl_split_addr(addr, host, sizeof(host), &port) < 0) {
 		snprintf(err, errlen, "bad Redis address '%s'", addr);
 		return -1;
 	}
-	redisContext *ctx = redisConnectWithTimeout(host, port, tv_of(r->timeout_ms));
-	if (!ctx || ctx->err) {
-		snprintf(err, errlen, "connect %s: %s", addr, ctx ? ctx->errstr : "out of memory");
-		if (ctx)
-			redisFree(ctx);
+	char why[400];
+	struct vr_cl_conn *conn = vr_cl_conn_open(host, port, r->tls, r->tls_name, r->timeout_ms,
+						  why, sizeof(why));
+	if (!conn || conn_setup(r, conn, why, sizeof(why)) < 0) {
+		snprintf(err, errlen, "%s: %s", addr, why);
+		vr_cl_conn_close(conn);
 		r->errors++;
+		if (r->n_sentinels)
+			r->master[0] = '\0';
 		return -1;
 	}
-	if (redisSetTimeout(ctx, tv_of(r->timeout_ms)) != REDIS_OK ||
-	    conn_setup(r, ctx, err, errlen) < 0) {
-		redisFree(ctx);
-		r->errors++;
-		return -1;
-	}
-	snprintf(r->conn[free_slot].addr, sizeof(r->conn[0].addr), "%s", addr);
-	r->conn[free_slot].ctx = ctx;
-	return free_slot;
+	snprintf(r->conn[slot].addr, sizeof(r->conn[0].addr), "%s", addr);
+	r->conn[slot].c = conn;
+	return slot;
 }
 
 /* "MOVED 3999 127.0.0.1:6381" / "ASK ...": the address, or NULL. */
@@ -166,28 +225,29 @@ static const char *redirect_to(const char *msg, const char *kind)
 int vr_cl_redis_cmd(struct vr_cl_redis *r, int *ci, int argc, const char **argv,
 		    struct redisReply **out, char *err, size_t errlen)
 {
-	int at = *ci;
+	/* with sentinels every VPS lives on the master, wherever that is now */
+	int at = r->n_sentinels ? -1 : *ci;
 	bool asking = false;
+	char why[256];
 
 	for (int hop = 0; hop <= MAX_HOPS; hop++) {
-		if (at < 0 || !r->conn[at].ctx) {
-			at = vr_cl_redis_conn(r, at < 0 ? r->seed : r->conn[at].addr, err, errlen);
+		if (at < 0 || !r->conn[at].c) {
+			at = vr_cl_redis_conn(r, at < 0 ? NULL : r->conn[at].addr, err, errlen);
 			if (at < 0)
 				return -1;
 			if (!asking)
 				*ci = at;
 		}
-		redisContext *ctx = r->conn[at].ctx;
+		struct vr_cl_conn *conn = r->conn[at].c;
 		if (asking) {
 			const char *ask[] = { "ASKING" };
-			if (simple(r, ctx, 1, ask, NULL, err, errlen) < 0)
+			if (simple(r, conn, 1, ask, NULL, err, errlen) < 0)
 				goto fail;
 		}
-		redisReply *rep = redisCommandArgv(ctx, argc, argv, NULL);
+		redisReply *rep = vr_cl_conn_cmd(conn, argc, argv, why, sizeof(why));
 		r->ops++;
 		if (!rep) {
-			snprintf(err, errlen, "%s: %s", r->conn[at].addr,
-				 ctx->errstr[0] ? ctx->errstr : "no reply");
+			snprintf(err, errlen, "%s: %s", r->conn[at].addr, why);
 			goto fail;
 		}
 		if (rep->type != REDIS_REPLY_ERROR) {
@@ -212,12 +272,16 @@ int vr_cl_redis_cmd(struct vr_cl_redis *r, int *ci, int argc, const char **argv,
 		if (strncmp(rep->str, "NOSCRIPT", 8) == 0) {
 			/* A restarted Redis forgot the script (its sha stays). */
 			freeReplyObject(rep);
-			if (conn_setup(r, ctx, err, errlen) < 0)
+			if (conn_setup(r, conn, err, errlen) < 0)
 				goto fail;
 			continue;
 		}
 		snprintf(err, errlen, "%s: %s", r->conn[at].addr, rep->str);
+		/* a master demoted under us (a failover): ask the sentinels again */
+		bool demoted = strncmp(rep->str, "READONLY", 8) == 0;
 		freeReplyObject(rep);
+		if (demoted)
+			goto fail;
 		r->errors++;
 		return -1;
 	}
@@ -227,6 +291,8 @@ int vr_cl_redis_cmd(struct vr_cl_redis *r, int *ci, int argc, const char **argv,
 fail:
 	r->errors++;
 	conn_drop(r, at);
+	if (r->n_sentinels)
+		r->master[0] = '\0';
 	return -1;
 }
 

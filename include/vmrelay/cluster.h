@@ -18,16 +18,21 @@
  * second gate behind them.
  *
  * Prefetched, and waited for only when cold: the cluster thread keeps each
- * active VPS's block ahead of need (its rate times lease_ttl_s, cut to a
- * third of what the windows have left: a busy VPS calls Redis about once
- * per 3/4 of a block or of lease_ttl_s, a quiet one once per mail and once
- * more to give the block back), so a RCPT only looks at local atomics and
+ * active VPS's block ahead of need (its rate times lease_ttl_s and a
+ * quarter, cut to a third of what the windows have left: a steady VPS
+ * calls Redis about once per lease_ttl_s, which renews and tops up at
+ * once; a quiet one once per mail and once more to give the block back
+ * after 15 s without mail), so a RCPT only looks at local atomics and
  * never waits on the common path. A VPS becomes active at MAIL
  * (vr_cluster_touch); if its first block has not arrived by RCPT, the
  * session parks that RCPT's reply (engine/smtp, VR_SMTP_RCPT_WAIT: the
  * worker goes on, the session looks again on its timer) rather than refuse
  * a VPS under its limit. A 451 for a full window comes only when Redis said
  * the allowance is spent.
+ *
+ * Redis is one server, a master its Sentinels name, or a Redis Cluster;
+ * plain TCP or TLS (the server's certificate checked against a CA and its
+ * name), AUTH from a file.
  *
  * Redis unreachable: each node admits at most failsafe_percent of each
  * limit per calendar minute, hour and day on its own, logs it, counts it
@@ -52,7 +57,13 @@
 struct vr_cluster;
 
 struct vr_cluster_params {
-	const char *redis;            /* "host:port" of Redis (or one Cluster node) */
+	const char *redis;            /* "host:port" of Redis (or one Cluster node) ... */
+	const char *sentinels;        /* ... or "host:port, host:port" of Sentinels */
+	const char *master_name;      /* the master the sentinels watch */
+	bool tls;                     /* TLS to Redis (and to the sentinels) */
+	const char *tls_ca;           /* CA file the servers' certificates chain to */
+	const char *tls_cert, *tls_key;  /* client certificate; NULL or "": none */
+	const char *tls_server_name;  /* name in the certificates; NULL or "": the host */
 	const char *prefix;           /* key prefix, e.g. "vmrelay:" */
 	const char *node;             /* this node's name in the lease table; unique */
 	const char *password_file;    /* AUTH password, first line; NULL or "": none */
@@ -88,7 +99,9 @@ struct vr_cluster_stats {
 	uint64_t active;              /* VPSes with a block or demand now */
 };
 
-/* NULL with err saying why (bad parameter, unreadable password file). */
+/* NULL with err saying why (bad parameter, unreadable password file, TLS
+ * files that do not load), naming the [cluster] key. Connects to nothing,
+ * so vmrelay --check uses it to validate [cluster]. */
 struct vr_cluster *vr_cluster_new(const struct vr_cluster_params *p, char *err, size_t errlen);
 /* Starts the cluster thread. 0 or -errno. */
 int vr_cluster_start(struct vr_cluster *c);

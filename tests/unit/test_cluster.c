@@ -149,7 +149,9 @@ static void test_rate_and_size(void **state)
 	for (int i = 0; i < 60; i++)
 		rate = vr_cl_rate_update(rate, 4, 1000);
 	assert_true(rate > 3.9 && rate < 4.1);
-	assert_int_equal(vr_cl_lease_want(&sz, rate), 40);
+	/* a lease's life of mail and a quarter: it outlasts the renewal */
+	assert_int_equal(vr_cl_lease_want(&sz, 4.0), 50);
+	assert_int_equal(vr_cl_lease_want(&sz, 2.0), 25);
 	/* one tick of a burst moves it only by what the tick covers */
 	double burst = vr_cl_rate_update(rate, 100, 100);
 	assert_true(burst > rate && burst < 100);
@@ -162,10 +164,10 @@ static void test_rate_and_size(void **state)
 	assert_int_equal(vr_cl_lease_fit(&sz, 40, 1000), 40);
 	assert_int_equal(vr_cl_lease_fit(&sz, 40, 3), 2);
 	assert_int_equal(vr_cl_lease_fit(&sz, 40, UINT32_MAX), 40);
-	/* topped up below a quarter */
-	assert_int_equal(vr_cl_lease_low(40), 10);
+	/* topped up below an eighth */
+	assert_int_equal(vr_cl_lease_low(40), 5);
 	assert_int_equal(vr_cl_lease_low(1), 1);
-	assert_int_equal(vr_cl_lease_low(5), 2);
+	assert_int_equal(vr_cl_lease_low(9), 2);
 	/* no time passed: no new information */
 	assert_true(vr_cl_rate_update(3.0, 7, 0) == 3.0);
 	/* silence decays the rate */
@@ -293,6 +295,54 @@ static void test_params_refused(void **state)
 	p.password_file = "/nonexistent/pw";
 	assert_null(vr_cluster_new(&p, err, sizeof(err)));
 	assert_non_null(strstr(err, "password_file /nonexistent/pw"));
+	p.password_file = NULL;
+	p.timeout_ms = 3000;
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "timeout_ms 3000 is over a quarter of lease_ttl_s 10"));
+	p.timeout_ms = 100;
+
+	/* where Redis is: one address, or sentinels with a master name */
+	p.redis = "no-port";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "redis: 'no-port' is not host:port"));
+	p.redis = "127.0.0.1:1";
+	p.sentinels = "127.0.0.1:26379";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "either redis or sentinels"));
+	p.redis = NULL;
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "sentinels need master_name"));
+	p.master_name = "mymaster";
+	p.sentinels = "127.0.0.1:26379, 127.0.0.1";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "sentinels: '127.0.0.1' is not host:port"));
+	p.sentinels = "127.0.0.1:26379, [::1]:26380";
+	struct vr_cluster *c = vr_cluster_new(&p, err, sizeof(err));
+	assert_non_null(c);
+	vr_cluster_free(c);
+
+	/* TLS: a CA is required, files must load, client cert and key pair */
+	p.tls_ca = "/etc/ssl/certs/ca-certificates.crt";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "need tls = yes"));
+	p.tls = true;
+	p.tls_ca = NULL;
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "tls = yes needs tls_ca"));
+	p.tls_ca = "/nonexistent/ca.pem";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_string_equal(err, "tls_ca /nonexistent/ca.pem: No such file or directory");
+	p.tls_ca = "/etc/ssl/certs/ca-certificates.crt";
+	p.tls_cert = "/etc/ssl/certs/ca-certificates.crt";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "tls_cert and tls_key go together"));
+	p.tls_key = "/etc/ssl/certs/ca-certificates.crt";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_non_null(strstr(err, "tls_key /etc/ssl/certs/ca-certificates.crt: "));
+	p.tls_cert = p.tls_key = NULL;
+	c = vr_cluster_new(&p, err, sizeof(err));
+	assert_non_null(c);
+	vr_cluster_free(c);
 }
 
 /* --- the script, against redis-server --- */
