@@ -290,6 +290,14 @@ int vr_spool_scan(const char *dir, int (*fn)(const struct vr_spool_msg *msg, voi
 
 /* --- one message's body --- */
 
+/* About the bytes one message takes in its segment: its body, and room
+ * for the envelope and the records' headers of a usual one. One read
+ * brings it all in; a longer envelope costs a second. */
+static size_t msg_span(const struct vr_spool_msg *msg)
+{
+	return (size_t)VR_MIN(msg->size, (uint64_t)SIZE_MAX / 2) + 4096u;
+}
+
 /* Checks that the record at the reader is the ENVELOPE of msg. */
 static int envelope_check(struct vr_seg_reader *r, const struct vr_spool_msg *msg)
 {
@@ -327,6 +335,7 @@ int vr_spool_read_body(const char *dir, const struct vr_spool_msg *msg,
 	close(dirfd);
 	if (rc < 0)
 		return rc == -ENODATA ? -EBADMSG : rc;
+	vr_seg_reader_ahead(&r, msg_span(msg));
 	vr_seg_reader_seek(&r, msg->offset);
 	rc = envelope_check(&r, msg);
 	while (rc == 0) {
@@ -381,6 +390,7 @@ struct vr_spool_body *vr_spool_body_open(const char *dir, const struct vr_spool_
 	rc = vr_seg_reader_open(&b->r, dirfd, msg->segment);
 	close(dirfd);
 	if (rc == 0) {
+		vr_seg_reader_ahead(&b->r, msg_span(msg));
 		vr_seg_reader_seek(&b->r, msg->offset);
 		if ((rc = envelope_check(&b->r, msg)) < 0)
 			vr_seg_reader_close(&b->r);

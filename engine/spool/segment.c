@@ -26,9 +26,8 @@
 /* Room for the largest record plus as much again, so sequential reads go to
  * the kernel in large pieces; a smaller file gets a buffer its size. */
 #define READ_BUF (2 * (VR_REC_HDR_SIZE + VR_REC_PAYLOAD_MAX))
-/* What one refill reads at least: a scan still reads in large pieces, and a
- * reader of one small message (delivery) does not read megabytes of the
- * messages after it. */
+/* What one refill reads at least, unless vr_seg_reader_ahead() says
+ * otherwise: a scan reads in large pieces. */
 #define READ_AHEAD (256u * 1024)
 
 void vr_seg_name(char out[VR_SEG_NAME_MAX], unsigned worker, uint64_t seq)
@@ -209,8 +208,7 @@ int vr_seg_reader_open(struct vr_seg_reader *r, int dirfd, const char *name)
 	if (rc == 0) {
 		r->size = (uint64_t)st.st_size;
 		r->cap = (size_t)VR_MIN((uint64_t)READ_BUF, VR_MAX(r->size, (uint64_t)VR_SEG_HDR_SIZE));
-		r->buf = malloc(r->cap);
-		rc = r->buf ? 0 : -ENOMEM;
+		r->ahead = READ_AHEAD;
 	}
 	if (rc < 0) {
 		vr_seg_reader_close(r);
@@ -234,6 +232,11 @@ void vr_seg_reader_seek(struct vr_seg_reader *r, uint64_t off)
 	r->pos = VR_MAX(off, (uint64_t)VR_SEG_HDR_SIZE);
 }
 
+void vr_seg_reader_ahead(struct vr_seg_reader *r, size_t bytes)
+{
+	r->ahead = VR_MAX(bytes, (size_t)VR_REC_HDR_SIZE);
+}
+
 /*
  * Makes the buffer hold file bytes [off, off + want), or up to the end of
  * the file if that comes first, and points *p at off with *avail bytes.
@@ -245,7 +248,18 @@ static int window(struct vr_seg_reader *r, uint64_t off, size_t want, const uint
 
 	if (off < r->base || end > r->base + r->len) {
 		size_t n = (size_t)VR_MIN(VR_MIN((uint64_t)r->cap, r->size - off),
-					  (uint64_t)VR_MAX(want, (size_t)READ_AHEAD)), got;
+					  (uint64_t)VR_MAX(want, r->ahead)), got;
+		/* The buffer grows as reads need it: a reader of one small
+		 * message never holds the megabytes a scan may. */
+		if (n > r->alloc) {
+			uint8_t *nb = malloc(n);
+			if (!nb)
+				return -ENOMEM;
+			free(r->buf);
+			r->buf = nb;
+			r->alloc = n;
+			r->len = 0;
+		}
 		int rc = read_full(r->fd, r->buf, n, off, &got);
 		if (rc < 0)
 			return rc;

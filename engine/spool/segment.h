@@ -68,7 +68,9 @@ struct vr_seg_reader {
 	uint64_t bad_off, bad_len;    /* the last region reported */
 	uint8_t *buf;                 /* file bytes [base, base + len) */
 	uint64_t base;
-	size_t len, cap;
+	size_t len, alloc;            /* alloc: buf's size, grown up to cap */
+	size_t cap;
+	size_t ahead;                 /* a refill reads at least this much */
 };
 
 /*
@@ -81,6 +83,9 @@ int vr_seg_reader_open(struct vr_seg_reader *r, int dirfd, const char *name);
 void vr_seg_reader_close(struct vr_seg_reader *r);
 /* The next record starts at off (an offset a scan reported). */
 void vr_seg_reader_seek(struct vr_seg_reader *r, uint64_t off);
+/* Each refill reads at least bytes (256 KiB unless set): a reader of one
+ * message asks for about its size, not the messages after it. */
+void vr_seg_reader_ahead(struct vr_seg_reader *r, size_t bytes);
 /*
  * Reads the next event; for VR_SEG_RECORD, *rec (payload valid until the
  * next call) and its offset *off. -errno on a read error.

@@ -1767,6 +1767,49 @@ static void test_body_pull(void **state)
 	free(back);
 }
 
+/* A small message is read in one piece of about its size: one whose
+ * envelope (300 recipients) is longer than that still reads whole, and so
+ * does each of the messages around it. */
+static void test_body_pull_long_envelope(void **state)
+{
+	struct vr_spool *sp = spool_open(1);
+	enum { N_RCPT = 300 };
+	static char addrs[N_RCPT][64];
+	const char *rcpts[N_RCPT];
+	struct done d[3] = { 0 };
+	uint8_t *body = body_make(3000, 5), *back = malloc(8192);
+
+	for (unsigned i = 0; i < N_RCPT; i++) {
+		snprintf(addrs[i], sizeof(addrs[i]), "recipient-number-%u@long.example.org", i);
+		rcpts[i] = addrs[i];
+	}
+	struct vr_spool_envelope env = env_default;
+	env.rcpts = rcpts;
+	env.n_rcpts = N_RCPT;
+	put(sp, 0, &env_default, body, 100, 100, &d[0]);
+	put(sp, 0, &env, body + 100, 2000, 2000, &d[1]);
+	put(sp, 0, &env_default, body + 2100, 900, 900, &d[2]);
+	vr_spool_close(sp);
+	struct found f = scan_all(NULL);
+	assert_int_equal(f.n, 3);
+	for (unsigned k = 0; k < 3; k++) {
+		const struct vr_spool_msg *m = &f.v[k].m;
+		size_t at = m->size == 100 ? 0 : m->size == 2000 ? 100 : 2100, got = 0;
+		ssize_t r;
+		struct vr_spool_body *b = vr_spool_body_open(dir, m);
+		assert_non_null(b);
+		while ((r = vr_spool_body_read(b, back + got, 8192 - got)) > 0)
+			got += (size_t)r;
+		assert_int_equal(r, 0);
+		assert_int_equal(got, m->size);
+		assert_memory_equal(back, body + at, got);
+		vr_spool_body_close(b);
+	}
+	found_free(&f);
+	free(body);
+	free(back);
+}
+
 /* An hour-old segment is sealed: the next batch goes to a new one. */
 static void test_segment_roll(void **state)
 {
@@ -1934,6 +1977,7 @@ int main(void)
 		cmocka_unit_test_setup(test_commit_hook, test_setup),
 		cmocka_unit_test_setup(test_compact, test_setup),
 		cmocka_unit_test_setup(test_body_pull, test_setup),
+		cmocka_unit_test_setup(test_body_pull_long_envelope, test_setup),
 		cmocka_unit_test_setup(test_segment_roll, test_setup),
 		cmocka_unit_test_setup(test_state_log_roll, test_setup),
 	};
