@@ -120,6 +120,8 @@ static const struct key keys[] = {
 	STR("dns", "spf_name", dns_spf_name, parse_dns_name),
 	STR("dns", "key_zone", dns_key_zone, parse_dns_name),
 	STR("dns", "secret_file", dns_secret_file, parse_path),
+	NUM("dns", "unverify_checks", dns_unverify_checks, 1, 1000),
+	NUM("dns", "unverify_after_s", dns_unverify_after_s, 0, SECONDS_MAX),
 };
 
 static const char *const sections[] = {
@@ -184,6 +186,8 @@ void vr_config_defaults(struct vr_config *cfg)
 	cfg->retry_max_s = 3600;
 	cfg->max_age_s = 5 * 86400;
 	cfg->dns_timeout_ms = 30000;
+	cfg->dns_unverify_checks = 3;
+	cfg->dns_unverify_after_s = 86400;
 	strcpy(cfg->cluster_prefix, "vmrelay:");
 	cfg->cluster_lease_min = 1;
 	cfg->cluster_lease_max = 64;

@@ -102,6 +102,9 @@ struct vr_config {
 	char dns_spf_name[256];       /* customers' SPF says include:<this> */
 	char dns_key_zone[256];       /* DKIM CNAMEs point at <sel>.<domain>.<this> */
 	char dns_secret_file[PATH_MAX]; /* the relay secret keying ownership tokens */
+	/* a verified domain whose dns-check fails this many times in a row,
+	 * the first at least this long ago, is unverified; 3 and 86400 */
+	unsigned dns_unverify_checks, dns_unverify_after_s;
 };
 
 /* Fills cfg with the defaults listed above. */
