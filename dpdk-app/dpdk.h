@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include "vmrelay/config.h"
+#include "vmrelay/ctl.h"
 #include "vmrelay/netfault.h"
 #include "vmrelay/smtp.h"
 
@@ -53,6 +54,9 @@ int vr_dpdk_eal_init(const struct vr_config *cfg, char *err, size_t errlen);
  * ports of [relay] listen. NULL with err.
  */
 struct vr_dpdk *vr_dpdk_new(struct vr_smtpd *srv, char *err, size_t errlen);
+/* The workers' own counters (frames, drops, steering, TCP) for the control
+ * socket's stats and metrics; d must outlive the ctl (lcore.c). */
+void vr_dpdk_ctl_io(struct vr_dpdk *d, struct vr_ctl_io *out);
 /* "10.77.0.1 mac=..  port=net_af_packet0 queues=2 rss=no" for the start line. */
 void vr_dpdk_describe(const struct vr_dpdk *d, char *out, size_t len);
 /*

@@ -42,11 +42,35 @@
 /* Longest request line; a longer one is refused and its connection closed. */
 #define VR_CTL_REQUEST_MAX 4096
 
+/*
+ * A transport's own counters, per worker, beside the sessions' (srv->stats):
+ * the DPDK poll-mode workers' frames, drops, steering and TCP. stats shows
+ * each as io_<name> in every worker's object and in the total; metrics as
+ * vmrelay_io_<name>_total{worker="N"}.
+ */
+struct vr_ctl_io_counter {
+	const char *name;             /* lower case, digits and '_' */
+	const char *help;             /* one sentence */
+	unsigned src;                 /* the transport's: which of its structs */
+	size_t offset;                /* the transport's: where in it */
+};
+
+struct vr_ctl_io {
+	const struct vr_ctl_io_counter *counters;
+	unsigned n;
+	/* Worker w's counter k, on the control thread while the worker counts:
+	 * without a lock (each counter has one writer; relaxed loads, so a
+	 * figure may be an increment or two old, never torn). */
+	uint64_t (*read)(void *arg, unsigned w, const struct vr_ctl_io_counter *k);
+	void *arg;
+};
+
 struct vr_ctl_ops {
 	const struct vr_config *cfg;
 	struct vr_smtpd *srv;         /* counters (srv->stats), srv->spool, srv->rl */
 	pthread_mutex_t *writer;      /* held around vr_rl_set_daily / vr_rl_reset */
 	struct vr_delivery *delivery; /* counters, queue commands; NULL: none */
+	const struct vr_ctl_io *io;   /* the transport's counters; NULL: none */
 	/* The relay's reload (the same as SIGHUP's): 0, or -1 with err saying
 	 * why, the tables in force kept. It takes ops->writer itself. */
 	int (*reload)(void *arg, char *err, size_t errlen);
