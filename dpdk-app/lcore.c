@@ -67,6 +67,14 @@
 #define IDLE_SLEEP_EMPTY_US  1000
 #define IDLE_WAIT_US         1000
 
+/* Adds n to one of the worker's own counters. It is the only writer, so no
+ * atomic read-modify-write is needed; the relaxed store keeps the control
+ * thread's concurrent read of it (vr_dpdk_ctl_io) whole. */
+static inline void count(uint64_t *c, uint64_t n)
+{
+	__atomic_store_n(c, *c + n, __ATOMIC_RELAXED);
+}
+
 static inline uint16_t rd16(const uint8_t *p)
 {
 	return (uint16_t)(p[0] << 8 | p[1]);
@@ -126,7 +134,7 @@ static void rx_local(struct dpdk_worker *w, struct rte_mbuf **m, unsigned n, uin
 						   m[i]->data_len, rte_pktmbuf_headroom(m[i]),
 						   rte_pktmbuf_tailroom(m[i]), m[i]);
 		if (!p) {
-			w->st.no_desc++;
+			count(&w->st.no_desc, 1);
 			rte_pktmbuf_free(m[i]);
 			continue;
 		}
@@ -150,12 +158,12 @@ static void arp_share(struct dpdk_worker *w, struct rte_mbuf *m)
 			continue;
 		struct rte_mbuf *c = rte_pktmbuf_copy(m, d->mp, 0, UINT32_MAX);
 		if (!c || rte_ring_enqueue(d->w[i].inbox, c) < 0) {
-			w->st.inbox_full++;
+			count(&w->st.inbox_full, 1);
 			if (c)
 				rte_pktmbuf_free(c);
 			continue;
 		}
-		w->st.arp_copies++;
+		count(&w->st.arp_copies, 1);
 	}
 }
 
@@ -170,7 +178,7 @@ static unsigned rx_port(struct dpdk_worker *w, uint64_t now)
 	for (unsigned i = 0; i < n; i++) {
 		bool arp_reply;
 		if (m[i]->nb_segs != 1) {
-			w->st.rx_multiseg++;
+			count(&w->st.rx_multiseg, 1);
 			rte_pktmbuf_free(m[i]);
 			continue;
 		}
@@ -180,9 +188,9 @@ static unsigned rx_port(struct dpdk_worker *w, uint64_t now)
 		if (owner == w->id) {
 			mine[k++] = m[i];
 		} else if (rte_ring_enqueue(d->w[owner].inbox, m[i]) == 0) {
-			w->st.steered++;
+			count(&w->st.steered, 1);
 		} else {
-			w->st.inbox_full++;
+			count(&w->st.inbox_full, 1);
 			rte_pktmbuf_free(m[i]);
 		}
 	}
@@ -206,7 +214,7 @@ static void tx_flush(struct dpdk_worker *w)
 		return;
 	uint16_t sent = rte_eth_tx_burst(w->d->port, (uint16_t)w->id, w->tx, (uint16_t)w->ntx);
 	if (sent < w->ntx) {
-		w->st.tx_full += w->ntx - sent;
+		count(&w->st.tx_full, w->ntx - sent);
 		rte_pktmbuf_free_bulk(w->tx + sent, w->ntx - sent);
 	}
 	w->ntx = 0;
@@ -226,7 +234,7 @@ unsigned vr_dpdk_tx(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t now)
 		} else {
 			m = rte_pktmbuf_alloc(w->d->mp);
 			if (!m) {
-				w->st.tx_nombuf++;
+				count(&w->st.tx_nombuf, 1);
 				return i;       /* the stack frees the rest */
 			}
 			memcpy(rte_pktmbuf_mtod(m, uint8_t *), p->data, p->len);
@@ -378,4 +386,87 @@ int vr_dpdk_worker_main(void *arg)
 	rcu_unregister_thread();
 	sem_post(&d->ended);
 	return 0;
+}
+
+/* --- the workers' counters, for the control thread (stats, metrics) --- */
+
+enum io_src { SRC_NET, SRC_TCP, SRC_WORKER, SRC_NET_DROPS, SRC_TCP_DROPS };
+
+#define NET(f, h) { #f, h, SRC_NET, offsetof(struct vr_net_stats, f) }
+#define TCP(f, h) { "tcp_" #f, h, SRC_TCP, offsetof(struct vr_tcp_stats, f) }
+#define WRK(f, h) { #f, h, SRC_WORKER, offsetof(struct dpdk_worker_stats, f) }
+
+static const struct vr_ctl_io_counter io_counters[] = {
+	NET(rx_frames, "Frames the worker's stack received."),
+	NET(rx_bytes, "Octets of the frames the worker's stack received."),
+	NET(tx_frames, "Frames the worker's stack sent."),
+	NET(tx_bytes, "Octets of the frames the worker's stack sent."),
+	NET(arp_requests_rx, "ARP requests received."),
+	NET(arp_replies_tx, "ARP replies sent."),
+	NET(icmp_echo_rx, "ICMP echo requests received."),
+	{ "net_dropped", "Frames the stack dropped below TCP, for any reason (the "
+	  "reasons are in the worker_stats log line at exit).", SRC_NET_DROPS, 0 },
+	WRK(steered, "Frames passed to the worker owning their flow."),
+	WRK(inbox_full, "Frames dropped: the owning worker's inbox was full."),
+	WRK(arp_copies, "ARP replies copied to the other workers."),
+	WRK(rx_multiseg, "Frames dropped for spanning more than one buffer."),
+	WRK(no_desc, "Frames dropped: the stack had no packet descriptor."),
+	WRK(tx_nombuf, "Packets not sent: no mbuf to copy them into."),
+	WRK(tx_full, "Frames dropped: the port's tx queue was full."),
+	TCP(segs_in, "TCP segments received."),
+	TCP(segs_out, "TCP segments sent."),
+	TCP(passive_opens, "TCP connections accepted (SYN answered)."),
+	TCP(established, "TCP connections established."),
+	TCP(resets_in, "TCP resets received."),
+	TCP(resets_out, "TCP resets sent."),
+	TCP(retransmits, "TCP segments sent again, for any reason."),
+	TCP(rto_expired, "TCP retransmission timeouts."),
+	TCP(fast_retransmits, "TCP fast retransmits."),
+	TCP(syn_queue_full, "SYNs that found the SYN queue full."),
+	TCP(cookies_sent, "SYN cookies sent."),
+	TCP(cookies_accepted, "ACKs accepted for a SYN cookie."),
+	TCP(challenge_acks, "Challenge ACKs sent (RFC 5961)."),
+	TCP(timeouts, "TCP connections given up on."),
+	{ "tcp_dropped", "TCP segments dropped, for any reason.", SRC_TCP_DROPS, 0 },
+};
+
+static uint64_t load(const void *base, size_t offset)
+{
+	/* Pairs with the single writer's plain or relaxed store: a figure an
+	 * increment old is fine, a torn one impossible (aligned 64 bits). */
+	return __atomic_load_n((const uint64_t *)((const char *)base + offset), __ATOMIC_RELAXED);
+}
+
+static uint64_t io_read(void *arg, unsigned id, const struct vr_ctl_io_counter *k)
+{
+	const struct dpdk_worker *w = &((const struct vr_dpdk *)arg)->w[id];
+	const struct vr_net_stats *ns = vr_net_stats(w->net);
+	const struct vr_tcp_stats *ts = vr_tcp_stats(w->tcp);
+	uint64_t sum = 0;
+
+	switch ((enum io_src)k->src) {
+	case SRC_NET:
+		return load(ns, k->offset);
+	case SRC_TCP:
+		return load(ts, k->offset);
+	case SRC_WORKER:
+		return load(&w->st, k->offset);
+	case SRC_NET_DROPS:
+		for (unsigned i = 0; i < VR_NET_DROP_MAX; i++)
+			sum += load(ns->drop, i * sizeof(ns->drop[0]));
+		return sum;
+	case SRC_TCP_DROPS:
+		for (unsigned i = 0; i < VR_TCP_DROP_MAX; i++)
+			sum += load(ts->drop, i * sizeof(ts->drop[0]));
+		return sum;
+	}
+	return 0;
+}
+
+void vr_dpdk_ctl_io(struct vr_dpdk *d, struct vr_ctl_io *out)
+{
+	*out = (struct vr_ctl_io){
+		.counters = io_counters, .n = VR_ARRAY_SIZE(io_counters),
+		.read = io_read, .arg = d,
+	};
 }

@@ -64,6 +64,7 @@ struct relay {
 	struct vr_smtpd srv;
 	struct vr_io *io;             /* one of these two runs */
 	struct vr_dpdk *dpdk;
+	struct vr_ctl_io dpdk_io;     /* its workers' counters, for the ctl */
 	struct vr_ctl *ctl;
 	/* The windows have one writer at a time: SIGHUP's reload here, the
 	 * control thread's reload and quota commands. */
@@ -305,6 +306,7 @@ static int ctl_start(struct relay *r)
 {
 	const struct vr_ctl_ops ops = {
 		.cfg = &r->cfg, .srv = &r->srv, .writer = &r->writer, .delivery = r->delivery,
+		.io = r->dpdk ? &r->dpdk_io : NULL,
 		.reload = ctl_reload, .drain = ctl_drain, .arg = r,
 	};
 	char err[1024], q[1100];
@@ -515,10 +517,13 @@ static int start(struct relay *r, struct vr_accounts *accounts, const sigset_t *
 		vr_accounts_free(accounts);
 		return 1;
 	}
-	if (cfg->io_mode == VR_IO_DPDK)
+	if (cfg->io_mode == VR_IO_DPDK) {
 		r->dpdk = vr_dpdk_new(&r->srv, err, sizeof(err));
-	else
+		if (r->dpdk)
+			vr_dpdk_ctl_io(r->dpdk, &r->dpdk_io);
+	} else {
 		r->io = vr_io_kernel_new(&r->srv, err, sizeof(err));
+	}
 	if (!r->io && !r->dpdk) {
 		vr_log_err("event=io_failed error=%s", vr_log_quote(q, sizeof(q), err, strlen(err)));
 		fprintf(stderr, "vmrelay: %s\n", err);

@@ -74,6 +74,26 @@ static int set_u64(json_t *o, const char *key, uint64_t v)
 	return json_object_set_new(o, key, json_integer((json_int_t)v));
 }
 
+/* The transport's counters, io_<name>, into each worker's object and the total. */
+static void io_stats(const struct vr_ctl_io *io, unsigned n_workers, json_t *workers,
+		     json_t *total)
+{
+	char key[128];
+
+	for (unsigned i = 0; io && i < io->n; i++) {
+		const struct vr_ctl_io_counter *k = &io->counters[i];
+		uint64_t sum = 0;
+
+		snprintf(key, sizeof(key), "io_%s", k->name);
+		for (unsigned w = 0; w < n_workers; w++) {
+			uint64_t v = io->read(io->arg, w, k);
+			sum += v;
+			set_u64(json_array_get(workers, w), key, v);
+		}
+		set_u64(total, key, sum);
+	}
+}
+
 static int cmd_stats(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
 		     size_t errlen)
 {
@@ -99,6 +119,7 @@ static int cmd_stats(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 		}
 		set_u64(total, k->name, sum);
 	}
+	io_stats(c->ops.io, srv->n_workers, workers, total);
 	if (srv->spool) {
 		struct vr_spool_stats st;
 

@@ -3,8 +3,9 @@
  * and the Prometheus text exposition (format 0.0.4) of them.
  *
  * Every figure is per worker, labelled worker="N"; Prometheus sums them
- * itself (sum without (worker)), so no total is exported twice. The spool's
- * counters belong to no worker and carry no label.
+ * itself (sum without (worker)), so no total is exported twice. The
+ * transport's own counters (ops.io: DPDK workers) are per worker too. The
+ * spool's counters belong to no worker and carry no label.
  */
 #include <stdio.h>
 
@@ -124,6 +125,16 @@ int vr_ctl_metrics(const struct vr_ctl *c, struct vr_buf *out)
 			rc = vr_buf_printf(out, "vmrelay_%s%s{worker=\"%u\"} %llu\n", k->name,
 					   suffix, w,
 					   (unsigned long long)vr_ctl_counter_read(c, w, k));
+	}
+	const struct vr_ctl_io *io = c->ops.io;
+	for (unsigned i = 0; io && i < io->n && rc == 0; i++) {
+		const struct vr_ctl_io_counter *k = &io->counters[i];
+
+		rc = vr_buf_printf(out, "# HELP vmrelay_io_%s_total %s\n"
+				   "# TYPE vmrelay_io_%s_total counter\n", k->name, k->help, k->name);
+		for (unsigned w = 0; w < srv->n_workers && rc == 0; w++)
+			rc = vr_buf_printf(out, "vmrelay_io_%s_total{worker=\"%u\"} %llu\n", k->name,
+					   w, (unsigned long long)io->read(io->arg, w, k));
 	}
 	if (srv->cluster && rc == 0) {
 		struct vr_cluster_stats cs;

@@ -37,6 +37,7 @@ the port; [dpdk] ip is the relay's address. Listen addresses are 0.0.0.0
 
 import ctypes
 import fcntl
+import json
 import os
 import random
 import re
@@ -48,6 +49,8 @@ import tempfile
 import threading
 import time
 import unittest
+
+from prometheus_client.parser import text_string_to_metric_families
 
 import relay as R
 
@@ -316,6 +319,25 @@ class DpdkBase:
     def vps(self, func, *args):
         return in_netns(self.ns_vps, func, *args)
 
+    def ctl(self, *args):
+        """vmrelayctl against the relay's control socket: the CompletedProcess."""
+        return subprocess.run([R.VMRELAYCTL, "-s", os.path.join(self.dir, "ctl.sock"), *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+
+    def io_metrics(self):
+        """The workers' own counters from `metrics`: {name: {worker: value}}
+        for every vmrelay_io_* family, each checked to be a counter."""
+        r = self.ctl("metrics")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        text = json.loads(r.stdout)["metrics"]
+        out = {}
+        for fam in text_string_to_metric_families(text):
+            if fam.name.startswith("vmrelay_io_"):
+                self.assertEqual(fam.type, "counter", fam.name)
+                out[fam.name[len("vmrelay_io_"):]] = {
+                    s.labels["worker"]: s.value for s in fam.samples}
+        return out
+
     def swaks(self, *extra):
         r = sh("ip", "netns", "exec", self.ns_vps, "swaks", "--server", self.relay_ip,
                "--port", str(PORT), "--from", "user@example.com", "--to", "rcpt@example.net",
@@ -413,6 +435,30 @@ class AfPacket(AfPacketBase, unittest.TestCase):
         self.assert_idle_worker_sleeps()
         self.assertIn("wake_fds=1", self.log())
 
+    def test_7_stats_and_metrics_count_frames(self):
+        """The worker's own counters (frames, TCP) are in stats and metrics
+        while it runs, per worker, and move with a session."""
+        before = self.io_metrics()
+        self.swaks("--header", "Subject: counted")
+        r = self.ctl("stats")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        stats = json.loads(r.stdout)
+        after = self.io_metrics()
+        for name in ("rx_frames", "tx_frames", "rx_bytes", "tx_bytes", "tcp_segs_in",
+                     "tcp_segs_out", "tcp_passive_opens", "tcp_established"):
+            self.assertEqual(sorted(after[name]), ["0"], name)
+            # one connection; and frames and segments for its handshake,
+            # dialogue and close
+            least = 1 if name in ("tcp_passive_opens", "tcp_established") else 3
+            self.assertGreaterEqual(after[name]["0"] - before[name]["0"], least, name)
+            w = stats["workers"][0]["io_" + name]
+            self.assertEqual(stats["total"]["io_" + name], w, name)
+            self.assertLessEqual(before[name]["0"], w, name)
+            self.assertLessEqual(w, after[name]["0"], name)
+        self.assertIn("tcp_retransmits", after)
+        self.assertIn("tcp_cookies_sent", after)
+        self.assertIn("net_dropped", after)
+
     def test_9_sigterm(self):
         """SIGTERM: new connections are refused at once, the session in
         flight finishes its message, the relay exits 0."""
@@ -449,11 +495,16 @@ class AfPacketTwoWorkers(AfPacketBase, unittest.TestCase):
     def test_sessions_on_both_workers(self):
         self.assertEqual(self.vps(concurrent, self.relay_ip, 600), "ok")
         self.swaks_tls()
+        live = self.io_metrics()
         self.assertEqual(self.stop_relay(), 0)
         stats = {w: (int(s), int(o)) for w, s, o in re.findall(
             r"event=worker_stats worker=(\d) .*? steered=(\d+) .*?tcp_passive_opens=(\d+)",
             self.log())}
         self.assertEqual(sorted(stats), ["0", "1"])
+        # metrics showed each worker's own connections while it ran: no
+        # connection came after them
+        self.assertEqual({w: o for w, (_, o) in stats.items()},
+                         {w: int(v) for w, v in live["tcp_passive_opens"].items()})
         # 601 connections spread over both workers by the flow hash, and
         # the frames the kernel's fanout put on the other queue handed over
         self.assertEqual(sum(o for _, o in stats.values()), 601)
@@ -545,8 +596,7 @@ class Tap(DpdkBase, unittest.TestCase):
         """... and `vmrelayctl drain` stops the workers as SIGTERM does."""
         self.assertEqual(self.vps(ping, self.relay_ip, 3), 3)
         self.swaks_tls()
-        r = subprocess.run([R.VMRELAYCTL, "-s", os.path.join(self.dir, "ctl.sock"), "drain"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        r = self.ctl("drain")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.proc.wait(20), 0)
         self.assertIn("event=drained", self.log())
