@@ -30,8 +30,8 @@ packages=(
 	# as a local resolver, nsd serving a zone signed with ldns-signzone for
 	# DNSSEC and DANE), dig to look at it, and DKIM checkers besides dkimpy
 	unbound nsd ldnsutils bind9-dnsutils opendkim opendkim-tools
-	# cluster quotas (issue 8)
-	redis-server
+	# cluster quotas (issue 8): Redis, and Sentinel for test_cluster_sentinel.py
+	redis-server redis-sentinel
 	# userspace TCP (issue 3): scapy crafts SYN floods and blind RSTs;
 	# dpdk-dev ships dpdk-testpmd, the forwarding ceiling in bench/
 	python3-scapy dpdk dpdk-dev
