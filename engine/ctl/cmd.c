@@ -74,6 +74,13 @@ static int set_u64(json_t *o, const char *key, uint64_t v)
 	return json_object_set_new(o, key, json_integer((json_int_t)v));
 }
 
+/* A snapshot's figures (its table's t[0..n)) into o, by name. */
+static void snapshot_json(json_t *o, const struct vr_ctl_counter *t, unsigned n, const void *snap)
+{
+	for (unsigned i = 0; i < n; i++)
+		set_u64(o, t[i].name, vr_ctl_snapshot_read(snap, &t[i]));
+}
+
 /* The transport's counters, io_<name>, into each worker's object and the total. */
 static void io_stats(const struct vr_ctl_io *io, unsigned n_workers, json_t *workers,
 		     json_t *total)
@@ -124,10 +131,7 @@ static int cmd_stats(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 		struct vr_spool_stats st;
 
 		vr_spool_stats(srv->spool, &st);
-		for (unsigned i = 0; i < vr_ctl_n_spool_counters; i++)
-			set_u64(spool, vr_ctl_spool_counters[i].name,
-				*(const uint64_t *)((const char *)&st +
-						    vr_ctl_spool_counters[i].offset));
+		snapshot_json(spool, vr_ctl_spool_counters, vr_ctl_n_spool_counters, &st);
 	}
 	json_object_set_new(reply, "spool", spool);
 	if (c->ops.delivery) {
@@ -135,10 +139,7 @@ static int cmd_stats(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 		struct vr_delivery_stats ds;
 
 		vr_delivery_stats(c->ops.delivery, &ds);
-		for (unsigned i = 0; i < vr_ctl_n_delivery_counters; i++)
-			set_u64(dl, vr_ctl_delivery_counters[i].name,
-				*(const uint64_t *)((const char *)&ds +
-						    vr_ctl_delivery_counters[i].offset));
+		snapshot_json(dl, vr_ctl_delivery_counters, vr_ctl_n_delivery_counters, &ds);
 		json_object_set_new(reply, "delivery", dl);
 	}
 	if (srv->cluster) {
@@ -147,10 +148,7 @@ static int cmd_stats(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 
 		vr_cluster_stats(srv->cluster, &cs);
 		json_object_set_new(cl, "redis_up", json_boolean(cs.redis_up));
-		for (unsigned i = 0; i < vr_ctl_n_cluster_counters; i++)
-			set_u64(cl, vr_ctl_cluster_counters[i].name,
-				*(const uint64_t *)((const char *)&cs +
-						    vr_ctl_cluster_counters[i].offset));
+		snapshot_json(cl, vr_ctl_cluster_counters, vr_ctl_n_cluster_counters, &cs);
 		json_object_set_new(reply, "cluster", cl);
 	}
 	return 0;

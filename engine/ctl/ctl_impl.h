@@ -39,7 +39,7 @@ struct vr_ctl_counter {
 extern const struct vr_ctl_counter vr_ctl_counters[];
 extern const unsigned vr_ctl_n_counters;
 
-/* The same for struct vr_spool_stats (gauge unused). */
+/* The same for struct vr_spool_stats (counters all). */
 extern const struct vr_ctl_counter vr_ctl_spool_counters[];
 extern const unsigned vr_ctl_n_spool_counters;
 
@@ -56,6 +56,9 @@ int vr_ctl_parse_u32(const char *s, uint32_t *out);
 
 /* Worker w's counter k, read while the worker runs. */
 uint64_t vr_ctl_counter_read(const struct vr_ctl *c, unsigned w, const struct vr_ctl_counter *k);
+/* Counter k of a snapshot (struct vr_spool_stats, vr_delivery_stats or
+ * vr_cluster_stats, as its table says) the caller took. */
+uint64_t vr_ctl_snapshot_read(const void *snap, const struct vr_ctl_counter *k);
 
 /* --- acctfile.c: `account add|remove` edit [relay] accounts in place --- */
 

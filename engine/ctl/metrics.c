@@ -40,6 +40,11 @@ const struct vr_ctl_counter vr_ctl_counters[] = {
 };
 const unsigned vr_ctl_n_counters = VR_ARRAY_SIZE(vr_ctl_counters);
 
+uint64_t vr_ctl_snapshot_read(const void *snap, const struct vr_ctl_counter *k)
+{
+	return *(const uint64_t *)((const char *)snap + k->offset);
+}
+
 uint64_t vr_ctl_counter_read(const struct vr_ctl *c, unsigned w, const struct vr_ctl_counter *k)
 {
 	const uint64_t *p = (const uint64_t *)((const char *)&c->ops.srv->stats[w] + k->offset);
@@ -49,6 +54,7 @@ uint64_t vr_ctl_counter_read(const struct vr_ctl *c, unsigned w, const struct vr
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
+/* Counters all: a spool figure is a family vmrelay_spool_<name>_total. */
 #define S(field, help) { #field, offsetof(struct vr_spool_stats, field), false, help }
 const struct vr_ctl_counter vr_ctl_spool_counters[] = {
 	S(batches, "Spool commit rounds that found transactions."),
@@ -89,22 +95,30 @@ const struct vr_ctl_counter vr_ctl_delivery_counters[] = {
 };
 const unsigned vr_ctl_n_delivery_counters = VR_ARRAY_SIZE(vr_ctl_delivery_counters);
 
-/* The delivery threads' counters, summed over the threads. */
-static int delivery_metrics(const struct vr_delivery *d, struct vr_buf *out)
+/* A family's HELP and TYPE lines: vmrelay_<prefix><name>, with _total on a
+ * counter; *suffix gets what follows name in its samples. */
+static int family(struct vr_buf *out, const char *prefix, const char *name, const char *help,
+		  bool gauge, const char **suffix)
 {
-	struct vr_delivery_stats ds;
+	*suffix = gauge ? "" : "_total";
+	return vr_buf_printf(out, "# HELP vmrelay_%s%s%s %s\n# TYPE vmrelay_%s%s%s %s\n",
+			     prefix, name, *suffix, help, prefix, name, *suffix,
+			     gauge ? "gauge" : "counter");
+}
+
+/* The figures of one snapshot (spool, delivery, cluster): a family each, of
+ * one sample without a label. */
+static int snapshot_metrics(struct vr_buf *out, const char *prefix,
+			    const struct vr_ctl_counter *t, unsigned n, const void *snap)
+{
+	const char *suffix;
 	int rc = 0;
 
-	vr_delivery_stats(d, &ds);
-	for (unsigned i = 0; i < vr_ctl_n_delivery_counters && rc == 0; i++) {
-		const struct vr_ctl_counter *k = &vr_ctl_delivery_counters[i];
-		const char *suffix = k->gauge ? "" : "_total";
-
-		rc = vr_buf_printf(out, "# HELP vmrelay_delivery_%s%s %s\n"
-				   "# TYPE vmrelay_delivery_%s%s %s\nvmrelay_delivery_%s%s %llu\n",
-				   k->name, suffix, k->help, k->name, suffix,
-				   k->gauge ? "gauge" : "counter", k->name, suffix,
-				   (unsigned long long)*(const uint64_t *)((const char *)&ds + k->offset));
+	for (unsigned i = 0; i < n && rc == 0; i++) {
+		rc = family(out, prefix, t[i].name, t[i].help, t[i].gauge, &suffix);
+		if (rc == 0)
+			rc = vr_buf_printf(out, "vmrelay_%s%s%s %llu\n", prefix, t[i].name, suffix,
+					   (unsigned long long)vr_ctl_snapshot_read(snap, &t[i]));
 	}
 	return rc;
 }
@@ -112,26 +126,23 @@ static int delivery_metrics(const struct vr_delivery *d, struct vr_buf *out)
 int vr_ctl_metrics(const struct vr_ctl *c, struct vr_buf *out)
 {
 	const struct vr_smtpd *srv = c->ops.srv;
+	const struct vr_ctl_io *io = c->ops.io;
+	const char *suffix;
 	int rc = 0;
 
 	for (unsigned i = 0; i < vr_ctl_n_counters && rc == 0; i++) {
 		const struct vr_ctl_counter *k = &vr_ctl_counters[i];
-		const char *suffix = k->gauge ? "" : "_total";
 
-		rc = vr_buf_printf(out, "# HELP vmrelay_%s%s %s\n# TYPE vmrelay_%s%s %s\n",
-				   k->name, suffix, k->help, k->name, suffix,
-				   k->gauge ? "gauge" : "counter");
+		rc = family(out, "", k->name, k->help, k->gauge, &suffix);
 		for (unsigned w = 0; w < srv->n_workers && rc == 0; w++)
 			rc = vr_buf_printf(out, "vmrelay_%s%s{worker=\"%u\"} %llu\n", k->name,
 					   suffix, w,
 					   (unsigned long long)vr_ctl_counter_read(c, w, k));
 	}
-	const struct vr_ctl_io *io = c->ops.io;
 	for (unsigned i = 0; io && i < io->n && rc == 0; i++) {
 		const struct vr_ctl_io_counter *k = &io->counters[i];
 
-		rc = vr_buf_printf(out, "# HELP vmrelay_io_%s_total %s\n"
-				   "# TYPE vmrelay_io_%s_total counter\n", k->name, k->help, k->name);
+		rc = family(out, "io_", k->name, k->help, false, &suffix);
 		for (unsigned w = 0; w < srv->n_workers && rc == 0; w++)
 			rc = vr_buf_printf(out, "vmrelay_io_%s_total{worker=\"%u\"} %llu\n", k->name,
 					   w, (unsigned long long)io->read(io->arg, w, k));
@@ -143,33 +154,23 @@ int vr_ctl_metrics(const struct vr_ctl *c, struct vr_buf *out)
 		rc = vr_buf_printf(out, "# HELP vmrelay_cluster_redis_up Whether Redis answers "
 				   "(0: fail-safe shares).\n# TYPE vmrelay_cluster_redis_up gauge\n"
 				   "vmrelay_cluster_redis_up %d\n", cs.redis_up);
-		for (unsigned i = 0; i < vr_ctl_n_cluster_counters && rc == 0; i++) {
-			const struct vr_ctl_counter *k = &vr_ctl_cluster_counters[i];
-			const char *suffix = k->gauge ? "" : "_total";
-
-			rc = vr_buf_printf(out, "# HELP vmrelay_cluster_%s%s %s\n"
-					   "# TYPE vmrelay_cluster_%s%s %s\nvmrelay_cluster_%s%s %llu\n",
-					   k->name, suffix, k->help, k->name, suffix,
-					   k->gauge ? "gauge" : "counter", k->name, suffix,
-					   (unsigned long long)*(const uint64_t *)(
-						   (const char *)&cs + k->offset));
-		}
+		if (rc == 0)
+			rc = snapshot_metrics(out, "cluster_", vr_ctl_cluster_counters,
+					      vr_ctl_n_cluster_counters, &cs);
 	}
-	if (c->ops.delivery && rc == 0)
-		rc = delivery_metrics(c->ops.delivery, out);
-	if (!srv->spool)
-		return rc;
+	if (c->ops.delivery && rc == 0) {
+		struct vr_delivery_stats ds;
 
-	struct vr_spool_stats st;
-	vr_spool_stats(srv->spool, &st);
-	for (unsigned i = 0; i < vr_ctl_n_spool_counters && rc == 0; i++) {
-		const char *n = vr_ctl_spool_counters[i].name;
-		uint64_t v = *(const uint64_t *)((const char *)&st + vr_ctl_spool_counters[i].offset);
+		vr_delivery_stats(c->ops.delivery, &ds);
+		rc = snapshot_metrics(out, "delivery_", vr_ctl_delivery_counters,
+				      vr_ctl_n_delivery_counters, &ds);
+	}
+	if (srv->spool && rc == 0) {
+		struct vr_spool_stats st;
 
-		rc = vr_buf_printf(out, "# HELP vmrelay_spool_%s_total %s\n"
-				   "# TYPE vmrelay_spool_%s_total counter\n"
-				   "vmrelay_spool_%s_total %llu\n", n, vr_ctl_spool_counters[i].help,
-				   n, n, (unsigned long long)v);
+		vr_spool_stats(srv->spool, &st);
+		rc = snapshot_metrics(out, "spool_", vr_ctl_spool_counters, vr_ctl_n_spool_counters,
+				      &st);
 	}
 	return rc;
 }
