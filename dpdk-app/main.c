@@ -385,33 +385,65 @@ static int delivery_new(struct relay *r)
 	return -1;
 }
 
-/* [cluster]: the quota leases' thread, if a Redis address is set. 0, or -1
- * after saying why. Redis need not be up: the fail-safe share holds till it is. */
-static int cluster_start(struct relay *r)
+/* [cluster] as the cluster module's parameters; NULL with err if bad. */
+static struct vr_cluster *cluster_new(const struct vr_config *cfg, char *node, size_t nodelen,
+				      char *err, size_t errlen)
 {
-	const struct vr_config *cfg = &r->cfg;
-	char node[192], host[128] = "", err[512], q[600];
-	int rc = 0;
+	char host[128] = "";
 
-	if (!cfg->redis[0])
-		return 0;
 	/* a restarted node is a new lease holder: its old lease just expires */
 	if (cfg->cluster_node[0])
-		snprintf(node, sizeof(node), "%s", cfg->cluster_node);
+		snprintf(node, nodelen, "%s", cfg->cluster_node);
 	else
-		snprintf(node, sizeof(node), "%s-%d",
+		snprintf(node, nodelen, "%s-%d",
 			 gethostname(host, sizeof(host) - 1) == 0 ? host : "vmrelay", (int)getpid());
 	const struct vr_cluster_params p = {
-		.redis = cfg->redis, .prefix = cfg->cluster_prefix, .node = node,
+		.redis = cfg->redis, .sentinels = cfg->cluster_sentinels,
+		.master_name = cfg->cluster_master_name, .tls = cfg->cluster_tls,
+		.tls_ca = cfg->cluster_tls_ca, .tls_cert = cfg->cluster_tls_cert,
+		.tls_key = cfg->cluster_tls_key, .tls_server_name = cfg->cluster_tls_server_name,
+		.prefix = cfg->cluster_prefix, .node = node,
 		.password_file = cfg->cluster_password_file, .per_minute = cfg->per_minute,
 		.per_hour = cfg->per_hour, .lease_min = cfg->cluster_lease_min,
 		.lease_max = cfg->cluster_lease_max, .lease_ttl_s = cfg->cluster_lease_ttl_s,
 		.timeout_ms = cfg->cluster_timeout_ms,
 		.failsafe_percent = cfg->cluster_failsafe_percent, .timezone = cfg->timezone,
 	};
-	r->cluster = vr_cluster_new(&p, err, sizeof(err));
+	return vr_cluster_new(&p, err, errlen);
+}
+
+/* --check: [cluster]'s files load and its values agree (nothing connects).
+ * 0, or -1 after telling stderr why. */
+static int cluster_check(const struct relay *r)
+{
+	char node[192], err[512];
+
+	if (!r->cfg.redis[0] && !r->cfg.cluster_sentinels[0])
+		return 0;
+	struct vr_cluster *c = cluster_new(&r->cfg, node, sizeof(node), err, sizeof(err));
+	if (!c) {
+		fprintf(stderr, "vmrelay: %s: [cluster] %s\n", r->config_path, err);
+		return -1;
+	}
+	vr_cluster_free(c);
+	return 0;
+}
+
+/* [cluster]: the quota leases' thread, if a Redis address or sentinels are
+ * set. 0, or -1 after saying why. Redis need not be up: the fail-safe
+ * share holds till it is. */
+static int cluster_start(struct relay *r)
+{
+	const struct vr_config *cfg = &r->cfg;
+	char node[192], err[512], q[600];
+	int rc = 0;
+
+	if (!cfg->redis[0] && !cfg->cluster_sentinels[0])
+		return 0;
+	r->cluster = cluster_new(cfg, node, sizeof(node), err, sizeof(err));
 	if (r->cluster && (rc = vr_cluster_start(r->cluster)) == 0) {
-		vr_log_info("event=cluster redis=%s node=%s", cfg->redis, node);
+		vr_log_info("event=cluster redis=%s node=%s",
+			    cfg->redis[0] ? cfg->redis : cfg->cluster_sentinels, node);
 		return 0;
 	}
 	if (r->cluster)
@@ -610,6 +642,10 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (check) {
+		if (cluster_check(&r) < 0) {
+			drop_inputs(&r, accounts);
+			return EXIT_USAGE;
+		}
 		printf("%s: ok: %u listen address%s, %u worker%s, %u accounts, TLS %s\n",
 		       r.config_path, r.cfg.n_listen, r.cfg.n_listen == 1 ? "" : "es",
 		       r.cfg.workers, r.cfg.workers == 1 ? "" : "s", vr_accounts_count(accounts),
