@@ -660,7 +660,11 @@ static void pass(struct vr_cluster *c, bool stopping)
 		if (vr_cl_redis_conn(&c->redis, NULL, err, sizeof(err)) >= 0) {
 			__atomic_store_n(&c->up, true, __ATOMIC_RELAXED);
 			c->down_logged = false;
-			vr_log_info("event=cluster_redis_up redis=%s", c->where);
+			if (c->redis.n_sentinels)
+				vr_log_info("event=cluster_redis_up redis=%s master=%s", c->where,
+					    c->redis.master);
+			else
+				vr_log_info("event=cluster_redis_up redis=%s", c->where);
 		} else {
 			redis_down(c, err);
 		}

@@ -102,19 +102,22 @@ class Redis:
 
 
 def start_node(i, redis_addr, limits, failsafe=10, lease_min=1, lease_max=4, ttl=TTL,
-               accts=None):
-    """vmrelay node i on NODES[i], clustered on redis_addr."""
+               accts=None, where=None, start=True):
+    """vmrelay node i on NODES[i], clustered on redis_addr (or on the
+    [cluster] lines in where: sentinels, TLS), started unless start is
+    False."""
     r = Relay(tls=False, workers=1, accounts=accts or ACCOUNTS, limits=limits)
     with open(r.config_path) as f:
         text = f.read()
     text = text.replace("listen = 127.0.0.1:0", "listen = %s:0" % NODES[i])
-    text += "\n".join(["", "[cluster]", "redis = " + redis_addr, "key_prefix = " + PREFIX,
+    text += "\n".join(["", "[cluster]"] + (where or ["redis = " + redis_addr]) +
+                      ["key_prefix = " + PREFIX,
                        "node = node%d" % i, "lease_ttl_s = %d" % ttl,
                        "lease_min = %d" % lease_min, "lease_max = %d" % lease_max,
                        "failsafe_percent = %d" % failsafe, "timeout_ms = 300", ""])
     with open(r.config_path, "w") as f:
         f.write(text)
-    return r.start()
+    return r.start() if start else r
 
 
 def send(relay, i, source=VPS):
