@@ -698,7 +698,7 @@ static void report(struct client *cl, double secs)
 	const struct vr_bench_cfg *cfg = cl->cfg;
 	const struct vr_bench_hist *h = &cl->lat;
 	double per = secs > 0 ? 1.0 / secs : 0;
-	char hex[2 * VR_BENCH_DIGEST_MAX + 1] = "", transport[256];
+	char hex[2 * VR_BENCH_DIGEST_MAX + 1] = "", transport[1024];
 
 	cl->io->ops->describe(cl->io, transport, sizeof(transport));
 	if (cl->hash)

@@ -256,14 +256,28 @@ static int dpdk_wait(struct vr_bench_io *io, struct vr_bench_event *ev, int max,
 	return n;
 }
 
+/* "dpdk PORT", the stack's retransmissions and every drop reason that counted. */
 static void dpdk_describe(struct vr_bench_io *io, char *out, size_t len)
 {
 	struct dpdk_io *x = (struct dpdk_io *)io;
 	const struct vr_tcp_stats *ts = vr_tcp_stats(x->tcp);
+	const struct vr_net_stats *ns = vr_net_stats(vr_bench_port_net(x->port));
+	size_t n = (size_t)snprintf(out, len, "dpdk %s retransmits=%llu (rto=%llu fast=%llu "
+				    "tlp=%llu) tx_dropped=%llu", vr_bench_port_name(x->port),
+				    (unsigned long long)ts->retransmits,
+				    (unsigned long long)ts->rto_expired,
+				    (unsigned long long)ts->fast_retransmits,
+				    (unsigned long long)ts->tlp_probes,
+				    (unsigned long long)vr_bench_port_tx_dropped(x->port));
 
-	snprintf(out, len, "dpdk %s retransmits=%llu tx_dropped=%llu",
-		 vr_bench_port_name(x->port), (unsigned long long)ts->retransmits,
-		 (unsigned long long)vr_bench_port_tx_dropped(x->port));
+	for (unsigned i = 0; i < VR_NET_DROP_MAX && n < len; i++)
+		if (ns->drop[i])
+			n += (size_t)snprintf(out + n, len - n, " net_%s=%llu", vr_net_drop_name(i),
+					      (unsigned long long)ns->drop[i]);
+	for (unsigned i = 0; i < VR_TCP_DROP_MAX && n < len; i++)
+		if (ts->drop[i])
+			n += (size_t)snprintf(out + n, len - n, " tcp_%s=%llu", vr_tcp_drop_name(i),
+					      (unsigned long long)ts->drop[i]);
 }
 
 static void dpdk_free(struct vr_bench_io *io)
