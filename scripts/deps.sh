@@ -35,6 +35,8 @@ packages=(
 	# userspace TCP (issue 3): scapy crafts SYN floods and blind RSTs;
 	# dpdk-dev ships dpdk-testpmd, the forwarding ceiling in bench/
 	python3-scapy dpdk dpdk-dev
+	# bench/memif.sh reads the load generator's CPU time with /usr/bin/time
+	time
 )
 
 missing=()
