@@ -11,7 +11,8 @@
  * is non-blocking and every wait is a poll() bounded by the call's
  * deadline, so a server that stops answering costs at most timeout_ms.
  * engine/tls works over memory BIOs for the userspace stack; over a plain
- * kernel socket SSL_set_fd is the simpler fit.
+ * kernel socket SSL_set_fd is the simpler fit. OpenSSL writes to the
+ * socket itself, without MSG_NOSIGNAL: vmrelay ignores SIGPIPE.
  */
 #include <arpa/inet.h>
 #include <errno.h>

@@ -746,6 +746,135 @@ static void test_ask(void **state)
 	redirect_case("ASK", true);
 }
 
+/* --- one connection (conn.c) and Sentinel --- */
+
+/* A loopback listener: its fd and port. */
+static int listener(int *port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+static void test_conn_timeout_and_big_reply(void **state)
+{
+	char err[256], big[100001];
+	int port, lfd = listener(&port);
+
+	/* a server that takes the connection and never answers: the call
+	 * gives up after the reply timeout, and says so */
+	struct vr_cl_conn *c = vr_cl_conn_open("127.0.0.1", port, NULL, NULL, 100, err,
+					       sizeof(err));
+	assert_non_null(c);
+	const char *ping[] = { "PING" };
+	assert_null(vr_cl_conn_cmd(c, 1, ping, err, sizeof(err)));
+	assert_string_equal(err, "no reply in 100 ms");
+	vr_cl_conn_close(c);
+	close(lfd);
+	/* nobody listening */
+	assert_null(vr_cl_conn_open("127.0.0.1", port, NULL, NULL, 100, err, sizeof(err)));
+	assert_string_equal(err, "connect: Connection refused");
+
+	/* a reply far larger than one read, through the reader */
+	need_redis();
+	c = vr_cl_conn_open("127.0.0.1", redis_port, NULL, NULL, 2000, err, sizeof(err));
+	assert_non_null(c);
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	const char *set[] = { "SET", "t:big", big }, *get[] = { "GET", "t:big" };
+	redisReply *rep = vr_cl_conn_cmd(c, 3, set, err, sizeof(err));
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+	freeReplyObject(rep);
+	rep = vr_cl_conn_cmd(c, 2, get, err, sizeof(err));
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_STRING);
+	assert_int_equal(rep->len, sizeof(big) - 1);
+	assert_memory_equal(rep->str, big, sizeof(big) - 1);
+	freeReplyObject(rep);
+	/* an error reply is a reply */
+	const char *bad[] = { "NOSUCHCOMMAND" };
+	rep = vr_cl_conn_cmd(c, 1, bad, err, sizeof(err));
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_ERROR);
+	freeReplyObject(rep);
+	vr_cl_conn_close(c);
+}
+
+/* A fake sentinel: answers every command on each of n connections with
+ * the master's address "127.0.0.1", port. */
+struct fake_sentinel {
+	int lfd, n, master_port;
+};
+
+static void *sentinel_main(void *arg)
+{
+	struct fake_sentinel *f = arg;
+	char buf[1024], out[128], port[16];
+
+	for (int k = 0; k < f->n; k++) {
+		int fd = accept(f->lfd, NULL, NULL);
+		if (fd < 0)
+			break;
+		snprintf(port, sizeof(port), "%d", f->master_port);
+		snprintf(out, sizeof(out), "*2\r\n$9\r\n127.0.0.1\r\n$%zu\r\n%s\r\n",
+			 strlen(port), port);
+		if (read(fd, buf, sizeof(buf)) > 0 && write(fd, out, strlen(out)) < 0)
+			k = f->n;
+		close(fd);
+	}
+	return NULL;
+}
+
+static void test_sentinel_discovery(void **state)
+{
+	struct fake_sentinel f = { .n = 2 };
+	int dead_port, dead = listener(&dead_port), port;
+	pthread_t t;
+	char err[256];
+
+	need_redis();
+	close(dead);               /* a sentinel that is down: the next is asked */
+	f.lfd = listener(&port);
+	f.master_port = redis_port;
+	pthread_create(&t, NULL, sentinel_main, &f);
+	struct vr_cl_redis *r = calloc(1, sizeof(*r));
+	assert_non_null(r);
+	r->timeout_ms = 1000;
+	r->n_sentinels = 2;
+	snprintf(r->sentinels[0], VR_CL_ADDR_MAX, "127.0.0.1:%d", dead_port);
+	snprintf(r->sentinels[1], VR_CL_ADDR_MAX, "127.0.0.1:%d", port);
+	snprintf(r->master_name, sizeof(r->master_name), "m");
+	int ci = vr_cl_redis_conn(r, NULL, err, sizeof(err));
+	if (ci < 0)
+		fail_msg("%s", err);
+	assert_string_equal(r->master, redis_addr);
+	assert_string_equal(r->conn[ci].addr, redis_addr);
+	/* the master goes away: the failed call forgets it, and the next
+	 * connection asks the sentinels again */
+	const uint32_t lim[3] = { 20, 250, 1000 };
+	struct vr_cl_call c = { .node = "a", .want = 1, .ttl_s = 30 };
+	struct vr_cl_grant g;
+	memcpy(c.limit, lim, sizeof(c.limit));
+	assert_int_equal(vr_cl_redis_eval(r, &ci, "v", "t:", &c, &g, err, sizeof(err)), 0);
+	vr_cl_redis_close(r);
+	snprintf(r->master, sizeof(r->master), "127.0.0.1:%d", dead_port);
+	assert_int_equal(vr_cl_redis_eval(r, &ci, "v", "t:", &c, &g, err, sizeof(err)), -1);
+	assert_string_equal(r->master, "");
+	assert_int_equal(vr_cl_redis_eval(r, &ci, "v", "t:", &c, &g, err, sizeof(err)), 0);
+	assert_string_equal(r->master, redis_addr);
+	vr_cl_redis_close(r);
+	free(r);
+	pthread_join(t, NULL);
+	close(f.lfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -763,6 +892,8 @@ int main(void)
 		cmocka_unit_test(test_failsafe_when_redis_away),
 		cmocka_unit_test(test_moved),
 		cmocka_unit_test(test_ask),
+		cmocka_unit_test(test_conn_timeout_and_big_reply),
+		cmocka_unit_test(test_sentinel_discovery),
 	};
 
 	rcu_register_thread();
