@@ -441,6 +441,41 @@ static void test_script_day_and_settle(void **state)
 	free(r);
 }
 
+/* Nodes agree on the day because only Redis's clock counts: a node whose
+ * clock runs two days ahead reports its mails in its future, and they are
+ * charged now, in Redis's day and minute. */
+static void test_script_one_clock(void **state)
+{
+	const uint32_t lim[3] = { 20, 250, 1000 };
+	struct vr_cl_redis *r = redis_new();
+	struct vr_cl_grant g;
+	char err[256];
+	int ci = -1;
+
+	need_redis();
+	g = call(r, "ahead", 5, 0, 0, lim);
+	assert_int_equal(g.granted, 5);
+	struct vr_cl_use future = { .at = g.now + 2 * 86400, .n = 4 };
+	struct vr_cl_call c = { .node = "ahead", .uses = &future, .n_uses = 1, .returned = 1,
+				.ttl_s = 30 };
+	memcpy(c.limit, lim, sizeof(c.limit));
+	assert_int_equal(vr_cl_redis_eval(r, &ci, "v", "t:", &c, &g, err, sizeof(err)), 0);
+	assert_int_equal(g.lease, 0);
+	assert_int_equal(g.used[VR_RL_MINUTE], 4);
+	assert_int_equal(g.used[VR_RL_DAY], 4);
+	redisContext *ctx = redis_cli();
+	redisReply *rep = redisCommand(ctx, "HGET t:{v}:w d%lld", (long long)(g.now / 86400));
+	assert_int_equal(rep->type, REDIS_REPLY_STRING);
+	assert_string_equal(rep->str, "4");
+	freeReplyObject(rep);
+	rep = redisCommand(ctx, "HEXISTS t:{v}:w d%lld", (long long)((g.now + 2 * 86400) / 86400));
+	assert_int_equal(rep->integer, 0);
+	freeReplyObject(rep);
+	redisFree(ctx);
+	vr_cl_redis_close(r);
+	free(r);
+}
+
 static void test_script_dead_lease(void **state)
 {
 	const uint32_t lim[3] = { 20, 250, 1000 };
@@ -886,6 +921,7 @@ int main(void)
 		cmocka_unit_test(test_params_refused),
 		cmocka_unit_test(test_script_never_over),
 		cmocka_unit_test(test_script_day_and_settle),
+		cmocka_unit_test(test_script_one_clock),
 		cmocka_unit_test(test_script_dead_lease),
 		cmocka_unit_test(test_operator_commands),
 		cmocka_unit_test(test_two_nodes_one_quota),
