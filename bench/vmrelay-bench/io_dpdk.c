@@ -15,8 +15,8 @@
  * into the stack afterwards. A connection closed while still queued stays
  * out of the free list until the queue reaches it.
  *
- * Before the first session, one connection to the target is opened and
- * reset: that resolves the target's MAC address (ARP), so a hundred
+ * Before the first session the port's link must be up, and one connection
+ * to the target is opened and reset: that resolves the target's MAC address (ARP), so a hundred
  * sessions' SYNs do not wait on one ARP reply (the stack holds only a few
  * frames per unresolved neighbour), and a target that does not answer is
  * reported before the run instead of as a run of timeouts.
@@ -365,7 +365,7 @@ struct vr_bench_io *vr_bench_io_dpdk_new(const struct vr_bench_cfg *cfg, int sig
 		goto fail;
 	}
 	if (!(x->port = vr_bench_port_new(cfg->dpdk_ip, NET_PKTS, why, sizeof(why)))) {
-		snprintf(err, errlen, "--dpdk-ip: %s", why);
+		snprintf(err, errlen, "--dpdk: %s", why);
 		goto fail;
 	}
 	/* Connections closing (FIN_WAIT, TIME_WAIT apart) outlive their session. */
@@ -375,6 +375,13 @@ struct vr_bench_io *vr_bench_io_dpdk_new(const struct vr_bench_cfg *cfg, int sig
 	x->tcp = vr_tcp_new(vr_bench_port_net(x->port), &tc, vr_clock_ms(), why, sizeof(why));
 	if (!x->tcp) {
 		snprintf(err, errlen, "--dpdk: %s", why);
+		goto fail;
+	}
+	/* A memif client's link is up once the server (the relay) took it. */
+	if (vr_bench_port_wait_link(x->port, PROBE_MS) < 0) {
+		snprintf(err, errlen, "--dpdk: %s: the link did not come up within %d s (for "
+			 "net_memif: is the other side running, on the same socket?)",
+			 vr_bench_port_name(x->port), PROBE_MS / 1000);
 		goto fail;
 	}
 	if (probe(x, why, sizeof(why)) < 0) {

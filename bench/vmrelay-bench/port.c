@@ -5,11 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 
+#include "vmrelay/clock.h"
 #include "dpdk.h"          /* dpdk-app's vr_dpdk_split: the relay's own eal syntax */
 #include "port.h"
 
@@ -93,6 +95,20 @@ unsigned vr_bench_port_flush(struct vr_bench_port *p)
 	return sent;
 }
 
+int vr_bench_port_wait_link(const struct vr_bench_port *p, unsigned ms)
+{
+	uint64_t until = vr_clock_ms() + ms;
+	struct rte_eth_link link;
+
+	for (;;) {
+		if (rte_eth_link_get_nowait(p->port, &link) == 0 && link.link_status == RTE_ETH_LINK_UP)
+			return 0;
+		if (vr_clock_ms() >= until)
+			return -1;
+		usleep(10000);
+	}
+}
+
 unsigned vr_bench_port_rx(struct vr_bench_port *p, uint64_t now)
 {
 	struct rte_mbuf *m[VR_NET_BURST];
@@ -164,7 +180,7 @@ struct vr_bench_port *vr_bench_port_new(const char *ip, unsigned pkts, char *err
 	snprintf(addr, sizeof(addr), "%s", ip);
 	char *slash = strchr(addr, '/');
 	if (!slash || (*slash = '\0', inet_pton(AF_INET, addr, &a)) != 1) {
-		snprintf(err, errlen, "'%s' is not A.B.C.D/N", ip);
+		snprintf(err, errlen, "address '%s' is not A.B.C.D/N", ip);
 		goto fail;
 	}
 	if (port_start(p, err, errlen) < 0)

@@ -43,6 +43,9 @@ void vr_bench_port_free(struct vr_bench_port *p);
 struct vr_net *vr_bench_port_net(const struct vr_bench_port *p);
 /* "net_memif0 mac=02:..." for reports. */
 const char *vr_bench_port_name(const struct vr_bench_port *p);
+/* Waits up to ms for the port's link to come up (a memif peer to connect):
+ * 0, or -1 if it did not. */
+int vr_bench_port_wait_link(const struct vr_bench_port *p, unsigned ms);
 /* One rx burst into the stack; returns the frames received. */
 unsigned vr_bench_port_rx(struct vr_bench_port *p, uint64_t now);
 /* Sends the frames the stack gave since the last flush; returns how many. */
