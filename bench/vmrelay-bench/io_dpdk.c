@@ -16,10 +16,12 @@
  * out of the free list until the queue reaches it.
  *
  * Before the first session the port's link must be up, and one connection
- * to the target is opened and reset: that resolves the target's MAC address (ARP), so a hundred
- * sessions' SYNs do not wait on one ARP reply (the stack holds only a few
- * frames per unresolved neighbour), and a target that does not answer is
- * reported before the run instead of as a run of timeouts.
+ * to the target is opened and reset: that resolves the target's MAC address
+ * (ARP), so a hundred sessions' SYNs do not wait on one ARP reply (the stack
+ * holds only a few frames per unresolved neighbour), and a target that does
+ * not answer is reported before the run instead of as a run of timeouts.
+ *
+ * Threads: one, the client's; struct dpdk_io and every dconn are its.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,7 +31,6 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
-#include <rte_ethdev.h>
 
 #include "vmrelay/clock.h"
 #include "vmrelay/tcp.h"
