@@ -3,14 +3,21 @@
  * thread's ring, and each thread's ring of recent events for the control
  * socket (see vmrelay/log.h).
  *
- * Lines. Until vr_log_open() starts the logging thread ("vr-log"), and
- * again once vr_log_close() has stopped it, vr_log() writes each line
- * itself with one write(2): config errors and --check print at once. While
- * the thread runs, vr_log() formats the line into the calling thread's own
- * ring and returns; SMTP workers and poll-mode lcores log a line per
- * transaction and must never wait on a disk or a pipe. The logging thread
- * takes what every ring holds and writes it with one writev(2): it is the
- * only thread that waits on the log's descriptor.
+ * Lines. SMTP workers and poll-mode lcores log a line per transaction and
+ * must never wait on a disk or a pipe: they call vr_log_thread_async() as
+ * they start, and while the logging thread ("vr-log", started by
+ * vr_log_open(), stopped by vr_log_close()) runs, vr_log() in them only
+ * formats the line into the thread's own ring and returns. The logging
+ * thread takes what every ring holds and writes it with one writev(2).
+ *
+ * Every other thread (main, control, delivery, spool, cluster), and every
+ * thread before vr_log_open() (config errors, --check), writes its own
+ * lines with one write(2), at once: those threads may wait on a disk, and
+ * their lines are in the file when what they did is answered - an operator
+ * (or a test) reading the log right after `vmrelayctl reload` finds it. Busy, it passes over the
+ * rings every NAP_NS and nobody makes a system call for it; once it has
+ * found them empty twice it sleeps, and the first line after that wakes it
+ * (one eventfd write), so a quiet relay's lines are in the file at once.
  *
  * A full ring drops the line and counts it, in every thread alike: a
  * worker must never block, and a delivery or control thread stalled behind
@@ -24,9 +31,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -37,7 +46,8 @@
 #define LOG_LINE_MAX 2048
 #define RING_BYTES (128u * 1024)      /* per thread, a power of two: ~400 lines */
 #define RING_BATCH 32                 /* rings per writev */
-#define IDLE_NS (10 * 1000000L)       /* the thread's nap when every ring was empty */
+#define NAP_NS 250000L                /* a pass found nothing: look again this soon */
+#define ASLEEP_MS 100                 /* then sleep until woken, or this long */
 
 static const char *const level_names[] = { "err", "warn", "info", "debug" };
 
@@ -73,6 +83,7 @@ struct log_ring {
 
 static struct log_ring *line_rings;        /* push-only list (CAS) */
 static _Thread_local struct log_ring *ring_mine;
+static _Thread_local bool ring_wanted;   /* vr_log_thread_async() was called */
 static pthread_key_t ring_key;        /* its destructor orphans the ring */
 static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
 
@@ -80,17 +91,29 @@ static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
  * pairs with the thread's start; see log_stop for the end). */
 static int log_async;
 
+/* 1 while the logging thread sleeps on log_wake_fd; whoever swaps it to 0
+ * wakes it. Sequentially consistent with the head a producer stores and
+ * the heads the thread looks at after announcing its sleep, so a line is
+ * either seen by that look or wakes the thread. */
+static int log_asleep;
+static int log_wake_fd = -1;          /* eventfd, non-blocking */
+
 /* The logging thread's controls, under mu. The producers never touch them. */
 static struct {
 	pthread_mutex_t mu;
-	pthread_cond_t wake;          /* to the thread: stop, or someone waits */
 	pthread_cond_t done;          /* from the thread: a pass ended */
 	pthread_t thread;
 	int running, stop;
 	unsigned waiters;
 	uint64_t passes;
-} lt = { .mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
-	 .done = PTHREAD_COND_INITIALIZER };
+} lt = { .mu = PTHREAD_MUTEX_INITIALIZER, .done = PTHREAD_COND_INITIALIZER };
+
+static void log_kick(void)
+{
+	uint64_t one = 1;
+	ssize_t w = write(log_wake_fd, &one, sizeof(one));  /* never blocks; a full counter is awake enough */
+	(void)w;
+}
 
 /* "2026-12-04T21:20:18.123Z info " into out; returns its length. */
 static size_t log_stamp(char *out, size_t outlen, enum vr_log_level level)
@@ -185,8 +208,12 @@ static void ring_put(struct log_ring *r, const char *line, size_t len)
 		head += nlen;
 	}
 	ring_copy(r, head, line, len);
-	/* release: the line's bytes are in place before the consumer sees head */
-	__atomic_store_n(&r->head, head + len, __ATOMIC_RELEASE);
+	/* seq_cst: the line's bytes are in place before the consumer sees head,
+	 * and head is stored before log_asleep is read (see log_asleep) */
+	__atomic_store_n(&r->head, head + len, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&log_asleep, __ATOMIC_SEQ_CST) &&
+	    __atomic_exchange_n(&log_asleep, 0, __ATOMIC_SEQ_CST))
+		log_kick();
 }
 
 /* Writes all of iov to fd; lines that cannot be written (an error other
@@ -243,7 +270,9 @@ static size_t drain_pass(void)
 		if (state == RING_FREE)
 			continue;
 		uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_RELAXED);  /* ours */
-		uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+		/* seq_cst: after an announced sleep, this look is ordered after
+		 * log_asleep's store (acquire: the line's bytes are in place) */
+		uint64_t head = __atomic_load_n(&r->head, __ATOMIC_SEQ_CST);
 		if (head == tail) {
 			if (state == RING_ORPHANED)
 				/* release: pairs with ring_claim's acquire */
@@ -283,16 +312,25 @@ static void *log_main(void *arg)
 		/* a pass that began after the stop and found nothing: all written */
 		if (stop && n == 0)
 			break;
-		if (n == 0 && !lt.stop && !lt.waiters) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += IDLE_NS;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
+		if (n || lt.stop || lt.waiters)
+			continue;
+		pthread_mutex_unlock(&lt.mu);
+		struct timespec nap = { 0, NAP_NS };
+		nanosleep(&nap, NULL);
+		if (drain_pass() == 0) {
+			__atomic_store_n(&log_asleep, 1, __ATOMIC_SEQ_CST);
+			/* the look after the announcement: a line stored before it
+			 * is found here, any later one sees log_asleep and wakes us */
+			if (drain_pass() == 0) {
+				struct pollfd p = { .fd = log_wake_fd, .events = POLLIN };
+				poll(&p, 1, ASLEEP_MS);
 			}
-			pthread_cond_timedwait(&lt.wake, &lt.mu, &ts);
+			__atomic_store_n(&log_asleep, 0, __ATOMIC_SEQ_CST);
+			uint64_t v;
+			ssize_t r = read(log_wake_fd, &v, sizeof(v));
+			(void)r;
 		}
+		pthread_mutex_lock(&lt.mu);
 	}
 	pthread_mutex_unlock(&lt.mu);
 	return NULL;
@@ -305,7 +343,7 @@ static void log_wait_written(void)
 	/* the pass under way may have passed some rings before our call */
 	uint64_t target = lt.passes + 2;
 	lt.waiters++;
-	pthread_cond_signal(&lt.wake);
+	log_kick();
 	while (lt.running && lt.passes < target)
 		pthread_cond_wait(&lt.done, &lt.mu);
 	lt.waiters--;
@@ -317,7 +355,9 @@ static void log_start(void)
 	sigset_t all, old;
 
 	pthread_mutex_lock(&lt.mu);
-	if (!lt.running) {
+	if (log_wake_fd < 0)
+		log_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (!lt.running && log_wake_fd >= 0) {
 		/* the thread takes no signal: they belong to the main thread */
 		sigfillset(&all);
 		pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -347,7 +387,7 @@ static void log_stop(void)
 	}
 	__atomic_store_n(&log_async, 0, __ATOMIC_RELEASE);
 	lt.stop = 1;
-	pthread_cond_signal(&lt.wake);
+	log_kick();
 	pthread_mutex_unlock(&lt.mu);
 	pthread_join(lt.thread, NULL);
 	pthread_mutex_lock(&lt.mu);
@@ -428,6 +468,14 @@ void vr_log_close(void)
 	log_set_fd(NULL);
 }
 
+void vr_log_thread_async(void)
+{
+	ring_wanted = true;
+	/* the ring's memory now, not at the first line in the loop */
+	if (!ring_mine)
+		ring_claim();
+}
+
 int vr_log_level_parse(const char *name)
 {
 	for (size_t i = 0; i < VR_ARRAY_SIZE(level_names); i++)
@@ -457,7 +505,7 @@ void vr_log(enum vr_log_level level, const char *fmt, ...)
 	n += VR_MIN((size_t)m, sizeof(line) - n - 2);
 	line[n++] = '\n';
 	/* acquire: pairs with log_start's release */
-	if (__atomic_load_n(&log_async, __ATOMIC_ACQUIRE)) {
+	if (ring_wanted && __atomic_load_n(&log_async, __ATOMIC_ACQUIRE)) {
 		struct log_ring *r = ring_mine ? ring_mine : ring_claim();
 		if (VR_LIKELY(r)) {
 			ring_put(r, line, n);

@@ -6,16 +6,18 @@
  * (qid=) ties an SMTP transaction to its later delivery attempts. Values with
  * spaces are quoted by the caller with vr_log_quote().
  *
- * Thread-safe, and never blocking once vr_log_open() has run: a line is
- * formatted into a stack buffer and appended to the calling thread's own
- * ring (allocated on its first line; no lock), and one logging thread
- * writes the rings out in batches. Lines from one thread keep their order;
- * lines never interleave. A full ring drops the line, counted, and an
- * "event=log_dropped lines=N" line takes the gap's place. Before
- * vr_log_open() and after vr_log_close() each line is written at once, with
- * one write(2) (config errors, --check). vr_log_close() and exit() write
- * out what the rings hold; a crash loses what the thread had not written
- * yet (it wakes every 10 ms when idle).
+ * Thread-safe. A thread that must never block (an SMTP worker, a DPDK
+ * lcore) calls vr_log_thread_async() as it starts: while the logging
+ * thread runs (vr_log_open() to vr_log_close()), its lines are formatted
+ * into a stack buffer and appended to its own ring (no lock, no
+ * allocation), and the logging thread writes the rings out in batches,
+ * within microseconds on a quiet relay. A full ring drops the line,
+ * counted, and an "event=log_dropped lines=N" line takes the gap's place:
+ * a worker never waits for the log. Every other thread writes each line
+ * itself with one write(2), so its lines are in the file when it returns.
+ * Lines from one thread keep their order; lines never interleave.
+ * vr_log_close() and exit() write out what the rings hold; a crash loses
+ * what the logging thread had not yet written.
  */
 #ifndef VR_LOG_H
 #define VR_LOG_H
@@ -38,6 +40,9 @@ int vr_log_reopen(const char *path);
 /* Writes out every ring, stops the logging thread and logs to stderr again,
  * at once. Call it after the threads that log have stopped. */
 void vr_log_close(void);
+/* The calling thread must never block: its lines go through a ring of its
+ * own (allocated now, reused by a later thread after it exits). */
+void vr_log_thread_async(void);
 /* "err", "warn", "info", "debug" -> level; -1 if unknown. */
 int vr_log_level_parse(const char *name);
 int vr_log_enabled(enum vr_log_level level);
