@@ -346,6 +346,8 @@ int vr_dpdk_worker_main(void *arg)
 
 	/* Sessions read the RCU-published accounts and windows. */
 	rcu_register_thread();
+	/* never waits for the log: lines go through its ring */
+	vr_log_thread_async();
 	prctl(PR_SET_TIMERSLACK, 1000ul);
 	vr_log_info("event=worker_start worker=%u lcore=%u", w->id, w->lcore);
 	for (;;) {

@@ -191,6 +191,8 @@ void *vr_io_worker_main(void *arg)
 	/* Sessions read the RCU-published accounts and windows (QSBR reader:
 	 * vmrelay/ratelimit.h says what that takes). */
 	rcu_register_thread();
+	/* never waits for the log: lines go through its ring */
+	vr_log_thread_async();
 	w->rc = worker_loop(w);
 	while (!LIST_EMPTY(&w->set.conns))
 		vr_io_conn_close((struct io_conn *)LIST_FIRST(&w->set.conns));
