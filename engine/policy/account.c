@@ -13,13 +13,17 @@
  * type or shape, and a missing id are errors, so a typo in the operator's
  * file never silently drops a setting. Strings go into the table's arena.
  * Checks that involve other lines (duplicate ids and addresses) are the
- * caller's. DKIM key files are loaded here, each freed with the table.
+ * caller's. DKIM key files are loaded here, each freed with the table; a
+ * file named by several accounts is loaded once per table.
  */
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/evp.h>
 
 #include "vmrelay/dkim.h"
 #include "policy_impl.h"
@@ -208,7 +212,9 @@ static int f_hostname(struct parse *p, json_t *v)
 	return dns_name(p, v, "'hostname'", &p->a->hostname);
 }
 
-/* {"name": "example.com", "verified": false} */
+/* {"name": "example.com", "verified": false}; a verified domain whose DNS
+ * check fails also carries "check_failures" and "failing_since" (unix
+ * seconds), which only dns-check reads (engine/ctl/dns.c). */
 static int domain_object(struct parse *p, json_t *obj, const char *what, json_t **name,
 			 bool *verified)
 {
@@ -217,15 +223,20 @@ static int domain_object(struct parse *p, json_t *obj, const char *what, json_t 
 
 	*name = NULL;
 	json_object_foreach(obj, k, val) {
-		if (strcmp(k, "name") == 0)
+		if (strcmp(k, "name") == 0) {
 			*name = val;
-		else if (strcmp(k, "verified") != 0)
+		} else if (strcmp(k, "check_failures") == 0 || strcmp(k, "failing_since") == 0) {
+			if (!json_is_integer(val) || json_integer_value(val) < 0)
+				return bad(p, "%s: '%s' must be a whole number, not %s", what, k,
+					   json_is_integer(val) ? "negative" : type_name(val));
+		} else if (strcmp(k, "verified") != 0) {
 			return bad(p, "%s: unknown key '%.40s'", what, k);
-		else if (!json_is_boolean(val))
+		} else if (!json_is_boolean(val)) {
 			return bad(p, "%s: 'verified' must be true or false, not %s", what,
 				   type_name(val));
-		else
+		} else {
 			*verified = json_is_true(val);
+		}
 	}
 	if (!*name)
 		return bad(p, "%s: 'name' is missing", what);
@@ -479,6 +490,91 @@ static void dkim_key_unload(void *key)
 	vr_dkim_key_unload(key);
 }
 
+/* --- key files shared within one load ---
+ *
+ * A provider may name one key file in thousands of accounts (a relay-wide
+ * selector): each is read and parsed once per load, and every account
+ * naming the same file with the same algorithm holds a reference to that
+ * one key. Only within a load: a reload reads every file again, so a
+ * rotated key takes effect. */
+
+static size_t seen_hash(dev_t dev, ino_t ino)
+{
+	uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 32)) * 0x9e3779b97f4a7c15ull;
+
+	return (size_t)(h ^ (h >> 31));
+}
+
+static bool seen_is(const struct vr_policy_key_seen *s, const struct stat *st,
+		    enum vr_dkim_alg alg)
+{
+	return s->ino == st->st_ino && s->dev == st->st_dev && s->size == st->st_size &&
+	       s->mtime.tv_sec == st->st_mtim.tv_sec && s->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+	       s->alg == (int)alg;
+}
+
+/* The slot of st's file checked for alg, or the free slot where it goes
+ * (st NULL: the first free slot for dev and ino). Half full at most, so a
+ * probe always ends. */
+static struct vr_policy_key_seen *seen_slot(const struct vr_policy_line *l, dev_t dev,
+					    ino_t ino, const struct stat *st, enum vr_dkim_alg alg)
+{
+	for (size_t i = seen_hash(dev, ino) & l->keys_seen_mask;; i = (i + 1) & l->keys_seen_mask) {
+		struct vr_policy_key_seen *s = &l->keys_seen[i];
+		if (!s->pkey || (st && seen_is(s, st, alg)))
+			return s;
+	}
+}
+
+/* Remembers a key just loaded from st's file; out of memory, it is only
+ * not shared. */
+static void seen_add(struct vr_policy_line *l, const struct stat *st,
+		     const struct vr_dkim_key *key)
+{
+	size_t cap = l->keys_seen ? l->keys_seen_mask + 1 : 0;
+
+	if (2 * (l->n_keys_seen + 1) > cap) {
+		struct vr_policy_line grown = { .keys_seen_mask = (cap ? 2 * cap : 16) - 1 };
+		grown.keys_seen = calloc(grown.keys_seen_mask + 1, sizeof(*grown.keys_seen));
+		if (!grown.keys_seen)
+			return;
+		for (size_t i = 0; i < cap; i++) {
+			const struct vr_policy_key_seen *s = &l->keys_seen[i];
+			if (s->pkey)
+				*seen_slot(&grown, s->dev, s->ino, NULL, 0) = *s;
+		}
+		free(l->keys_seen);
+		l->keys_seen = grown.keys_seen;
+		l->keys_seen_mask = grown.keys_seen_mask;
+	}
+	*seen_slot(l, st->st_dev, st->st_ino, st, key->alg) = (struct vr_policy_key_seen){
+		.dev = st->st_dev, .ino = st->st_ino, .size = st->st_size,
+		.mtime = st->st_mtim, .alg = (int)key->alg, .pkey = key->pkey,
+	};
+	l->n_keys_seen++;
+}
+
+/* Loads key, or shares the key already loaded from its file. */
+static int dkim_key_get(struct vr_policy_line *l, struct vr_dkim_key *key, char *err,
+			size_t errlen)
+{
+	struct stat st;
+
+	/* a file stat cannot see, vr_dkim_key_load() explains */
+	if (stat(key->key, &st) < 0)
+		return vr_dkim_key_load(key, err, errlen);
+	struct vr_policy_key_seen *s =
+		l->keys_seen ? seen_slot(l, st.st_dev, st.st_ino, &st, key->alg) : NULL;
+	if (s && s->pkey && EVP_PKEY_up_ref(s->pkey) == 1) {
+		key->pkey = s->pkey;
+		return 0;
+	}
+	int rc = vr_dkim_key_load(key, err, errlen);
+	if (rc == 0)
+		seen_add(l, &st, key);
+	return rc;
+}
+
 /* Key files are read last, once the line is otherwise right, and now rather
  * than at the first delivery, so a bad one fails the load (a reload keeps
  * the table in use). The table's arena frees each key with it. */
@@ -490,7 +586,7 @@ static int load_dkim_keys(struct parse *p)
 	for (unsigned i = 0; i < a->n_dkim; i++) {
 		for (unsigned j = 0; j < a->dkim[i].n_keys; j++) {
 			struct vr_dkim_key *key = &a->dkim[i].keys[j];
-			if (vr_dkim_key_load(key, err, sizeof(err)) < 0)
+			if (dkim_key_get(p->line, key, err, sizeof(err)) < 0)
 				return bad(p, "'dkim'.\"%s\"[%u]: %s", a->dkim[i].name, j, err);
 			if (vr_policy_arena_on_free(p->line->arena, dkim_key_unload, key) < 0) {
 				vr_dkim_key_unload(key);

@@ -343,6 +343,7 @@ struct vr_accounts *vr_accounts_load_max(const char *path, uint32_t default_dail
 	free(ld.lines);
 	free(ld.line.addrs);
 	free(ld.line.addr_text);
+	free(ld.line.keys_seen);
 	if (!t)
 		vr_accounts_free(ld.t);
 	return t;

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
 #include <jansson.h>
 
 #include "vmrelay/common.h"
@@ -86,6 +88,18 @@ void vr_policy_big_free(void *p, size_t n);
 
 /* --- account.c --- */
 
+/* A key file loaded earlier in the same table's load: the file (device,
+ * inode, and size and mtime, so a file rewritten in place is read again),
+ * the algorithm it was checked against, and the key (pkey NULL: a free slot). */
+struct vr_policy_key_seen {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+	int alg;                     /* enum vr_dkim_alg */
+	struct evp_pkey_st *pkey;    /* a reference is held by each key using it */
+};
+
 /* One line being parsed: the caller's settings in, the addresses out. */
 struct vr_policy_line {
 	struct vr_policy_arena *arena;
@@ -96,6 +110,10 @@ struct vr_policy_line {
 	unsigned n_addrs, cap_addrs;
 	char *why;                   /* what is wrong, without file and line */
 	size_t whylen;
+	/* key files loaded so far in this load, open addressing on the inode;
+	 * the caller frees keys_seen after the last line */
+	struct vr_policy_key_seen *keys_seen;
+	size_t keys_seen_mask, n_keys_seen;
 };
 
 /* Fills *a from one JSON object. 0, or -1 with line->why set. */

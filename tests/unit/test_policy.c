@@ -4,7 +4,8 @@
  * a large file, and RCU publication under concurrent readers.
  *
  * DKIM keys are made by setup() in the test's directory; test_dkim_keys
- * covers every way a key file can fail the load.
+ * covers every way a key file can fail the load, test_dkim_key_files_shared
+ * one key file named by many accounts.
  *
  * The large-file test loads 100,000 accounts and prints how long that and
  * the lookups took; VR_TEST_ACCOUNTS=1000000 makes it a million.
@@ -95,7 +96,8 @@ static const char *full_file(void)
 		"\n"
 		"{\"id\":\"vps1\",\"ips\":[\"203.0.113.7\",\"2001:db8:7::/64\"],"
 		"\"hostname\":\"Host1.Example.COM.\",\"domains\":[\"example.com\","
-		"{\"name\":\"Pending.Example\",\"verified\":false},{\"name\":\"ok.example\"}],"
+		"{\"name\":\"Pending.Example\",\"verified\":false},{\"name\":\"ok.example\","
+		"\"check_failures\":2,\"failing_since\":1764800000}],"
 		"\"daily_quota\":5000,\"over_quota\":\"hold\",\"unlimited\":true,"
 		"\"auth_sha256\":\"%s\","
 		"\"dkim\":{\"example.com\":[{\"selector\":\"ed1\",\"algorithm\":\"ed25519-sha256\","
@@ -156,10 +158,11 @@ static void test_every_field(void **state)
 	assert_string_equal(a->dkim[0].keys[1].selector, "rsa1");
 	assert_int_equal(a->dkim[0].keys[1].alg, VR_DKIM_RSA_SHA256);
 	assert_string_equal(a->dkim[1].name, "host1.example.com");
-	/* Loaded: each key object holds its own EVP_PKEY. */
+	/* Loaded: the file named twice is loaded once, the key shared. */
 	assert_true(EVP_PKEY_is_a(a->dkim[0].keys[0].pkey, "ED25519"));
 	assert_true(EVP_PKEY_is_a(a->dkim[0].keys[1].pkey, "RSA"));
 	assert_true(EVP_PKEY_is_a(a->dkim[1].keys[0].pkey, "RSA"));
+	assert_ptr_equal(a->dkim[1].keys[0].pkey, a->dkim[0].keys[1].pkey);
 
 	/* Defaults. */
 	a = vr_accounts_by_id(t, "vps2");
@@ -300,6 +303,10 @@ static void test_bad_lines(void **state)
 		  ":1: 'domains'[0]: unknown key 'verfied'" },
 		{ "{\"id\":\"x\",\"domains\":[{\"name\":\"a.example\",\"verified\":\"yes\"}]}\n",
 		  ":1: 'domains'[0]: 'verified' must be true or false, not a string" },
+		{ "{\"id\":\"x\",\"domains\":[{\"name\":\"a.example\",\"check_failures\":-1}]}\n",
+		  ":1: 'domains'[0]: 'check_failures' must be a whole number, not negative" },
+		{ "{\"id\":\"x\",\"domains\":[{\"name\":\"a.example\",\"failing_since\":\"today\"}]}\n",
+		  ":1: 'domains'[0]: 'failing_since' must be a whole number, not a string" },
 		{ "{\"id\":\"x\",\"domains\":[{\"verified\":true}]}\n",
 		  ":1: 'domains'[0]: 'name' is missing" },
 		{ "{\"id\":\"x\",\"domains\":[1]}\n",
@@ -535,6 +542,75 @@ static int write_key(const char *name, EVP_PKEY *k)
 	return ok ? 0 : -1;
 }
 
+/* Accounts naming one key file with one algorithm share its loaded key,
+ * within a load; the next load reads the file again (a rotated key counts
+ * from the reload on), and a file named with the wrong algorithm still
+ * fails its line. */
+static void test_dkim_key_files_shared(void **state)
+{
+	char text[16384], err[512] = "", file[256];
+	static const char *const line =
+		"{\"id\":\"%s\",\"domains\":[\"%s.example\"],\"dkim\":{\"%s.example\":["
+		"{\"selector\":\"s\",\"algorithm\":\"ed25519-sha256\",\"key\":\"%s/shared.pem\"},"
+		"{\"selector\":\"r\",\"algorithm\":\"rsa-sha256\",\"key\":\"%s/rsa1.pem\"}]}}\n";
+	size_t n = 0;
+
+	assert_int_equal(write_key("shared.pem", EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")), 0);
+	for (unsigned i = 0; i < 40; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "v%u", i);
+		n += (size_t)snprintf(text + n, sizeof(text) - n, line, id, id, id, dir, dir);
+		if (i == 2)     /* a line of its own key between the sharers */
+			n += (size_t)snprintf(text + n, sizeof(text) - n,
+				"{\"id\":\"own\",\"domains\":[\"own.example\"],\"dkim\":"
+				"{\"own.example\":[{\"selector\":\"s\",\"algorithm\":"
+				"\"ed25519-sha256\",\"key\":\"%s/ed1.pem\"}]}}\n", dir);
+		assert_true(n < sizeof(text));
+	}
+	write_file(text);
+	struct vr_accounts *t = vr_accounts_load(path, 1000, err, sizeof(err));
+	if (!t)
+		fail_msg("load: %s", err);
+	const struct vr_account *v0 = vr_accounts_by_id(t, "v0");
+	const struct vr_account *v39 = vr_accounts_by_id(t, "v39");
+	const struct vr_account *own = vr_accounts_by_id(t, "own");
+	assert_non_null(v0);
+	assert_non_null(v39);
+	assert_non_null(own);
+	EVP_PKEY *ed = v0->dkim[0].keys[0].pkey, *rsa = v0->dkim[0].keys[1].pkey;
+	assert_true(EVP_PKEY_is_a(ed, "ED25519"));
+	assert_true(EVP_PKEY_is_a(rsa, "RSA"));
+	assert_ptr_equal(v39->dkim[0].keys[0].pkey, ed);
+	assert_ptr_equal(v39->dkim[0].keys[1].pkey, rsa);
+	assert_ptr_not_equal(own->dkim[0].keys[0].pkey, ed);
+
+	/* the key file is rotated: the next load has the new key, the table
+	 * in use keeps the old one */
+	assert_int_equal(write_key("shared.pem", EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")), 0);
+	struct vr_accounts *t2 = vr_accounts_load(path, 1000, err, sizeof(err));
+	if (!t2)
+		fail_msg("reload: %s", err);
+	EVP_PKEY *ed2 = vr_accounts_by_id(t2, "v0")->dkim[0].keys[0].pkey;
+	assert_int_not_equal(EVP_PKEY_eq(ed2, ed), 1);
+	assert_ptr_equal(vr_accounts_by_id(t2, "v39")->dkim[0].keys[0].pkey, ed2);
+	assert_true(EVP_PKEY_is_a(vr_accounts_by_id(t, "v39")->dkim[0].keys[0].pkey, "ED25519"));
+	vr_accounts_free(t);
+	vr_accounts_free(t2);
+
+	/* shared by path and algorithm: the second line's wrong algorithm fails */
+	snprintf(text, sizeof(text),
+		"{\"id\":\"a\",\"domains\":[\"a.example\"],\"dkim\":{\"a.example\":[{\"selector\":"
+		"\"s\",\"algorithm\":\"rsa-sha256\",\"key\":\"%s/rsa1.pem\"}]}}\n"
+		"{\"id\":\"b\",\"domains\":[\"b.example\"],\"dkim\":{\"b.example\":[{\"selector\":"
+		"\"s\",\"algorithm\":\"ed25519-sha256\",\"key\":\"%s/rsa1.pem\"}]}}\n", dir, dir);
+	write_file(text);
+	assert_null(vr_accounts_load(path, 1000, err, sizeof(err)));
+	assert_non_null(strstr(err, ":2: 'dkim'.\"b.example\"[0]: "));
+	assert_non_null(strstr(err, "rsa1.pem: key type RSA, but ed25519-sha256 needs ED25519"));
+	snprintf(file, sizeof(file), "%s/shared.pem", dir);
+	unlink(file);
+}
+
 static int setup(void **state)
 {
 	uint8_t md[32];
@@ -572,6 +648,7 @@ int main(void)
 		cmocka_unit_test(test_token),
 		cmocka_unit_test(test_bad_lines),
 		cmocka_unit_test(test_dkim_keys),
+		cmocka_unit_test(test_dkim_key_files_shared),
 		cmocka_unit_test(test_bad_file),
 		cmocka_unit_test(test_large_file),
 		cmocka_unit_test(test_rcu_publish),
