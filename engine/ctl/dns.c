@@ -13,6 +13,17 @@
  *                        marked "verified": true there, and the relay
  *                        reloads: it may send from then on
  *
+ * Un-verifying. A verified domain whose records DNS definitely answers
+ * wrong or missing (not a lookup that failed: that says nothing) stays
+ * verified at first: DNS flaps, a customer's provider breaks a zone for an
+ * hour, and stopping their mail at once would punish the wrong party. Each
+ * such check is counted on the domain in the accounts file ("check_failures",
+ * "failing_since"), logged (event=dns_check_failing) and shown in the reply;
+ * once [dns] unverify_checks checks in a row have failed, the first at least
+ * unverify_after_s ago, the domain is marked "verified": false
+ * (event=dns_unverified) and the relay reloads: its mail is refused until a
+ * check passes again. A check that passes clears the count.
+ *
  * Verification is recorded in the accounts file because that file is the one
  * source of truth for who may send what (acctfile.c): it survives restarts
  * and reloads, the provider's panel and `account show` see it, and the
@@ -31,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <urcu-qsbr.h>
 
 #include "ctl_impl.h"
@@ -325,12 +337,120 @@ static void verify(struct vr_ctl *c, const struct job *j, json_t *reply)
 	json_object_set_new(reply, "verified_now", json_true());
 }
 
+/* What one dns-check of a verified domain does to its line. */
+struct recheck {
+	const char *domain;
+	bool failed;                  /* in: some record definitely wrong or missing */
+	long long now;
+	unsigned max_checks, after_s; /* [dns] unverify_checks, unverify_after_s */
+	bool changed, unverified;     /* out */
+	long long checks, since;      /* out: the count after this check */
+};
+
+/* The domain's entry in an account's "domains", an object (a plain name is
+ * made one); NULL if the line no longer lists it. */
+static json_t *domain_entry(json_t *obj, const char *domain)
+{
+	json_t *domains = json_object_get(obj, "domains"), *d;
+	size_t i;
+
+	json_array_foreach(domains, i, d) {
+		const char *name = json_is_string(d) ? json_string_value(d) :
+				   json_string_value(json_object_get(d, "name"));
+		if (!name || strcasecmp(name, domain) != 0)
+			continue;
+		if (json_is_string(d)) {
+			json_t *o = json_pack("{s:s}", "name", name);
+			if (!o || json_array_set_new(domains, i, o) < 0)
+				return NULL;
+			return o;
+		}
+		return d;
+	}
+	return NULL;
+}
+
+/* Counts a failed check, un-verifies, or clears the count (vr_ctl_accounts_edit's
+ * fn). Returns -1 with err empty when there is nothing to write. */
+static int note_recheck(json_t *obj, void *arg, char *err, size_t errlen)
+{
+	struct recheck *rc = arg;
+	json_t *d = domain_entry(obj, rc->domain);
+
+	err[0] = '\0';
+	if (!d || json_is_false(json_object_get(d, "verified")))
+		return -1;            /* gone or pending meanwhile: not ours to count */
+	json_t *n = json_object_get(d, "check_failures");
+	json_t *since = json_object_get(d, "failing_since");
+	if (!rc->failed) {
+		if (!n && !since)
+			return -1;
+		json_object_del(d, "check_failures");
+		json_object_del(d, "failing_since");
+		rc->changed = true;
+		return 0;
+	}
+	rc->checks = (n ? json_integer_value(n) : 0) + 1;
+	rc->since = since ? json_integer_value(since) : rc->now;
+	if (rc->checks >= rc->max_checks && rc->now - rc->since >= rc->after_s) {
+		json_object_del(d, "check_failures");
+		json_object_del(d, "failing_since");
+		json_object_set_new(d, "verified", json_false());
+		rc->unverified = true;
+	} else {
+		json_object_set_new(d, "check_failures", json_integer(rc->checks));
+		json_object_set_new(d, "failing_since", json_integer(rc->since));
+	}
+	rc->changed = true;
+	return 0;
+}
+
+/* A verified domain was checked: its failures counted or cleared, and it
+ * is un-verified when they reach the limits; then the relay reloads. */
+static void recheck(struct vr_ctl *c, const struct job *j, bool failed, json_t *reply)
+{
+	const struct vr_config *cfg = c->ops.cfg;
+	struct recheck rc = {
+		.domain = j->domain, .failed = failed, .now = (long long)time(NULL),
+		.max_checks = cfg->dns_unverify_checks, .after_s = cfg->dns_unverify_after_s,
+	};
+	char why[1024];
+
+	if (vr_ctl_accounts_edit(c, j->account, note_recheck, &rc, why, sizeof(why)) < 0) {
+		if (why[0])
+			json_object_set_new(reply, "verify_error", json_string(why));
+		return;
+	}
+	if (!failed)
+		return;
+	if (!rc.unverified) {
+		vr_log_warn("event=dns_check_failing domain=%s account=%s checks=%lld since=%lld "
+			    "unverify_checks=%u unverify_after_s=%u", j->domain, j->account,
+			    rc.checks, rc.since, rc.max_checks, rc.after_s);
+		json_object_set_new(reply, "failing", json_pack(
+			"{s:I, s:I, s:I, s:I}", "checks", (json_int_t)rc.checks, "since",
+			(json_int_t)rc.since, "unverify_checks", (json_int_t)rc.max_checks,
+			"unverify_after_s", (json_int_t)rc.after_s));
+		return;
+	}
+	vr_log_warn("event=dns_unverified domain=%s account=%s checks=%lld since=%lld",
+		    j->domain, j->account, rc.checks, rc.since);
+	if (!c->ops.reload || c->ops.reload(c->ops.arg, why, sizeof(why)) < 0) {
+		json_object_set_new(reply, "verify_error", json_sprintf(
+			"%s marks %s unverified, but the reload failed: %s", cfg->accounts,
+			j->domain, c->ops.reload ? why : "this relay cannot reload"));
+		return;
+	}
+	json_object_set_new(reply, "verified", json_false());
+	json_object_set_new(reply, "unverified_now", json_true());
+}
+
 int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, json_t *reply, char *err,
 		     size_t errlen)
 {
 	struct job *j = calloc(1, sizeof(*j));
 	json_t *recs = json_array();
-	bool all_ok = true;
+	bool all_ok = true, failed = false;
 	int rc = -1;
 
 	if (j == NULL) {
@@ -354,6 +474,7 @@ int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 			vr_wizard_judge_txt(c->wizard, &it->rec, it->txt, &f);
 		}
 		all_ok &= f.verdict == VR_WIZARD_OK;
+		failed |= f.verdict == VR_WIZARD_MISSING || f.verdict == VR_WIZARD_WRONG;
 		o = record_json(it);
 		json_object_set_new(o, "verdict", json_string(vr_wizard_verdict_name(f.verdict)));
 		if (f.found[0])
@@ -368,6 +489,8 @@ int vr_ctl_dns_check(struct vr_ctl *c, const char *const *argv, json_t *reply, c
 		    all_ok ? "yes" : "no");
 	if (all_ok && !j->verified)
 		verify(c, j, reply);
+	else if (j->verified && (all_ok || failed))
+		recheck(c, j, failed, reply);
 	rc = 0;
 out:
 	json_decref(recs);

@@ -2,7 +2,9 @@
 """The DNS wizard end to end: a relay whose resolver asks nsd (on loopback)
 serving the customer's zone; vmrelayctl dns-records prints what to add,
 dns-check judges what the zone holds - before the records are added, after
-(the zone file rewritten and nsd reloaded), and with each record wrong.
+(the zone file rewritten and nsd reloaded), and with each record wrong; a
+verified domain whose records disappear is un-verified only after repeated
+failing checks over time, and a lookup with no answer never counts.
 
 The ownership token and the DKIM keys' TXT are computed here independently
 (Python's hmac, openssl pkey) from what wizard.h and RFC 6376 / 8463 say.
@@ -194,10 +196,10 @@ class WizardTest(unittest.TestCase):
         # recorded where the relay reads who may send what: the accounts file
         with open(self.r.accounts_path) as f:
             vps1 = json.loads(f.readline())
-        self.assertEqual(vps1["domains"], [DOMAIN, {"name": PENDING, "verified": True}])
+        self.assertEqual(vps1["domains"][1], {"name": PENDING, "verified": True})
         self.assertEqual(vps1["dkim"], ACCOUNTS[0]["dkim"])
-        self.assertRegex(self.r.log(), r"event=ctl_dns_check domain=%s account=vps1 all_ok=yes\n"
-                         r".* event=dns_verified domain=%s account=vps1" % (PENDING, PENDING))
+        self.r.wait_log(r"event=ctl_dns_check domain=%s account=vps1 all_ok=yes\n"
+                        r".* event=dns_verified domain=%s account=vps1" % (PENDING, PENDING))
         self.assertEqual(self.mail_from(PENDING)[0], 250)
 
         # checked again: still verified, nothing rewritten
@@ -215,6 +217,116 @@ class WizardTest(unittest.TestCase):
         self.assertEqual(reply["error"], "usage: dns-check DOMAIN")
 
 
+class WizardUnverifyTest(unittest.TestCase):
+    """A verified domain whose records disappear: counted, reported and
+    logged at each check, un-verified only after [dns] unverify_checks
+    checks in a row, the first unverify_after_s ago; a passing check clears
+    the count, and verifies the domain again once it was un-verified."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.nsd = Nsd({DOMAIN: "www A 127.0.0.80"}).start()
+        cls.dir = tempfile.mkdtemp(prefix="vr-wizard-")
+        secret = os.path.join(cls.dir, "dns.secret")
+        with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(SECRET + b"\n")
+        cls.r = Relay(workers=1, tls=False, accounts=ACCOUNTS)
+        with open(cls.r.config_path, "a") as f:
+            f.write("\n[delivery]\nresolver = %s\ndns_timeout_ms = 3000\n"
+                    "\n[dns]\nspf_name = %s\nkey_zone = %s\nsecret_file = %s\n"
+                    "unverify_checks = 2\nunverify_after_s = 600\n"
+                    % (cls.nsd.address, SPF_NAME, KEY_ZONE, secret))
+        cls.r.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.r.stop()
+        cls.r.cleanup()
+        cls.nsd.stop()
+        subprocess.run(["rm", "-rf", cls.dir])
+
+    def check(self):
+        reply = json.loads(self.r.ctl("dns-check", DOMAIN).stdout)
+        self.assertTrue(reply["ok"], reply)
+        return reply
+
+    def entry(self):
+        """DOMAIN's entry in vps1's line of the accounts file."""
+        with open(self.r.accounts_path) as f:
+            return json.loads(f.readline())["domains"][0]
+
+    def set_entry(self, entry):
+        with open(self.r.accounts_path) as f:
+            lines = f.readlines()
+        vps1 = json.loads(lines[0])
+        vps1["domains"][0] = entry
+        lines[0] = json.dumps(vps1) + "\n"
+        with open(self.r.accounts_path, "w") as f:
+            f.writelines(lines)
+
+    def mail_from(self):
+        with smtplib.SMTP("127.0.0.1", self.r.port, timeout=10) as s:
+            s.ehlo("vps1.cust.example")
+            return s.mail("user@" + DOMAIN)
+
+    def test_records_gone_then_unverified(self):
+        good = "www A 127.0.0.80\n" + json.loads(self.r.ctl("dns-records", DOMAIN).stdout)["zone"]
+        self.nsd.set_zone(DOMAIN, good)
+        reply = self.check()
+        self.assertEqual((reply["all_ok"], reply["verified"]), (True, True))
+        self.assertEqual(self.entry(), DOMAIN)       # nothing to record
+
+        # the records vanish: reported and counted, still verified
+        self.nsd.set_zone(DOMAIN, "www A 127.0.0.80")
+        reply = self.check()
+        self.assertEqual((reply["all_ok"], reply["verified"]), (False, True))
+        self.assertEqual((reply["failing"]["checks"], reply["failing"]["unverify_checks"],
+                          reply["failing"]["unverify_after_s"]), (1, 2, 600))
+        since = reply["failing"]["since"]
+        self.assertEqual(self.entry(), {"name": DOMAIN, "check_failures": 1,
+                                        "failing_since": since})
+        self.r.wait_log(r"warn event=dns_check_failing domain=%s account=vps1 "
+                        r"checks=1 since=%d " % (DOMAIN, since))
+        self.assertEqual(self.mail_from()[0], 250)
+
+        # back: the count is cleared
+        self.nsd.set_zone(DOMAIN, good)
+        reply = self.check()
+        self.assertEqual((reply["all_ok"], reply["verified"]), (True, True))
+        self.assertNotIn("failing", reply)
+        self.assertEqual(self.entry(), {"name": DOMAIN})
+
+        # gone again, twice: the count reaches 2, but the first failure is
+        # not 600 s old, so the domain stays usable
+        self.nsd.set_zone(DOMAIN, "www A 127.0.0.80")
+        self.check()
+        reply = self.check()
+        self.assertEqual((reply["verified"], reply["failing"]["checks"]), (True, 2))
+        self.assertNotIn("unverified_now", reply)
+        self.assertEqual(self.mail_from()[0], 250)
+
+        # as if the first failure had been an hour ago: un-verified now
+        entry = self.entry()
+        entry["failing_since"] -= 3600
+        self.set_entry(entry)
+        reply = self.check()
+        self.assertEqual((reply["verified"], reply["unverified_now"]), (False, True))
+        self.assertNotIn("failing", reply)
+        self.assertEqual(self.entry(), {"name": DOMAIN, "verified": False})
+        self.r.wait_log(r"warn event=dns_unverified domain=%s account=vps1 "
+                        r"checks=3 since=%d\n" % (DOMAIN, entry["failing_since"]))
+        code, text = self.mail_from()
+        self.assertEqual(code, 550)
+        self.assertIn(b"pending verification", text)
+
+        # the records are back: verified again, as any pending domain
+        self.nsd.set_zone(DOMAIN, good)
+        reply = self.check()
+        self.assertEqual((reply["verified"], reply["verified_now"]), (True, True))
+        self.assertEqual(self.entry(), {"name": DOMAIN, "verified": True})
+        self.assertEqual(self.mail_from()[0], 250)
+
+
 class WizardNoDnsTest(unittest.TestCase):
     """The relay's resolver gets no answer: nothing is judged missing."""
 
@@ -229,6 +341,7 @@ class WizardNoDnsTest(unittest.TestCase):
                 with open(r.config_path, "a") as f:
                     f.write("\n[delivery]\nresolver = %s\ndns_timeout_ms = 400\n"
                             "\n[dns]\nspf_name = %s\nkey_zone = %s\nsecret_file = %s\n"
+                            "unverify_checks = 1\nunverify_after_s = 0\n"
                             % (silent.address, SPF_NAME, KEY_ZONE, secret))
                 r.start()
                 reply = json.loads(r.ctl("dns-check", DOMAIN).stdout)
@@ -236,6 +349,11 @@ class WizardNoDnsTest(unittest.TestCase):
                 for rec in reply["records"]:
                     self.assertEqual(rec["verdict"], "unknown", rec)
                     self.assertRegex(rec["found"], r"^(TXT|CNAME) \S+: no answer within 400 ms$")
+                # no answer is no failure: the domain stays verified, uncounted
+                self.assertTrue(reply["verified"])
+                self.assertNotIn("failing", reply)
+                with open(r.accounts_path) as f:
+                    self.assertEqual(json.loads(f.readline())["domains"][0], DOMAIN)
                 reply = json.loads(r.ctl("dns-records", DOMAIN).stdout)
                 self.assertEqual(reply["records"][0]["value"], "v=spf1 include:%s ~all" % SPF_NAME)
                 self.assertIn("could not be read", reply["note"])
