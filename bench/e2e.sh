@@ -18,8 +18,13 @@
 #
 # With --ctl N a third engine, vmrelay+ctl, is vmrelay measured while
 # bench/e2e/ctlload.py sends N control commands (stats, quota show, queue
-# list, metrics, vps show) at --ctl-rate a second (issue 6): its ratio to
-# vmrelay, rounds interleaved in the same invocation, is what they cost.
+# list, metrics, vps show) at --ctl-rate a second (issue 6). vmrelay and
+# vmrelay+ctl then run in pairs, back to back, the pair's order alternating
+# round by round, for --ctl-rounds rounds: what the commands cost is the
+# median of the pairs' ratios - the relay's CPU per 1000 messages (steady:
+# end-to-end rates swing with the delivery backlog a run ends with), the
+# accepting rate and the end-to-end rate. ctlload.py's own CPU is measured
+# apart and never charged to the relay.
 #
 # Engines take turns, their order rotating each round; each starts fresh.
 # Writes bench/RESULTS-e2e.md (bench/e2e/report.py), with bench/dkim's
@@ -31,7 +36,7 @@ PROG=e2e.sh
 COMMAND="bench/e2e.sh${*:+ $*}"
 
 ROUNDS=3 MESSAGES=20000 SESSIONS=20 SIZE=6000 WORKERS=2 WARMUP=200 TIMEOUT=900
-ONLY=postfix,vmrelay CTL=0 CTL_RATE=250 SAMPLE=20 DKIM_SPEED=1
+ONLY=postfix,vmrelay CTL=0 CTL_RATE=250 CTL_ROUNDS=8 SAMPLE=20 DKIM_SPEED=1
 VMRELAY='' VMRELAY_SPOOL='' WORK='' KEEP=0 RESULTS=$BENCH_DIR/RESULTS-e2e.md NO_RESULTS=0
 LOAD=smtp-source
 
@@ -46,6 +51,8 @@ usage: bench/e2e.sh [options]     (as root)
   --ctl N              also measure vmrelay+ctl: vmrelay while N control commands
                        are sent to it, paced at --ctl-rate a second (0: not) ($CTL)
   --ctl-rate R         control commands a second during vmrelay+ctl runs ($CTL_RATE)
+  --ctl-rounds K       vmrelay / vmrelay+ctl pairs, run back to back, the order
+                       alternating; rounds past --rounds run only the pair ($CTL_ROUNDS)
   --sample K           signed messages verified with dkimpy per run ($SAMPLE)
   --workers W          vmrelay worker threads ($WORKERS)
   --delivery-workers D vmrelay's [delivery] workers (default: vmrelay's own default)
@@ -64,7 +71,7 @@ EOF2
 while (($#)); do
 	opt=$1
 	case $opt in
-	--rounds | --messages | --sessions | --size | --only | --ctl | --ctl-rate | --sample | \
+	--rounds | --messages | --sessions | --size | --only | --ctl | --ctl-rate | --ctl-rounds | --sample | \
 	--workers | --warmup | --timeout | --vmrelay | --vmrelay-spool | --workdir | --results | \
 	--delivery-workers)
 		(($# >= 2)) || die "$opt needs a value"
@@ -83,6 +90,7 @@ while (($#)); do
 	--size) need_uint "$opt" "$val" 1; SIZE=$val ;;
 	--ctl) need_uint "$opt" "$val" 0; CTL=$val ;;
 	--ctl-rate) need_uint "$opt" "$val" 1; CTL_RATE=$val ;;
+	--ctl-rounds) need_uint "$opt" "$val" 1; CTL_ROUNDS=$val ;;
 	--sample) need_uint "$opt" "$val" 0; SAMPLE=$val ;;
 	--workers) need_uint "$opt" "$val" 1; WORKERS=$val ;;
 	--delivery-workers) need_uint "$opt" "$val" 1; VR_DELIVERY_WORKERS=$val ;;
@@ -225,9 +233,11 @@ e2e_run() {
 		kill -TERM "$ctl_pid" 2>/dev/null || true
 		wait "$ctl_pid" || die "$name: control commands failed:"$'\n'"$(tail_of "$dir/ctl.err")"
 		forget_child "$ctl_pid"
-		# "sent|seconds|per-command reply times" for report.py
-		ctl_out=$(sed -E '1s/^sent=([0-9]+) ok=[0-9]+ seconds=([0-9.]+)$/\1|\2/' "$dir/ctl.out" | paste -sd '|')
-		[[ $ctl_out =~ ^[0-9]+\|[0-9.]+\|[^|]+$ ]] || die "$name: ctlload.py printed: $(cat "$dir/ctl.out")"
+		# "sent|seconds|ctlload.py's CPU s|per-command reply times" for report.py
+		ctl_out=$(sed -E '1s/^sent=([0-9]+) ok=[0-9]+ seconds=([0-9.]+) cpu_s=([0-9.]+)$/\1|\2|\3/' \
+			"$dir/ctl.out" | paste -sd '|')
+		[[ $ctl_out =~ ^[0-9]+\|[0-9.]+\|[0-9.]+\|[^|]+$ ]] ||
+			die "$name: ctlload.py printed: $(cat "$dir/ctl.out")"
 	fi
 	read -r wall cpu rc load_s <<<"$(sed -E 's/[a-z_]+=//g' "$dir/measure.out")"
 	((rc != 124)) || die "$name: not all delivered within $TIMEOUT s:"$'\n'"$(tail_of "$dir/load.err")"
@@ -243,6 +253,35 @@ e2e_run() {
 		"$ctl_out" "$check" >>"$RUNS"
 	say "$(awk -v r="$round" -v n="$name" -v m="$MESSAGES" -v w="$wall" -v l="$load_s" -v c="$cpu" -v k="$check" -v x="$ctl_out" \
 		'BEGIN { printf "round %d: %-11s %6.0f msgs/s end to end (%.2f s; load done at %.2f s)  CPU %5.2f s  %s%s", r, n, m / w, w, l, c, k, (x == "-" ? "" : "  ctl sent|s|reply ms: " x) }')"
+}
+
+# With --ctl: vmrelay and vmrelay+ctl as pairs, back to back, vmrelay first
+# in odd rounds and second in even ones, so each with/without ratio compares
+# runs moments apart and neither side always runs on a machine the other
+# just warmed; Postfix runs in the first --rounds rounds, before the pair in
+# odd rounds and after it in even ones.
+e2e_rounds() {
+	local round n=$ROUNDS pf e
+	if ((CTL == 0)); then
+		e2e_rounds
+		return
+	fi
+	((CTL_ROUNDS <= n)) || n=$CTL_ROUNDS
+	say "work directory $WORK; engines: ${ENGINES[*]}; $n rounds of $MESSAGES messages," \
+		"$CTL_ROUNDS of them vmrelay / vmrelay+ctl pairs"
+	for ((round = 1; round <= n; round++)); do
+		local order=(vmrelay ctl)
+		((round % 2)) || order=(ctl vmrelay)
+		((round <= CTL_ROUNDS)) || order=(vmrelay)
+		pf=0
+		has_engine postfix && ((round <= ROUNDS)) && pf=1
+		((pf && round % 2)) && e2e_run postfix "$round"
+		for e in "${order[@]}"; do
+			e2e_run "$e" "$round"
+		done
+		((pf && !(round % 2))) && e2e_run postfix "$round"
+	done
+	return 0
 }
 
 # --- main --------------------------------------------------------------------------
@@ -261,10 +300,11 @@ fi
 meta_start
 meta warmup "$WARMUP"
 meta sample "$SAMPLE"
+((CTL == 0)) || meta ctl_rounds "$CTL_ROUNDS"
 PF_VERSION=$(postconf -d -h mail_version)
 has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance (bench/postfix/main.cf.in and master.cf.in, durable queue) with OpenDKIM $(opendkim -V 2>&1 | sed -nE '1s/.*v([0-9.]+).*/\1/p') (Debian's package) as its milter on a Unix socket beside the instance (bench/postfix/opendkim.conf.in: signing mode, Ed25519, relaxed/relaxed, milter_default_action = tempfail so that nothing leaves unsigned), relaying to an smtp-sink that keeps what it gets (-D); every run: its log showed each message accepted and status=sent, no reject, deferral or warning, the queue empty."
 has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers, ${VR_DELIVERY_WORKERS:-the default number of} delivery workers, durable spool, the bench account signing bench.example with the Ed25519 key (selector ed1), [delivery] smarthost = an smtp-sink that keeps what it gets (-D); every run: its log showed one result=sent delivery per message and no other attempt, \`vmrelay-spool check\` found every record intact, no err or warn line."
-((CTL == 0)) || meta engine_note "vmrelay+ctl: vmrelay as above while bench/e2e/ctlload.py sends up to $CTL control requests at $CTL_RATE/s from the start of the load until the last message reached the far sink, each on a connection of its own (as vmrelayctl does), in turn: stats, quota show bench, queue list, metrics, vps show $CLIENT_ADDR; every reply ok. The ctl column gives how many were sent by then and each command's reply time."
+((CTL == 0)) || meta engine_note "vmrelay+ctl: vmrelay as above while bench/e2e/ctlload.py sends up to $CTL control requests at $CTL_RATE/s from the start of the load until the last message reached the far sink, each on a connection of its own (as vmrelayctl does), in turn: stats, quota show bench, queue list, metrics, vps show $CLIENT_ADDR; every reply ok. The ctl line gives how many were sent by then, ctlload.py's own CPU seconds (a process apart: not in the relay's CPU) and each command's reply time."
 
 run_rounds e2e_run
 

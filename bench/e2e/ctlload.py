@@ -7,12 +7,15 @@ vmrelay+ctl runs (issue 6: 1000 control commands during a load run).
 Sends N requests to the control socket at R a second, each on a connection
 of its own as vmrelayctl does, cycling through stats, quota show, queue
 list, metrics and vps show; every reply must say "ok": true. Stops early on
-SIGTERM. Prints "sent=N ok=N seconds=S" on exit, then a line with each
-command's mean and longest reply time in ms; exits 1 on a failed reply.
+SIGTERM. Prints "sent=N ok=N seconds=S cpu_s=C" on exit (C: this process's
+own user + system CPU seconds, which bench/e2e.sh reports apart from the
+relay's), then a line with each command's mean and longest reply time in
+ms; exits 1 on a failed reply.
 """
 
 import argparse
 import json
+import os
 import signal
 import socket
 import sys
@@ -53,7 +56,9 @@ def main():
     took = {}   # command -> reply times, s
 
     def summary():
-        print(f"sent={sent} ok={ok} seconds={time.monotonic() - t0:.3f}")
+        cpu = os.times()
+        print(f"sent={sent} ok={ok} seconds={time.monotonic() - t0:.3f} "
+              f"cpu_s={cpu.user + cpu.system:.3f}")
         print(", ".join(f"{name} {1000 * sum(t) / len(t):.1f}/{1000 * max(t):.1f}"
                         for name, t in took.items()) + " ms mean/max")
     t0 = time.monotonic()
