@@ -128,6 +128,9 @@ SSL_CTX *vr_cl_tls_ctx_new(const char *ca, const char *cert, const char *key, ch
 struct vr_cl_conn *vr_cl_conn_open(const char *host, int port, SSL_CTX *tls,
 				   const char *tls_name, uint32_t timeout_ms, char *err,
 				   size_t errlen);
+/* hiredis's reader, with replies that refuse arrays longer than any we
+ * expect (hiredis 0.14 would allocate whatever a server announces). */
+struct redisReader *vr_cl_reader_new(void);
 /* Sends one command and reads its reply (an error reply is a reply; the
  * caller frees it), within the timeout. NULL with err: the connection is
  * no longer usable. */
@@ -161,6 +164,9 @@ struct vr_cl_redis {
 
 /* "host:port", "[v6]:port" into host and port. 0 or -1. */
 int vr_cl_split_addr(const char *addr, char *host, size_t hostlen, int *port);
+/* A sentinel's answer to get-master-addr-by-name as "host:port" in out.
+ * 0, or -1 ("" in out) if it is not one. */
+int vr_cl_master_addr(const struct redisReply *rep, char *out, size_t outlen);
 /* Connects (AUTH, ROLE with sentinels, SCRIPT LOAD) to where (host:port;
  * NULL: the seed, or the master the sentinels name) if not yet. The
  * connection's index, or -1 with err. */

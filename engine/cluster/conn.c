@@ -43,6 +43,96 @@ struct vr_cl_conn {
 	uint32_t timeout_ms;
 };
 
+/*
+ * The reader's reply objects. hiredis 0.14 sizes an array by what the
+ * server announces ("*764870000" asks for 6 GB at once) and has no limit
+ * of its own, so ours refuses an array longer than any reply we read,
+ * which fails it as out of memory and drops the connection. Built as
+ * hiredis builds its own (hiredis.c), so freeReplyObject frees them.
+ */
+#define REPLY_ELEMENTS_MAX 4096
+
+/* A reply of type; reply_hang puts it into its parent array once complete. */
+static redisReply *reply_new(int type)
+{
+	redisReply *r = calloc(1, sizeof(*r));
+
+	if (r)
+		r->type = type;
+	return r;
+}
+
+static void *reply_hang(const redisReadTask *task, redisReply *r)
+{
+	if (task->parent) {
+		redisReply *parent = task->parent->obj;
+		parent->element[task->idx] = r;
+	}
+	return r;
+}
+
+static void *reply_string(const redisReadTask *task, char *str, size_t len)
+{
+	redisReply *r = reply_new(task->type);
+
+	if (!r)
+		return NULL;
+	r->str = malloc(len + 1);
+	if (!r->str) {
+		free(r);
+		return NULL;
+	}
+	memcpy(r->str, str, len);
+	r->str[len] = '\0';
+	r->len = len;
+	return reply_hang(task, r);
+}
+
+static void *reply_array(const redisReadTask *task, int elements)
+{
+	if (elements > REPLY_ELEMENTS_MAX)
+		return NULL;
+	redisReply *r = reply_new(REDIS_REPLY_ARRAY);
+	if (!r)
+		return NULL;
+	if (elements > 0) {
+		r->element = calloc((size_t)elements, sizeof(*r->element));
+		if (!r->element) {
+			free(r);
+			return NULL;
+		}
+	}
+	r->elements = (size_t)VR_MAX(elements, 0);
+	return reply_hang(task, r);
+}
+
+static void *reply_integer(const redisReadTask *task, long long value)
+{
+	redisReply *r = reply_new(REDIS_REPLY_INTEGER);
+
+	if (!r)
+		return NULL;
+	r->integer = value;
+	return reply_hang(task, r);
+}
+
+static void *reply_nil(const redisReadTask *task)
+{
+	redisReply *r = reply_new(REDIS_REPLY_NIL);
+
+	return r ? reply_hang(task, r) : NULL;
+}
+
+static redisReplyObjectFunctions reply_fns = {
+	.createString = reply_string, .createArray = reply_array,
+	.createInteger = reply_integer, .createNil = reply_nil, .freeObject = freeReplyObject,
+};
+
+redisReader *vr_cl_reader_new(void)
+{
+	return redisReaderCreateWithFunctions(&reply_fns);
+}
+
 /* OpenSSL's first queued error as text, the queue cleared. */
 static const char *ssl_error(char *buf, size_t len)
 {
@@ -285,7 +375,7 @@ struct vr_cl_conn *vr_cl_conn_open(const char *host, int port, SSL_CTX *tls,
 	}
 	c->fd = -1;
 	c->timeout_ms = timeout_ms;
-	c->reader = redisReaderCreate();
+	c->reader = vr_cl_reader_new();
 	c->fd = tcp_connect(host, port, deadline, err, errlen);
 	if (!c->reader || c->fd < 0) {
 		if (!c->reader)

@@ -116,6 +116,26 @@ int vr_cl_split_addr(const char *addr, char *host, size_t hostlen, int *port)
 	return *port > 0 && *port < 65536 ? 0 : -1;
 }
 
+int vr_cl_master_addr(const struct redisReply *rep, char *out, size_t outlen)
+{
+	char host[256];
+	int port;
+
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING ||
+	    rep->element[1]->type != REDIS_REPLY_STRING)
+		return -1;
+	const char *h = rep->element[0]->str;
+	int n = snprintf(out, outlen, strchr(h, ':') ? "[%s]:%s" : "%s:%s", h,
+			 rep->element[1]->str);
+	/* what we connect to must read back as host and port */
+	if (n <= 0 || (size_t)n >= outlen || vr_cl_split_addr(out, host, sizeof(host), &port) < 0) {
+		out[0] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
 /* Asks the sentinels in turn for the master's address, into r->master. */
 static int sentinel_ask(struct vr_cl_redis *r, char *err, size_t errlen)
 {
@@ -135,17 +155,9 @@ static int sentinel_ask(struct vr_cl_redis *r, char *err, size_t errlen)
 		redisReply *rep = vr_cl_conn_cmd(conn, 3, argv, why, sizeof(why));
 		r->ops++;
 		vr_cl_conn_close(conn);
-		bool ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
-			  rep->element[0]->type == REDIS_REPLY_STRING &&
-			  rep->element[1]->type == REDIS_REPLY_STRING;
-		if (ok) {
-			const char *h = rep->element[0]->str;
-			int n = snprintf(r->master, sizeof(r->master), strchr(h, ':') ? "[%s]:%s" :
-					 "%s:%s", h, rep->element[1]->str);
-			ok = n > 0 && (size_t)n < sizeof(r->master);
-		} else if (rep) {
+		bool ok = rep && vr_cl_master_addr(rep, r->master, sizeof(r->master)) == 0;
+		if (rep && !ok)
 			snprintf(why, sizeof(why), "no master named '%s'", r->master_name);
-		}
 		freeReplyObject(rep);
 		if (ok)
 			return 0;
