@@ -263,7 +263,7 @@ e2e_run() {
 e2e_rounds() {
 	local round n=$ROUNDS pf e
 	if ((CTL == 0)); then
-		e2e_rounds
+		run_rounds e2e_run
 		return
 	fi
 	((CTL_ROUNDS <= n)) || n=$CTL_ROUNDS
@@ -306,7 +306,7 @@ has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance 
 has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers, ${VR_DELIVERY_WORKERS:-the default number of} delivery workers, durable spool, the bench account signing bench.example with the Ed25519 key (selector ed1), [delivery] smarthost = an smtp-sink that keeps what it gets (-D); every run: its log showed one result=sent delivery per message and no other attempt, \`vmrelay-spool check\` found every record intact, no err or warn line."
 ((CTL == 0)) || meta engine_note "vmrelay+ctl: vmrelay as above while bench/e2e/ctlload.py sends up to $CTL control requests at $CTL_RATE/s from the start of the load until the last message reached the far sink, each on a connection of its own (as vmrelayctl does), in turn: stats, quota show bench, queue list, metrics, vps show $CLIENT_ADDR; every reply ok. The ctl line gives how many were sent by then, ctlload.py's own CPU seconds (a process apart: not in the relay's CPU) and each command's reply time."
 
-run_rounds e2e_run
+e2e_rounds
 
 meta_confs
 if has_engine postfix; then
