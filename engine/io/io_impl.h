@@ -131,10 +131,12 @@ void vr_io_conn_service(struct io_conn *c, uint64_t now);
 void vr_io_conn_close(struct io_conn *c);
 
 /*
- * drive.c: a set's connections, on the set's own thread.
+ * drive.c: what follows runs on a set's own thread, on its connections,
+ * except vr_io_connlimit_new (setup, before the workers run).
  *
  * The per-client connection table every worker of a transport shares, sized
- * for n_workers * cfg->max_connections clients. NULL with errno.
+ * for n_workers * cfg->max_connections clients (max_conn_per_ip capped at
+ * VR_CONNLIMIT_MAX, with a warning). NULL with errno.
  */
 struct vr_connlimit *vr_io_connlimit_new(const struct vr_config *cfg, unsigned n_workers);
 
