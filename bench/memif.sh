@@ -235,7 +235,12 @@ print("The relay (every thread) runs on cpu 0, the load generator on cpu 1. Each
       " octet left) are vmrelay-bench's; relay CPU is the relay's user+system time while"
       " the load ran (bench/measure.py, which includes the DPDK load generator's ~1 s of"
       " EAL start-up, the relay idle), load CPU the load generator's (the DPDK client"
-      " polls without pause: its figure is its wall time).\n")
+      " polls without pause: its figure is the cpu time it was given). The transport"
+      " column has the DPDK client's TCP retransmissions by kind and its port's losses:"
+      " on a shared machine a userspace stack acknowledges only when its process runs"
+      " (the kernel's loopback acknowledges in the sender's own system call), so a relay"
+      " or client descheduled for a while shows as tail loss probes (tlp) or, past"
+      " 200 ms, retransmission timeouts (rto) of every session at once.\n")
 print("## Medians of %s rounds, %s messages each, %s sessions, %s octets\n" %
       (rounds, messages, sessions, size))
 print("| mode | msgs/s | p50 ms | p99 ms | relay CPU s/1000 msgs | load CPU s/1000 msgs |")

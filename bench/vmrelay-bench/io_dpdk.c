@@ -264,12 +264,13 @@ static void dpdk_describe(struct vr_bench_io *io, char *out, size_t len)
 	const struct vr_tcp_stats *ts = vr_tcp_stats(x->tcp);
 	const struct vr_net_stats *ns = vr_net_stats(vr_bench_port_net(x->port));
 	size_t n = (size_t)snprintf(out, len, "dpdk %s retransmits=%llu (rto=%llu fast=%llu "
-				    "tlp=%llu) tx_dropped=%llu", vr_bench_port_name(x->port),
-				    (unsigned long long)ts->retransmits,
+				    "tlp=%llu) tx_dropped=%llu rx_missed=%llu",
+				    vr_bench_port_name(x->port), (unsigned long long)ts->retransmits,
 				    (unsigned long long)ts->rto_expired,
 				    (unsigned long long)ts->fast_retransmits,
 				    (unsigned long long)ts->tlp_probes,
-				    (unsigned long long)vr_bench_port_tx_dropped(x->port));
+				    (unsigned long long)vr_bench_port_tx_dropped(x->port),
+				    (unsigned long long)vr_bench_port_rx_missed(x->port));
 
 	for (unsigned i = 0; i < VR_NET_DROP_MAX && n < len; i++)
 		if (ns->drop[i])

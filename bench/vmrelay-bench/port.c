@@ -232,3 +232,12 @@ uint64_t vr_bench_port_tx_dropped(const struct vr_bench_port *p)
 {
 	return p->tx_dropped;
 }
+
+uint64_t vr_bench_port_rx_missed(const struct vr_bench_port *p)
+{
+	struct rte_eth_stats st;
+
+	if (rte_eth_stats_get(p->port, &st) < 0)
+		return 0;
+	return st.imissed + st.ierrors + st.rx_nombuf;
+}

@@ -52,5 +52,7 @@ unsigned vr_bench_port_rx(struct vr_bench_port *p, uint64_t now);
 unsigned vr_bench_port_flush(struct vr_bench_port *p);
 /* Frames the port's tx queue or the mbuf pool refused, so far. */
 uint64_t vr_bench_port_tx_dropped(const struct vr_bench_port *p);
+/* Frames the port lost on the way in (missed, errors, no mbuf), so far. */
+uint64_t vr_bench_port_rx_missed(const struct vr_bench_port *p);
 
 #endif
