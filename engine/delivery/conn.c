@@ -5,6 +5,10 @@
  * is idle, the message pulled from the spool as the client asks for it,
  * and signed once at its first pickup.
  *
+ * With PIPELINING a connection is offered its destination's next job as
+ * soon as the end of data of the one before is out (vmrelay/smtpc.h), so
+ * it may carry two attempts: one waiting for that reply, the next one.
+ *
  * A connection that fails before it carried any mail moves the
  * destination on to the next address; when every address failed in a
  * row, the destination's ready jobs are deferred.
@@ -393,22 +397,25 @@ static void conn_ready(void *owner)
 	c->dest->last_fail[0] = '\0';
 	while (!w->stopping && (j = vr_dq_job_take(&w->q, c->dest)) != NULL) {
 		struct vr_smtpc_reply r;
+		struct attempt *a;
 		if (vr_dw_expired(w, j->msg, wall_us())) {
 			vr_dw_reply_make(&r, 451, "4.4.7", "%s", "delivery time expired");
 			vr_dw_job_fail(w, c, j, &r);
 			continue;
 		}
-		if (!(c->att = attempt_new(w, j)))
+		if (!(a = attempt_new(w, j)))
 			continue;
-		if (vr_smtpc_send(s, &c->att->m, vr_clock_ms()) == 0) {
+		if (vr_smtpc_send(s, &a->m, vr_clock_ms()) == 0) {
 			c->carried = true;
-			c->dest->idle--;
+			if (!c->att)
+				c->dest->idle--;
+			a->next = c->att;
+			c->att = a;
 			stat_add(&w->stats.in_flight, 1);
 			return;
 		}
 		vr_dw_reply_make(&r, 451, "4.4.2", "%s", "connection lost before the message");
-		attempt_free(c->att);
-		c->att = NULL;
+		attempt_free(a);
 		vr_dw_job_fail(w, c, j, &r);
 		vr_smtpc_quit(s, vr_clock_ms());
 		return;
@@ -441,7 +448,7 @@ static void conn_msg_done(void *owner, struct vr_smtpc_msg *msg, enum vr_smtpc_s
 			  const struct vr_smtpc_reply *reply)
 {
 	struct dconn *c = owner;
-	struct attempt *a = c->att;
+	struct attempt *a = msg->cookie;
 	const struct vr_smtpc_reply *replies[a->job->n];
 
 	/* Recipients accepted at RCPT share the message's fate unless it was
@@ -450,9 +457,14 @@ static void conn_msg_done(void *owner, struct vr_smtpc_msg *msg, enum vr_smtpc_s
 		replies[i] = st == VR_SMTPC_SENT || !vr_smtpc_reply_ok(&a->rcpts[i].reply)
 			? &a->rcpts[i].reply : reply;
 	vr_dw_job_finish(c->w, c, a->job, replies);
+	for (struct attempt **pp = &c->att; *pp; pp = &(*pp)->next)
+		if (*pp == a) {
+			*pp = a->next;
+			break;
+		}
 	attempt_free(a);
-	c->att = NULL;
-	c->dest->idle++;
+	if (!c->att)
+		c->dest->idle++;
 	stat_add(&c->w->stats.in_flight, -1);
 }
 
@@ -480,16 +492,18 @@ void vr_dw_conn_free(struct dworker *w, struct dconn *c)
 {
 	epoll_ctl(w->epfd, EPOLL_CTL_DEL, vr_smtpc_conn_fd(c->k), NULL);
 	vr_smtpc_conn_free(c->k);
-	if (c->att) {
-		/* Dropped in flight (stopping): the spool still has it all. */
-		c->att->job->dest->flying--;
-		struct dq_msg *m = c->att->job->msg;
-		vr_dq_job_free(&w->q, c->att->job);
-		vr_dq_msg_release(&w->q, m);
-		attempt_free(c->att);
-		stat_add(&w->stats.in_flight, -1);
-	} else {
+	if (!c->att)
 		c->dest->idle--;
+	while (c->att) {
+		/* Dropped in flight (stopping): the spool still has it all. */
+		struct attempt *a = c->att;
+		c->att = a->next;
+		a->job->dest->flying--;
+		struct dq_msg *m = a->job->msg;
+		vr_dq_job_free(&w->q, a->job);
+		vr_dq_msg_release(&w->q, m);
+		attempt_free(a);
+		stat_add(&w->stats.in_flight, -1);
 	}
 	c->dest->conns--;
 	/* Its place may go to a job that waited for it, or to the next address. */

@@ -113,7 +113,7 @@ void vr_smtpc_fail(struct vr_smtpc *c, const struct vr_smtpc_reply *r)
 	c->state = S_DONE;
 	c->deadline = UINT64_MAX;
 	c->refuse_pending = false;
-	if (c->msg)
+	if (c->msg || c->dot_msg)
 		vr_smtpc_msg_abort(c, r);
 	c->ops->closed(c->owner, r);
 }
@@ -600,7 +600,8 @@ int vr_smtpc_send(struct vr_smtpc *c, struct vr_smtpc_msg *msg, uint64_t now_ms)
 	for (size_t i = 0; i < msg->n_rcpts; i++)
 		memset(&msg->rcpts[i].reply, 0, sizeof(msg->rcpts[i].reply));
 	c->msg = msg;
-	if (c->state == S_IDLE)
+	/* Behind an end of data whose reply is due: pipelined after it. */
+	if (c->state == S_IDLE || (c->state == S_DOT && c->dot_msg))
 		vr_smtpc_msg_start(c, now_ms);
 	return 0;
 }

@@ -29,7 +29,8 @@ enum smtpc_state {
 	S_IDLE,         /* ready for a message */
 	S_TXN,          /* RSET/MAIL/RCPT/DATA sent (pipelined or not), replies due */
 	S_BODY,         /* sending the message */
-	S_DOT,          /* end of data sent, its reply due */
+	S_DOT,          /* end of data sent, its reply due (the message in
+			 * dot_msg once it was offered the next one) */
 	S_QUIT,
 	S_DONE,         /* closed reported */
 };
@@ -62,6 +63,15 @@ struct vr_smtpc {
 	bool quit_asked;
 	int broken;                     /* errno of a failed emit, reported by tick */
 	unsigned msgs;                  /* transactions started (MAIL sent) */
+
+	/* A message whose end of data is out and its reply due, while the
+	 * next message's commands are pipelined behind it (RFC 2920 3.1:
+	 * message content may start a command group). Its reply comes
+	 * before any of the next message's. */
+	struct vr_smtpc_msg *dot_msg;
+	bool dot_discard;               /* its data_discard */
+	uint64_t dot_deadline;          /* its reply's */
+	struct vr_smtpc_reply dot_reply; /* its c->reply: what decided it so far */
 
 	/* The message in hand. */
 	struct vr_smtpc_msg *msg;

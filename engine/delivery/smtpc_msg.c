@@ -9,6 +9,13 @@
  * to commands by order alone, so a pipelined RCPT's 503 after a refused
  * MAIL is consumed like any other and the recipient keeps MAIL's reply.
  *
+ * With PIPELINING, once a message's end of data is out the owner is
+ * offered the next message at once (ready), and its MAIL, RCPT and DATA
+ * go out behind the dot: one round trip per message instead of two
+ * (RFC 2920 3.1 lets message content start a command group). The dot's
+ * reply comes first, and decides that message alone; a 421 or a lost
+ * connection ends both.
+ *
  * The body is pulled from the caller only while the output is below its
  * low-water mark, and filtered on the way: every line end becomes CR LF
  * (a bare CR or LF never leaves us: SMTP smuggling), a line starting with
@@ -54,7 +61,7 @@ const char *vr_smtpc_msg_phase(const struct vr_smtpc *c)
 
 	if (c->state == S_BODY)
 		return "sending message body";
-	if (c->state == S_DOT)
+	if (c->state == S_DOT || c->dot_msg)
 		return step_phase[STEP_END];
 	return step_phase[c->rx_step];
 }
@@ -134,43 +141,81 @@ static enum vr_smtpc_status msg_status(const struct vr_smtpc_msg *m)
 	return temp ? VR_SMTPC_DEFER : VR_SMTPC_BOUNCE;
 }
 
-/* Hands the message back; returns with the connection idle or closed. */
-static void msg_end(struct vr_smtpc *c, uint64_t now, bool closing)
+/* Hands m back to the owner; decided is the reply that decided it, code 0
+ * if none did. A copy: msg_done may send the next message, which reuses
+ * c->reply. */
+static void msg_give_back(struct vr_smtpc *c, struct vr_smtpc_msg *m,
+			  const struct vr_smtpc_reply *decided)
 {
-	struct vr_smtpc_msg *m = c->msg;
 	enum vr_smtpc_status st = msg_status(m);
-	struct vr_smtpc_reply r;
+	struct vr_smtpc_reply r = *decided;
 
 	/* No single reply decided (every recipient refused): the first one
 	 * of the outcome's kind speaks for the message. */
-	if (c->reply.code == 0) {
-		for (size_t i = 0; i < m->n_rcpts && c->reply.code == 0; i++) {
-			const struct vr_smtpc_reply *x = &m->rcpts[i].reply;
-			if ((st == VR_SMTPC_BOUNCE) == (x->code >= 500))
-				c->reply = *x;
-		}
+	for (size_t i = 0; i < m->n_rcpts && r.code == 0; i++) {
+		const struct vr_smtpc_reply *x = &m->rcpts[i].reply;
+		if ((st == VR_SMTPC_BOUNCE) == (x->code >= 500))
+			r = *x;
 	}
-	/* A copy: msg_done may send the next message, which reuses c->reply. */
-	r = c->reply;
+	c->ops->msg_done(c->owner, m, st, &r);
+}
+
+/* The owner may hand over the next message while the end of data of the
+ * one before waits for its reply. */
+static void offer_next(struct vr_smtpc *c)
+{
+	if (c->quit_asked || (c->max_msgs && c->msgs >= c->max_msgs))
+		return;
+	c->ops->ready(c->owner);
+}
+
+/* Hands the message back; returns with the connection idle (or waiting
+ * for the reply to the end of data before it), or closed. */
+static void msg_end(struct vr_smtpc *c, uint64_t now, bool closing)
+{
+	struct vr_smtpc_msg *m = c->msg;
+	struct vr_smtpc_reply r = c->reply;
+
 	c->msg = NULL;
-	if (!closing) {
+	if (!closing && c->dot_msg) {
+		c->state = S_DOT;
+		c->deadline = c->dot_deadline;
+	} else if (!closing) {
 		c->state = S_IDLE;
 		c->deadline = UINT64_MAX;
 	}
-	c->ops->msg_done(c->owner, m, st, &r);
-	if (!closing && c->state == S_IDLE && !c->msg)
+	msg_give_back(c, m, &r);
+	if (closing || c->msg)
+		return;
+	if (c->state == S_IDLE)
 		vr_smtpc_idle(c, now);
+	else if (c->state == S_DOT && c->dot_msg)
+		offer_next(c);
+}
+
+/* Recipients not refused yet (no reply, or a provisional RCPT 2xx) share
+ * the failure; a refusal already received stands. */
+static void rcpts_fail(struct vr_smtpc_msg *m, const struct vr_smtpc_reply *r)
+{
+	for (size_t i = 0; i < m->n_rcpts; i++) {
+		struct vr_smtpc_reply *x = &m->rcpts[i].reply;
+		if (x->code == 0 || vr_smtpc_reply_ok(x))
+			*x = *r;
+	}
 }
 
 void vr_smtpc_msg_abort(struct vr_smtpc *c, const struct vr_smtpc_reply *r)
 {
-	/* Recipients not refused yet (no reply, or a provisional RCPT 2xx)
-	 * share the failure; a refusal already received stands. */
-	for (size_t i = 0; i < c->msg->n_rcpts; i++) {
-		struct vr_smtpc_reply *x = &c->msg->rcpts[i].reply;
-		if (x->code == 0 || vr_smtpc_reply_ok(x))
-			*x = *r;
+	/* The older message first: its end of data went out first. */
+	if (c->dot_msg) {
+		struct vr_smtpc_msg *m = c->dot_msg;
+		c->dot_msg = NULL;
+		rcpts_fail(m, r);
+		msg_give_back(c, m, r);
 	}
+	if (!c->msg)
+		return;
+	rcpts_fail(c->msg, r);
 	c->reply = *r;
 	msg_end(c, 0, true);
 }
@@ -248,7 +293,9 @@ void vr_smtpc_msg_start(struct vr_smtpc *c, uint64_t now_ms)
 	c->accepted = 0;
 	c->data_discard = false;
 	c->state = S_TXN;
-	vr_smtpc_set_timer(c, step_timeout(c, c->rx_step), now_ms);
+	/* Behind an end of data, the dot's reply comes first: its timer runs. */
+	if (!c->dot_msg)
+		vr_smtpc_set_timer(c, step_timeout(c, c->rx_step), now_ms);
 	vr_smtpc_msg_pump(c, now_ms);
 }
 
@@ -350,15 +397,30 @@ static size_t body_filter(struct vr_smtpc *c, const uint8_t *in, size_t n, uint8
 	return o;
 }
 
+/* The end of data is out; with PIPELINING the message steps aside into
+ * dot_msg and the owner may hand over the next one at once. */
+static void dot_sent(struct vr_smtpc *c, uint64_t now)
+{
+	vr_smtpc_emit(c, ".\r\n", 3);
+	c->state = S_DOT;
+	vr_smtpc_set_timer(c, c->to.dot, now);
+	if (!c->pipelining || c->quit_asked || (c->max_msgs && c->msgs >= c->max_msgs))
+		return;
+	c->dot_msg = c->msg;
+	c->dot_discard = c->data_discard;
+	c->dot_deadline = c->deadline;
+	c->dot_reply = c->reply;
+	c->msg = NULL;
+	offer_next(c);
+}
+
 static void body_end(struct vr_smtpc *c, uint64_t now)
 {
 	c->body_eof = true;
 	if (c->pending_cr || !c->at_bol)
 		vr_smtpc_emit(c, "\r\n", 2);
 	c->pending_cr = false;
-	vr_smtpc_emit(c, ".\r\n", 3);
-	c->state = S_DOT;
-	vr_smtpc_set_timer(c, c->to.dot, now);
+	dot_sent(c, now);
 }
 
 static void body_pull(struct vr_smtpc *c, uint64_t now)
@@ -416,15 +478,43 @@ static void expect(struct vr_smtpc *c, struct vr_smtpc_reply *r, unsigned ok_cla
 		       vr_smtpc_msg_phase(c), q.code, q.text);
 }
 
-/* Every recipient RCPT accepted gets r (DATA's refusal, or the final word). */
-static void accepted_get(struct vr_smtpc *c, const struct vr_smtpc_reply *r)
+/* Every recipient of m that RCPT accepted gets r (DATA's refusal, or the
+ * final word). */
+static void rcpts_accepted_get(struct vr_smtpc_msg *m, const struct vr_smtpc_reply *r)
 {
-	for (size_t i = 0; i < c->msg->n_rcpts; i++) {
-		struct vr_smtpc_reply *x = &c->msg->rcpts[i].reply;
+	for (size_t i = 0; i < m->n_rcpts; i++) {
+		struct vr_smtpc_reply *x = &m->rcpts[i].reply;
 		if (vr_smtpc_reply_ok(x))
 			*x = *r;
 	}
+}
+
+static void accepted_get(struct vr_smtpc *c, const struct vr_smtpc_reply *r)
+{
+	rcpts_accepted_get(c->msg, r);
 	c->reply = *r;
+}
+
+/* The reply to the end of data of dot_msg, with the next message's
+ * commands out behind it (or a local refusal of it pending, or none). */
+static void on_dot_msg_reply(struct vr_smtpc *c, struct vr_smtpc_reply *r, uint64_t now)
+{
+	struct vr_smtpc_msg *m = c->dot_msg;
+
+	expect(c, r, 2);
+	c->dot_msg = NULL;
+	if (!c->dot_discard)
+		rcpts_accepted_get(m, r);
+	if (c->state == S_TXN) {
+		vr_smtpc_set_timer(c, step_timeout(c, c->rx_step), now);
+	} else {
+		/* Nothing went out behind it: idle, as msg_end leaves it. */
+		c->state = S_IDLE;
+		c->deadline = UINT64_MAX;
+	}
+	msg_give_back(c, m, c->dot_discard ? &c->dot_reply : r);
+	if (c->state == S_IDLE && !c->msg)
+		vr_smtpc_idle(c, now);
 }
 
 static void on_rcpt_reply(struct vr_smtpc *c, const struct vr_smtpc_reply *r, uint64_t now)
@@ -454,9 +544,7 @@ static void on_data_reply(struct vr_smtpc *c, const struct vr_smtpc_reply *r, ui
 			/* RFC 2920 3.1 says the server should have refused DATA
 			 * with no recipients; some do not. End it empty. */
 			c->data_discard = true;
-			vr_smtpc_emit(c, ".\r\n", 3);
-			c->state = S_DOT;
-			vr_smtpc_set_timer(c, c->to.dot, now);
+			dot_sent(c, now);
 			return;
 		}
 		c->state = S_BODY;
@@ -477,6 +565,10 @@ void vr_smtpc_msg_reply(struct vr_smtpc *c, const struct vr_smtpc_reply *reply, 
 		/* RFC 5321 3.8: the server is closing the channel; whatever we
 		 * pipelined after this command will never be answered. */
 		vr_smtpc_fail(c, &r);
+		return;
+	}
+	if (c->dot_msg) {
+		on_dot_msg_reply(c, &r, now_ms);
 		return;
 	}
 	if (c->state == S_DOT) {

@@ -7,7 +7,8 @@
  *   vmrelay-send --server IP:PORT --to ADDR [--to ADDR ...] [options] FILE
  *
  * The file is sent as stored (CRLF lines), pulled in chunks straight from
- * the file. One JSON object per line on stdout: each message's outcome
+ * the file. With PIPELINING a message goes out behind the one before's end
+ * of data, so two copies take turns (slot). One JSON object per line on stdout: each message's outcome
  * ("msg") and each connection's end ("closed", with TLS and capabilities).
  * Exit status: 0 every message sent, 1 otherwise, 2 usage.
  */
@@ -31,12 +32,18 @@
 #define MAX_RCPTS 64
 #define MAX_TLSA 8
 
-struct run {
-	struct vr_smtpc_conn *k;
+/* One message in flight: at most two are, the older waiting for the
+ * reply to its end of data. */
+struct slot {
 	struct vr_smtpc_msg msg;
 	struct vr_smtpc_rcpt rcpts[MAX_RCPTS];
 	int fd;                       /* the message file */
 	off_t off;
+};
+
+struct run {
+	struct vr_smtpc_conn *k;
+	struct slot slot[2];          /* message n goes in slot[n % 2] */
 	unsigned count, started, sent, failed;
 	bool conn_failed;
 };
@@ -73,7 +80,7 @@ static void print_json(json_t *o)
 
 static ssize_t body_read(void *cookie, uint8_t *buf, size_t cap)
 {
-	struct run *r = cookie;
+	struct slot *r = cookie;
 	ssize_t n = pread(r->fd, buf, cap, r->off);
 
 	if (n > 0)
@@ -90,9 +97,9 @@ static void next_msg(struct run *r)
 		vr_smtpc_quit(c, vr_clock_ms());
 		return;
 	}
-	r->started++;
-	r->off = 0;
-	if (vr_smtpc_send(c, &r->msg, vr_clock_ms()) < 0)
+	struct slot *s = &r->slot[r->started++ % 2];
+	s->off = 0;
+	if (vr_smtpc_send(c, &s->msg, vr_clock_ms()) < 0)
 		abort();
 }
 
@@ -270,20 +277,22 @@ int main(int argc, char **argv)
 	char err[256];
 	int o;
 
-	r.msg.from = "";
-	r.msg.rcpts = r.rcpts;
-	r.msg.body = body_read;
-	r.msg.cookie = &r;
+	struct slot *m0 = &r.slot[0];
+
+	m0->msg.from = "";
+	m0->msg.rcpts = m0->rcpts;
+	m0->msg.body = body_read;
+	m0->msg.cookie = m0;
 	r.count = 1;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {
 		case 's': server_arg = optarg; break;
 		case 't':
-			if (r.msg.n_rcpts == MAX_RCPTS)
+			if (m0->msg.n_rcpts == MAX_RCPTS)
 				usage();
-			r.rcpts[r.msg.n_rcpts++].addr = optarg;
+			m0->rcpts[m0->msg.n_rcpts++].addr = optarg;
 			break;
-		case 'f': r.msg.from = optarg; break;
+		case 'f': m0->msg.from = optarg; break;
 		case 'H': p.helo_name = optarg; break;
 		case 'p': p.peer_name = optarg; break;
 		case 'T': tls = optarg; break;
@@ -293,9 +302,9 @@ int main(int argc, char **argv)
 				usage();
 			p.n_tlsa++;
 			break;
-		case '8': r.msg.flags |= VR_SMTPC_8BIT; break;
-		case 'u': r.msg.flags |= VR_SMTPC_SMTPUTF8; break;
-		case 'S': r.msg.size = strtoull(optarg, NULL, 10); break;
+		case '8': m0->msg.flags |= VR_SMTPC_8BIT; break;
+		case 'u': m0->msg.flags |= VR_SMTPC_SMTPUTF8; break;
+		case 'S': m0->msg.size = strtoull(optarg, NULL, 10); break;
 		case 'c': r.count = (unsigned)atoi(optarg); break;
 		case 'm': p.max_msgs = (unsigned)atoi(optarg); break;
 		case 'o': {
@@ -308,7 +317,7 @@ int main(int argc, char **argv)
 		default: usage();
 		}
 	}
-	if (!server_arg || r.msg.n_rcpts == 0 || optind != argc - 1 || r.count == 0 ||
+	if (!server_arg || m0->msg.n_rcpts == 0 || optind != argc - 1 || r.count == 0 ||
 	    parse_addr(server_arg, &server) < 0)
 		usage();
 	p.peer = (struct sockaddr *)&server;
@@ -323,17 +332,20 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vmrelay-send: %s\n", err);
 		return 1;
 	}
-	r.fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
-	if (r.fd < 0) {
+	m0->fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
+	if (m0->fd < 0) {
 		fprintf(stderr, "vmrelay-send: %s: %s\n", argv[optind], strerror(errno));
 		return 1;
 	}
+	r.slot[1] = *m0;
+	r.slot[1].msg.rcpts = r.slot[1].rcpts;
+	r.slot[1].msg.cookie = &r.slot[1];
 	/* max-msgs may end a connection early: open another while messages
 	 * remain and the last one ended well. */
 	while (r.started < r.count && !r.conn_failed)
 		if (run_conn(&r, &p) < 0)
 			return 1;
 	vr_tls_ctx_free(p.tls);
-	close(r.fd);
+	close(m0->fd);
 	return r.sent == r.count ? 0 : 1;
 }

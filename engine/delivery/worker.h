@@ -101,6 +101,7 @@ struct vr_delivery {
 
 /* A message being handed over on a connection. */
 struct attempt {
+	struct attempt *next;         /* the connection's other one, if any */
 	struct dq_job *job;
 	struct vr_smtpc_msg m;
 	struct vr_smtpc_rcpt *rcpts;  /* [job->n] */
@@ -116,6 +117,8 @@ struct dconn {
 	struct dq_dest *dest;
 	struct vr_smtpc_conn *k;
 	uint32_t events;              /* registered with epoll */
+	/* The messages on it, newest first: two while the next one is
+	 * pipelined behind the end of data of the one before (smtpc.h). */
 	struct attempt *att;
 	bool carried;                 /* a message went over it */
 	bool closed;

@@ -13,11 +13,16 @@
  *    vr_smtpc_conn_events(), call vr_smtpc_conn_io() with what epoll
  *    reported (or 0 at the deadline), re-arm with the events it now wants.
  *
- * A connection carries one message at a time, up to max_msgs of them. The
- * owner calls vr_smtpc_send() whenever the connection is idle (at once after
- * creating it, or from the ready callback); results come back through
- * callbacks: each recipient's reply in the caller's own vr_smtpc_rcpt array,
- * then msg_done, and closed once when the connection is over. The body is
+ * A connection carries one transaction at a time, up to max_msgs of them.
+ * The owner calls vr_smtpc_send() whenever the connection can take a
+ * message (at once after creating it, or from the ready callback): when it
+ * is idle, and, with PIPELINING, as soon as a message's end of data is out,
+ * so that the next message's MAIL, RCPT and DATA go behind it before its
+ * reply (one round trip per message, not two). So up to two messages are
+ * out at once, each with its own vr_smtpc_msg; results come back through
+ * callbacks, in the order the messages were handed over: each recipient's
+ * reply in the caller's own vr_smtpc_rcpt array, then msg_done, and closed
+ * once when the connection is over. The body is
  * pulled through msg->body in chunks, only while the output buffer has room:
  * the client never holds the whole message.
  *
@@ -149,8 +154,9 @@ struct vr_smtpc;
 struct vr_smtpc_conn;
 
 struct vr_smtpc_ops {
-	/* The connection is idle and can take a message: call vr_smtpc_send()
-	 * or vr_smtpc_quit() (now or later). Not called once max_msgs went. */
+	/* The connection can take a message (idle, or behind an end of data
+	 * whose reply is due): call vr_smtpc_send() or vr_smtpc_quit() (now
+	 * or later). Not called once max_msgs went. */
 	void (*ready)(void *owner);
 	/* A message is finished; msg->rcpts[i].reply hold each recipient's
 	 * outcome, reply the message's (the end-of-data reply, or what ended
@@ -192,8 +198,9 @@ struct vr_smtpc *vr_smtpc_new(const struct vr_smtpc_params *p, uint64_t now_ms);
 void vr_smtpc_free(struct vr_smtpc *c);
 
 /*
- * Hands the idle connection a message; msg and everything it points to must
- * stay valid until msg_done. 0, -EBUSY (a message is in flight), -EPIPE
+ * Hands the connection a message (idle, or told ready behind an end of
+ * data); msg and everything it points to must stay valid until msg_done.
+ * 0, -EBUSY (a message is in its transaction), -EPIPE
  * (closing or closed), -EINVAL. Before the greeting/EHLO are through it
  * waits for them. A message refused without a word to the server (SMTPUTF8
  * not offered, over the server's SIZE, no sendable address) is reported
