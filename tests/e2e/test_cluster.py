@@ -102,7 +102,7 @@ class Redis:
 
 
 def start_node(i, redis_addr, limits, failsafe=10, lease_min=1, lease_max=4, ttl=TTL,
-               accts=None, where=None, start=True):
+               accts=None, where=None, start=True, timeout_ms=300):
     """vmrelay node i on NODES[i], clustered on redis_addr (or on the
     [cluster] lines in where: sentinels, TLS), started unless start is
     False."""
@@ -114,7 +114,7 @@ def start_node(i, redis_addr, limits, failsafe=10, lease_min=1, lease_max=4, ttl
                       ["key_prefix = " + PREFIX,
                        "node = node%d" % i, "lease_ttl_s = %d" % ttl,
                        "lease_min = %d" % lease_min, "lease_max = %d" % lease_max,
-                       "failsafe_percent = %d" % failsafe, "timeout_ms = 300", ""])
+                       "failsafe_percent = %d" % failsafe, "timeout_ms = %d" % timeout_ms, ""])
     with open(r.config_path, "w") as f:
         f.write(text)
     return r.start() if start else r

@@ -21,6 +21,9 @@ from test_cluster import (NODES, PREFIX, REDIS_CLI, REDIS_SERVER, Base, Redis, s
                           start_node, utc_day)
 
 PASSWORD = "e2e-redis-secret"
+# a connect and TLS handshake on a loaded machine (or under ASan) may take
+# longer than the plain tests' 300 ms; a timeout would be the error logged
+TIMEOUT = 1000
 
 
 def make_cert(d, name, *sans):
@@ -95,8 +98,8 @@ class ClusterTlsTest(Base):
         cls.seed = cls.redis[0]
 
     def start_tls(self, limits, **kw):
-        self.nodes = [start_node(i, None, limits, where=self.seed.where(), **kw)
-                      for i in range(3)]
+        self.nodes = [start_node(i, None, limits, where=self.seed.where(), timeout_ms=TIMEOUT,
+                                 **kw) for i in range(3)]
         for n in self.nodes:
             self.assertTrue(n.wait_log(r"event=cluster_redis_up", timeout=10), n.log())
 
@@ -118,9 +121,9 @@ class ClusterTlsTest(Base):
         and in stats, and admit only their fail-safe share (2 of 10)."""
         limits = {"per_minute": 10, "per_hour": 1000, "per_day": 1000}
         self.nodes = [
-            start_node(0, None, limits, failsafe=20,
+            start_node(0, None, limits, failsafe=20, timeout_ms=TIMEOUT,
                        where=self.seed.where(ca=self.seed.stranger[0])),
-            start_node(1, None, limits, failsafe=20,
+            start_node(1, None, limits, failsafe=20, timeout_ms=TIMEOUT,
                        where=self.seed.where(name="other.e2e.test")),
         ]
         for n, what in zip(self.nodes, ("self-signed certificate|unable to get local issuer",
