@@ -4,9 +4,9 @@
  * one, so the sessions are written once for every transport.
  *
  *   io_kernel.c  kernel sockets over epoll (the default)
- *   io_dpdk.c    our userspace TCP/IP stack (engine/net) on one DPDK port,
- *                polled without pause on the main lcore: no kernel socket in
- *                the data path (--dpdk)
+ *   io_dpdk.c    our userspace TCP/IP stack (engine/net) on one DPDK port
+ *                (net_memif, a NIC), polled without pause on the main lcore:
+ *                no kernel socket in the data path (--dpdk)
  *
  * A transport opens connections into a struct vr_bench_conn (setting the
  * conn's byte-moving ops, conn.h) and reports what happened to them as

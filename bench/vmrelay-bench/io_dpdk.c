@@ -1,11 +1,11 @@
 /*
  * io_dpdk.c - vmrelay-bench's DPDK transport (--dpdk, see io.h): the
  * sessions' TCP is our own userspace stack (engine/net) on one DPDK port
- * (net_memif, net_ring, a NIC), polled on the main lcore without pause, as
- * a relay's worker polls: rx burst, the stack (its callbacks mark
- * connections ready), TCP's timers and output, tx burst. No kernel socket
- * carries a byte; the kernel sees only the signal fd, looked at once a
- * millisecond.
+ * (net_memif to another DPDK process, or a NIC), polled on the main lcore
+ * without pause, as a relay's worker polls: rx burst, the stack (its
+ * callbacks mark connections ready), TCP's timers and output, tx burst. No
+ * kernel socket carries a byte; the kernel sees only the signal fd, looked
+ * at once a millisecond.
  *
  * The stack calls back from inside the poll; the sessions must not run
  * there (a session closing its connection from within the stack's own

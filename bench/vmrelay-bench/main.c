@@ -403,11 +403,12 @@ static const struct {
 	  "--rcpts, each gets a +N tag before its @" },
 	{ "helo", "NAME", CLIENT, o_helo, "the EHLO name (bench.example)" },
 	{ "dpdk", "'EAL ARGS'", CLIENT, o_dpdk,
-	  "drive the target over our userspace TCP/IP stack on a DPDK port\n"
-	  "(net_memif, net_ring, a NIC), one poll-mode lcore, no kernel socket:\n"
-	  "the EAL's arguments as vmrelay's [dpdk] eal takes them, e.g.\n"
-	  "'-l 0 --no-huge -m 256 --no-pci --vdev=net_memif0,role=client,\n"
-	  "socket=/tmp/m.sock'; IPv4 targets, no --source" },
+	  "drive the target over our userspace TCP/IP stack on the EAL's first\n"
+	  "port (net_memif to another DPDK process, or a NIC), polled on one\n"
+	  "lcore, no kernel socket; the EAL's arguments as vmrelay's [dpdk] eal\n"
+	  "takes them, e.g. '-l 1 --no-huge -m 256 --no-pci\n"
+	  "  --vdev=net_memif0,role=client,socket=/tmp/m.sock'\n"
+	  "(IPv4 targets; no --source; STARTTLS works over it)" },
 	{ "dpdk-ip", "A.B.C.D/N", CLIENT, o_dpdk_ip,
 	  "--dpdk: the stack's address on the port's network (required)" },
 	{ "hash", "sha256|xxh3", BOTH, o_hash,

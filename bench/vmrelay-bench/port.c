@@ -138,7 +138,8 @@ static int port_start(struct vr_bench_port *p, char *err, size_t errlen)
 	int rc;
 
 	if (rte_eth_dev_count_avail() == 0) {
-		snprintf(err, errlen, "no port: give one with --vdev (net_memif0,... or net_ring0)");
+		snprintf(err, errlen, "no port: give one, e.g. "
+			 "--vdev=net_memif0,role=client,socket=PATH");
 		return -1;
 	}
 	p->port = (uint16_t)rte_eth_find_next_owned_by(0, RTE_ETH_DEV_NO_OWNER);
