@@ -1,7 +1,6 @@
 /*
- * log.c - key=value log lines, written by a logging thread from each
- * thread's ring, and each thread's ring of recent events for the control
- * socket (see vmrelay/log.h).
+ * log.c - key=value log lines, and each thread's ring of recent events for
+ * the control socket (see vmrelay/log.h).
  *
  * Lines. SMTP workers and poll-mode lcores log a line per transaction and
  * must never wait on a disk or a pipe: they call vr_log_thread_async() as
@@ -9,21 +8,21 @@
  * vr_log_open(), stopped by vr_log_close()) runs, vr_log() in them only
  * formats the line into the thread's own ring and returns. The logging
  * thread takes what every ring holds and writes it with one writev(2).
+ * Busy, it passes over the rings every NAP_NS and no worker makes a system
+ * call for it; once it has found them empty twice it sleeps, and the first
+ * line after that wakes it (one eventfd write), so a quiet relay's lines
+ * are in the file at once.
+ *
+ * A full ring drops the line and counts it: a worker never waits for the
+ * log, even a stuck one (a full disk, a pipe nobody reads). The next line
+ * that finds room is preceded by "event=log_dropped lines=N", in the gap's
+ * place; vr_log_close() writes the count no later line carried.
  *
  * Every other thread (main, control, delivery, spool, cluster), and every
  * thread before vr_log_open() (config errors, --check), writes its own
  * lines with one write(2), at once: those threads may wait on a disk, and
  * their lines are in the file when what they did is answered - an operator
- * (or a test) reading the log right after `vmrelayctl reload` finds it. Busy, it passes over the
- * rings every NAP_NS and nobody makes a system call for it; once it has
- * found them empty twice it sleeps, and the first line after that wakes it
- * (one eventfd write), so a quiet relay's lines are in the file at once.
- *
- * A full ring drops the line and counts it, in every thread alike: a
- * worker must never block, and a delivery or control thread stalled behind
- * a stuck log (a full disk, a pipe nobody reads) would stop mail as surely.
- * The next line that finds room is preceded by "event=log_dropped lines=N",
- * in the gap's place.
+ * (or a test) reading the log right after `vmrelayctl reload` finds it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,9 +65,10 @@ static int log_level = VR_LOG_INFO;
  * sees it, and the consumer has written bytes out before the producer sees
  * their room given back. Only whole lines are published.
  *
- * A ring is allocated on its thread's first line and never freed: when the
- * thread exits it is orphaned, and once drained it is free for the next new
- * thread, so the memory follows the most threads that logged at once. */
+ * A ring is allocated when its thread calls vr_log_thread_async() and is
+ * never freed: when the thread exits it is orphaned, and once drained it is
+ * free for the next such thread, so the memory follows the most workers
+ * that ran at once. */
 
 enum ring_state { RING_FREE, RING_OWNED, RING_ORPHANED };
 
@@ -111,7 +111,8 @@ static struct {
 static void log_kick(void)
 {
 	uint64_t one = 1;
-	ssize_t w = write(log_wake_fd, &one, sizeof(one));  /* never blocks; a full counter is awake enough */
+	/* non-blocking: a counter too full to add to has a wake-up pending */
+	ssize_t w = write(log_wake_fd, &one, sizeof(one));
 	(void)w;
 }
 
