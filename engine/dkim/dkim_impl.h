@@ -37,8 +37,8 @@ struct vr_dkim_body {
 	size_t n;                    /* bytes staged in out */
 	/* Staging: the canonical body goes to the digest VR_DKIM_STAGE bytes
 	 * at a time (a 6 KB message in one update); the slack takes the
-	 * 16-byte stores of the scan past the staging limit. */
-	uint8_t out[VR_DKIM_STAGE + 32];
+	 * stores of the scan (up to 64 bytes) past the staging limit. */
+	uint8_t out[VR_DKIM_STAGE + 64];
 };
 
 /* 0 or -ENOMEM. */

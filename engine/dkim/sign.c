@@ -302,9 +302,13 @@ static int header_index(struct vr_dkim_signer *s)
 
 	size_t start = 0, i = 0;
 	while (i < len) {
-		size_t eol = i;
-		while (!(h[eol] == '\r' && h[eol + 1] == '\n'))
-			eol++;
+		/* The line ends at the first LF after a CR (the block's last
+		 * line too); a bare LF is a byte of the line. */
+		const uint8_t *lf = h + i;
+		do
+			lf = rawmemchr(lf + 1, '\n');
+		while (lf[-1] != '\r');
+		size_t eol = (size_t)(lf - h) - 1;
 		if (i == 0 && (h[0] == ' ' || h[0] == '\t'))
 			return fail(s, -EBADMSG, "the header block starts with a continuation line");
 		size_t next = eol + 2;
