@@ -24,7 +24,11 @@
 # median of the pairs' ratios - the relay's CPU per 1000 messages (steady:
 # end-to-end rates swing with the delivery backlog a run ends with), the
 # accepting rate and the end-to-end rate. ctlload.py's own CPU is measured
-# apart and never charged to the relay.
+# apart and never charged to the relay. Each vmrelay+ctl run also measures,
+# between its warm-up and its load, what the commands alone cost the relay:
+# its CPU while ctlload.py sends them to it otherwise idle, less its CPU
+# over as long a quiet spell just before - set against the relay's CPU for
+# the messages, that share is the steadiest figure of the three.
 #
 # Engines take turns, their order rotating each round; each starts fresh.
 # Writes bench/RESULTS-e2e.md (bench/e2e/report.py), with bench/dkim's
@@ -204,8 +208,29 @@ name_of_e2e() {
 
 # --- one measured run -------------------------------------------------------------
 
+# proc_ticks PID: the user + system clock ticks of the process (all threads).
+proc_ticks() {
+	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+# ctl_idle_cost DIR: the relay's CPU seconds for the control commands alone
+# (vmrelay warmed up, no load): its ticks while ctlload.py sends them less
+# its ticks over as long a quiet spell just before.
+ctl_idle_cost() {
+	local dir=$1 t0 t1 t2
+	t0=$(proc_ticks "$VR_PID")
+	sleep "$(awk -v n="$CTL" -v r="$CTL_RATE" 'BEGIN { printf "%.3f", n / r }')"
+	t1=$(proc_ticks "$VR_PID")
+	"$PY" "$BENCH_DIR/e2e/ctlload.py" "$dir/ctl.sock" --count "$CTL" --rate "$CTL_RATE" \
+		--account bench --ip "$CLIENT_ADDR" >"$dir/ctl-idle.out" 2>"$dir/ctl-idle.err" ||
+		die "vmrelay+ctl: control commands on the idle relay failed:"$'\n'"$(tail_of "$dir/ctl-idle.err")"
+	t2=$(proc_ticks "$VR_PID")
+	awk -v a="$t0" -v b="$t1" -v c="$t2" -v hz="$(getconf CLK_TCK)" \
+		'BEGIN { printf "%.3f", ((c - b) - (b - a)) / hz }'
+}
+
 e2e_run() {
-	local e=$1 round=$2 name dir total=0 wall cpu rc load_s ctl_pid='' ctl_out='-' check
+	local e=$1 round=$2 name dir total=0 wall cpu rc load_s ctl_pid='' ctl_out='-' check idle_cost
 	name=$(name_of_e2e "$e")
 	dir=$WORK/$e-r$round
 	rm -rf "$dir"
@@ -216,6 +241,7 @@ e2e_run() {
 		total=$WARMUP
 		"settle_e2e_$e" "$dir" "$total"
 	fi
+	[[ $e != ctl ]] || idle_cost=$(ctl_idle_cost "$dir")
 	total=$((total + MESSAGES))
 	load_cmd "$MESSAGES" "$PORT" "$dir/load.json"
 	if [[ $e == ctl ]]; then
@@ -233,10 +259,11 @@ e2e_run() {
 		kill -TERM "$ctl_pid" 2>/dev/null || true
 		wait "$ctl_pid" || die "$name: control commands failed:"$'\n'"$(tail_of "$dir/ctl.err")"
 		forget_child "$ctl_pid"
-		# "sent|seconds|ctlload.py's CPU s|per-command reply times" for report.py
-		ctl_out=$(sed -E '1s/^sent=([0-9]+) ok=[0-9]+ seconds=([0-9.]+) cpu_s=([0-9.]+)$/\1|\2|\3/' \
+		# "sent|seconds|ctlload.py's CPU s|the relay's CPU s for the commands
+		# alone|per-command reply times" for report.py
+		ctl_out=$(sed -E "1s/^sent=([0-9]+) ok=[0-9]+ seconds=([0-9.]+) cpu_s=([0-9.]+)\$/\\1|\\2|\\3|$idle_cost/" \
 			"$dir/ctl.out" | paste -sd '|')
-		[[ $ctl_out =~ ^[0-9]+\|[0-9.]+\|[0-9.]+\|[^|]+$ ]] ||
+		[[ $ctl_out =~ ^[0-9]+\|[0-9.]+\|[0-9.]+\|-?[0-9.]+\|[^|]+$ ]] ||
 			die "$name: ctlload.py printed: $(cat "$dir/ctl.out")"
 	fi
 	read -r wall cpu rc load_s <<<"$(sed -E 's/[a-z_]+=//g' "$dir/measure.out")"
@@ -304,7 +331,7 @@ meta sample "$SAMPLE"
 PF_VERSION=$(postconf -d -h mail_version)
 has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance (bench/postfix/main.cf.in and master.cf.in, durable queue) with OpenDKIM $(opendkim -V 2>&1 | sed -nE '1s/.*v([0-9.]+).*/\1/p') (Debian's package) as its milter on a Unix socket beside the instance (bench/postfix/opendkim.conf.in: signing mode, Ed25519, relaxed/relaxed, milter_default_action = tempfail so that nothing leaves unsigned), relaying to an smtp-sink that keeps what it gets (-D); every run: its log showed each message accepted and status=sent, no reject, deferral or warning, the queue empty."
 has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers, ${VR_DELIVERY_WORKERS:-the default number of} delivery workers, durable spool, the bench account signing bench.example with the Ed25519 key (selector ed1), [delivery] smarthost = an smtp-sink that keeps what it gets (-D); every run: its log showed one result=sent delivery per message and no other attempt, \`vmrelay-spool check\` found every record intact, no err or warn line."
-((CTL == 0)) || meta engine_note "vmrelay+ctl: vmrelay as above while bench/e2e/ctlload.py sends up to $CTL control requests at $CTL_RATE/s from the start of the load until the last message reached the far sink, each on a connection of its own (as vmrelayctl does), in turn: stats, quota show bench, queue list, metrics, vps show $CLIENT_ADDR; every reply ok. The ctl line gives how many were sent by then, ctlload.py's own CPU seconds (a process apart: not in the relay's CPU) and each command's reply time."
+((CTL == 0)) || meta engine_note "vmrelay+ctl: vmrelay as above while bench/e2e/ctlload.py sends up to $CTL control requests at $CTL_RATE/s from the start of the load until the last message reached the far sink, each on a connection of its own (as vmrelayctl does), in turn: stats, quota show bench, queue list, metrics, vps show $CLIENT_ADDR; every reply ok. Before the load, after the warm-up, the same commands were sent to the otherwise idle relay and its CPU over them, less its CPU over as long a quiet spell just before, is what the commands alone cost it. The ctl line gives how many were sent during the load, ctlload.py's own CPU seconds (a process apart: not in the relay's CPU), the relay's CPU for the commands alone and each command's reply time."
 
 e2e_rounds
 

@@ -6,13 +6,15 @@
 RUNS holds one verified run a line, tab separated: engine, round, messages,
 wall_s (load start to the last message at the far sink), load_s (load start
 to the load's exit), cpu_s (the relay's process tree: Postfix's master and
-children plus opendkim; vmrelay), ctl ("-", or "sent|seconds|cpu_s|reply
-times" of the control commands, cpu_s being ctlload.py's own) and the DKIM
+children plus opendkim; vmrelay), ctl ("-", or "sent|seconds|cpu_s|
+idle_cpu_s|reply times" of the control commands: cpu_s ctlload.py's own,
+idle_cpu_s the relay's for the same commands sent to it idle) and the DKIM
 check's line. META is "key<TAB>value" lines. Prints the table (medians;
 ratios to Postfix as medians of the per-round ratios, each from runs
-moments apart), the vmrelay / vmrelay+ctl pairs' ratios (relay CPU per 1000
-messages, accepting and end-to-end rates: median and range over the pairs)
-and the targets; with --markdown writes it with the machine, the command,
+moments apart), what the commands alone cost the idle relay against its
+CPU for the messages, the vmrelay / vmrelay+ctl pairs' ratios (relay CPU
+per 1000 messages, accepting and end-to-end rates: median and range over
+the pairs) and the targets; with --markdown writes it with the machine, the command,
 the configurations and bench_dkim's figures to OUT.
 """
 
@@ -54,9 +56,10 @@ def per_round_ratio(runs, a, b, key="wall"):
 
 
 def ctl_fields(r):
-    """(commands sent, seconds, ctlload.py's CPU s, reply times text)."""
-    sent, secs, cpu, times = r["ctl"].split("|", 3)
-    return int(sent), float(secs), float(cpu), times
+    """(commands sent, seconds, ctlload.py's CPU s, the relay's CPU s for the
+    commands alone, reply times text)."""
+    sent, secs, cpu, idle, times = r["ctl"].split("|", 4)
+    return int(sent), float(secs), float(cpu), float(idle), times
 
 
 def pair_ratios(runs, key):
@@ -85,9 +88,18 @@ def ctl_lines(runs):
     own = statistics.median(f[2] for f in fields)
     cpu_with = statistics.median(r["cpu"] / r["msgs"] * 1000 for r in ctl)
     cpu_without = statistics.median(r["cpu"] / r["msgs"] * 1000 for r in runs["vmrelay"].values())
+    verdicts = []
+    # the commands' own cost: the idle relay's CPU for them, against the
+    # CPU the relay spends on a run's messages without them
+    idle = [f[3] for f in fields]
+    run_cpu = cpu_without * statistics.median(r["msgs"] for r in ctl) / 1000
+    share = statistics.median(idle) / run_cpu
+    verdicts.append(f"the commands' own CPU {'within' if share < TARGET_CTL else 'NOT within'}")
+    lines.append(f"the commands alone, sent to the idle relay: {statistics.median(idle):.3f} CPU s "
+                 f"(median; {min(idle):.3f} to {max(idle):.3f}), {100 * share:.1f}% of the "
+                 f"{run_cpu:.2f} s the relay spends on a run's messages without them")
     lines.append(f"vmrelay+ctl against vmrelay: {pairs} pairs run back to back, the order "
                  "alternating; medians of the pairs' ratios (range):")
-    verdicts = []
     for key, what, cost in (("cpu", "relay CPU per 1000 messages", 1),
                             ("load", "accepting rate", -1),
                             ("wall", "end-to-end rate", -1)):
@@ -175,9 +187,9 @@ def markdown(out, runs, meta, text):
             w.append(f"{e:<12} round {rnd}: {r['msgs'] / r['wall']:7.0f} {r['msgs'] / r['load']:7.0f} "
                      f"{r['cpu'] / r['msgs'] * 1000:6.3f}  {r['check']}")
             if r["ctl"] != "-":
-                n, secs, cpu, times = ctl_fields(r)
-                w.append(f"{'':<12}   ctl: {n} commands in {secs} s, ctlload.py {cpu:.2f} CPU s; "
-                         f"reply times {times}")
+                n, secs, cpu, idle, times = ctl_fields(r)
+                w.append(f"{'':<12}   ctl: {n} commands in {secs} s, ctlload.py {cpu:.2f} CPU s, "
+                         f"the relay {idle:.3f} CPU s for them alone; reply times {times}")
     w += ["```", ""]
     for key, title in (("postfix_conf", "Postfix: `postconf -n`"),
                        ("opendkim_conf", "OpenDKIM: opendkim.conf"),
