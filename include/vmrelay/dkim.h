@@ -120,12 +120,19 @@ int vr_dkim_signer_finish(struct vr_dkim_signer *s, struct vr_buf *out, char *er
  * OpenSSL's per-key setup (some 5% of an Ed25519 signature). Any state,
  * finished or not. The contexts hold references to their keys, so a key
  * dropped by a table reload is freed when the signer moves on to other
- * keys or is freed. 0, or -EINVAL (a key of d not loaded), -EIO.
+ * keys or is destroyed (see vr_dkim_signer_free()). 0, or -EINVAL (a key
+ * of d not loaded), -EIO.
  */
 int vr_dkim_signer_reset(struct vr_dkim_signer *s, const struct vr_dkim_domain *d,
 			 uint64_t now_s);
 int vr_dkim_signer_reset_for(struct vr_dkim_signer *s, const struct vr_account *acct,
 			     uint64_t now_s);
+/*
+ * Ends s. The calling thread keeps one freed signer as its spare, memory
+ * and signing contexts, and the next vr_dkim_signer_new*() on that thread
+ * is that spare reset: a signer per message costs what a reset does. The
+ * spare is destroyed when its thread exits.
+ */
 void vr_dkim_signer_free(struct vr_dkim_signer *s);
 
 #endif
