@@ -16,6 +16,14 @@
  * thread of its own that writes and syncs in group commits: whatever the
  * owner appended while the last fdatasync ran goes in the next one. The
  * owner only appends to a buffer under a mutex it rarely has to wait for.
+ * Each group is written at once (readers such as `queue show` see it),
+ * but synced SYNC_GAP_MS after the last sync at the earliest: a busy
+ * thread's deliveries would otherwise cost an fdatasync (a journal
+ * commit) every few messages, half of the relay's syncs. Nothing waits on
+ * them: a record is about mail already handed on (a crash within the gap
+ * costs a second delivery, as one in flight does), and what must be
+ * durable before it is answered (an operator's command) asks with
+ * vr_spool_log_sync(), which skips the gap.
  *
  * A restart reads every log into one array sorted by queue ID (events of
  * one message in the order they happened), then scans the messages and
@@ -34,6 +42,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmrelay/buf.h"
@@ -44,6 +53,8 @@
 #include "segment.h"
 
 #define STATE_DIR "state"
+/* The least time between two fdatasyncs of a log. */
+#define SYNC_GAP_MS 10u
 
 struct vr_spool_log {
 	char *dir;
@@ -60,13 +71,16 @@ struct vr_spool_log {
 	pthread_cond_t cv;            /* syncer: a kick or stop; sync(): a round done */
 	struct vr_buf buf;            /* encoded records the owner appended */
 	size_t n_pending;             /* ... and how many */
-	struct vr_buf wbuf;           /* being written, or kept after a failed round */
+	struct vr_buf wbuf;           /* written, not synced yet; or kept after a failed round */
 	size_t w_pending;
+	size_t wdone;                 /* syncer's: bytes of wbuf in the file, at its end */
 	struct vr_buf sealed;         /* sealed files' names (NUL-ended) for on_seal */
 	uint64_t rounds;              /* rounds finished, failed or not */
 	int last_rc;                  /* of the last round */
 	int unreported_rc;            /* a failed round vr_spool_log_flush() has not told */
 	bool busy, kicked, stop;
+	bool urgent;                  /* a sync() waits: no gap before the sync */
+	uint64_t sync_ms;             /* when the last sync started (monotonic) */
 	bool has_syncer;              /* owner's: the thread runs */
 	pthread_t syncer;
 };
@@ -191,7 +205,12 @@ struct vr_spool_log *vr_spool_log_open(const char *dir, unsigned id, char *err, 
 	if (!log)
 		goto fail;
 	pthread_mutex_init(&log->mu, NULL);
-	pthread_cond_init(&log->cv, NULL);
+	pthread_condattr_t ca;
+	/* Timed waits (the gap between rounds) on the clock vr_clock_ms reads. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&log->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	if (!(log->dir = strdup(dir)))
 		goto fail;
 	log->id = id;
@@ -298,14 +317,16 @@ static void log_abandon(struct vr_spool_log *log, const char *what, int err)
 	log_seal(log);
 }
 
-/* Writes b and fdatasyncs it, in the current file or a new one. Only one
- * thread at a time (the syncer, or the owner when there is none). */
-static int log_write(struct vr_spool_log *log, const struct vr_buf *b)
+/* Writes what of b is not in the file yet and, if sync, fdatasyncs it, in
+ * the current file or a new one (all of b again after a failure). Only
+ * one thread at a time (the syncer, or the owner when there is none). */
+static int log_write(struct vr_spool_log *log, const struct vr_buf *b, bool sync)
 {
 	int rc;
 
-	/* Rolled like segments, so that a log can go with the mail it is about. */
-	if (log->seg.fd >= 0 && (log->seg.len >= VR_SEG_ROLL_BYTES ||
+	/* Rolled like segments, so that a log can go with the mail it is
+	 * about; never with bytes in it still to sync. */
+	if (log->seg.fd >= 0 && !log->wdone && (log->seg.len >= VR_SEG_ROLL_BYTES ||
 				 vr_clock_wall_us() - log->seg.created_us >= VR_SEG_ROLL_US))
 		log_seal(log);
 	while (log->seg.fd < 0) {
@@ -319,12 +340,19 @@ static int log_write(struct vr_spool_log *log, const struct vr_buf *b)
 			return rc;
 		}
 	}
-	struct iovec iov = { (void *)vr_buf_head(b), vr_buf_len(b) };
+	/* seg.len counts what was written: wdone bytes of it are b's. */
+	struct iovec iov = { (void *)(vr_buf_head(b) + log->wdone), vr_buf_len(b) - log->wdone };
 	rc = vr_seg_write(&log->seg, &iov, 1);
 	if (rc < 0) {
+		log->wdone = 0;
 		log_abandon(log, "write", -rc);
 		return rc;
 	}
+	log->seg.len += vr_buf_len(b) - log->wdone;
+	log->wdone = vr_buf_len(b);
+	if (!sync)
+		return 0;
+	log->wdone = 0;
 	if (fdatasync(log->seg.fd) < 0) {
 		/* As with segments: after a failed fdatasync the file is never
 		 * trusted again; its events go to a fresh file. */
@@ -332,16 +360,15 @@ static int log_write(struct vr_spool_log *log, const struct vr_buf *b)
 		log_abandon(log, "fdatasync", -rc);
 		return rc;
 	}
-	log->seg.len += vr_buf_len(b);
 	return 0;
 }
 
 /*
- * One group commit: what was appended joins what a failed round kept, and
- * is written and synced with mu released, so the owner appends meanwhile.
- * Called with mu held; returns with it held.
+ * One group: what was appended joins what is not synced yet (or a failed
+ * round kept), and is written, and synced if sync, with mu released, so
+ * the owner appends meanwhile. Called with mu held; returns with it held.
  */
-static int log_round(struct vr_spool_log *log)
+static int log_round(struct vr_spool_log *log, bool sync)
 {
 	int rc = 0;
 
@@ -358,13 +385,13 @@ static int log_round(struct vr_spool_log *log)
 		goto done;
 	log->busy = true;
 	pthread_mutex_unlock(&log->mu);
-	rc = log_write(log, &log->wbuf);
+	rc = log_write(log, &log->wbuf, sync);
 	pthread_mutex_lock(&log->mu);
 	log->busy = false;
-	if (rc == 0) {
+	if (rc == 0 && sync) {
 		vr_buf_reset(&log->wbuf);
 		log->w_pending = 0;
-	} else {
+	} else if (rc < 0) {
 		log->unreported_rc = rc;
 	}
 done:
@@ -374,20 +401,57 @@ done:
 	return rc;
 }
 
-/* The syncer: a round per kick, and at once again while the owner appended
- * during the last one (the next group). A failed round waits for a kick. */
+/* Written and waiting for its sync (not what a failed round kept). */
+static bool unsynced(const struct vr_spool_log *log)
+{
+	return vr_buf_len(&log->wbuf) && log->last_rc == 0;
+}
+
+static bool sync_due(const struct vr_spool_log *log)
+{
+	return log->urgent || log->stop || vr_clock_ms() >= log->sync_ms + SYNC_GAP_MS;
+}
+
+/* Waits, mu held, for a kick or stop; with bytes to sync, until it is due. */
+static void syncer_wait(struct vr_spool_log *log)
+{
+	if (!unsynced(log)) {
+		pthread_cond_wait(&log->cv, &log->mu);
+		return;
+	}
+	struct timespec ts;
+	uint64_t due = log->sync_ms + SYNC_GAP_MS, now = vr_clock_ms();
+	if (now >= due)
+		return;
+	uint64_t left = due - now;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + left * 1000000u;
+	ts.tv_sec += (time_t)(ns / 1000000000u);
+	ts.tv_nsec = (long)(ns % 1000000000u);
+	pthread_cond_timedwait(&log->cv, &log->mu, &ts);
+}
+
+/* The syncer: a round per kick, and again while the owner appended during
+ * the last one (the next group); a round syncs when SYNC_GAP_MS passed
+ * since the last sync, else only writes, and the sync follows when due.
+ * A failed round waits for a kick. */
 static void *syncer_main(void *arg)
 {
 	struct vr_spool_log *log = arg;
 
 	pthread_mutex_lock(&log->mu);
 	for (;;) {
-		while (!log->kicked && !log->stop)
-			pthread_cond_wait(&log->cv, &log->mu);
-		if (!log->kicked)
-			break;
+		while (!log->kicked && !log->stop && !(unsynced(log) && sync_due(log)))
+			syncer_wait(log);
+		if (!log->kicked && !unsynced(log))
+			break;              /* stop, nothing left to sync */
+		bool sync = sync_due(log);
 		log->kicked = false;
-		if (log_round(log) == 0 && vr_buf_len(&log->buf))
+		if (sync) {
+			log->urgent = false;
+			log->sync_ms = vr_clock_ms();
+		}
+		if (log_round(log, sync) == 0 && vr_buf_len(&log->buf))
 			log->kicked = true;
 	}
 	pthread_mutex_unlock(&log->mu);
@@ -412,7 +476,10 @@ int vr_spool_log_flush(struct vr_spool_log *log)
 		pthread_setname_np(log->syncer, name);
 	}
 	pthread_mutex_lock(&log->mu);
-	if ((vr_buf_len(&log->buf) || vr_buf_len(&log->wbuf)) && !log->busy && !log->kicked) {
+	/* New records, or a failed round's to try again; written ones are
+	 * synced when due without a kick. */
+	if ((vr_buf_len(&log->buf) || (vr_buf_len(&log->wbuf) && log->last_rc < 0)) &&
+	    !log->busy && !log->kicked) {
 		log->kicked = true;
 		pthread_cond_broadcast(&log->cv);
 	}
@@ -430,13 +497,14 @@ int vr_spool_log_sync(struct vr_spool_log *log)
 	pthread_mutex_lock(&log->mu);
 	if (!log->has_syncer) {
 		if (vr_buf_len(&log->buf) || vr_buf_len(&log->wbuf))
-			rc = log_round(log);
+			rc = log_round(log, true);
 		log->unreported_rc = 0;
 	} else {
 		/* A round under way may have taken its buffer before our
 		 * events: only one that starts after this call counts. */
 		uint64_t until = log->rounds + (log->busy ? 2 : 1);
 		log->kicked = true;
+		log->urgent = true;
 		pthread_cond_broadcast(&log->cv);
 		for (;;) {
 			if (!log->busy && !vr_buf_len(&log->buf) && !vr_buf_len(&log->wbuf))

@@ -1608,6 +1608,42 @@ static void test_state_log_flush(void **state)
 	vr_spool_log_close(log);
 }
 
+/* Records are written at once and synced a little later: an fdatasync
+ * that fails (after a group went into the file unsynced, or with it)
+ * costs no record - they all go again into a fresh file - and the owner
+ * hears of it from a later flush. */
+static void test_state_log_sync_failure(void **state)
+{
+	char qid[2][VR_QID_MAX], err[256];
+	struct vr_spool_envelope env = env_default;
+	commit_two(2, qid, &env);
+
+	struct vr_spool_log *log = vr_spool_log_open(dir, 0, err, sizeof(err));
+	assert_non_null(log);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 0, 1, 11, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	fail_set(&fail_fdatasync, EIO);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 1, 1, 12, 0, "250 ok"), 0);
+	int rc = vr_spool_log_flush(log);
+	for (unsigned i = 0; i < 5000 && rc == 0; i++) {
+		usleep(1000);
+		rc = vr_spool_log_flush(log);
+	}
+	assert_int_equal(rc, -EIO);
+	assert_int_equal(vr_spool_log_pending(log), 1);
+	fail_set(&fail_fdatasync, 0);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[1], 0, 1, 13, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	assert_int_equal(vr_spool_log_pending(log), 0);
+	vr_spool_log_close(log);
+	struct qfound f = { 0 };
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &f), 0);
+	assert_int_equal(f.n, 2);
+	assert_string_equal(f.v[0].qid, qid[0]);
+	assert_int_equal(f.v[0].pending, 0);
+	assert_int_equal(f.v[1].pending, 1);
+}
+
 static void test_state_log_damage(void **state)
 {
 	char qid[2][VR_QID_MAX], err[256], path[512];
@@ -1973,6 +2009,7 @@ int main(void)
 		cmocka_unit_test(test_event_codec),
 		cmocka_unit_test_setup(test_state_recovery, test_setup),
 		cmocka_unit_test_setup(test_state_log_flush, test_setup),
+		cmocka_unit_test_setup_teardown(test_state_log_sync_failure, test_setup, faults_teardown),
 		cmocka_unit_test_setup(test_state_log_damage, test_setup),
 		cmocka_unit_test_setup(test_commit_hook, test_setup),
 		cmocka_unit_test_setup(test_compact, test_setup),
