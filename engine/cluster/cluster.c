@@ -82,7 +82,7 @@ struct entry {
 	struct vr_cl_use pend_uses[VR_CL_USES_MAX];   /* lease mails to settle */
 	unsigned n_pend_uses;
 	uint32_t pend_extra, pend_returned;
-	uint32_t headroom;            /* what every window had left at our last call */
+	uint32_t headroom;            /* what every window had besides our lease, last call */
 	int conn;
 	struct vr_cl_failsafe fs;
 };
@@ -492,9 +492,15 @@ static bool lease_call(struct vr_cluster *c, struct entry *e, uint32_t want, uin
 	e->src = g.lease ? SRC_LEASE : SRC_NONE;
 	e->headroom = UINT32_MAX;
 	call.limit[VR_RL_DAY] = g.day_limit;
-	for (int w = 0; w < VR_RL_NWINDOWS; w++)
-		e->headroom = VR_MIN(e->headroom, call.limit[w] > g.used[w] ?
-					       call.limit[w] - g.used[w] : 0);
+	/* what the windows have besides our own lease (used counts it): a
+	 * block we hold is ours to spend or give back, and counting it
+	 * against ourselves would shrink a steady VPS's block below a lease's
+	 * life of mail, a call more per life */
+	for (int w = 0; w < VR_RL_NWINDOWS; w++) {
+		uint32_t others = g.used[w] - VR_MIN(g.used[w], g.lease);
+		e->headroom = VR_MIN(e->headroom, call.limit[w] > others ?
+					       call.limit[w] - others : 0);
+	}
 	e->deadline_ms = now_ms + (uint64_t)c->p.lease_ttl_s * 1000u - MARGIN_MS;
 	if (g.refused && g.granted < want) {
 		int w = g.refused - 1;

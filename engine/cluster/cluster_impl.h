@@ -33,8 +33,9 @@ double vr_cl_rate_update(double rate, uint64_t taken, uint64_t dt_ms);
 /* Slots to hold for a VPS sending at rate: a lease's life of mail and a
  * quarter, within [lease_min, lease_max]. */
 uint32_t vr_cl_lease_want(const struct vr_cl_sizing *sz, double rate);
-/* want cut to a third of what every window had left at the last call
- * (at least lease_min): a block counts as used until it is settled, so
+/* want cut to a third of what every window had left besides this node's
+ * own lease at the last call (at least lease_min): a block counts as used
+ * until it is settled, so
  * near a limit big blocks on some nodes would leave others refused while
  * slots sit idle; each taking a third of what is left leaves the next
  * node something. */
