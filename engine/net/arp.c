@@ -121,7 +121,7 @@ static void arp_evict(struct vr_net *n, uint64_t now)
 			best_deadline = e->deadline;
 		}
 	}
-	n->st.arp_cache_evicted++;
+	vr_net_count(&n->st.arp_cache_evicted, 1);
 	arp_remove(n, victim);
 }
 
@@ -157,9 +157,9 @@ static void arp_send(struct vr_net *n, uint16_t op, const uint8_t *eth_dst,
 	wr32(a + 24, tpa);
 	p->len = ARP_LEN;
 	if (op == ARP_OP_REQUEST)
-		n->st.arp_requests_tx++;
+		vr_net_count(&n->st.arp_requests_tx, 1);
 	else
-		n->st.arp_replies_tx++;
+		vr_net_count(&n->st.arp_replies_tx, 1);
 	vr_net_eth_output(n, p, eth_dst, ETH_TYPE_ARP, now);
 }
 
@@ -201,13 +201,13 @@ void vr_net_arp_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		return;
 	}
 	if (op == ARP_OP_REQUEST)
-		n->st.arp_requests_rx++;
+		vr_net_count(&n->st.arp_requests_rx, 1);
 	else
-		n->st.arp_replies_rx++;
+		vr_net_count(&n->st.arp_replies_rx, 1);
 
 	/* spa 0 is an RFC 5227 probe, ours is a conflict: neither is a neighbour. */
 	if (spa == n->conf.ip)
-		n->st.arp_conflicts++;
+		vr_net_count(&n->st.arp_conflicts, 1);
 	int learnable = spa && spa != n->conf.ip &&
 			(spa & n->netmask) == (n->conf.ip & n->netmask);
 	struct arp_entry *e = learnable ? arp_find(n, spa) : NULL;

@@ -19,12 +19,12 @@ static void icmp_echo(struct vr_net *n, struct vr_pkt *p, const struct vr_net_ip
 		      uint64_t now)
 {
 	/* The request becomes the reply in place: same id, sequence and data. */
-	n->st.icmp_echo_rx++;
+	vr_net_count(&n->st.icmp_echo_rx, 1);
 	p->data[0] = ICMP_ECHO_REPLY;
 	wr16(p->data + 2, 0);
 	wr16(p->data + 2, vr_net_csum_fold(vr_net_csum_add(0, p->data, p->len)));
 	if (vr_net_ip_output(n, p, ip->src, VR_NET_IP_PROTO_ICMP, now) == 0)
-		n->st.icmp_echo_tx++;
+		vr_net_count(&n->st.icmp_echo_tx, 1);
 }
 
 static void icmp_frag_needed(struct vr_net *n, struct vr_pkt *p, uint64_t now)
@@ -39,7 +39,7 @@ static void icmp_frag_needed(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		net_drop(n, p, VR_NET_DROP_ICMP_BAD_PMTU);
 		return;
 	}
-	n->st.icmp_pmtu_rx++;
+	vr_net_count(&n->st.icmp_pmtu_rx, 1);
 	struct vr_net_pmtu m = {
 		.dst = rd32(q + 16), .proto = q[9], .mtu = rd16(p->data + 6),
 		.l4 = q + qihl, .l4_len = qlen - qihl,

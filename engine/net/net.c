@@ -144,7 +144,7 @@ void vr_net_free(struct vr_net *n)
 static struct vr_pkt *pkt_take(struct vr_net *n)
 {
 	if (!n->nfree) {
-		n->st.drop[VR_NET_DROP_NO_PKT]++;
+		vr_net_count(&n->st.drop[VR_NET_DROP_NO_PKT], 1);
 		return NULL;
 	}
 	return &n->pkt[n->free_slot[--n->nfree]];
@@ -248,9 +248,11 @@ void vr_net_flush(struct vr_net *n, uint64_t now)
 	unsigned took = n->conf.tx(n->conf.tx_arg, n->txq, want, now);
 	if (took > want)
 		took = want;
+	uint64_t bytes = 0;
 	for (unsigned i = 0; i < took; i++)
-		n->st.tx_bytes += n->txq[i]->len;
-	n->st.tx_frames += took;
+		bytes += n->txq[i]->len;
+	vr_net_count(&n->st.tx_bytes, bytes);
+	vr_net_count(&n->st.tx_frames, took);
 	for (unsigned i = took; i < want; i++)
 		net_drop(n, n->txq[i], VR_NET_DROP_TX_FULL);
 	n->ntx = 0;
@@ -274,8 +276,8 @@ void vr_net_eth_output(struct vr_net *n, struct vr_pkt *p, const uint8_t *dst_ma
 
 static void eth_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 {
-	n->st.rx_frames++;
-	n->st.rx_bytes += p->len;
+	vr_net_count(&n->st.rx_frames, 1);
+	vr_net_count(&n->st.rx_bytes, p->len);
 	if (p->len < VR_NET_ETH_HDR) {
 		net_drop(n, p, VR_NET_DROP_ETH_SHORT);
 		return;

@@ -58,7 +58,7 @@ struct vr_net {
 
 static inline void net_drop(struct vr_net *n, struct vr_pkt *p, enum vr_net_drop why)
 {
-	n->st.drop[why]++;
+	vr_net_count(&n->st.drop[why], 1);
 	vr_net_pkt_free(p);
 }
 

@@ -210,12 +210,12 @@ uint32_t tcp_ts_offset(const struct vr_tcp *t, const struct vr_flow_key *k)
 struct vr_tcp_conn *tcp_conn_alloc(struct vr_tcp *t, const struct vr_flow_key *k, uint64_t now)
 {
 	if (t->free_head == CONN_NONE) {
-		t->st.drop[VR_TCP_DROP_NO_CONN]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_NO_CONN], 1);
 		return NULL;
 	}
 	uint32_t i = t->free_head;
 	if (vr_flow_insert(t->flows, k, i) < 0) {
-		t->st.drop[VR_TCP_DROP_NO_CONN]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_NO_CONN], 1);
 		return NULL;
 	}
 	struct vr_tcp_conn *c = &t->conn[i];
@@ -271,7 +271,7 @@ static void tw_convert(struct vr_tcp_conn *c, uint64_t now)
 		if (old->live) {
 			vr_flow_remove(t->flows, &old->key);
 			t->tw_live--;
-			t->st.timewait_recycled++;
+			vr_net_count(&t->st.timewait_recycled, 1);
 		}
 		t->tw_head = (t->tw_head + 1) % t->conf.timewait_max;
 		t->tw_count--;
@@ -405,7 +405,7 @@ static void timer_fire(struct vr_wheel_timer *tm, void *arg, uint64_t now)
 	if (c->delack_at && c->delack_at <= now) {
 		c->delack_at = 0;
 		c->ack_now = 1;
-		c->t->st.delayed_acks++;
+		vr_net_count(&c->t->st.delayed_acks, 1);
 	}
 	if (c->idle_at && c->idle_at <= now) {
 		/* TIME_WAIT ran out for an owner still holding c, or an orphan's FIN_WAIT_2 did. */
@@ -453,7 +453,7 @@ void tcp_tw_input(struct vr_tcp *t, uint32_t val, const struct tcp_seg *s, uint6
 	*reuse = 0;
 	/* RFC 1337: a RST must not cut TIME_WAIT short. */
 	if (s->flags & TCP_RST) {
-		t->st.drop[VR_TCP_DROP_RST_IGNORED]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_RST_IGNORED], 1);
 		return;
 	}
 	if ((s->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
@@ -464,13 +464,13 @@ void tcp_tw_input(struct vr_tcp *t, uint32_t val, const struct tcp_seg *s, uint6
 			vr_flow_remove(t->flows, &e->key);
 			e->live = 0;
 			t->tw_live--;
-			t->st.timewait_reused++;
+			vr_net_count(&t->st.timewait_reused, 1);
 			*reuse = 1;
 			return;
 		}
 	}
 	if (e->ts_ok && s->opt.has_ts && seq_lt(s->opt.tsval, e->ts_recent))
-		t->st.drop[VR_TCP_DROP_PAWS]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_PAWS], 1);
 	/*
 	 * A retransmitted FIN, or anything else: say again where we are.
 	 * XXX RFC 9293 §3.10.7.4: a FIN again does not restart the 2 MSL; the
@@ -550,7 +550,7 @@ struct vr_tcp_conn *vr_tcp_connect(struct vr_tcp *t, uint32_t raddr, uint16_t rp
 	c->rcv_wscale = c->ws_ok ? t->wscale : 0;
 	c->ts_ok = !t->conf.no_timestamps;
 	c->sack_ok = !t->conf.no_sack;
-	t->st.active_opens++;
+	vr_net_count(&t->st.active_opens, 1);
 	tcp_send_syn(c, now);
 	tcp_conn_timer(c);
 	vr_net_flush(t->net, now);
@@ -616,7 +616,7 @@ void vr_tcp_consume(struct vr_tcp_conn *c, size_t n)
 	if (after > before && (c->state == TCP_ESTABLISHED || c->state == TCP_FIN_WAIT_1 ||
 			       c->state == TCP_FIN_WAIT_2)) {
 		c->ack_now = 1;
-		c->t->st.window_updates++;
+		vr_net_count(&c->t->st.window_updates, 1);
 		tcp_conn_queue(c);
 	}
 }

@@ -5,7 +5,8 @@
  * control) and tcp_syn.c (listeners, the SYN queue, SYN cookies).
  *
  * Everything here is touched by the one worker thread that owns the
- * instance; there is no lock and no atomic anywhere.
+ * instance; there is no lock, and the only atomics are the counters' relaxed
+ * stores (vr_net_count: the control thread reads them).
  */
 #ifndef VR_TCP_IMPL_H
 #define VR_TCP_IMPL_H
@@ -189,7 +190,7 @@ struct vr_tcp {
 
 static inline void tcp_drop(struct vr_tcp *t, struct vr_pkt *p, enum vr_tcp_drop why)
 {
-	t->st.drop[why]++;
+	vr_net_count(&t->st.drop[why], 1);
 	vr_net_pkt_free(p);
 }
 

@@ -113,11 +113,11 @@ static void challenge_ack(struct vr_tcp_conn *c, uint64_t now)
 		c->challenges = 0;
 	}
 	if (c->challenges >= TCP_CHALLENGE_PER_S) {
-		c->t->st.drop[VR_TCP_DROP_CHALLENGE_LIMIT]++;
+		vr_net_count(&c->t->st.drop[VR_TCP_DROP_CHALLENGE_LIMIT], 1);
 		return;
 	}
 	c->challenges++;
-	c->t->st.challenge_acks++;
+	vr_net_count(&c->t->st.challenge_acks, 1);
 	c->ack_now = 1;
 }
 
@@ -176,7 +176,7 @@ static void cc_dupack(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t n
 {
 	uint32_t mss = c->mss;
 
-	c->t->st.dup_acks_in++;
+	vr_net_count(&c->t->st.dup_acks_in, 1);
 	c->dupacks++;
 	if (c->in_recovery) {
 		/* A segment left the network: fill a SACKed hole with it, or inflate. */
@@ -189,13 +189,13 @@ static void cc_dupack(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t n
 	if ((c->dupacks != 3 && !probed) || !seq_gt(c->snd_una, c->recover))
 		return;
 	if (probed)
-		c->t->st.tlp_recoveries++;
+		vr_net_count(&c->t->st.tlp_recoveries, 1);
 	uint32_t flight = c->snd_max - c->snd_una;
 	c->ssthresh = VR_MAX(flight / 2, 2 * mss);
 	c->recover = c->snd_max;
 	c->in_recovery = 1;
 	c->tlp_high = 0;                 /* recovery may probe once for itself */
-	c->t->st.fast_retransmits++;
+	vr_net_count(&c->t->st.fast_retransmits, 1);
 	c->rtx_high = c->snd_una;
 	tcp_retransmit_next(c, now);
 	c->cwnd = c->ssthresh + 3 * mss;
@@ -385,7 +385,7 @@ static int data_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t n
 	if (seq_lt(seq, c->rcv_nxt)) {
 		uint32_t skip = c->rcv_nxt - seq;
 		if (skip >= len) {
-			t->st.dup_segs++;
+			vr_net_count(&t->st.dup_segs, 1);
 			c->ack_now = 1;
 			return 0;
 		}
@@ -405,19 +405,19 @@ static int data_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t n
 	}
 	if (off) {
 		if (ooo_add(c, seq, seq + len) < 0) {
-			t->st.drop[VR_TCP_DROP_OOO_FULL]++;
+			vr_net_count(&t->st.drop[VR_TCP_DROP_OOO_FULL], 1);
 			c->ack_now = 1;
 			return -1;
 		}
 		ring_write(c, off, d, len);
-		t->st.ooo_segs++;
+		vr_net_count(&t->st.ooo_segs, 1);
 		c->ack_now = 1;              /* RFC 5681 §4.2: a duplicate ACK at once */
 		return cut ? -1 : 0;
 	}
 	ring_write(c, 0, d, len);
 	c->rcv_nxt += len;
 	c->rlen += len;
-	t->st.bytes_in += len;
+	vr_net_count(&t->st.bytes_in, len);
 	c->readable_due = 1;
 	if (s->len > c->rcv_mss)
 		c->rcv_mss = (uint16_t)VR_MIN(s->len, 0xffffu);
@@ -479,20 +479,20 @@ static void syn_sent_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint6
 	if ((s->flags & TCP_ACK) && (seq_le(s->ack, c->iss) || seq_gt(s->ack, c->snd_max))) {
 		if (!(s->flags & TCP_RST))
 			tcp_send_reset_for(t, &c->key, s, now);
-		t->st.drop[VR_TCP_DROP_BAD_ACK]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_BAD_ACK], 1);
 		return;
 	}
 	if (s->flags & TCP_RST) {
 		if (s->flags & TCP_ACK) {
-			t->st.resets_in++;
+			vr_net_count(&t->st.resets_in, 1);
 			tcp_conn_error(c, -ECONNREFUSED, now);
 		} else {
-			t->st.drop[VR_TCP_DROP_RST_IGNORED]++;
+			vr_net_count(&t->st.drop[VR_TCP_DROP_RST_IGNORED], 1);
 		}
 		return;
 	}
 	if (!(s->flags & TCP_SYN)) {
-		t->st.drop[VR_TCP_DROP_BAD_FLAGS]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_BAD_FLAGS], 1);
 		return;
 	}
 	c->irs = s->seq;
@@ -517,7 +517,7 @@ static void syn_sent_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint6
 	c->state = TCP_ESTABLISHED;
 	c->established_due = 1;
 	c->ack_now = 1;
-	t->st.established++;
+	vr_net_count(&t->st.established, 1);
 }
 
 /* The handshake's last ACK (RFC 9293 §3.10.7.4, fifth check, SYN-RECEIVED). */
@@ -527,7 +527,7 @@ static int syn_rcvd_ack(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t
 
 	if (!seq_gt(s->ack, c->snd_una) || seq_gt(s->ack, c->snd_max)) {
 		tcp_send_reset_for(t, &c->key, s, now);
-		t->st.drop[VR_TCP_DROP_BAD_ACK]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_BAD_ACK], 1);
 		return -1;
 	}
 	if (c->synq) {
@@ -545,7 +545,7 @@ static int syn_rcvd_ack(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t
 	c->snd_wl2 = s->ack;
 	c->state = c->fin_queued ? TCP_FIN_WAIT_1 : TCP_ESTABLISHED;
 	c->established_due = 1;
-	t->st.established++;
+	vr_net_count(&t->st.established, 1);
 	return 0;
 }
 
@@ -585,15 +585,15 @@ void tcp_conn_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t now
 	}
 	if (c->ts_ok && s->opt.has_ts && !(s->flags & TCP_RST) &&
 	    seq_lt(s->opt.tsval, c->ts_recent) && now - c->ts_recent_at < TCP_PAWS_IDLE_MS) {
-		t->st.drop[VR_TCP_DROP_PAWS]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_PAWS], 1);
 		c->ack_now = 1;
 		return;
 	}
 	if (!acceptable(c, s)) {
 		if (s->flags & TCP_RST) {
-			t->st.drop[VR_TCP_DROP_RST_IGNORED]++;
+			vr_net_count(&t->st.drop[VR_TCP_DROP_RST_IGNORED], 1);
 		} else {
-			t->st.drop[VR_TCP_DROP_UNACCEPTABLE]++;
+			vr_net_count(&t->st.drop[VR_TCP_DROP_UNACCEPTABLE], 1);
 			c->ack_now = 1;
 		}
 		return;
@@ -604,10 +604,10 @@ void tcp_conn_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t now
 			return;
 		}
 		if (c->state == TCP_TIME_WAIT) {             /* RFC 1337 */
-			t->st.drop[VR_TCP_DROP_RST_IGNORED]++;
+			vr_net_count(&t->st.drop[VR_TCP_DROP_RST_IGNORED], 1);
 			return;
 		}
-		t->st.resets_in++;
+		vr_net_count(&t->st.resets_in, 1);
 		tcp_conn_error(c, c->state == TCP_SYN_RCVD && !c->passive ? -ECONNREFUSED
 									 : -ECONNRESET, now);
 		return;
@@ -617,13 +617,13 @@ void tcp_conn_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t now
 		return;
 	}
 	if (!(s->flags & TCP_ACK)) {
-		t->st.drop[VR_TCP_DROP_BAD_FLAGS]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_BAD_FLAGS], 1);
 		return;
 	}
 	if (c->state == TCP_SYN_RCVD && syn_rcvd_ack(c, s, now) < 0)
 		return;
 	if (seq_gt(s->ack, c->snd_max)) {
-		t->st.drop[VR_TCP_DROP_BAD_ACK]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_BAD_ACK], 1);
 		c->ack_now = 1;
 		return;
 	}
@@ -691,7 +691,7 @@ void vr_tcp_input(void *arg, struct vr_pkt *p, const struct vr_net_ip_info *ip, 
 	struct tcp_seg s = { 0 };
 
 	t->now = now;
-	t->st.segs_in++;
+	vr_net_count(&t->st.segs_in, 1);
 	if (p->len < TCP_HDR || (d[12] >> 4) * 4u < TCP_HDR || (d[12] >> 4) * 4u > p->len) {
 		tcp_drop(t, p, VR_TCP_DROP_SHORT);
 		return;
@@ -752,27 +752,27 @@ void vr_tcp_pmtu(void *arg, const struct vr_net_pmtu *m, uint64_t now)
 	uint32_t val;
 
 	if (m->proto != VR_NET_IP_PROTO_TCP) {
-		t->st.drop[VR_TCP_DROP_PMTU]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_PMTU], 1);
 		return;
 	}
 	struct vr_flow_key k = { .laddr = t->ip, .raddr = m->dst, .lport = rd16(m->l4),
 				 .rport = rd16(m->l4 + 2) };
 	uint32_t seq = rd32(m->l4 + 4);
 	if (vr_flow_lookup(t->flows, &k, &val) < 0 || (val & TCP_TW_FLAG)) {
-		t->st.drop[VR_TCP_DROP_PMTU]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_PMTU], 1);
 		return;
 	}
 	struct vr_tcp_conn *c = &t->conn[val];
 	/* RFC 5927 §4.1: believe it only for a sequence number we sent and is not yet acked. */
 	if (seq_lt(seq, c->snd_una) || seq_ge(seq, c->snd_max)) {
-		t->st.drop[VR_TCP_DROP_PMTU]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_PMTU], 1);
 		return;
 	}
 	uint16_t mss = tcp_mss_for_mtu(VR_MAX(m->mtu, TCP_PMTU_MIN));
 	if (mss >= c->mss)
 		return;
 	c->mss = mss;
-	t->st.pmtu_updates++;
+	vr_net_count(&t->st.pmtu_updates, 1);
 	c->snd_nxt = c->snd_una;         /* what was sent at the old size is lost: again */
 	tcp_conn_queue(c);
 }

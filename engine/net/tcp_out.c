@@ -79,7 +79,7 @@ static void csum_and_send(struct vr_tcp *t, struct vr_pkt *p, uint32_t raddr, ui
 	uint32_t sum = vr_net_csum_pseudo(t->ip, raddr, VR_NET_IP_PROTO_TCP, p->len);
 
 	wr16(p->data + 16, vr_net_csum_fold(vr_net_csum_add(sum, p->data, p->len)));
-	t->st.segs_out++;
+	vr_net_count(&t->st.segs_out, 1);
 	vr_net_ip_output(t->net, p, raddr, VR_NET_IP_PROTO_TCP, now);
 }
 
@@ -103,14 +103,14 @@ void tcp_send_bare(struct vr_tcp *t, const struct vr_flow_key *k, uint32_t seq, 
 	struct vr_pkt *p = vr_net_pkt_alloc(t->net);
 
 	if (!p) {
-		t->st.drop[VR_TCP_DROP_NO_PKT]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_NO_PKT], 1);
 		return;
 	}
 	unsigned hlen = TCP_HDR + (opt ? opts_write(p->data + TCP_HDR, opt, NULL, 0) : 0);
 	hdr_write(p->data, k, seq, ack, hlen, flags, (uint16_t)VR_MIN(win, 0xffffu));
 	p->len = (uint16_t)hlen;
 	if (flags & TCP_RST)
-		t->st.resets_out++;
+		vr_net_count(&t->st.resets_out, 1);
 	csum_and_send(t, p, k->raddr, now);
 }
 
@@ -164,7 +164,7 @@ static int seg_send(struct vr_tcp_conn *c, uint32_t seq, uint32_t len, uint8_t f
 	struct vr_pkt *p = vr_net_pkt_alloc(t->net);
 
 	if (!p) {
-		t->st.drop[VR_TCP_DROP_NO_PKT]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_NO_PKT], 1);
 		return -1;
 	}
 	struct tcp_opts o = { 0 };
@@ -206,8 +206,8 @@ static int seg_send(struct vr_tcp_conn *c, uint32_t seq, uint32_t len, uint8_t f
 		c->delack_at = 0;
 		c->segs_unacked = 0;
 	}
-	t->st.sack_blocks_sent += nsack;
-	t->st.bytes_out += len;
+	vr_net_count(&t->st.sack_blocks_sent, nsack);
+	vr_net_count(&t->st.bytes_out, len);
 	csum_and_send(t, p, c->key.raddr, now);
 	return 0;
 }
@@ -253,7 +253,7 @@ int tcp_retransmit_next(struct vr_tcp_conn *c, uint64_t now)
 		return 0;
 	c->rtx_high = seq + len;
 	c->retransmits++;
-	c->t->st.retransmits++;
+	vr_net_count(&c->t->st.retransmits, 1);
 	c->rtt_timing = 0;                   /* Karn: never time a retransmission */
 	c->rtx_at = now + c->rto;
 	return 1;
@@ -268,7 +268,7 @@ static uint32_t backoff(const struct vr_tcp_conn *c)
 
 static void give_up(struct vr_tcp_conn *c, uint64_t now)
 {
-	c->t->st.timeouts++;
+	vr_net_count(&c->t->st.timeouts, 1);
 	if (c->state != TCP_SYN_SENT)
 		tcp_send_bare(c->t, &c->key, c->snd_nxt, 0, TCP_RST, 0, NULL, now);
 	tcp_conn_error(c, -ETIMEDOUT, now);
@@ -284,7 +284,7 @@ void tcp_rtx_timeout(struct vr_tcp_conn *c, uint64_t now)
 			return;
 		}
 		c->nrtx++;
-		t->st.zero_window_probes++;
+		vr_net_count(&t->st.zero_window_probes, 1);
 		/* RFC 9293 §3.8.6.1: one byte past a shut window; output sends more if it opened. */
 		if (!c->snd_wnd && seq_lt(c->snd_nxt, c->snd_una + c->slen) &&
 		    seg_send(c, c->snd_nxt, 1, TCP_ACK, now) == 0 && seq_gt(c->snd_nxt + 1, c->snd_max))
@@ -300,7 +300,7 @@ void tcp_rtx_timeout(struct vr_tcp_conn *c, uint64_t now)
 		c->nrtx++;
 		c->rto = VR_MIN(c->rto * 2, t->conf.rto_max_ms);
 		c->retransmits++;
-		t->st.retransmits++;
+		vr_net_count(&t->st.retransmits, 1);
 		tcp_send_syn(c, now);
 		return;
 	}
@@ -312,7 +312,7 @@ void tcp_rtx_timeout(struct vr_tcp_conn *c, uint64_t now)
 	}
 	/* RFC 6298 §5.4-5.6 and RFC 5681 §3.1: back off, one segment, go back to snd_una. */
 	c->nrtx++;
-	t->st.rto_expired++;
+	vr_net_count(&t->st.rto_expired, 1);
 	if (c->nrtx == 1)
 		c->ssthresh = VR_MAX((c->snd_max - c->snd_una) / 2, 2u * c->mss);
 	c->cwnd = c->mss;
@@ -357,7 +357,7 @@ void tcp_tlp_timeout(struct vr_tcp_conn *c, uint64_t now)
 
 	if (c->snd_una == c->snd_max || c->persist)
 		return;
-	c->t->st.tlp_probes++;
+	vr_net_count(&c->t->st.tlp_probes, 1);
 	if (c->in_recovery) {
 		c->rtx_high = c->snd_una;
 		if (tcp_retransmit_next(c, now))
@@ -370,7 +370,7 @@ void tcp_tlp_timeout(struct vr_tcp_conn *c, uint64_t now)
 		return;
 	c->tlp_high = c->snd_max;
 	c->retransmits++;
-	c->t->st.retransmits++;
+	vr_net_count(&c->t->st.retransmits, 1);
 	c->rtt_timing = 0;
 	c->rtx_at = now + c->rto;
 }
@@ -425,7 +425,7 @@ static int send_data(struct vr_tcp_conn *c, uint64_t now)
 			break;
 		if (again) {
 			c->retransmits++;
-			t->st.retransmits++;
+			vr_net_count(&t->st.retransmits, 1);
 		} else if (!c->ts_ok && !c->rtt_timing) {
 			c->rtt_timing = 1;
 			c->rtt_seq = c->snd_nxt;

@@ -74,7 +74,7 @@ static void cookie_send(struct vr_tcp *t, const struct vr_flow_key *k, const str
 	};
 	tcp_send_bare(t, k, isn, s->seq + 1, TCP_SYN | TCP_ACK,
 		      VR_MIN(t->conf.rcvbuf, 0xffffu), &o, now);
-	t->st.cookies_sent++;
+	vr_net_count(&t->st.cookies_sent, 1);
 	t->cookie_until = now + 2 * COOKIE_PERIOD_MS;
 }
 
@@ -95,7 +95,7 @@ static struct vr_tcp_conn *cookie_check(struct vr_tcp *t, struct tcp_listener *l
 		ok = (isn >> 27) == (counts[i] & 31) && (opt & 7) == idx &&
 		     cookie_mac(t, k, peer_isn, counts[i], opt) == (isn & 0xffffff);
 	if (!ok) {
-		t->st.drop[VR_TCP_DROP_BAD_COOKIE]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_BAD_COOKIE], 1);
 		return NULL;
 	}
 	struct vr_tcp_conn *c = tcp_conn_alloc(t, k, now);
@@ -125,9 +125,9 @@ static struct vr_tcp_conn *cookie_check(struct vr_tcp *t, struct tcp_listener *l
 	c->snd_wl2 = s->ack;
 	c->cwnd = tcp_initial_cwnd(c);
 	c->established_due = 1;
-	t->st.cookies_accepted++;
-	t->st.passive_opens++;
-	t->st.established++;
+	vr_net_count(&t->st.cookies_accepted, 1);
+	vr_net_count(&t->st.passive_opens, 1);
+	vr_net_count(&t->st.established, 1);
 	return c;
 }
 
@@ -150,7 +150,7 @@ static struct vr_tcp_conn *syn_queue(struct vr_tcp *t, struct tcp_listener *l,
 	tcp_syn_options(c, &s->opt, now);
 	c->snd_wnd = c->max_snd_wnd = s->win;
 	t->nsynrcvd++;
-	t->st.passive_opens++;
+	vr_net_count(&t->st.passive_opens, 1);
 	tcp_send_syn(c, now);
 	return c;
 }
@@ -160,7 +160,7 @@ struct vr_tcp_conn *tcp_listen_input(struct vr_tcp *t, struct tcp_listener *l,
 				     uint64_t now)
 {
 	if (s->flags & TCP_RST) {
-		t->st.drop[VR_TCP_DROP_RST_IGNORED]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_RST_IGNORED], 1);
 		return NULL;
 	}
 	if (s->flags & TCP_ACK) {
@@ -174,11 +174,11 @@ struct vr_tcp_conn *tcp_listen_input(struct vr_tcp *t, struct tcp_listener *l,
 			return c;
 		}
 		tcp_send_reset_for(t, k, s, now);
-		t->st.drop[VR_TCP_DROP_BAD_ACK]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_BAD_ACK], 1);
 		return NULL;
 	}
 	if (!(s->flags & TCP_SYN)) {
-		t->st.drop[VR_TCP_DROP_BAD_FLAGS]++;
+		vr_net_count(&t->st.drop[VR_TCP_DROP_BAD_FLAGS], 1);
 		return NULL;
 	}
 	if (!t->conf.always_cookies) {
@@ -187,7 +187,7 @@ struct vr_tcp_conn *tcp_listen_input(struct vr_tcp *t, struct tcp_listener *l,
 			if (c)
 				return c;
 		} else {
-			t->st.syn_queue_full++;
+			vr_net_count(&t->st.syn_queue_full, 1);
 		}
 	}
 	cookie_send(t, k, s, now);

@@ -3,8 +3,9 @@
  * Ethernet, ARP, IPv4 and ICMP (issue 3). TCP sits on top, through the
  * l4 hooks below.
  *
- * One struct vr_net per worker core, shared with nothing: no lock, no atomic,
- * no malloc after vr_net_new (every packet, ARP entry and queue slot is
+ * One struct vr_net per worker core, shared with nothing but its counters
+ * (read by the control thread, see vr_net_count): no lock, no atomic
+ * read-modify-write, no malloc after vr_net_new (every packet, ARP entry and queue slot is
  * allocated at creation). Frames come in through vr_net_rx and leave through
  * the conf's tx callback in bursts; time is always passed in ("now", in
  * monotonic milliseconds), so tests drive the clock.
@@ -146,6 +147,18 @@ struct vr_net_stats {
 };
 
 struct vr_net;
+
+/*
+ * Adds v to one of an instance's counters (struct vr_net_stats,
+ * vr_tcp_stats). The worker that owns the instance is each counter's only
+ * writer, so a plain load and add suffice; the relaxed atomic load and store
+ * (the same add on x86) make the control thread's concurrent relaxed read
+ * (engine/ctl through dpdk-app/lcore.c) well defined by C11 and never torn.
+ */
+static inline void vr_net_count(uint64_t *c, uint64_t v)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
 
 /*
  * Creates an instance: checks conf (a bad one sets *err to a sentence and

@@ -4,7 +4,7 @@
  * sessions on.
  *
  * One struct vr_tcp per struct vr_net (one per worker core), shared with
- * nothing: no lock, no atomic, no malloc after vr_tcp_new. Connections, their
+ * nothing but its counters (vr_net_count): no lock, no malloc after vr_tcp_new. Connections, their
  * send and receive buffers, the SYN queue and the TIME_WAIT entries are
  * pools sized at creation. Bytes are copied once in each direction: from the
  * frame into the connection's receive buffer, and from the owner's vr_tcp_send
