@@ -125,13 +125,14 @@ static void attempt_free(struct attempt *a)
 	free(a);
 }
 
-/* Opens m's body for reading: NULL + errno. */
+/* Opens m's body for reading, from the thread's open segments: NULL +
+ * errno. */
 static struct vr_spool_body *body_open(struct dworker *w, const struct dq_msg *m)
 {
 	struct vr_spool_msg sm;
 
 	vr_dw_spool_msg_of(m, &sm);
-	return vr_spool_body_open(w->d->cfg->spool_dir, &sm);
+	return vr_spool_body_open_in(w->segfiles, &sm);
 }
 
 /* Reads j's message and prepares it for the client; NULL if that failed

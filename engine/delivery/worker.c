@@ -259,6 +259,9 @@ static void segments_sweep(struct dworker *w)
 	if (now < w->next_sweep_ms)
 		return;
 	w->next_sweep_ms = now + SWEEP_MS;
+	/* Segments no longer read from: closed, so a removed one's space
+	 * comes back. */
+	vr_spool_segcache_trim(w->segfiles, now);
 	if (w->id == 0)
 		vr_dsegs_sweep(w->d->segs, wall > KEEP_US ? wall - KEEP_US : 0, segment_remove, w);
 	for (struct sealed_log **pp = &w->sealed; *pp;) {
@@ -441,6 +444,12 @@ int vr_dw_init(struct dworker *w, struct vr_delivery *d, unsigned id, char *err,
 	w->q.on_done_arg = w;
 	if (!(w->log = vr_spool_log_open(cfg->spool_dir, id, err, errlen)))
 		return -errno;
+	if (!(w->segfiles = vr_spool_segcache_new(cfg->spool_dir))) {
+		rc = -errno;
+		snprintf(err, errlen, "delivery thread %u: spool %s: %s", id, cfg->spool_dir,
+			 strerror(-rc));
+		return rc;
+	}
 	vr_spool_log_on_seal(w->log, log_sealed, w);
 	w->inbox_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -499,6 +508,7 @@ void vr_dw_fini(struct dworker *w)
 		free(s);
 	}
 	vr_resolver_free(w->res);
+	vr_spool_segcache_free(w->segfiles);
 	vr_spool_log_close(w->log);
 	if (w->inbox_fd >= 0)
 		close(w->inbox_fd);

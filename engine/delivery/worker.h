@@ -44,6 +44,7 @@ struct dworker {
 	struct dq q;
 	struct vr_resolver *res;      /* NULL with a smarthost */
 	struct vr_spool_log *log;
+	struct vr_spool_segcache *segfiles;   /* open segments the bodies are read from */
 	struct dconn *conns;
 	bool stopping;
 	uint64_t drain_until_ms;

@@ -15,8 +15,10 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "vmrelay/clock.h"
 #include "vmrelay/common.h"
 #include "scan.h"
 #include "segment.h"
@@ -374,6 +376,23 @@ struct vr_spool_body {
 	uint64_t body_pos;            /* the first record after the envelope */
 };
 
+/* b's reader is open: checks that msg's envelope is where msg says and
+ * gets ready for its body. 0, or -errno (then the reader is closed). */
+static int body_start(struct vr_spool_body *b, const struct vr_spool_msg *msg)
+{
+	vr_seg_reader_ahead(&b->r, msg_span(msg));
+	vr_seg_reader_seek(&b->r, msg->offset);
+	int rc = envelope_check(&b->r, msg);
+	if (rc < 0) {
+		vr_seg_reader_close(&b->r);
+		return rc;
+	}
+	memcpy(b->msg.qid, msg->qid, sizeof(b->msg.qid));
+	b->msg.size = msg->size;
+	b->body_pos = b->r.pos;
+	return 0;
+}
+
 struct vr_spool_body *vr_spool_body_open(const char *dir, const struct vr_spool_msg *msg)
 {
 	struct vr_spool_body *b = calloc(1, sizeof(*b));
@@ -389,19 +408,132 @@ struct vr_spool_body *vr_spool_body_open(const char *dir, const struct vr_spool_
 	}
 	rc = vr_seg_reader_open(&b->r, dirfd, msg->segment);
 	close(dirfd);
+	if (rc == 0)
+		rc = body_start(b, msg);
+	if (rc < 0) {
+		free(b);
+		return errno = rc == -ENODATA ? EBADMSG : -rc, NULL;
+	}
+	return b;
+}
+
+/* --- a delivery thread's open segments --- */
+
+#define SEGCACHE_N       4u       /* the segments being delivered from */
+#define SEGCACHE_IDLE_MS 60000u
+
+struct segcache_entry {
+	int fd;                       /* -1: free */
+	struct vr_seg_hdr hdr;
+	uint64_t size;                /* at the last look: grows while appended to */
+	uint64_t used_ms;
+	char name[VR_SEG_NAME_MAX];
+};
+
+struct vr_spool_segcache {
+	int dirfd;
+	struct segcache_entry e[SEGCACHE_N];
+};
+
+struct vr_spool_segcache *vr_spool_segcache_new(const char *dir)
+{
+	struct vr_spool_segcache *sc = calloc(1, sizeof(*sc));
+
+	if (!sc)
+		return errno = ENOMEM, NULL;
+	sc->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sc->dirfd < 0) {
+		int e = errno;
+		free(sc);
+		return errno = e, NULL;
+	}
+	for (unsigned i = 0; i < SEGCACHE_N; i++)
+		sc->e[i].fd = -1;
+	return sc;
+}
+
+static void entry_close(struct segcache_entry *e)
+{
+	if (e->fd >= 0)
+		close(e->fd);
+	e->fd = -1;
+	e->used_ms = 0;
+}
+
+void vr_spool_segcache_free(struct vr_spool_segcache *sc)
+{
+	if (!sc)
+		return;
+	for (unsigned i = 0; i < SEGCACHE_N; i++)
+		entry_close(&sc->e[i]);
+	close(sc->dirfd);
+	free(sc);
+}
+
+void vr_spool_segcache_trim(struct vr_spool_segcache *sc, uint64_t now_ms)
+{
+	for (unsigned i = 0; i < SEGCACHE_N; i++)
+		if (sc->e[i].fd >= 0 && now_ms - sc->e[i].used_ms >= SEGCACHE_IDLE_MS)
+			entry_close(&sc->e[i]);
+}
+
+/* msg's segment, open: found, or opened in place of the least recently
+ * used. 0 or what vr_seg_reader_open() returns. */
+static int segcache_get(struct vr_spool_segcache *sc, const struct vr_spool_msg *msg,
+			uint64_t now_ms, struct segcache_entry **out)
+{
+	struct segcache_entry *e = NULL, *lru = &sc->e[0];
+
+	for (unsigned i = 0; i < SEGCACHE_N && !e; i++) {
+		if (sc->e[i].fd >= 0 && strcmp(sc->e[i].name, msg->segment) == 0)
+			e = &sc->e[i];
+		else if (sc->e[i].used_ms < lru->used_ms)
+			lru = &sc->e[i];
+	}
+	if (!e) {
+		struct vr_seg_reader r;
+		if (strlen(msg->segment) >= sizeof(lru->name))
+			return -ENAMETOOLONG;
+		int rc = vr_seg_reader_open(&r, sc->dirfd, msg->segment);
+		if (rc < 0)
+			return rc;
+		entry_close(lru);
+		e = lru;
+		e->fd = r.fd;
+		e->hdr = r.hdr;
+		e->size = r.size;
+		strcpy(e->name, msg->segment);
+		r.borrowed = true;      /* the fd is the entry's now */
+		vr_seg_reader_close(&r);
+	} else if (e->size < msg->offset + msg_span(msg)) {
+		/* Mail committed since the last look may lie past it. */
+		struct stat st;
+		if (fstat(e->fd, &st) < 0)
+			return -errno;
+		e->size = (uint64_t)st.st_size;
+	}
+	e->used_ms = now_ms;
+	*out = e;
+	return 0;
+}
+
+struct vr_spool_body *vr_spool_body_open_in(struct vr_spool_segcache *sc,
+					    const struct vr_spool_msg *msg)
+{
+	struct vr_spool_body *b = calloc(1, sizeof(*b));
+	struct segcache_entry *e;
+
+	if (!b)
+		return errno = ENOMEM, NULL;
+	int rc = segcache_get(sc, msg, vr_clock_ms(), &e);
 	if (rc == 0) {
-		vr_seg_reader_ahead(&b->r, msg_span(msg));
-		vr_seg_reader_seek(&b->r, msg->offset);
-		if ((rc = envelope_check(&b->r, msg)) < 0)
-			vr_seg_reader_close(&b->r);
+		vr_seg_reader_attach(&b->r, e->fd, &e->hdr, e->size);
+		rc = body_start(b, msg);
 	}
 	if (rc < 0) {
 		free(b);
 		return errno = rc == -ENODATA ? EBADMSG : -rc, NULL;
 	}
-	memcpy(b->msg.qid, msg->qid, sizeof(b->msg.qid));
-	b->msg.size = msg->size;
-	b->body_pos = b->r.pos;
 	return b;
 }
 

@@ -218,9 +218,22 @@ int vr_seg_reader_open(struct vr_seg_reader *r, int dirfd, const char *name)
 	return 0;
 }
 
+void vr_seg_reader_attach(struct vr_seg_reader *r, int fd, const struct vr_seg_hdr *hdr,
+			  uint64_t size)
+{
+	memset(r, 0, sizeof(*r));
+	r->fd = fd;
+	r->hdr = *hdr;
+	r->size = size;
+	r->cap = (size_t)VR_MIN((uint64_t)READ_BUF, VR_MAX(r->size, (uint64_t)VR_SEG_HDR_SIZE));
+	r->ahead = READ_AHEAD;
+	r->pos = VR_SEG_HDR_SIZE;
+	r->borrowed = true;
+}
+
 void vr_seg_reader_close(struct vr_seg_reader *r)
 {
-	if (r->fd >= 0)
+	if (r->fd >= 0 && !r->borrowed)
 		close(r->fd);
 	free(r->buf);
 	r->fd = -1;

@@ -71,6 +71,7 @@ struct vr_seg_reader {
 	size_t len, alloc;            /* alloc: buf's size, grown up to cap */
 	size_t cap;
 	size_t ahead;                 /* a refill reads at least this much */
+	bool borrowed;                /* fd is someone else's: close leaves it */
 };
 
 /*
@@ -81,6 +82,10 @@ struct vr_seg_reader {
  */
 int vr_seg_reader_open(struct vr_seg_reader *r, int dirfd, const char *name);
 void vr_seg_reader_close(struct vr_seg_reader *r);
+/* A reader over a file kept open elsewhere (fd, its checked header, its
+ * size): vr_seg_reader_close() leaves fd open. */
+void vr_seg_reader_attach(struct vr_seg_reader *r, int fd, const struct vr_seg_hdr *hdr,
+			  uint64_t size);
 /* The next record starts at off (an offset a scan reported). */
 void vr_seg_reader_seek(struct vr_seg_reader *r, uint64_t off);
 /* Each refill reads at least bytes (256 KiB unless set): a reader of one

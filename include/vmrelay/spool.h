@@ -177,6 +177,21 @@ ssize_t vr_spool_body_read(struct vr_spool_body *b, void *buf, size_t cap);
 void vr_spool_body_rewind(struct vr_spool_body *b);
 void vr_spool_body_close(struct vr_spool_body *b);
 
+/*
+ * A thread's open segments, so that reading a message does not open its
+ * segment, stat it and check its header every time (the delivery threads
+ * read one message after another from the same few). Single-threaded.
+ * Entries idle for a minute are closed by vr_spool_segcache_trim(), so a
+ * removed segment's space comes back. NULL + errno.
+ */
+struct vr_spool_segcache;
+struct vr_spool_segcache *vr_spool_segcache_new(const char *dir);
+void vr_spool_segcache_free(struct vr_spool_segcache *sc);
+void vr_spool_segcache_trim(struct vr_spool_segcache *sc, uint64_t now_ms);
+/* As vr_spool_body_open(), through sc. */
+struct vr_spool_body *vr_spool_body_open_in(struct vr_spool_segcache *sc,
+					    const struct vr_spool_msg *msg);
+
 /* --- committed mail, as it is committed --- */
 
 /*

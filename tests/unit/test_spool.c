@@ -32,6 +32,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "vmrelay/clock.h"
 #include "vmrelay/common.h"
 #include "vmrelay/log.h"
 #include "vmrelay/spool.h"
@@ -1733,6 +1734,83 @@ static void test_commit_hook(void **state)
 }
 
 
+/* Reads msg h[i] through sc whole: its body is want (n bytes). */
+static void cached_read_check(struct vr_spool_segcache *sc, struct hooked *h, unsigned i,
+			      const uint8_t *want, size_t n)
+{
+	struct vr_spool_msg m = { .segment = h->segment[i], .offset = h->offset[i],
+				  .size = h->size[i], .n_rcpts = h->n_rcpts[i] };
+	uint8_t back[4096];
+	size_t got = 0;
+	ssize_t r;
+
+	memcpy(m.qid, h->qid[i], sizeof(m.qid));
+	struct vr_spool_body *b = vr_spool_body_open_in(sc, &m);
+	assert_non_null(b);
+	while ((r = vr_spool_body_read(b, back + got, sizeof(back) - got)) > 0)
+		got += (size_t)r;
+	assert_int_equal(r, 0);
+	assert_int_equal(got, n);
+	assert_memory_equal(back, want, n);
+	vr_spool_body_close(b);
+}
+
+/* How many of our fds are open on a file whose path has part. */
+static unsigned fds_on(const char *part)
+{
+	unsigned n = 0;
+
+	for (int fd = 0; fd < 1024; fd++)
+		n += fd_path_has(fd, part);
+	return n;
+}
+
+/* A thread's open segments: a message read through them is its body, also
+ * one committed into the segment after it was opened there (the segment
+ * grew), a message not at its place is refused, and a segment idle for a
+ * minute is closed. */
+static void test_segcache(void **state)
+{
+	struct vr_spool *sp = spool_open(1);
+	struct hooked h = { 0 };
+	struct done d[3] = { 0 };
+	uint8_t *body = body_make(3000, 9);
+
+	struct vr_spool_segcache *sc = vr_spool_segcache_new(dir);
+	assert_non_null(sc);
+	vr_spool_on_commit(sp, on_commit, &h);
+	assert_int_equal(vr_spool_start(sp), 0);
+	put(sp, 0, &env_default, body, 1000, 1000, &d[0]);
+	reap_n(sp, 0, 1);
+	cached_read_check(sc, &h, 0, body, 1000);
+	put(sp, 0, &env_default, body + 1000, 2000, 2000, &d[1]);
+	reap_n(sp, 0, 1);
+	assert_string_equal(h.segment[1], h.segment[0]);
+	cached_read_check(sc, &h, 1, body + 1000, 2000);
+	cached_read_check(sc, &h, 0, body, 1000);
+	vr_spool_close(sp);
+
+	struct vr_spool_msg wrong = { .segment = h.segment[1], .offset = h.offset[1] + 1,
+				      .size = h.size[1] };
+	memcpy(wrong.qid, h.qid[1], sizeof(wrong.qid));
+	assert_null(vr_spool_body_open_in(sc, &wrong));
+	assert_int_equal(errno, EBADMSG);
+	wrong.segment = "seg/w0-0000009999.seg";
+	assert_null(vr_spool_body_open_in(sc, &wrong));
+	assert_int_equal(errno, ENOENT);
+
+	const char *base = strrchr(h.segment[0], '/') + 1;
+	assert_int_equal(fds_on(base), 1);
+	vr_spool_segcache_trim(sc, vr_clock_ms());            /* in use: kept */
+	assert_int_equal(fds_on(base), 1);
+	vr_spool_segcache_trim(sc, vr_clock_ms() + 61000);
+	assert_int_equal(fds_on(base), 0);
+	cached_read_check(sc, &h, 1, body + 1000, 2000);      /* opened again */
+	vr_spool_segcache_free(sc);
+	assert_int_equal(fds_on(base), 0);
+	free(body);
+}
+
 /* The body pulled a piece at a time is the body, whatever the pieces. */
 static void test_body_pull(void **state)
 {
@@ -2015,6 +2093,7 @@ int main(void)
 		cmocka_unit_test_setup(test_compact, test_setup),
 		cmocka_unit_test_setup(test_body_pull, test_setup),
 		cmocka_unit_test_setup(test_body_pull_long_envelope, test_setup),
+		cmocka_unit_test_setup(test_segcache, test_setup),
 		cmocka_unit_test_setup(test_segment_roll, test_setup),
 		cmocka_unit_test_setup(test_state_log_roll, test_setup),
 	};
