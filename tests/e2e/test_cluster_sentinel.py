@@ -7,6 +7,7 @@ master over (SENTINEL FAILOVER, once the replica has caught up); the nodes find 
 across the switch.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -178,6 +179,9 @@ class SentinelTest(unittest.TestCase):
         w, l = "%s{vps1}:w" % PREFIX, "%s{vps1}:l" % PREFIX
         wait_for("the leases' return", lambda: new.cli("HLEN", l) == "0", timeout=30)
         self.assertEqual(new.cli("HGET", w, "d%d" % utc_day()), "20")
+        # the operator's quota show asks the sentinels too
+        shown = json.loads(self.nodes[2].ctl("quota", "show", "vps1").stdout)
+        self.assertEqual(shown["cluster"]["hour"], {"used": 20, "limit": 20})
 
 
 if __name__ == "__main__":

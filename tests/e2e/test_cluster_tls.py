@@ -106,7 +106,8 @@ class ClusterTlsTest(Base):
     def test_limits_hold_over_tls(self):
         """10 a minute across three nodes talking TLS (client certificate,
         AUTH, the server's name checked): exactly 10 accepted, the 451
-        names the cluster-wide window, Redis counts what was sent."""
+        names the cluster-wide window, Redis counts what was sent, and
+        quota show reads it over TLS."""
         self.start_tls({"per_minute": 10, "per_hour": 1000, "per_day": 1000})
         accepted, why = self.burst(15)
         self.assertEqual(accepted, 10, why)
@@ -114,6 +115,10 @@ class ClusterTlsTest(Base):
         for w in why:
             self.assertIn("cluster-wide per-minute limit 10/10 reached", w)
         self.assertEqual(self.settled(10), (10, {}))
+        # the operator's quota commands take the same way (a connection of
+        # their own, TLS and AUTH too)
+        shown = json.loads(self.nodes[1].ctl("quota", "show", "vps1").stdout)
+        self.assertEqual(shown["cluster"]["minute"], {"used": 10, "limit": 10})
 
     def test_name_and_ca_checked(self):
         """A node whose tls_ca is a stranger's certificate, and one that
