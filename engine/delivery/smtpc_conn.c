@@ -126,6 +126,10 @@ static void conn_read(struct vr_smtpc_conn *k, uint64_t now)
 		ssize_t n = recv(k->fd, buf, space, 0);
 		if (n > 0) {
 			vr_smtpc_rx(k->c, buf, (size_t)n, now);
+			/* Short: the socket is empty for now (epoll is level
+			 * triggered), no recv just to hear EAGAIN. */
+			if ((size_t)n < space)
+				return;
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -151,6 +155,12 @@ static void conn_write(struct vr_smtpc_conn *k, uint64_t now)
 		k->write_failed = true;
 		vr_smtpc_rx_eof(k->c, w < 0 ? errno : EPIPE, now);
 	}
+}
+
+void vr_smtpc_conn_flush(struct vr_smtpc_conn *k, uint64_t now_ms)
+{
+	if (!k->connecting && !k->early_err && k->c->tx.len > 0)
+		conn_write(k, now_ms);
 }
 
 void vr_smtpc_conn_io(struct vr_smtpc_conn *k, uint32_t events, uint64_t now_ms)

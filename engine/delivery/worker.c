@@ -302,6 +302,7 @@ static void conns_sweep(struct dworker *w, uint64_t *deadline)
 			vr_dw_conn_park_end(c);
 		if (c->parked)
 			*deadline = VR_MIN(*deadline, c->park_until);
+		vr_smtpc_conn_flush(c->k, now);
 		if (vr_smtpc_conn_done(c->k)) {
 			vr_dw_conn_free(w, c);
 			continue;

@@ -260,6 +260,11 @@ uint32_t vr_smtpc_conn_events(const struct vr_smtpc_conn *k);
  * passed. Reads, writes and runs timeouts as far as it can without blocking. */
 void vr_smtpc_conn_io(struct vr_smtpc_conn *k, uint32_t events, uint64_t now_ms);
 uint64_t vr_smtpc_conn_deadline(const struct vr_smtpc_conn *k);
+/* Writes what the client queued outside vr_smtpc_conn_io() (a message
+ * handed over from the owner's loop), as far as the socket takes it, once
+ * connected: the socket is nearly always writable, and waiting for epoll
+ * to say so costs a wakeup. May run callbacks, as vr_smtpc_conn_io(). */
+void vr_smtpc_conn_flush(struct vr_smtpc_conn *k, uint64_t now_ms);
 /* The protocol object, for send/quit and the log accessors above. */
 struct vr_smtpc *vr_smtpc_conn_smtpc(struct vr_smtpc_conn *k);
 /* True once the connection is finished and its last bytes went out (or
