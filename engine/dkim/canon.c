@@ -425,13 +425,15 @@ int vr_dkim_header_canon(enum vr_dkim_canon canon, const uint8_t *p, size_t n,
 		}
 #endif
 		if (!sp[p[i]]) {
-			/* A run of text (a word: too short for memcpy). */
+			/* A run of text: the 16-byte copy above takes it on
+			 * where the field leaves room for it. */
 			if (wsp && text)
 				*w++ = ' ';
 			wsp = false;
 			text = true;
-			while (i < n && !sp[p[i]])
+			do
 				*w++ = p[i++];
+			while (i + 17 > n && i < n && !sp[p[i]]);
 		} else if (p[i] == '\r' && i + 1 < n && p[i + 1] == '\n') {
 			i += 2;      /* unfolding: the CRLF goes, the WSP after it stays */
 		} else if (p[i] == '\r') {
