@@ -45,6 +45,7 @@ struct key {
 
 static parse_fn parse_str, parse_path, parse_uint, parse_size, parse_hostname, parse_dns_name,
 	parse_listen_list, parse_io_mode, parse_log_level, parse_ipv4_prefix, parse_ipv4,
+	parse_ipv6_prefix, parse_ipv6,
 	parse_hostport, parse_timezone, parse_address, parse_resolver, parse_hostport_list,
 	parse_bool;
 
@@ -72,6 +73,8 @@ static const struct key keys[] = {
 	STR("dpdk", "eal", dpdk_eal, parse_str),
 	STR("dpdk", "ip", dpdk_ip, parse_ipv4_prefix),
 	STR("dpdk", "gateway", dpdk_gateway, parse_ipv4),
+	STR("dpdk", "ip6", dpdk_ip6, parse_ipv6_prefix),
+	STR("dpdk", "gateway6", dpdk_gateway6, parse_ipv6),
 	STR("dpdk", "fault", dpdk_fault, parse_str),
 
 	{ "smtp", "max_message_size", parse_size, F(max_message_size), 1024, 1ull << 30, false },
@@ -535,6 +538,39 @@ static int parse_ipv4_prefix(const struct key *k, const char *v, struct vr_confi
 	return store_str(k, v, cfg, err, errlen);
 bad:
 	snprintf(err, errlen, "'%s' is not an IPv4 address/prefix such as 10.77.0.1/24", v);
+	return -1;
+}
+
+static int parse_ipv6(const struct key *k, const char *v, struct vr_config *cfg,
+		      char *err, size_t errlen)
+{
+	struct in6_addr a;
+
+	if (inet_pton(AF_INET6, v, &a) != 1) {
+		snprintf(err, errlen, "'%s' is not an IPv6 address", v);
+		return -1;
+	}
+	return store_str(k, v, cfg, err, errlen);
+}
+
+static int parse_ipv6_prefix(const struct key *k, const char *v, struct vr_config *cfg,
+			     char *err, size_t errlen)
+{
+	char addr[INET6_ADDRSTRLEN];
+	const char *slash = strchr(v, '/'), *end;
+	struct in6_addr a;
+	uint64_t len;
+
+	if (!slash || (size_t)(slash - v) >= sizeof(addr) ||
+	    parse_u64(slash + 1, &len, &end) < 0 || *end != '\0' || len < 1 || len > 128)
+		goto bad;
+	memcpy(addr, v, (size_t)(slash - v));
+	addr[slash - v] = '\0';
+	if (inet_pton(AF_INET6, addr, &a) != 1)
+		goto bad;
+	return store_str(k, v, cfg, err, errlen);
+bad:
+	snprintf(err, errlen, "'%s' is not an IPv6 address/prefix such as 2001:db8:77::1/64", v);
 	return -1;
 }
 

@@ -54,6 +54,8 @@ struct vr_config {
 	char dpdk_eal[1024];
 	char dpdk_ip[64];             /* address/prefix */
 	char dpdk_gateway[64];
+	char dpdk_ip6[64];            /* IPv6 address/prefix; "" = IPv4 only */
+	char dpdk_gateway6[64];       /* IPv6 next hop off-link (often a router's fe80::) */
 	char dpdk_fault[128];         /* tests: "drop=3,reorder=1,dup=1,seed=7" on rx and
 				       * tx (dpdk-app checks it); "" = none */
 
