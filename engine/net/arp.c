@@ -8,6 +8,11 @@
  * already know is refreshed by any ARP packet, but a new one is learned only
  * from packets aimed at us, and only when it is on our subnet: a flood of
  * ARP traffic for other hosts cannot fill the table.
+ *
+ * IPv6 neighbours (RFC 4861) live in the same table under the same rules:
+ * resolve-on-send with the same queue, retries and bound, learned from
+ * solicitations aimed at us and refreshed by advertisements. icmp6.c speaks
+ * the protocol; this file only keeps the cache.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -21,6 +26,15 @@
 
 static const uint8_t mac_broadcast[VR_NET_MAC_LEN] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
 static const uint8_t mac_zero[VR_NET_MAC_LEN];
+
+/* The 32 bits of an IPv6 neighbour the table hashes: its interface ID's fold. */
+static uint32_t ip6_fold(const uint8_t a[VR_NET_IP6_LEN])
+{
+	uint32_t w[4];
+
+	memcpy(w, a, sizeof(w));
+	return w[0] ^ w[1] ^ w[2] ^ w[3];
+}
 
 static unsigned arp_hash(const struct vr_net *n, uint32_t ip)
 {
@@ -57,13 +71,14 @@ void vr_net_arp_fini(struct vr_net *n)
 	n->arp = NULL;
 }
 
-static struct arp_entry *arp_find(struct vr_net *n, uint32_t ip)
+/* The entry of IPv4 ip, or with ip6 (not NULL) of that IPv6 neighbour (ip its fold). */
+static struct arp_entry *arp_find(struct vr_net *n, uint32_t ip, const uint8_t *ip6)
 {
 	for (unsigned i = arp_hash(n, ip);; i = (i + 1) & n->arp_mask) {
 		struct arp_entry *e = &n->arp[i];
 		if (e->state == ARP_FREE)
 			return NULL;
-		if (e->ip == ip)
+		if (e->ip == ip && e->v6 == !!ip6 && (!ip6 || !memcmp(e->ip6, ip6, VR_NET_IP6_LEN)))
 			return e;
 	}
 }
@@ -125,7 +140,8 @@ static void arp_evict(struct vr_net *n, uint64_t now)
 	arp_remove(n, victim);
 }
 
-static struct arp_entry *arp_insert(struct vr_net *n, uint32_t ip, uint64_t now)
+static struct arp_entry *arp_insert(struct vr_net *n, uint32_t ip, const uint8_t *ip6,
+				    uint64_t now)
 {
 	if (n->arp_count >= n->conf.arp_entries)
 		arp_evict(n, now);
@@ -135,6 +151,9 @@ static struct arp_entry *arp_insert(struct vr_net *n, uint32_t ip, uint64_t now)
 	n->arp_count++;
 	struct arp_entry *e = &n->arp[i];
 	e->ip = ip;
+	e->v6 = !!ip6;
+	if (ip6)
+		memcpy(e->ip6, ip6, VR_NET_IP6_LEN);
 	return e;
 }
 
@@ -163,9 +182,12 @@ static void arp_send(struct vr_net *n, uint16_t op, const uint8_t *eth_dst,
 	vr_net_eth_output(n, p, eth_dst, ETH_TYPE_ARP, now);
 }
 
-static void arp_request(struct vr_net *n, uint32_t ip, uint64_t now)
+static void arp_request(struct vr_net *n, const struct arp_entry *e, uint64_t now)
 {
-	arp_send(n, ARP_OP_REQUEST, mac_broadcast, mac_zero, ip, now);
+	if (e->v6)
+		vr_net_nd_solicit(n, e->ip6, now);
+	else
+		arp_send(n, ARP_OP_REQUEST, mac_broadcast, mac_zero, e->ip, now);
 }
 
 static void arp_resolved(struct vr_net *n, struct arp_entry *e, const uint8_t *mac,
@@ -178,7 +200,7 @@ static void arp_resolved(struct vr_net *n, struct arp_entry *e, const uint8_t *m
 	e->deadline = now + n->conf.arp_ttl_ms;
 	e->tries = 0;
 	for (unsigned i = 0; i < e->npending; i++)
-		vr_net_eth_output(n, e->pending[i], e->mac, ETH_TYPE_IPV4, now);
+		vr_net_eth_output(n, e->pending[i], e->mac, e->v6 ? ETH_TYPE_IPV6 : ETH_TYPE_IPV4, now);
 	e->npending = 0;
 }
 
@@ -210,7 +232,7 @@ void vr_net_arp_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		vr_net_count(&n->st.arp_conflicts, 1);
 	int learnable = spa && spa != n->conf.ip &&
 			(spa & n->netmask) == (n->conf.ip & n->netmask);
-	struct arp_entry *e = learnable ? arp_find(n, spa) : NULL;
+	struct arp_entry *e = learnable ? arp_find(n, spa, NULL) : NULL;
 	if (e)
 		arp_resolved(n, e, sha, now);
 	if (tpa != n->conf.ip) {
@@ -218,22 +240,35 @@ void vr_net_arp_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		return;
 	}
 	if (learnable && !e)
-		arp_resolved(n, arp_insert(n, spa, now), sha, now);
+		arp_resolved(n, arp_insert(n, spa, NULL, now), sha, now);
 	if (op == ARP_OP_REQUEST)
 		arp_send(n, ARP_OP_REPLY, sha, sha, spa, now);
 	vr_net_pkt_free(p);
 }
 
-int vr_net_arp_output(struct vr_net *n, struct vr_pkt *p, uint32_t nh, uint64_t now)
+void vr_net_nd_learn(struct vr_net *n, const uint8_t ip6[VR_NET_IP6_LEN], const uint8_t *mac,
+		     int create, uint64_t now)
 {
-	struct arp_entry *e = arp_find(n, nh);
+	uint32_t fold = ip6_fold(ip6);
+	struct arp_entry *e = arp_find(n, fold, ip6);
+
+	if (!e && !create)
+		return;
+	arp_resolved(n, e ? e : arp_insert(n, fold, ip6, now), mac, now);
+}
+
+/* Sends p to next hop nh (IPv4 ip, or IPv6 ip6 folded to ip), or asks and holds it. */
+static int neigh_output(struct vr_net *n, struct vr_pkt *p, uint32_t nh, const uint8_t *nh6,
+			uint64_t now)
+{
+	struct arp_entry *e = arp_find(n, nh, nh6);
 
 	if (e && e->state == ARP_RESOLVED && now < e->deadline) {
-		vr_net_eth_output(n, p, e->mac, ETH_TYPE_IPV4, now);
+		vr_net_eth_output(n, p, e->mac, nh6 ? ETH_TYPE_IPV6 : ETH_TYPE_IPV4, now);
 		return 0;
 	}
 	if (!e) {
-		e = arp_insert(n, nh, now);
+		e = arp_insert(n, nh, nh6, now);
 	} else if (e->state == ARP_INCOMPLETE) {
 		if (e->npending >= n->conf.arp_pending) {
 			net_drop(n, p, VR_NET_DROP_ARP_PENDING_FULL);
@@ -251,8 +286,19 @@ int vr_net_arp_output(struct vr_net *n, struct vr_pkt *p, uint32_t nh, uint64_t 
 	e->npending = 1;
 	if (e->deadline < n->arp_sweep_at || n->arp_incomplete == 1)
 		n->arp_sweep_at = e->deadline;
-	arp_request(n, nh, now);
+	arp_request(n, e, now);
 	return 0;
+}
+
+int vr_net_arp_output(struct vr_net *n, struct vr_pkt *p, uint32_t nh, uint64_t now)
+{
+	return neigh_output(n, p, nh, NULL, now);
+}
+
+int vr_net_nd_output(struct vr_net *n, struct vr_pkt *p, const uint8_t nh[VR_NET_IP6_LEN],
+		     uint64_t now)
+{
+	return neigh_output(n, p, ip6_fold(nh), nh, now);
 }
 
 void vr_net_arp_poll(struct vr_net *n, uint64_t now)
@@ -261,6 +307,11 @@ void vr_net_arp_poll(struct vr_net *n, uint64_t now)
 		/* An announcement: a request with our address as sender and target. */
 		arp_send(n, ARP_OP_REQUEST, mac_broadcast, mac_zero, n->conf.ip, now);
 		n->garp_due = 0;
+	}
+	if (n->na_due) {
+		vr_net_nd_announce(n, n->conf.ip6, now);
+		vr_net_nd_announce(n, n->lladdr, now);
+		n->na_due = 0;
 	}
 	/* Only incomplete entries have timers: a stale resolved one is asked for
 	 * again on its next use, and is the first to go when the cache is full. */
@@ -283,7 +334,7 @@ void vr_net_arp_poll(struct vr_net *n, uint64_t now)
 		e->deadline = now + n->conf.arp_retry_ms;
 		if (e->deadline < next)
 			next = e->deadline;
-		arp_request(n, e->ip, now);
+		arp_request(n, e, now);
 		i++;
 	}
 	n->arp_sweep_at = next;

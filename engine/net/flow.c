@@ -29,13 +29,20 @@ struct vr_flow_table {
 uint64_t vr_flow_key_hash(const uint8_t key[VR_SIPHASH_KEY_LEN], const struct vr_flow_key *k)
 {
 	/* Packed by hand: the struct's padding must not reach the hash. */
-	uint8_t b[12];
+	uint8_t b[36];
 
+	if (k->v6) {
+		memcpy(b, k->laddr6, 16);
+		memcpy(b + 16, k->raddr6, 16);
+		memcpy(b + 32, &k->lport, 2);
+		memcpy(b + 34, &k->rport, 2);
+		return vr_siphash24(key, b, 36);
+	}
 	memcpy(b, &k->laddr, 4);
 	memcpy(b + 4, &k->raddr, 4);
 	memcpy(b + 8, &k->lport, 2);
 	memcpy(b + 10, &k->rport, 2);
-	return vr_siphash24(key, b, sizeof(b));
+	return vr_siphash24(key, b, 12);
 }
 
 uint64_t vr_flow_hash(const struct vr_flow_table *t, const struct vr_flow_key *k)
@@ -45,8 +52,10 @@ uint64_t vr_flow_hash(const struct vr_flow_table *t, const struct vr_flow_key *k
 
 static int key_eq(const struct vr_flow_key *a, const struct vr_flow_key *b)
 {
-	return a->laddr == b->laddr && a->raddr == b->raddr && a->lport == b->lport &&
-	       a->rport == b->rport;
+	if (a->laddr != b->laddr || a->raddr != b->raddr || a->lport != b->lport ||
+	    a->rport != b->rport || a->v6 != b->v6)
+		return 0;
+	return !a->v6 || (!memcmp(a->laddr6, b->laddr6, 16) && !memcmp(a->raddr6, b->raddr6, 16));
 }
 
 struct vr_flow_table *vr_flow_table_new(unsigned max, const uint8_t key[VR_SIPHASH_KEY_LEN],

@@ -3,8 +3,10 @@
  * Ethernet input and output, the tx burst queue, counters.
  *
  * Ethernet input keeps frames addressed to our MAC or to broadcast and hands
- * them to ARP or IPv4 by EtherType; everything else is counted and dropped.
- * Multicast is not ours: the relay joins no group.
+ * them to ARP, IPv4 or IPv6 by EtherType; everything else is counted and
+ * dropped. The only multicast that is ours is IPv6's solicited-node group of
+ * each of our addresses (33:33:ff + their last 3 bytes, RFC 2464 §7), which
+ * Neighbor Discovery needs; the relay joins no other group.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -42,6 +44,8 @@ static const char *const drop_names[VR_NET_DROP_MAX] = {
 	[VR_NET_DROP_TOO_BIG] = "too_big",
 	[VR_NET_DROP_NO_PKT] = "no_pkt",
 	[VR_NET_DROP_TX_FULL] = "tx_full",
+	[VR_NET_DROP_IP6_EXT] = "ip6_ext",
+	[VR_NET_DROP_ND_BAD] = "nd_bad",
 };
 
 const char *vr_net_drop_name(enum vr_net_drop d)
@@ -86,6 +90,15 @@ static int conf_check(struct vr_net_conf *c, char *err, size_t errlen)
 		why = "pool or ARP cache larger than 1M packets / 64K entries";
 	else if (c->arp_tries > 255)
 		why = "arp_tries is over 255";
+	else if (!ip6_zero(c->ip6) && (c->prefix6 < 1 || c->prefix6 > 128))
+		why = "IPv6 prefix length is not 1..128";
+	else if (!ip6_zero(c->ip6) && (c->ip6[0] == 0xff || ip6_link_local(c->ip6) ||
+				       ip6_loopback(c->ip6)))
+		why = "IPv6 address is multicast, link-local or loopback";
+	else if (!ip6_zero(c->gateway6) && c->gateway6[0] == 0xff)
+		why = "IPv6 gateway is multicast";
+	else if (!ip6_zero(c->ip6) && c->mtu < VR_NET_IP6_MTU_MIN)
+		why = "MTU is under IPv6's 1280";
 	if (why) {
 		snprintf(err, errlen, "net: %s", why);
 		return -EINVAL;
@@ -124,6 +137,15 @@ struct vr_net *vr_net_new(const struct vr_net_conf *conf, char *err, size_t errl
 	}
 	n->nfree = n->npkts;
 	n->garp_due = 1;
+	if (!ip6_zero(n->conf.ip6)) {
+		/* RFC 4291 §2.5.1 / RFC 2464 §5: fe80::/64 with the MAC as a modified EUI-64. */
+		const uint8_t *m = n->conf.mac;
+		const uint8_t ll[VR_NET_IP6_LEN] = { 0xfe, 0x80, 0, 0, 0, 0, 0, 0,
+			(uint8_t)(m[0] ^ 2), m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5] };
+		memcpy(n->lladdr, ll, sizeof(ll));
+		n->has_ip6 = 1;
+		n->na_due = 1;
+	}
 	return n;
 }
 
@@ -231,6 +253,15 @@ uint32_t vr_net_ip(const struct vr_net *n)
 	return n->conf.ip;
 }
 
+int vr_net_ip6_src(const struct vr_net *n, const uint8_t dst[VR_NET_IP6_LEN],
+		   uint8_t src[VR_NET_IP6_LEN])
+{
+	if (!n->has_ip6)
+		return -EAFNOSUPPORT;
+	memcpy(src, ip6_link_local(dst) ? n->lladdr : n->conf.ip6, VR_NET_IP6_LEN);
+	return 0;
+}
+
 void vr_net_set_tcp(struct vr_net *n, vr_net_l4_rx_fn tcp_rx, void *tcp_arg,
 		    vr_net_pmtu_fn pmtu, void *pmtu_arg)
 {
@@ -274,6 +305,14 @@ void vr_net_eth_output(struct vr_net *n, struct vr_pkt *p, const uint8_t *dst_ma
 		vr_net_flush(n, now);
 }
 
+/* A solicited-node group's MAC (33:33:ff:xx:xx:xx) of one of our IPv6 addresses. */
+static int eth_our_group(const struct vr_net *n, const uint8_t *mac)
+{
+	if (!n->has_ip6 || mac[0] != 0x33 || mac[1] != 0x33 || mac[2] != 0xff)
+		return 0;
+	return !memcmp(mac + 3, n->conf.ip6 + 13, 3) || !memcmp(mac + 3, n->lladdr + 13, 3);
+}
+
 static void eth_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 {
 	vr_net_count(&n->st.rx_frames, 1);
@@ -283,7 +322,7 @@ static void eth_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		return;
 	}
 	if (memcmp(p->data, n->conf.mac, VR_NET_MAC_LEN) != 0 &&
-	    memcmp(p->data, eth_broadcast, VR_NET_MAC_LEN) != 0) {
+	    memcmp(p->data, eth_broadcast, VR_NET_MAC_LEN) != 0 && !eth_our_group(n, p->data)) {
 		net_drop(n, p, VR_NET_DROP_ETH_NOT_OURS);
 		return;
 	}
@@ -295,6 +334,8 @@ static void eth_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		vr_net_ipv4_rx(n, p, now);
 	else if (type == ETH_TYPE_ARP)
 		vr_net_arp_rx(n, p, now);
+	else if (type == ETH_TYPE_IPV6 && n->has_ip6)
+		vr_net_ipv6_rx(n, p, now);
 	else
 		net_drop(n, p, VR_NET_DROP_ETH_TYPE);
 }

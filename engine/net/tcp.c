@@ -228,7 +228,7 @@ struct vr_tcp_conn *tcp_conn_alloc(struct vr_tcp *t, const struct vr_flow_key *k
 	c->key = *k;
 	c->rto = t->conf.rto_init_ms;
 	c->ts_offset = tcp_ts_offset(t, k);
-	c->mss = tcp_mss_for_mtu(vr_net_mtu(t->net));
+	c->mss = tcp_mss_for_mtu(vr_net_mtu(t->net), k->v6);
 	c->rcv_mss = TCP_MSS_DEFAULT;
 	c->ssthresh = UINT32_MAX;
 	t->nconns++;
@@ -511,14 +511,14 @@ int vr_tcp_unlisten(struct vr_tcp *t, uint16_t port)
 	return 0;
 }
 
-struct vr_tcp_conn *vr_tcp_connect(struct vr_tcp *t, uint32_t raddr, uint16_t rport,
-				   const struct vr_tcp_cb *cb, void *user, uint64_t now,
-				   int *err)
+/* Active open of k (its addresses and rport set) from an ephemeral port. */
+static struct vr_tcp_conn *connect_key(struct vr_tcp *t, struct vr_flow_key k,
+				       const struct vr_tcp_cb *cb, void *user, uint64_t now,
+				       int *err)
 {
-	struct vr_flow_key k = { .laddr = t->ip, .raddr = raddr, .rport = rport };
 	uint32_t val;
 
-	if (!raddr || !rport || !cb || !cb->error) {
+	if (!k.rport || !cb || !cb->error) {
 		*err = -EINVAL;
 		return NULL;
 	}
@@ -555,6 +555,33 @@ struct vr_tcp_conn *vr_tcp_connect(struct vr_tcp *t, uint32_t raddr, uint16_t rp
 	tcp_conn_timer(c);
 	vr_net_flush(t->net, now);
 	return c;
+}
+
+struct vr_tcp_conn *vr_tcp_connect(struct vr_tcp *t, uint32_t raddr, uint16_t rport,
+				   const struct vr_tcp_cb *cb, void *user, uint64_t now,
+				   int *err)
+{
+	struct vr_flow_key k = { .laddr = t->ip, .raddr = raddr, .rport = rport };
+
+	if (!raddr) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	return connect_key(t, k, cb, user, now, err);
+}
+
+struct vr_tcp_conn *vr_tcp_connect6(struct vr_tcp *t, const uint8_t raddr[16], uint16_t rport,
+				    const struct vr_tcp_cb *cb, void *user, uint64_t now,
+				    int *err)
+{
+	struct vr_flow_key k = { .rport = rport, .v6 = 1 };
+
+	memcpy(k.raddr6, raddr, 16);
+	if (vr_net_ip6_src(t->net, raddr, k.laddr6) < 0) {
+		*err = -EAFNOSUPPORT;
+		return NULL;
+	}
+	return connect_key(t, k, cb, user, now, err);
 }
 
 ssize_t vr_tcp_send(struct vr_tcp_conn *c, const void *data, size_t len)
@@ -697,9 +724,11 @@ void vr_tcp_conn_info(const struct vr_tcp_conn *c, struct vr_tcp_info *info)
 		.srtt_ms = c->srtt8 >> 3, .rto_ms = c->rto, .cwnd = c->cwnd,
 		.snd_wnd = c->snd_wnd, .rcv_wnd = rcv_space(c),
 		.unacked = VR_MIN(inflight, c->slen), .retransmits = c->retransmits,
-		.timestamps = c->ts_ok, .sack = c->sack_ok, .wscale = c->ws_ok,
+		.timestamps = c->ts_ok, .sack = c->sack_ok, .wscale = c->ws_ok, .v6 = c->key.v6,
 	};
 	info->unsent = c->slen - info->unacked;
+	memcpy(info->laddr6, c->key.laddr6, 16);
+	memcpy(info->raddr6, c->key.raddr6, 16);
 }
 
 unsigned vr_tcp_conn_count(const struct vr_tcp *t) { return t->nconns; }

@@ -33,6 +33,7 @@
 #define TCP_TLP_MIN_MS   10          /* the earliest tail loss probe */
 #define TCP_CHALLENGE_PER_S 10          /* challenge ACKs a connection sends a second */
 #define TCP_PMTU_MIN     552         /* a floor under ICMP's word, as Linux's min_pmtu */
+#define TCP_PMTU6_MIN    VR_NET_IP6_MTU_MIN  /* RFC 8201 §4: IPv6 never goes below */
 #define TCP_TW_FLAG      0x80000000u /* flow table value: a TIME_WAIT entry, not a conn */
 
 /* Sequence-space comparisons (RFC 9293 §3.4), modulo 2^32. */
@@ -245,7 +246,8 @@ void tcp_tlp_timeout(struct vr_tcp_conn *c, uint64_t now);
 int tcp_retransmit_next(struct vr_tcp_conn *c, uint64_t now);
 void tcp_rto_update(struct vr_tcp_conn *c);
 uint32_t tcp_rcv_window(struct vr_tcp_conn *c);
-uint16_t tcp_mss_for_mtu(uint16_t mtu);
+/* The MSS an MTU leaves over IPv4 or IPv6 (no options). */
+uint16_t tcp_mss_for_mtu(uint16_t mtu, int v6);
 
 /* tcp_syn.c */
 /* Returns a connection it made (to settle), or NULL. */

@@ -697,9 +697,12 @@ void vr_tcp_input(void *arg, struct vr_pkt *p, const struct vr_net_ip_info *ip, 
 		return;
 	}
 	if (!(p->flags & VR_PKT_RX_L4_CSUM_OK) &&
-	    vr_net_csum_fold(vr_net_csum_add(vr_net_csum_pseudo(ip->src, ip->dst,
-								 VR_NET_IP_PROTO_TCP, p->len),
-					     d, p->len))) {
+	    vr_net_csum_fold(vr_net_csum_add(
+		    VR_UNLIKELY(ip->v6) ? vr_net_csum_pseudo6(ip->src6, ip->dst6,
+							       VR_NET_IP_PROTO_TCP, p->len)
+					: vr_net_csum_pseudo(ip->src, ip->dst, VR_NET_IP_PROTO_TCP,
+							     p->len),
+		    d, p->len))) {
 		tcp_drop(t, p, VR_TCP_DROP_CSUM);
 		return;
 	}
@@ -714,7 +717,11 @@ void vr_tcp_input(void *arg, struct vr_pkt *p, const struct vr_net_ip_info *ip, 
 		return;
 	}
 	struct vr_flow_key k = { .laddr = ip->dst, .raddr = ip->src, .lport = rd16(d + 2),
-				 .rport = rd16(d) };
+				 .rport = rd16(d), .v6 = ip->v6 };
+	if (VR_UNLIKELY(ip->v6)) {
+		memcpy(k.laddr6, ip->dst6, 16);
+		memcpy(k.raddr6, ip->src6, 16);
+	}
 	uint32_t val;
 	if (vr_flow_lookup(t->flows, &k, &val) == 0) {
 		if (!(val & TCP_TW_FLAG)) {
@@ -755,8 +762,14 @@ void vr_tcp_pmtu(void *arg, const struct vr_net_pmtu *m, uint64_t now)
 		vr_net_count(&t->st.drop[VR_TCP_DROP_PMTU], 1);
 		return;
 	}
-	struct vr_flow_key k = { .laddr = t->ip, .raddr = m->dst, .lport = rd16(m->l4),
-				 .rport = rd16(m->l4 + 2) };
+	struct vr_flow_key k = { .lport = rd16(m->l4), .rport = rd16(m->l4 + 2), .v6 = m->v6 };
+	if (m->v6) {
+		memcpy(k.laddr6, m->src6, 16);
+		memcpy(k.raddr6, m->dst6, 16);
+	} else {
+		k.laddr = t->ip;
+		k.raddr = m->dst;
+	}
 	uint32_t seq = rd32(m->l4 + 4);
 	if (vr_flow_lookup(t->flows, &k, &val) < 0 || (val & TCP_TW_FLAG)) {
 		vr_net_count(&t->st.drop[VR_TCP_DROP_PMTU], 1);
@@ -768,7 +781,7 @@ void vr_tcp_pmtu(void *arg, const struct vr_net_pmtu *m, uint64_t now)
 		vr_net_count(&t->st.drop[VR_TCP_DROP_PMTU], 1);
 		return;
 	}
-	uint16_t mss = tcp_mss_for_mtu(VR_MAX(m->mtu, TCP_PMTU_MIN));
+	uint16_t mss = tcp_mss_for_mtu(VR_MAX(m->mtu, m->v6 ? TCP_PMTU6_MIN : TCP_PMTU_MIN), m->v6);
 	if (mss >= c->mss)
 		return;
 	c->mss = mss;

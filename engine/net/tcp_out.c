@@ -21,9 +21,9 @@
 
 #include "tcp_impl.h"
 
-uint16_t tcp_mss_for_mtu(uint16_t mtu)
+uint16_t tcp_mss_for_mtu(uint16_t mtu, int v6)
 {
-	return (uint16_t)(mtu - VR_NET_IP_HDR - TCP_HDR);
+	return (uint16_t)(mtu - (v6 ? VR_NET_IP6_HDR : VR_NET_IP_HDR) - TCP_HDR);
 }
 
 void tcp_rto_update(struct vr_tcp_conn *c)
@@ -74,13 +74,20 @@ static unsigned opts_write(uint8_t *o, const struct tcp_opts *opt, const struct 
 	return n;
 }
 
-static void csum_and_send(struct vr_tcp *t, struct vr_pkt *p, uint32_t raddr, uint64_t now)
+static void csum_and_send(struct vr_tcp *t, struct vr_pkt *p, const struct vr_flow_key *k,
+			  uint64_t now)
 {
-	uint32_t sum = vr_net_csum_pseudo(t->ip, raddr, VR_NET_IP_PROTO_TCP, p->len);
+	vr_net_count(&t->st.segs_out, 1);
+	if (VR_UNLIKELY(k->v6)) {
+		uint32_t sum = vr_net_csum_pseudo6(k->laddr6, k->raddr6, VR_NET_IP_PROTO_TCP, p->len);
+		wr16(p->data + 16, vr_net_csum_fold(vr_net_csum_add(sum, p->data, p->len)));
+		vr_net_ip6_output(t->net, p, k->laddr6, k->raddr6, VR_NET_IP_PROTO_TCP, now);
+		return;
+	}
+	uint32_t sum = vr_net_csum_pseudo(t->ip, k->raddr, VR_NET_IP_PROTO_TCP, p->len);
 
 	wr16(p->data + 16, vr_net_csum_fold(vr_net_csum_add(sum, p->data, p->len)));
-	vr_net_count(&t->st.segs_out, 1);
-	vr_net_ip_output(t->net, p, raddr, VR_NET_IP_PROTO_TCP, now);
+	vr_net_ip_output(t->net, p, k->raddr, VR_NET_IP_PROTO_TCP, now);
 }
 
 static void hdr_write(uint8_t *h, const struct vr_flow_key *k, uint32_t seq, uint32_t ack,
@@ -111,7 +118,7 @@ void tcp_send_bare(struct vr_tcp *t, const struct vr_flow_key *k, uint32_t seq, 
 	p->len = (uint16_t)hlen;
 	if (flags & TCP_RST)
 		vr_net_count(&t->st.resets_out, 1);
-	csum_and_send(t, p, k->raddr, now);
+	csum_and_send(t, p, k, now);
 }
 
 void tcp_send_reset_for(struct vr_tcp *t, const struct vr_flow_key *k, const struct tcp_seg *s,
@@ -170,7 +177,7 @@ static int seg_send(struct vr_tcp_conn *c, uint32_t seq, uint32_t len, uint8_t f
 	struct tcp_opts o = { 0 };
 	if (flags & TCP_SYN) {
 		o.has_mss = 1;
-		o.mss = tcp_mss_for_mtu(vr_net_mtu(t->net));
+		o.mss = tcp_mss_for_mtu(vr_net_mtu(t->net), c->key.v6);
 		o.has_ws = c->ws_ok;
 		o.wscale = c->rcv_wscale;
 		o.sack_ok = c->sack_ok;
@@ -208,7 +215,7 @@ static int seg_send(struct vr_tcp_conn *c, uint32_t seq, uint32_t len, uint8_t f
 	}
 	vr_net_count(&t->st.sack_blocks_sent, nsack);
 	vr_net_count(&t->st.bytes_out, len);
-	csum_and_send(t, p, c->key.raddr, now);
+	csum_and_send(t, p, &c->key, now);
 	return 0;
 }
 

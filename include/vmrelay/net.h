@@ -10,8 +10,10 @@
  * the conf's tx callback in bursts; time is always passed in ("now", in
  * monotonic milliseconds), so tests drive the clock.
  *
- * Addresses in this API are IPv4 addresses in host byte order; MACs are 6
- * bytes in wire order.
+ * IPv4 addresses in this API are in host byte order, IPv6 addresses 16
+ * bytes in wire order; MACs are 6 bytes in wire order. IPv6 (RFC 8200, ICMPv6
+ * RFC 4443, Neighbor Discovery RFC 4861) runs beside IPv4 when the conf
+ * gives an ip6; without one the instance is IPv4 only, as it always was.
  */
 #ifndef VR_NET_H
 #define VR_NET_H
@@ -23,9 +25,12 @@
 #define VR_NET_MAC_LEN      6
 #define VR_NET_ETH_HDR      14
 #define VR_NET_IP_HDR       20           /* without options; what we send */
+#define VR_NET_IP6_HDR      40
+#define VR_NET_IP6_LEN      16
+#define VR_NET_IP6_MTU_MIN  1280         /* RFC 8200 §5: every link carries this */
 /*
- * Room in front of what an upper layer writes: Ethernet + IPv4, rounded up
- * to 64 so the transport header of a pool packet starts on a cache line.
+ * Room in front of what an upper layer writes: Ethernet + IPv4 or IPv6,
+ * rounded up to 64 so the transport header of a pool packet starts on a cache line.
  */
 #define VR_NET_HEADROOM     64
 #define VR_NET_PKT_DATA     2048         /* storage of one pool packet */
@@ -34,6 +39,7 @@
 
 #define VR_NET_IP_PROTO_ICMP 1
 #define VR_NET_IP_PROTO_TCP  6
+#define VR_NET_IP_PROTO_ICMP6 58
 
 /*
  * A packet: bytes data[0 .. len) with headroom bytes free before data (for
@@ -68,10 +74,16 @@ struct vr_pkt {
  */
 typedef unsigned (*vr_net_burst_fn)(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t now);
 
-/* What IPv4 input tells an upper layer about a datagram it hands up. */
+/*
+ * What IP input tells an upper layer about a datagram it hands up. For IPv6
+ * (v6 set) src and dst are 0 and src6/dst6 point at the addresses in the
+ * packet's own header, valid as long as the packet; ttl is the hop limit.
+ */
 struct vr_net_ip_info {
 	uint32_t src, dst;
 	uint8_t proto, ttl, tos;
+	uint8_t v6;
+	const uint8_t *src6, *dst6;
 };
 
 /*
@@ -82,14 +94,17 @@ typedef void (*vr_net_l4_rx_fn)(void *arg, struct vr_pkt *p, const struct vr_net
 				uint64_t now);
 
 /*
- * ICMP "fragmentation needed and DF set" (RFC 792, RFC 1191), checked for
- * shape only: the quoted datagram was sent by us, mtu is at least 68. TCP
+ * ICMP "fragmentation needed and DF set" (RFC 792, RFC 1191) or ICMPv6
+ * "packet too big" (RFC 4443 §3.2, RFC 8201), checked for shape only: the
+ * quoted datagram was sent by us, mtu is at least 68 (IPv6: 1280). TCP
  * decides whether to believe it (the quoted sequence number must be in
  * window, issue 3), so the quoted transport bytes are passed as they came.
  */
 struct vr_net_pmtu {
-	uint32_t dst;                /* the quoted datagram's destination */
+	uint32_t dst;                /* the quoted datagram's destination (IPv4) */
 	uint8_t proto;
+	uint8_t v6;                  /* IPv6: src6/dst6 point at the quoted addresses */
+	const uint8_t *src6, *dst6;
 	uint16_t mtu;
 	const uint8_t *l4;           /* quoted transport header bytes */
 	size_t l4_len;               /* at least 8 */
@@ -112,6 +127,9 @@ struct vr_net_conf {
 	uint32_t arp_retry_ms;       /* between requests; 0 means 1 s */
 	unsigned arp_tries;          /* requests before giving up; 0 means 3 */
 	unsigned tx_csum_offload : 1;/* the port fills in the IPv4 header checksum */
+	uint8_t ip6[VR_NET_IP6_LEN]; /* all zero: no IPv6 */
+	uint8_t prefix6;             /* 1..128 when ip6 is set */
+	uint8_t gateway6[VR_NET_IP6_LEN];  /* all zero: none (usually a router's fe80::) */
 
 	vr_net_burst_fn tx;          /* required */
 	void *tx_arg;
@@ -134,6 +152,8 @@ enum vr_net_drop {
 	VR_NET_DROP_ICMP_BAD_PMTU,
 	VR_NET_DROP_NO_ROUTE, VR_NET_DROP_ARP_PENDING_FULL, VR_NET_DROP_ARP_UNRESOLVED,
 	VR_NET_DROP_TOO_BIG, VR_NET_DROP_NO_PKT, VR_NET_DROP_TX_FULL,
+	VR_NET_DROP_IP6_EXT,         /* an extension header or option we must not skip */
+	VR_NET_DROP_ND_BAD,          /* Neighbor Discovery failing RFC 4861 §7.1 */
 	VR_NET_DROP_MAX
 };
 
@@ -143,6 +163,7 @@ struct vr_net_stats {
 	uint64_t icmp_echo_rx, icmp_echo_tx, icmp_pmtu_rx;
 	uint64_t arp_cache_evicted;
 	uint64_t arp_conflicts;      /* ARP from another host claiming our address */
+	uint64_t nd_solicits_rx, nd_adverts_tx, nd_solicits_tx, nd_adverts_rx;
 	uint64_t drop[VR_NET_DROP_MAX];
 };
 
@@ -163,7 +184,8 @@ static inline void vr_net_count(uint64_t *c, uint64_t v)
 /*
  * Creates an instance: checks conf (a bad one sets *err to a sentence and
  * returns NULL), allocates every pool, and queues a gratuitous ARP for our
- * address, sent by the first vr_net_poll.
+ * address (with IPv6, unsolicited neighbour advertisements of ip6 and the
+ * link-local address), sent by the first vr_net_poll.
  */
 struct vr_net *vr_net_new(const struct vr_net_conf *conf, char *err, size_t errlen);
 /* Frees the instance; every packet it lent out must be back. */
@@ -191,6 +213,21 @@ void vr_net_flush(struct vr_net *n, uint64_t now);
  */
 int vr_net_ip_output(struct vr_net *n, struct vr_pkt *p, uint32_t dst, uint8_t proto,
 		     uint64_t now);
+
+/*
+ * IPv6 output, as vr_net_ip_output: prepends IPv6 (hop limit 64) and
+ * Ethernet, the next hop on-link (link-local, or inside ip6/prefix6) or
+ * gateway6, resolved by Neighbor Discovery. src is one of our addresses, or
+ * NULL to pick by dst's scope (vr_net_ip6_src).
+ */
+int vr_net_ip6_output(struct vr_net *n, struct vr_pkt *p, const uint8_t *src,
+		      const uint8_t dst[VR_NET_IP6_LEN], uint8_t proto, uint64_t now);
+/*
+ * The source for dst (our link-local address for a link-local dst, else
+ * ip6), copied to src; -EAFNOSUPPORT without IPv6.
+ */
+int vr_net_ip6_src(const struct vr_net *n, const uint8_t dst[VR_NET_IP6_LEN],
+		   uint8_t src[VR_NET_IP6_LEN]);
 
 /* Packets: from the pool (NULL when empty), data at VR_NET_HEADROOM, len 0. */
 struct vr_pkt *vr_net_pkt_alloc(struct vr_net *n);
@@ -226,5 +263,8 @@ void vr_net_set_tcp(struct vr_net *n, vr_net_l4_rx_fn tcp_rx, void *tcp_arg,
 uint32_t vr_net_csum_add(uint32_t sum, const void *data, size_t len);
 uint16_t vr_net_csum_fold(uint32_t sum);
 uint32_t vr_net_csum_pseudo(uint32_t src, uint32_t dst, uint8_t proto, uint16_t len);
+/* The IPv6 pseudo-header's sum (RFC 8200 §8.1). */
+uint32_t vr_net_csum_pseudo6(const uint8_t src[VR_NET_IP6_LEN], const uint8_t dst[VR_NET_IP6_LEN],
+			     uint8_t proto, uint32_t len);
 
 #endif

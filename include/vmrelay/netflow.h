@@ -20,10 +20,18 @@
 /* SipHash-2-4 (Aumasson and Bernstein) of len bytes under key. */
 uint64_t vr_siphash24(const uint8_t key[VR_SIPHASH_KEY_LEN], const void *data, size_t len);
 
-/* A connection as seen from our side; addresses host order. */
+/*
+ * A connection as seen from our side. IPv4: laddr/raddr host order, v6 and
+ * the IPv6 fields zero. IPv6: v6 set, laddr6/raddr6 wire order, laddr and
+ * raddr zero. The IPv4 fields come first and an IPv4 key hashes the same 12
+ * bytes as before IPv6 (vr_flow_key_hash), so IPv4 pays only for a bigger
+ * slot (64 bytes, one cache line) and a byte more to compare.
+ */
 struct vr_flow_key {
 	uint32_t laddr, raddr;
 	uint16_t lport, rport;
+	uint8_t v6;
+	uint8_t laddr6[16], raddr6[16];
 };
 
 struct vr_flow_table;
@@ -41,7 +49,7 @@ int vr_flow_remove(struct vr_flow_table *t, const struct vr_flow_key *k);
 unsigned vr_flow_count(const struct vr_flow_table *t);
 /* The table's hash of k (what decides its slot). */
 uint64_t vr_flow_hash(const struct vr_flow_table *t, const struct vr_flow_key *k);
-/* SipHash-2-4 of k's four fields under key, whatever the struct's padding. */
+/* SipHash-2-4 of k's ports and addresses (of its family) under key, whatever the padding. */
 uint64_t vr_flow_key_hash(const uint8_t key[VR_SIPHASH_KEY_LEN], const struct vr_flow_key *k);
 
 #endif

@@ -138,9 +138,10 @@ struct vr_tcp_stats {
 	uint64_t drop[VR_TCP_DROP_MAX];
 };
 
-/* What the owner can learn about a connection. */
+/* What the owner can learn about a connection: IPv4 (laddr, raddr) or v6 (laddr6, raddr6). */
 struct vr_tcp_info {
 	uint32_t laddr, raddr;
+	uint8_t laddr6[16], raddr6[16];
 	uint16_t lport, rport;
 	const char *state;           /* "ESTABLISHED", "CLOSE_WAIT", ... */
 	uint16_t mss;                /* what we send in a segment */
@@ -148,7 +149,7 @@ struct vr_tcp_info {
 	uint32_t cwnd, snd_wnd, rcv_wnd;
 	uint32_t unsent, unacked;    /* bytes in the send buffer */
 	uint64_t retransmits;
-	unsigned timestamps : 1, sack : 1, wscale : 1;
+	unsigned timestamps : 1, sack : 1, wscale : 1, v6 : 1;
 };
 
 /*
@@ -180,6 +181,11 @@ int vr_tcp_unlisten(struct vr_tcp *t, uint16_t port);
 struct vr_tcp_conn *vr_tcp_connect(struct vr_tcp *t, uint32_t raddr, uint16_t rport,
 				   const struct vr_tcp_cb *cb, void *user, uint64_t now,
 				   int *err);
+
+/* The same to an IPv6 raddr (16 bytes), from ip6 or the link-local address; also -EAFNOSUPPORT. */
+struct vr_tcp_conn *vr_tcp_connect6(struct vr_tcp *t, const uint8_t raddr[16], uint16_t rport,
+				    const struct vr_tcp_cb *cb, void *user, uint64_t now,
+				    int *err);
 
 /*
  * Copies up to len bytes into the send buffer; returns how many it took (0

@@ -1,7 +1,7 @@
 /*
  * fuzz_net_rx.c - libFuzzer harness for the stack's receive path
- * (engine/net): every frame off the wire passes Ethernet, ARP, IPv4 and ICMP
- * parsing, so no byte sequence may crash it, leak a packet, hold more of the
+ * (engine/net): every frame off the wire passes Ethernet, ARP, IPv4, ICMP,
+ * IPv6 (extension headers), ICMPv6 and Neighbor Discovery parsing, so no byte sequence may crash it, leak a packet, hold more of the
  * pool than its queues allow, or make it send a frame that is not well
  * formed.
  *
@@ -29,7 +29,11 @@ static const uint8_t our_mac[6] = { 0x02, 0, 0, 0, 0, 0x01 };
 
 static uint16_t be16(const uint8_t *b) { return (uint16_t)(b[0] << 8 | b[1]); }
 
-/* Every frame we send is ours, and an IPv4 one carries a correct header checksum. */
+/*
+ * Every frame we send is ours, an IPv4 one carries a correct header
+ * checksum, an IPv6 one is ICMPv6 of the length its header says with a
+ * correct checksum (nothing else of IPv6 is sent without TCP).
+ */
 static unsigned tx_check(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t now)
 {
 	for (unsigned i = 0; i < n; i++) {
@@ -39,6 +43,15 @@ static unsigned tx_check(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t n
 		if (be16(p->data + 12) == 0x0800 &&
 		    vr_net_csum_fold(vr_net_csum_add(0, p->data + 14, 20)) != 0)
 			abort();
+		if (be16(p->data + 12) == 0x86dd) {
+			const uint8_t *ip = p->data + 14;
+			uint32_t plen = be16(ip + 4);
+			if (p->len < 14 + 40 + 8 || ip[0] >> 4 != 6 || ip[6] != 58 ||
+			    14 + 40 + plen != p->len ||
+			    vr_net_csum_fold(vr_net_csum_add(vr_net_csum_pseudo6(ip + 8, ip + 24, 58, plen),
+							     ip + 40, plen)))
+				abort();
+		}
 		vr_net_pkt_free(pkts[i]);
 	}
 	return n;
@@ -63,6 +76,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.mac = { 0x02, 0, 0, 0, 0, 0x01 }, .ip = 0x0a000001u, .prefix = 24,
 		.gateway = 0x0a0000feu, .pkts = POOL, .arp_entries = ARP_MAX,
 		.arp_pending = PENDING, .tx = tx_check, .tcp_rx = tcp_sink, .pmtu = pmtu_sink,
+		.ip6 = { 0x20, 0x01, 0x0d, 0xb8, 0, 0x77, [15] = 1 }, .prefix6 = 64,
+		.gateway6 = { 0xfe, 0x80, [15] = 0xfe },
 	};
 	char err[128];
 	struct vr_net *n = vr_net_new(&c, err, sizeof(err));

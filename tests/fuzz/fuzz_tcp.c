@@ -10,7 +10,9 @@
  * Segments get correct checksums and, for the established connections,
  * ports and sequence numbers relative to the connection's (so small fuzzed
  * numbers land in its window): the fuzzer then explores the state machine
- * instead of the checksum. Raw frames pass unchanged.
+ * instead of the checksum. Raw frames pass unchanged. The stack is dual
+ * stack: NCONN connections are made over IPv4 and as many over IPv6, and
+ * the kind byte's top bit sends a segment or too-big message over IPv6.
  *
  * The input is a run of records: one byte of clock advance (8 ms steps),
  * one byte of kind, then the kind's bytes:
@@ -18,7 +20,8 @@
  *     then a TCP header and payload; seq and ack are offsets for a conn.
  *   1 frame: a 16-bit length and an Ethernet frame.
  *   2 owner: conn index, action (read, send, shutdown, close, abort), count.
- *   3 ICMP fragmentation-needed: conn index, 16-bit MTU, 32-bit seq offset.
+ *   3 ICMP fragmentation-needed (ICMPv6 packet too big): conn index, 16-bit
+ *     MTU, 32-bit seq offset.
  *
  * Build: CC=clang meson setup build-fuzz -Dfuzz=true -Db_sanitize=address,undefined;
  * run: build-fuzz/tests/fuzz/fuzz_tcp tests/fuzz/corpus/tcp
@@ -38,9 +41,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define OUR_IP   0x0a000001u
 #define PEER_IP  0x0a000002u
 #define PORT     25
+#define PORT6_BASE 41000             /* the IPv6 connections' peer ports (IPv4's: 40000) */
 
 static const uint8_t our_mac[6] = { 0x02, 0, 0, 0, 0, 0x01 };
 static const uint8_t peer_mac[6] = { 0x02, 0, 0, 0, 0, 0x02 };
+static const uint8_t our_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+static const uint8_t peer_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
 
 static uint16_t be16(const uint8_t *b) { return (uint16_t)(b[0] << 8 | b[1]); }
 static uint32_t be32(const uint8_t *b) { return (uint32_t)be16(b) << 16 | be16(b + 2); }
@@ -48,14 +54,14 @@ static void wr16(uint8_t *b, uint16_t v) { b[0] = (uint8_t)(v >> 8); b[1] = (uin
 static void wr32(uint8_t *b, uint32_t v) { wr16(b, (uint16_t)(v >> 16)); wr16(b + 2, (uint16_t)v); }
 
 /* The connections the owner holds, and the peer's view of the harness-made ones. */
-static struct vr_tcp_conn *held[NCONN + 2];
-static uint32_t our_isn[NCONN];
+static struct vr_tcp_conn *held[2 * NCONN + 2];
+static uint32_t our_isn[2][NCONN];   /* [1]: the IPv6 connections */
 static uint16_t last_synack_port;
 static uint32_t last_synack_seq;
 
 static void held_drop(struct vr_tcp_conn *c)
 {
-	for (unsigned i = 0; i < NCONN + 2; i++)
+	for (unsigned i = 0; i < 2 * NCONN + 2; i++)
 		if (held[i] == c)
 			held[i] = NULL;
 }
@@ -82,6 +88,23 @@ static unsigned tx_check(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t n
 				last_synack_seq = be32(th + 4);
 			}
 		}
+		if (be16(f + 12) == 0x86dd) {
+			const uint8_t *ip = f + 14, *l4 = ip + 40;
+			size_t tl = be16(ip + 4);
+			if (len < 14 + 40 || ip[0] >> 4 != 6 || tl + 54 != len ||
+			    (ip[6] != 6 && ip[6] != 58) ||
+			    vr_net_csum_fold(vr_net_csum_add(vr_net_csum_pseudo6(ip + 8, ip + 24,
+										 ip[6], (uint32_t)tl),
+							     l4, tl)))
+				abort();
+			if (ip[6] == 6 && (tl < 20 || (l4[12] >> 4) * 4u < 20 ||
+					   (l4[12] >> 4) * 4u > tl))
+				abort();
+			if (ip[6] == 6 && l4[13] == 0x12 && be16(l4) == PORT) {
+				last_synack_port = be16(l4 + 2);
+				last_synack_seq = be32(l4 + 4);
+			}
+		}
 		vr_net_pkt_free(pkts[i]);
 	}
 	return n;
@@ -89,7 +112,7 @@ static unsigned tx_check(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t n
 
 static int on_accept(void *arg, struct vr_tcp_conn *c, uint64_t now)
 {
-	for (unsigned i = 0; i < NCONN + 2; i++) {
+	for (unsigned i = 0; i < 2 * NCONN + 2; i++) {
 		if (!held[i]) {
 			held[i] = c;
 			return 0;
@@ -113,6 +136,33 @@ static void frame_in(struct vr_net *n, const uint8_t *f, size_t len, uint64_t no
 	memcpy(p->data, f, len);
 	p->len = (uint16_t)len;
 	vr_net_rx(n, &p, 1, now);
+}
+
+/* An IPv6 datagram from the peer around l4 (len bytes of TCP or ICMPv6), checksummed. */
+static void ip6_in(struct vr_net *n, uint8_t proto, const uint8_t *l4, size_t len, uint64_t now)
+{
+	static uint8_t f[2048];
+
+	if (len > sizeof(f) - 54)
+		len = sizeof(f) - 54;
+	memcpy(f, our_mac, 6);
+	memcpy(f + 6, peer_mac, 6);
+	wr16(f + 12, 0x86dd);
+	uint8_t *ip = f + 14;
+	wr32(ip, 0x60000000u);
+	wr16(ip + 4, (uint16_t)len);
+	ip[6] = proto;
+	ip[7] = 64;
+	memcpy(ip + 8, peer_ip6, 16);
+	memcpy(ip + 24, our_ip6, 16);
+	memcpy(ip + 40, l4, len);
+	unsigned at = proto == 6 ? 16 : 2;
+	if (len >= at + 2) {
+		wr16(ip + 40 + at, 0);
+		wr16(ip + 40 + at, vr_net_csum_fold(vr_net_csum_add(
+			vr_net_csum_pseudo6(peer_ip6, our_ip6, proto, (uint32_t)len), ip + 40, len)));
+	}
+	frame_in(n, f, 54 + len, now);
 }
 
 /* An IPv4 datagram from the peer around l4 (len bytes of protocol proto). */
@@ -143,8 +193,8 @@ static void ip_in(struct vr_net *n, uint8_t proto, const uint8_t *l4, size_t len
 	frame_in(n, f, 34 + len, now);
 }
 
-static void seg_in(struct vr_net *n, uint16_t sport, uint32_t seq, uint32_t ack, uint8_t flags,
-		   uint64_t now)
+static void seg_in(struct vr_net *n, int v6, uint16_t sport, uint32_t seq, uint32_t ack,
+		   uint8_t flags, uint64_t now)
 {
 	uint8_t th[20] = { 0 };
 
@@ -155,14 +205,17 @@ static void seg_in(struct vr_net *n, uint16_t sport, uint32_t seq, uint32_t ack,
 	th[12] = 5 << 4;
 	th[13] = flags;
 	wr16(th + 14, 65535);
-	ip_in(n, 6, th, sizeof(th), now);
+	if (v6)
+		ip6_in(n, 6, th, sizeof(th), now);
+	else
+		ip_in(n, 6, th, sizeof(th), now);
 }
 
 static void owner_act(unsigned idx, uint8_t action, uint8_t count)
 {
 	static const uint8_t junk[256];
 	static uint8_t buf[256];
-	struct vr_tcp_conn *c = held[idx % (NCONN + 2)];
+	struct vr_tcp_conn *c = held[idx % (2 * NCONN + 2)];
 
 	if (!c)
 		return;
@@ -187,6 +240,24 @@ static void owner_act(unsigned idx, uint8_t action, uint8_t count)
 	}
 }
 
+static void icmp6_in(struct vr_net *n, unsigned idx, uint16_t mtu, uint32_t seqoff, uint64_t now)
+{
+	uint8_t m[8 + 48] = { 2 };
+	uint8_t *q = m + 8;
+
+	wr32(m + 4, mtu);
+	wr32(q, 0x60000000u);
+	wr16(q + 4, 1440);
+	q[6] = 6;
+	q[7] = 64;
+	memcpy(q + 8, our_ip6, 16);
+	memcpy(q + 24, peer_ip6, 16);
+	wr16(q + 40, PORT);
+	wr16(q + 42, (uint16_t)(PORT6_BASE + idx % NCONN));
+	wr32(q + 44, our_isn[1][idx % NCONN] + 1 + seqoff);
+	ip6_in(n, 58, m, sizeof(m), now);
+}
+
 static void icmp_in(struct vr_net *n, unsigned idx, uint16_t mtu, uint32_t seqoff, uint64_t now)
 {
 	uint8_t m[8 + 28] = { 3, 4 };
@@ -201,7 +272,7 @@ static void icmp_in(struct vr_net *n, unsigned idx, uint16_t mtu, uint32_t seqof
 	wr32(q + 16, PEER_IP);
 	wr16(q + 20, PORT);
 	wr16(q + 22, (uint16_t)(40000 + idx % NCONN));
-	wr32(q + 24, our_isn[idx % NCONN] + 1 + seqoff);
+	wr32(q + 24, our_isn[0][idx % NCONN] + 1 + seqoff);
 	wr16(m + 2, vr_net_csum_fold(vr_net_csum_add(0, m, sizeof(m))));
 	ip_in(n, 1, m, sizeof(m), now);
 }
@@ -210,7 +281,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct vr_net_conf nc = {
 		.mac = { 0x02, 0, 0, 0, 0, 0x01 }, .ip = OUR_IP, .prefix = 24, .pkts = POOL,
-		.arp_entries = ARP_MAX, .arp_pending = PENDING, .tx = tx_check,
+		.arp_entries = ARP_MAX, .arp_pending = PENDING, .tx = tx_check, .prefix6 = 64,
 	};
 	struct vr_tcp_conf tc = {
 		.max_conns = 16, .sndbuf = 4096, .rcvbuf = 4096, .syn_queue = 4, .timewait_max = 4,
@@ -223,6 +294,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint64_t now = 1000;
 
 	memset(held, 0, sizeof(held));
+	memcpy(nc.ip6, our_ip6, 16);
 	struct vr_net *n = vr_net_new(&nc, err, sizeof(err));
 	struct vr_tcp *t = n ? vr_tcp_new(n, &tc, now, err, sizeof(err)) : NULL;
 	if (!t || vr_tcp_listen(t, PORT, &cbs, on_accept, NULL) < 0)
@@ -234,22 +306,45 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	wr32(arp + 28, PEER_IP);
 	wr32(arp + 38, OUR_IP);
 	frame_in(n, arp, sizeof(arp), now);
-	for (unsigned i = 0; i < NCONN; i++) {
-		uint16_t port = (uint16_t)(40000 + i);
-		seg_in(n, port, 5000, 0, 0x02, now);
-		if (last_synack_port != port)
-			abort();
-		our_isn[i] = last_synack_seq;
-		seg_in(n, port, 5001, our_isn[i] + 1, 0x10, now);
+	/* The peer's IPv6 neighbour solicitation, for the same. */
+	uint8_t ns[32] = { 135 };
+	memcpy(ns + 8, our_ip6, 16);
+	ns[24] = 1;
+	ns[25] = 1;
+	memcpy(ns + 26, peer_mac, 6);
+	static uint8_t nsf[14 + 40 + 32];
+	memcpy(nsf, (const uint8_t[6]){ 0x33, 0x33, 0xff, 0, 0, 1 }, 6);
+	memcpy(nsf + 6, peer_mac, 6);
+	wr16(nsf + 12, 0x86dd);
+	wr32(nsf + 14, 0x60000000u);
+	wr16(nsf + 18, sizeof(ns));
+	nsf[20] = 58;
+	nsf[21] = 255;
+	memcpy(nsf + 22, peer_ip6, 16);
+	memcpy(nsf + 38, (const uint8_t[16]){ 0xff, 0x02, [11] = 1, 0xff, 0, 0, 1 }, 16);
+	wr16(ns + 2, vr_net_csum_fold(vr_net_csum_add(
+		vr_net_csum_pseudo6(nsf + 22, nsf + 38, 58, sizeof(ns)), ns, sizeof(ns))));
+	memcpy(nsf + 54, ns, sizeof(ns));
+	frame_in(n, nsf, sizeof(nsf), now);
+	for (int v6 = 0; v6 < 2; v6++) {
+		for (unsigned i = 0; i < NCONN; i++) {
+			uint16_t port = (uint16_t)((v6 ? PORT6_BASE : 40000) + i);
+			seg_in(n, v6, port, 5000, 0, 0x02, now);
+			if (last_synack_port != port)
+				abort();
+			our_isn[v6][i] = last_synack_seq;
+			seg_in(n, v6, port, 5001, our_isn[v6][i] + 1, 0x10, now);
+		}
 	}
-	if (vr_tcp_conn_count(t) != NCONN)
+	if (vr_tcp_conn_count(t) != 2 * NCONN)
 		abort();
 	int cerr;
-	held[NCONN + 1] = vr_tcp_connect(t, PEER_IP, 2525, &cbs, NULL, now, &cerr);
+	held[2 * NCONN + 1] = vr_tcp_connect(t, PEER_IP, 2525, &cbs, NULL, now, &cerr);
 
 	while (size >= 2) {
 		now += (uint64_t)data[0] * 8;
 		uint8_t kind = data[1] % 4;
+		int v6 = data[1] >> 7;
 		data += 2;
 		size -= 2;
 		if (kind == 0 && size >= 3) {
@@ -262,12 +357,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			len = len < sizeof(seg) ? len : sizeof(seg);
 			memcpy(seg, data, len);
 			if (idx < NCONN && len >= 20) {
-				wr16(seg, (uint16_t)(40000 + idx));
+				wr16(seg, (uint16_t)((v6 ? PORT6_BASE : 40000) + idx));
 				wr16(seg + 2, PORT);
 				wr32(seg + 4, be32(seg + 4) + 5001);
-				wr32(seg + 8, be32(seg + 8) + our_isn[idx] + 1);
+				wr32(seg + 8, be32(seg + 8) + our_isn[v6][idx] + 1);
 			}
-			ip_in(n, 6, seg, len, now);
+			if (v6)
+				ip6_in(n, 6, seg, len, now);
+			else
+				ip_in(n, 6, seg, len, now);
 			data += len;
 			size -= len;
 		} else if (kind == 1 && size >= 2) {
@@ -283,7 +381,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			data += 3;
 			size -= 3;
 		} else if (kind == 3 && size >= 7) {
-			icmp_in(n, data[0], be16(data + 1), be32(data + 3), now);
+			if (v6)
+				icmp6_in(n, data[0], be16(data + 1), be32(data + 3), now);
+			else
+				icmp_in(n, data[0], be16(data + 1), be32(data + 3), now);
 			data += 7;
 			size -= 7;
 		} else {
@@ -296,7 +397,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Every timer runs out: orphans finish, TIME_WAIT expires, held ones stay held. */
 	for (int i = 0; i < 8; i++)
 		vr_tcp_poll(t, now += 10000);
-	for (unsigned i = 0; i < NCONN + 2; i++)
+	for (unsigned i = 0; i < 2 * NCONN + 2; i++)
 		if (held[i])
 			vr_tcp_abort(held[i]);
 	vr_tcp_poll(t, now += 1000);

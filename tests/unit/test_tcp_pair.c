@@ -4,7 +4,9 @@
  * (loss, reordering, duplication, corruption): megabytes must arrive byte
  * for byte in both directions, the close must complete on both sides, and
  * every packet and connection must come back. Variants: without timestamps
- * and SACK, and with a reader so slow the window keeps shutting.
+ * and SACK, and with a reader so slow the window keeps shutting; and over
+ * IPv6, where the first SYN waits for Neighbor Discovery to resolve the peer,
+ * clean, lossy, and answered with SYN cookies.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -45,6 +47,7 @@ struct side {
 
 static struct side A, B;
 static uint64_t now;
+static int v6;                     /* the pair talks over IPv6 (2001:db8::1 and ::2) */
 
 static uint8_t stream_byte(uint32_t seed, uint64_t off)
 {
@@ -145,6 +148,11 @@ static void side_make(struct side *s, struct side *peer, uint32_t ip, uint8_t ma
 		.tx = vr_fault_burst,
 	};
 
+	if (v6) {
+		const uint8_t ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = mac_last };
+		memcpy(c.ip6, ip6, 16);
+		c.prefix6 = 64;
+	}
 	s->fault = vr_fault_new(fc, wire_put, &peer->in, err, sizeof(err));
 	assert_non_null(s->fault);
 	c.tx_arg = s->fault;
@@ -185,8 +193,17 @@ static uint64_t transfer(const struct vr_fault_conf *fc, const struct vr_tcp_con
 	B.read_max = b_read_max;
 	assert_int_equal(vr_tcp_listen(B.tcp, PORT, &cbs, on_accept, NULL), 0);
 	int err;
-	A.c = vr_tcp_connect(A.tcp, B_IP, PORT, &cbs, &A, now, &err);
+	const uint8_t b_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
+	A.c = v6 ? vr_tcp_connect6(A.tcp, b_ip6, PORT, &cbs, &A, now, &err)
+		 : vr_tcp_connect(A.tcp, B_IP, PORT, &cbs, &A, now, &err);
 	assert_non_null(A.c);
+	struct vr_tcp_info info;
+	vr_tcp_conn_info(A.c, &info);
+	assert_int_equal(info.v6, v6);
+	/* Ethernet 1500 less IPv4's 40 bytes of headers, or IPv6's 60. */
+	assert_int_equal(info.mss, v6 ? 1440 : 1460);
+	if (v6)
+		assert_memory_equal(info.raddr6, b_ip6, 16);
 
 	uint64_t start = now, limit = now + 900 * 1000;
 	while (now < limit && !(A.closed && B.closed && !vr_tcp_conn_count(A.tcp) &&
@@ -297,6 +314,55 @@ static void test_slow_reader(void **state)
 	pair_free();
 }
 
+static void test_v6_clean_path(void **state)
+{
+	struct vr_fault_conf fc = { .seed = 1 };
+	struct vr_tcp_conf tc = { 0 };
+
+	v6 = 1;
+	uint64_t ms = transfer(&fc, &tc, 1u << 20, 64u << 10, 0);
+	v6 = 0;
+	report("IPv6 clean", ms);
+	assert_int_equal(vr_tcp_stats(A.tcp)->retransmits, 0);
+	/* A asked for B by Neighbor Discovery and learned it from the answer. */
+	assert_true(vr_net_stats(A.net)->nd_solicits_tx >= 1);
+	assert_true(vr_net_stats(B.net)->nd_solicits_rx >= 1);
+	assert_true(vr_net_stats(A.net)->nd_adverts_rx >= 1);
+	assert_int_equal(vr_net_stats(A.net)->drop[VR_NET_DROP_ARP_UNRESOLVED], 0);
+	pair_free();
+}
+
+static void test_v6_lossy_path(void **state)
+{
+	struct vr_fault_conf fc = { .drop_pct = 3, .reorder_pct = 1, .dup_pct = 1,
+				    .corrupt_pct = 1, .reorder_ms = 2, .seed = 42 };
+	struct vr_tcp_conf tc = { 0 };
+
+	v6 = 1;
+	uint64_t ms = transfer(&fc, &tc, 2u << 20, 256u << 10, 0);
+	v6 = 0;
+	report("IPv6, 3% loss, 1% reorder/dup/corrupt", ms);
+	assert_true(vr_tcp_stats(A.tcp)->fast_retransmits > 0);
+	/* A corrupted segment fails the IPv6 pseudo-header checksum. */
+	assert_true(vr_tcp_stats(B.tcp)->drop[VR_TCP_DROP_CSUM] > 0);
+	pair_free();
+}
+
+static void test_v6_cookies(void **state)
+{
+	struct vr_fault_conf fc = { .seed = 5 };
+	struct vr_tcp_conf tc = { .always_cookies = 1 };
+
+	v6 = 1;
+	uint64_t ms = transfer(&fc, &tc, 256u << 10, 1000, 0);
+	v6 = 0;
+	report("IPv6 SYN cookie", ms);
+	assert_int_equal(vr_tcp_stats(B.tcp)->cookies_sent, 1);
+	assert_int_equal(vr_tcp_stats(B.tcp)->cookies_accepted, 1);
+	assert_int_equal(vr_tcp_stats(B.tcp)->drop[VR_TCP_DROP_BAD_COOKIE], 0);
+	pair_free();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -304,6 +370,9 @@ int main(void)
 		cmocka_unit_test(test_lossy_path),
 		cmocka_unit_test(test_lossy_path_bare),
 		cmocka_unit_test(test_slow_reader),
+		cmocka_unit_test(test_v6_clean_path),
+		cmocka_unit_test(test_v6_lossy_path),
+		cmocka_unit_test(test_v6_cookies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
