@@ -21,6 +21,9 @@ packages=(
 	# swaks speaks TLS (STARTTLS, --tls-on-connect) only with Net::SSLeay,
 	# which its package merely recommends
 	libnet-ssleay-perl
+	# ... and IPv6 (swaks -6, tests/e2e/test_dpdk.py's AfPacketIPv6) only with
+	# IO::Socket::INET6
+	libio-socket-inet6-perl
 	# vmrelay-bench's cheap body hash (XXH3) and its independent check in
 	# tests/e2e/test_bench.py; gnuplot draws bench/scale.sh's curves
 	libxxhash-dev python3-xxhash gnuplot-nox
