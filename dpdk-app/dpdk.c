@@ -128,21 +128,45 @@ static int parse_addresses(const struct vr_config *cfg, struct vr_dpdk *d, char 
 		}
 		d->gateway = ntohl(a.s_addr);
 	}
+	if (cfg->dpdk_ip6[0]) {
+		snprintf(ip, sizeof(ip), "%s", cfg->dpdk_ip6);
+		slash = strchr(ip, '/');
+		*slash = '\0';                  /* config.c saw the prefix */
+		d->prefix6 = (uint8_t)atoi(slash + 1);
+		if (inet_pton(AF_INET6, ip, d->ip6) != 1) {
+			snprintf(err, errlen, "[dpdk] ip6 '%s' is not an IPv6 address", cfg->dpdk_ip6);
+			return -1;
+		}
+	}
+	if (cfg->dpdk_gateway6[0] && inet_pton(AF_INET6, cfg->dpdk_gateway6, d->gateway6) != 1) {
+		snprintf(err, errlen, "[dpdk] gateway6 '%s' is not an IPv6 address",
+			 cfg->dpdk_gateway6);
+		return -1;
+	}
 	return 0;
 }
 
-/* Listeners must be on our address or on every address: the stack has one. */
-static int check_listen(const struct vr_config *cfg, uint32_t ip, char *err, size_t errlen)
+/* Listeners must be on our address or on every address: the stack has one of each family. */
+static int check_listen(const struct vr_config *cfg, const struct vr_dpdk *d, char *err,
+			size_t errlen)
 {
+	static const uint8_t any6[16];
+
 	for (unsigned i = 0; i < cfg->n_listen; i++) {
 		const struct vr_listen *l = &cfg->listen[i];
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)&l->addr;
-		if (l->addr.ss_family != AF_INET) {
-			snprintf(err, errlen, "listen %s: the DPDK stack speaks IPv4 only", l->text);
-			return -1;
-		}
-		uint32_t a = ntohl(sin->sin_addr.s_addr);
-		if (a != 0 && a != ip) {
+		if (l->addr.ss_family == AF_INET6) {
+			const uint8_t *a6 = ((const struct sockaddr_in6 *)&l->addr)->sin6_addr.s6_addr;
+			if (!cfg->dpdk_ip6[0]) {
+				snprintf(err, errlen, "listen %s: IPv6 needs [dpdk] ip6", l->text);
+				return -1;
+			}
+			if (memcmp(a6, any6, 16) && memcmp(a6, d->ip6, 16)) {
+				snprintf(err, errlen, "listen %s: not [dpdk] ip6 %s nor [::]", l->text,
+					 cfg->dpdk_ip6);
+				return -1;
+			}
+		} else if (sin->sin_addr.s_addr && ntohl(sin->sin_addr.s_addr) != d->ip) {
 			snprintf(err, errlen, "listen %s: not [dpdk] ip %s nor 0.0.0.0", l->text,
 				 cfg->dpdk_ip);
 			return -1;
@@ -180,7 +204,7 @@ int vr_dpdk_check(const struct vr_config *cfg, char *err, size_t errlen)
 	}
 	if (parse_addresses(cfg, &d, err, errlen) < 0)
 		return -1;
-	return check_listen(cfg, d.ip, err, errlen);
+	return check_listen(cfg, &d, err, errlen);
 }
 
 /* Deals the port's redirection table round-robin over the queues. */
@@ -218,7 +242,8 @@ static int port_setup(struct vr_dpdk *d, char *err, size_t errlen)
 	memset(&conf, 0, sizeof(conf));
 	memcpy(d->rss_key, rss_key_default, sizeof(d->rss_key));
 	d->reta_size = RETA_DEFAULT;
-	uint64_t hf = info.flow_type_rss_offloads & (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_TCP);
+	uint64_t hf = info.flow_type_rss_offloads & (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_TCP |
+						     RTE_ETH_RSS_IPV6 | RTE_ETH_RSS_NONFRAG_IPV6_TCP);
 	if (q > 1 && (hf & RTE_ETH_RSS_NONFRAG_IPV4_TCP) && info.reta_size &&
 	    info.hash_key_size == DPDK_RSS_KEY) {
 		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
@@ -257,6 +282,15 @@ static int port_setup(struct vr_dpdk *d, char *err, size_t errlen)
 	if ((rc = rte_eth_macaddr_get(d->port, &d->mac)) < 0 || (rc = rte_eth_dev_start(d->port)) < 0)
 		goto fail;
 	d->port_started = true;
+	/*
+	 * Neighbor Discovery asks for us at our solicited-node groups' MACs
+	 * (33:33:ff:..): the port must pass multicast up. A port that cannot
+	 * (promiscuous af_packet already does) still answers a peer that knows
+	 * our MAC, but not one asking afresh.
+	 */
+	if (d->cfg->dpdk_ip6[0] && (rc = rte_eth_allmulticast_enable(d->port)) < 0)
+		vr_log_warn("event=dpdk_allmulticast port=%s error=\"%s\"", d->port_name,
+			    rte_strerror(-rc));
 	vr_dpdk_wake_fds(d);
 	return 0;
 fail:
@@ -277,11 +311,14 @@ static int worker_setup(struct vr_dpdk *d, struct dpdk_worker *w, char *err, siz
 	}
 	struct vr_net_conf nc = {
 		.ip = d->ip, .prefix = d->prefix, .gateway = d->gateway, .mtu = d->mtu,
+		.prefix6 = d->prefix6,
 		.pkts = NET_PKTS,
 		.tx = vr_dpdk_tx, .tx_arg = w,
 		.ext_free = vr_dpdk_ext_free, .ext_arg = w,
 	};
 	memcpy(nc.mac, d->mac.addr_bytes, sizeof(nc.mac));
+	memcpy(nc.ip6, d->ip6, sizeof(nc.ip6));
+	memcpy(nc.gateway6, d->gateway6, sizeof(nc.gateway6));
 	char why[256];
 	/* Faults on the way out sit between the stack and the port. */
 	if (d->cfg->dpdk_fault[0]) {
@@ -347,7 +384,7 @@ struct vr_dpdk *vr_dpdk_new(struct vr_smtpd *srv, char *err, size_t errlen)
 		goto fail;
 	}
 	if (parse_addresses(d->cfg, d, err, errlen) < 0 ||
-	    check_listen(d->cfg, d->ip, err, errlen) < 0 ||
+	    check_listen(d->cfg, d, err, errlen) < 0 ||
 	    !(d->sh = vr_iostack_shared_new(d->cfg, d->n_workers, err, errlen)) ||
 	    port_setup(d, err, errlen) < 0)
 		goto fail;
@@ -371,9 +408,9 @@ void vr_dpdk_describe(const struct vr_dpdk *d, char *out, size_t len)
 	char mac[RTE_ETHER_ADDR_FMT_SIZE];
 
 	rte_ether_format_addr(mac, sizeof(mac), &d->mac);
-	snprintf(out, len, "ip=%s mac=%s port=%s queues=%u rss=%s mtu=%u wake_fds=%u",
-		 d->cfg->dpdk_ip, mac, d->port_name, d->n_workers, d->rss ? "yes" : "no", d->mtu,
-		 d->n_wake);
+	snprintf(out, len, "ip=%s ip6=%s mac=%s port=%s queues=%u rss=%s mtu=%u wake_fds=%u",
+		 d->cfg->dpdk_ip, d->cfg->dpdk_ip6[0] ? d->cfg->dpdk_ip6 : "none", mac,
+		 d->port_name, d->n_workers, d->rss ? "yes" : "no", d->mtu, d->n_wake);
 }
 
 /*

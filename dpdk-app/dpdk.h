@@ -37,9 +37,9 @@ int vr_dpdk_fault_parse(const char *text, struct vr_fault_conf *out, char *err, 
 
 /*
  * What --check can tell about cfg's DPDK settings without starting the EAL:
- * an eal line that splits and names a port, [dpdk] ip, listen addresses the
- * stack can serve (IPv4, its address or 0.0.0.0, a fixed port). 0, or -1
- * with err.
+ * an eal line that splits and names a port, [dpdk] ip and ip6, listen
+ * addresses the stack can serve (its address, 0.0.0.0 or, with ip6, [::];
+ * a fixed port). 0, or -1 with err.
  */
 int vr_dpdk_check(const struct vr_config *cfg, char *err, size_t errlen);
 /*
@@ -50,7 +50,7 @@ int vr_dpdk_check(const struct vr_config *cfg, char *err, size_t errlen);
 int vr_dpdk_eal_init(const struct vr_config *cfg, char *err, size_t errlen);
 /*
  * Sets up the port (a queue pair per worker, RSS where it has it), a stack
- * per worker for [dpdk] ip/prefix/gateway, and the SMTP listeners on the
+ * per worker for [dpdk] ip/prefix/gateway and ip6/gateway6, and the SMTP listeners on the
  * ports of [relay] listen. NULL with err.
  */
 struct vr_dpdk *vr_dpdk_new(struct vr_smtpd *srv, char *err, size_t errlen);

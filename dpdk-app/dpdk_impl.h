@@ -67,6 +67,8 @@ struct vr_dpdk {
 	struct rte_ether_addr mac;
 	uint32_t ip, gateway;        /* host order */
 	uint8_t prefix;
+	uint8_t ip6[16], gateway6[16];   /* [dpdk] ip6, gateway6; all zero: none */
+	uint8_t prefix6;
 	uint16_t mtu;
 	bool rss;                    /* the port spreads flows over the queues itself */
 	bool port_started;

@@ -85,8 +85,41 @@ static inline uint32_t rd32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* The worker owning m's flow; *arp_reply set for an ARP reply (every
- * worker's). Frames that are not unfragmented IPv4 TCP are ours. */
+/*
+ * The worker owning m's flow; *arp_reply set for an ARP reply or an IPv6
+ * neighbour advertisement (every worker's: each keeps its own neighbour
+ * cache). Frames that are not unfragmented IPv4 TCP or IPv6 TCP without
+ * extension headers are ours (ND solicitations, pings: any worker answers).
+ */
+/* frame_owner for an IPv6 frame f of len bytes (at least Ethernet + 8). */
+static unsigned frame_owner6(const struct dpdk_worker *w, const struct rte_mbuf *m,
+			     const uint8_t *f, unsigned len, bool *arp_reply)
+{
+	const struct vr_dpdk *d = w->d;
+	const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)(f + RTE_ETHER_HDR_LEN);
+	const uint8_t *l4 = f + RTE_ETHER_HDR_LEN + sizeof(*ip);
+
+	if (len < RTE_ETHER_HDR_LEN + sizeof(*ip) + 4)
+		return w->id;
+	if (ip->proto == IPPROTO_ICMPV6) {
+		*arp_reply = l4[0] == 136;       /* ND_NEIGHBOR_ADVERT */
+		return w->id;
+	}
+	if (ip->proto != IPPROTO_TCP || d->n_workers == 1)
+		return w->id;
+	uint32_t h;
+	if (d->rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH)) {
+		h = m->hash.rss;
+	} else {
+		union rte_thash_tuple t;
+		rte_thash_load_v6_addrs(ip, &t);
+		t.v6.sport = rd16(l4);
+		t.v6.dport = rd16(l4 + 2);
+		h = rte_softrss((uint32_t *)&t, RTE_THASH_V6_L4_LEN, d->rss_key);
+	}
+	return (h % d->reta_size) % d->n_workers;
+}
+
 static unsigned frame_owner(const struct dpdk_worker *w, const struct rte_mbuf *m,
 			    bool *arp_reply)
 {
@@ -102,6 +135,8 @@ static unsigned frame_owner(const struct dpdk_worker *w, const struct rte_mbuf *
 		*arp_reply = rd16(f + RTE_ETHER_HDR_LEN + 6) == 2;
 		return w->id;
 	}
+	if (type == RTE_ETHER_TYPE_IPV6)
+		return frame_owner6(w, m, f, len, arp_reply);
 	if (type != RTE_ETHER_TYPE_IPV4 || d->n_workers == 1)
 		return w->id;
 	const uint8_t *ip = f + RTE_ETHER_HDR_LEN;
@@ -148,7 +183,7 @@ static void rx_local(struct dpdk_worker *w, struct rte_mbuf **m, unsigned n, uin
 		vr_net_rx(w->net, pkts, k, now);
 }
 
-/* Copies an ARP reply into every other worker's inbox. */
+/* Copies an ARP reply (or neighbour advertisement) into every other worker's inbox. */
 static void arp_share(struct dpdk_worker *w, struct rte_mbuf *m)
 {
 	struct vr_dpdk *d = w->d;

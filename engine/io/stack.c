@@ -40,12 +40,18 @@ struct stack_conn {
 	struct vr_tcp_conn *tc;   /* NULL once the stack has it (closed, reset) */
 	bool peer_fin;            /* the client's FIN arrived (after its data) */
 	bool eof_given;           /* ... and the session was told */
-	struct sockaddr_in peer, local;
+	struct sockaddr_storage peer, local;   /* sockaddr_in or sockaddr_in6 */
 };
 
+/*
+ * One TCP listener per port, serving the listen lines with that port: the
+ * stack's listeners take either family, and a line's family says which
+ * connections it accepts, as IPV6_V6ONLY sockets do in kernel mode
+ * (0.0.0.0:25 and [::]:25 together are the dual-stack form).
+ */
 struct stack_listener {
 	struct vr_iostack *st;
-	unsigned idx;             /* into cfg->listen */
+	int idx[2];               /* into cfg->listen, for IPv4 and IPv6 peers; -1: none */
 };
 
 struct vr_iostack_shared {
@@ -61,13 +67,23 @@ struct vr_iostack {
 	bool listening;
 	struct io_sess_set set;   /* its connections */
 	struct stack_listener lst[VR_CONFIG_MAX_LISTEN];
+	unsigned nlst;
 };
 
 static void conn_service(struct stack_conn *c, uint64_t now);
 
+/* sin_port and sin6_port sit at the same offset. */
 static uint16_t listen_port(const struct vr_listen *l)
 {
 	return ntohs(((const struct sockaddr_in *)&l->addr)->sin_port);
+}
+
+/* A listen line of listener i (both of its lines have its port). */
+static const struct vr_listen *lst_line(const struct vr_iostack *st, unsigned i)
+{
+	const struct stack_listener *sl = &st->lst[i];
+
+	return &st->cfg->listen[sl->idx[0] >= 0 ? sl->idx[0] : sl->idx[1]];
 }
 
 /* --- connections --- */
@@ -253,20 +269,31 @@ static int on_accept(void *arg, struct vr_tcp_conn *tc, uint64_t now)
 	struct stack_listener *sl = arg;
 	struct vr_iostack *st = sl->st;
 	const struct vr_config *cfg = st->cfg;
-	const struct vr_listen *l = &cfg->listen[sl->idx];
 	struct vr_tcp_info info;
 	char ip[VR_ADDRSTRLEN], reply[512];
 	uint64_t *slot;
 
 	vr_tcp_conn_info(tc, &info);
-	struct sockaddr_in peer = {
-		.sin_family = AF_INET, .sin_port = htons(info.rport),
-		.sin_addr.s_addr = htonl(info.raddr),
-	};
-	struct sockaddr_in local = {
-		.sin_family = AF_INET, .sin_port = htons(info.lport),
-		.sin_addr.s_addr = htonl(info.laddr),
-	};
+	if (sl->idx[info.v6] < 0)
+		return -ECONNREFUSED;   /* the port is listened on for the other family only */
+	const struct vr_listen *l = &cfg->listen[sl->idx[info.v6]];
+	/* The peer as policy and the session see it: its /64 for an IPv6 one. */
+	struct sockaddr_storage peer = { 0 }, local = { 0 };
+	if (info.v6) {
+		struct sockaddr_in6 *p6 = (struct sockaddr_in6 *)&peer, *l6 = (struct sockaddr_in6 *)&local;
+		p6->sin6_family = l6->sin6_family = AF_INET6;
+		p6->sin6_port = htons(info.rport);
+		l6->sin6_port = htons(info.lport);
+		memcpy(&p6->sin6_addr, info.raddr6, 16);
+		memcpy(&l6->sin6_addr, info.laddr6, 16);
+	} else {
+		struct sockaddr_in *p4 = (struct sockaddr_in *)&peer, *l4 = (struct sockaddr_in *)&local;
+		p4->sin_family = l4->sin_family = AF_INET;
+		p4->sin_port = htons(info.rport);
+		l4->sin_port = htons(info.lport);
+		p4->sin_addr.s_addr = htonl(info.raddr);
+		l4->sin_addr.s_addr = htonl(info.laddr);
+	}
 	vr_io_addr_text((const struct sockaddr *)&peer, ip, sizeof(ip));
 	if (!st->listening)
 		return -ECONNREFUSED;   /* stopped: a SYN already in the queue */
@@ -344,16 +371,27 @@ struct vr_iostack *vr_iostack_new(struct vr_smtpd *srv, struct vr_iostack_shared
 	vr_io_set_init(&st->set, sizeof(struct stack_conn), sh->cl);
 	for (unsigned i = 0; i < st->cfg->n_listen; i++) {
 		const struct vr_listen *l = &st->cfg->listen[i];
-		st->lst[i] = (struct stack_listener){ .st = st, .idx = i };
-		int rc = vr_tcp_listen(tcp, listen_port(l), &conn_cb, on_accept, &st->lst[i]);
+		int v6 = l->addr.ss_family == AF_INET6;
+		unsigned j = 0;
+		while (j < st->nlst && listen_port(lst_line(st, j)) != listen_port(l))
+			j++;
+		if (j < st->nlst) {
+			if (st->lst[j].idx[v6] < 0)
+				st->lst[j].idx[v6] = (int)i;
+			continue;
+		}
+		st->lst[j] = (struct stack_listener){ .st = st, .idx = { -1, -1 } };
+		st->lst[j].idx[v6] = (int)i;
+		int rc = vr_tcp_listen(tcp, listen_port(l), &conn_cb, on_accept, &st->lst[j]);
 		if (rc < 0) {
 			snprintf(err, errlen, "listen %s: %s", l->text, strerror(-rc));
-			for (unsigned j = 0; j < i; j++)
-				vr_tcp_unlisten(tcp, listen_port(&st->cfg->listen[j]));
+			for (unsigned k = 0; k < st->nlst; k++)
+				vr_tcp_unlisten(tcp, listen_port(lst_line(st, k)));
 			vr_io_set_free(&st->set);
 			free(st);
 			return NULL;
 		}
+		st->nlst++;
 	}
 	st->listening = true;
 	return st;
@@ -402,8 +440,8 @@ void vr_iostack_stop(struct vr_iostack *st)
 {
 	if (!st->listening)
 		return;
-	for (unsigned i = 0; i < st->cfg->n_listen; i++)
-		vr_tcp_unlisten(st->tcp, listen_port(&st->cfg->listen[i]));
+	for (unsigned i = 0; i < st->nlst; i++)
+		vr_tcp_unlisten(st->tcp, listen_port(lst_line(st, i)));
 	st->listening = false;
 }
 

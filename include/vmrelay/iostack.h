@@ -6,7 +6,8 @@
  * It does for a vr_tcp what engine/io does for kernel sockets: listens on
  * the ports of [relay] listen, turns connections away before any session
  * exists when the worker holds cfg->max_connections or the client (an IPv4
- * address) holds cfg->max_conn_per_ip across all workers ("421 4.7.0",
+ * address or an IPv6 /64, as policy sees it) holds cfg->max_conn_per_ip
+ * across all workers ("421 4.7.0",
  * nothing on an implicit-TLS port), hands each session no more input than it
  * has room for, sends its output as the send buffer frees (the writable
  * callback), ticks it at its deadline, flushes it when a spool completion

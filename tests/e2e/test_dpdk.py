@@ -20,6 +20,11 @@ clients in a "VPS" network namespace, without hugepages or a NIC:
   AfPacketAttacks     one worker: a SYN flood of 50k SYNs/s from addresses
                       that never answer while legitimate sessions complete;
                       resets with wrong sequence numbers leave a session up.
+  AfPacketIPv6        two workers, [dpdk] ip and ip6, listening on 0.0.0.0
+                      and [::]: ping -6 (Neighbor Discovery both ways), swaks
+                      -6 plain and with STARTTLS from an address in the
+                      account's /64 (accepted, the log naming it), refused
+                      from one outside it; IPv6 sessions on both workers.
 
 Each class makes its namespaces (the relay's own, so that the kernel there
 has no address on the relay's interface and stays out of its traffic, and
@@ -60,7 +65,7 @@ LIBC = ctypes.CDLL(None, use_errno=True)
 
 CONFIG = """[relay]
 hostname = {hostname}
-listen = 0.0.0.0:{port}, 0.0.0.0:{tls_port} tls=implicit
+listen = 0.0.0.0:{port}, 0.0.0.0:{tls_port} tls=implicit{listen6}
 spool_dir = {dir}/spool
 accounts = {dir}/accounts.jsonl
 control_socket = {dir}/ctl.sock
@@ -80,6 +85,7 @@ max_conn_per_ip = 1500
 [dpdk]
 eal = {lcores} --no-huge -m 512 --no-pci --no-shconf --file-prefix=vr{tag} --vdev={vdev}
 ip = {ip}/24
+{ip6}
 {fault}
 
 [limits]
@@ -92,7 +98,7 @@ cert = {cert}
 key = {key}
 """
 
-ACCOUNTS = '{"id":"vps1","ips":["%s"],"hostname":"vps1.example.com","domains":["example.com"]}\n'
+ACCOUNTS = '{"id":"vps1","ips":%s,"hostname":"vps1.example.com","domains":["example.com"]}\n'
 
 
 def sh(*args, check=True):
@@ -208,6 +214,7 @@ class DpdkBase:
     LCORES = "-l 0-1"
     SUFFIX = "a"
     FAULT = ""
+    IP6 = False          # [dpdk] ip6 and [::] listeners beside IPv4's
 
     @classmethod
     def vdev(cls):
@@ -223,6 +230,11 @@ class DpdkBase:
         cls.tag = tag
         net = "10.77.%d" % (os.getpid() % 200 + 20)
         cls.relay_ip, cls.vps_ip = net + ".1", net + ".2"
+        # The relay's /48; the account owns one /64 of it, the VPS also has
+        # an address in another (both on-link for the relay).
+        net6 = "2001:db8:%x" % (os.getpid() % 200 + 20)
+        cls.relay_ip6, cls.account_net6 = net6 + "::1", net6 + ":1::/64"
+        cls.vps_ip6, cls.vps_ip6_out = net6 + ":1::2", net6 + ":2::2"
         cls.ns_relay, cls.ns_vps = "vrd%sr" % tag, "vrd%sv" % tag
         cls.if_relay, cls.if_vps = "vrd%sr" % tag, "vrd%sv" % tag
         cls.dir = tempfile.mkdtemp(prefix="vr-e2e-dpdk-")
@@ -248,6 +260,9 @@ class DpdkBase:
     @classmethod
     def vps_address(cls):
         sh("ip", "-n", cls.ns_vps, "addr", "add", cls.vps_ip + "/24", "dev", cls.if_vps)
+        if cls.IP6:
+            for a in (cls.vps_ip6, cls.vps_ip6_out):
+                sh("ip", "-n", cls.ns_vps, "addr", "add", a + "/48", "dev", cls.if_vps, "nodad")
         sh("ip", "-n", cls.ns_vps, "link", "set", cls.if_vps, "up")
 
     @classmethod
@@ -271,9 +286,13 @@ class DpdkBase:
                                   dir=cls.dir, workers=cls.WORKERS, lcores=cls.LCORES,
                                   tag=cls.tag, vdev=cls.vdev(), ip=cls.relay_ip,
                                   fault="fault = " + cls.FAULT if cls.FAULT else "",
+                                  listen6=", [::]:%d, [::]:%d tls=implicit" % (PORT, TLS_PORT)
+                                  if cls.IP6 else "",
+                                  ip6="ip6 = %s/48" % cls.relay_ip6 if cls.IP6 else "",
                                   cert=cert, key=key))
+        ips = [cls.vps_ip] + ([cls.account_net6] if cls.IP6 else [])
         with open(os.path.join(cls.dir, "accounts.jsonl"), "w") as f:
-            f.write(ACCOUNTS % cls.vps_ip)
+            f.write(ACCOUNTS % json.dumps(ips))
         cls.log_path = os.path.join(cls.dir, "relay.log")
         log = open(cls.log_path, "ab")
         cls.proc = subprocess.Popen(["ip", "netns", "exec", cls.ns_relay, R.VMRELAY,
@@ -784,3 +803,97 @@ class AfPacketAttacks(AfPacketBase, unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root (namespaces, af_packet)")
+@unittest.skipUnless(os.path.exists(R.VMRELAY), "vmrelay not built")
+class AfPacketIPv6(AfPacketBase, unittest.TestCase):
+    """The relay dual-stack on two workers (sharing the second cpu): the
+    VPS reaches it over IPv6 by Neighbor Discovery alone (no static
+    neighbour), and policy sees the client's IPv6 address, so the account's
+    /64 is what lets it send. The tests run in name order; test_9 stops the
+    relay."""
+
+    WORKERS = 2
+    LCORES = "--lcores 0@0,1@1,2@1"
+    SUFFIX = "6"
+    IP6 = True
+
+    def swaks6(self, source, *extra):
+        r = sh("ip", "netns", "exec", self.ns_vps, "swaks", "-6", "--server", self.relay_ip6,
+               "--local-interface", source, "--port", str(PORT),
+               "--from", "user@example.com", "--to", "rcpt@example.net",
+               "--h-From", "<user@example.com>", "--timeout", "20", *extra, check=False)
+        return r.returncode, r.stdout.decode("utf-8", "replace") + r.stderr.decode()
+
+    def test_1_ping6(self):
+        r = sh("ip", "netns", "exec", self.ns_vps, "ping", "-6", "-c", "3", "-i", "0.2",
+               "-W", "2", "-I", self.vps_ip6, self.relay_ip6, check=False)
+        out = r.stdout.decode()
+        self.assertEqual(r.returncode, 0, out + r.stderr.decode())
+        self.assertIn("3 received", out)
+        # The VPS learned the relay's MAC from its advertisement.
+        neigh = sh("ip", "-n", self.ns_vps, "-6", "neigh", "show", self.relay_ip6).stdout.decode()
+        mac = re.search(r"mac=([0-9A-F:]{17})", self.log()).group(1).lower()
+        self.assertIn("lladdr " + mac, neigh)
+        self.assertIn("ip6=%s/48" % self.relay_ip6, self.log())
+
+    def test_2_swaks6_accepted(self):
+        code, out = self.swaks6(self.vps_ip6, "--header", "Subject: swaks over IPv6")
+        self.assertEqual(code, 0, out)
+        self.assertRegex(out, r"<-  250 2\.0\.0 .*queued as")
+        # The session and policy saw the client's IPv6 address.
+        self.assertIn(self.vps_ip6, self.log())
+
+    def test_3_swaks6_starttls(self):
+        code, out = self.swaks6(self.vps_ip6, "--tls")
+        self.assertEqual(code, 0, out)
+        self.assertIn("<-  220 2.0.0 ready to start TLS", out)
+        self.assertRegex(out, r"<~  250 2\.0\.0 .*queued as")
+
+    def test_4_outside_the_64_refused(self):
+        code, out = self.swaks6(self.vps_ip6_out)
+        self.assertNotEqual(code, 0, out)
+        self.assertRegex(out, r"<\*\* +550 5\.7\.1 relay access denied: %s is not a registered"
+                         % re.escape(self.vps_ip6_out))
+        self.assertNotRegex(out, r"queued as")
+
+    def test_5_ipv4_still_served(self):
+        self.assertEqual(self.vps(ping, self.relay_ip, 2), 2)
+        self.swaks_tls()
+
+    def test_6_sessions_on_both_workers(self):
+        """300 IPv6 connections at once, spread over both workers by the
+        Toeplitz hash of their IPv6 4-tuples."""
+        self.assertEqual(self.vps(concurrent6, self.relay_ip6, self.vps_ip6, 300), "ok")
+        opens = self.io_metrics()["tcp_passive_opens"]
+        self.assertEqual(sorted(opens), ["0", "1"])
+        for w, n in opens.items():
+            self.assertGreater(n, 40, w)
+
+    def test_9_sigterm(self):
+        self.assert_clean_stop()
+
+
+def concurrent6(dst, src, n):
+    """concurrent() over IPv6 from address src."""
+    socks = []
+    try:
+        for _ in range(n):
+            socks.append(socket.create_connection((dst, PORT), timeout=30,
+                                                  source_address=(src, 0)))
+        for s in socks:
+            f = s.makefile("rb")
+            line = f.readline()
+            if not line.startswith(b"220 "):
+                return "banner: %r" % line
+            s.sendall(b"NOOP\r\nQUIT\r\n")
+            a, b = f.readline(), f.readline()
+            if not (a.startswith(b"250 ") and b.startswith(b"221 ")):
+                return "replies: %r %r" % (a, b)
+            if f.read() != b"":
+                return "no close after 221"
+        return "ok"
+    finally:
+        for s in socks:
+            s.close()
