@@ -363,6 +363,78 @@ static void test_v6_cookies(void **state)
 	pair_free();
 }
 
+/*
+ * Packet too big over IPv6 (RFC 8201), judged as IPv4's fragmentation-needed
+ * is: believed only for a sequence number in flight, and never taking the
+ * MSS below IPv6's 1280-byte minimum MTU's 1220.
+ */
+static void test_v6_too_big(void **state)
+{
+	struct vr_fault_conf fc = { .seed = 1 };
+	struct vr_tcp_conf tc = { 0 };
+	const uint8_t a_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+	const uint8_t b_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
+	struct vr_tcp_info info;
+	int err;
+
+	memset(&A, 0, sizeof(A));
+	memset(&B, 0, sizeof(B));
+	now = 1000000;
+	v6 = 1;
+	side_make(&A, &B, A_IP, 1, &fc, &tc);
+	side_make(&B, &A, B_IP, 2, &fc, &tc);
+	v6 = 0;
+	B.to_recv = 1u << 20;
+	assert_int_equal(vr_tcp_listen(B.tcp, PORT, &cbs, on_accept, NULL), 0);
+	A.c = vr_tcp_connect6(A.tcp, b_ip6, PORT, &cbs, &A, now, &err);
+	assert_non_null(A.c);
+	for (int i = 0; i < 50 && !B.c; i++) {
+		now++;
+		deliver(&A);
+		deliver(&B);
+		vr_tcp_poll(A.tcp, now);
+		vr_tcp_poll(B.tcp, now);
+	}
+	assert_non_null(B.c);
+	deliver(&A);
+	/* A's first data segment, as it would come back quoted. */
+	static uint8_t data[4000];
+	assert_int_equal(vr_tcp_send(A.c, data, sizeof(data)), (ssize_t)sizeof(data));
+	vr_tcp_poll(A.tcp, now);
+	assert_true(B.in.n >= 2);
+	const uint8_t *f = B.in.q[0]->data;
+	assert_int_equal(f[14 + 6], 6);
+	assert_int_equal((f[14 + 4] << 8 | f[14 + 5]) - 20 - 12, 1440 - 12);  /* timestamps */
+	uint8_t l4[8];
+	memcpy(l4, f + 14 + 40, 8);
+	struct vr_net_pmtu m = { .v6 = 1, .src6 = a_ip6, .dst6 = b_ip6, .proto = 6,
+				 .mtu = 1400, .l4 = l4, .l4_len = 8 };
+	uint32_t seq = (uint32_t)l4[4] << 24 | l4[5] << 16 | l4[6] << 8 | l4[7];
+	seq += 100000;                                 /* never sent */
+	for (int i = 0; i < 4; i++)
+		l4[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
+	vr_tcp_pmtu(A.tcp, &m, now);
+	assert_int_equal(vr_tcp_stats(A.tcp)->drop[VR_TCP_DROP_PMTU], 1);
+	vr_tcp_conn_info(A.c, &info);
+	assert_int_equal(info.mss, 1440);
+	memcpy(l4, f + 14 + 40, 8);
+	vr_tcp_pmtu(A.tcp, &m, now);
+	assert_int_equal(vr_tcp_stats(A.tcp)->pmtu_updates, 1);
+	vr_tcp_conn_info(A.c, &info);
+	assert_int_equal(info.mss, 1400 - 60);
+	m.mtu = 600;                                   /* below IPv6's minimum */
+	vr_tcp_pmtu(A.tcp, &m, now);
+	vr_tcp_conn_info(A.c, &info);
+	assert_int_equal(info.mss, 1220);
+	vr_tcp_abort(A.c);
+	A.c = NULL;
+	vr_tcp_abort(B.c);
+	B.c = NULL;
+	vr_net_flush(A.net, now);                      /* the resets, onto the wires */
+	vr_net_flush(B.net, now);
+	pair_free();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -373,6 +445,7 @@ int main(void)
 		cmocka_unit_test(test_v6_clean_path),
 		cmocka_unit_test(test_v6_lossy_path),
 		cmocka_unit_test(test_v6_cookies),
+		cmocka_unit_test(test_v6_too_big),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
