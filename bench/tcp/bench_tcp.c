@@ -3,7 +3,7 @@
  * instances wired back to back in one thread (frames handed over in
  * bursts, as a poll loop would), no kernel, no NIC, no copy but TCP's own.
  *
- *   bench_tcp [--mbytes N] [--conns N] [--rcvbuf BYTES] [--sndbuf BYTES]
+ *   bench_tcp [--mbytes N] [--conns N] [--rcvbuf BYTES] [--sndbuf BYTES] [--ip6]
  *
  * Three runs: a bulk transfer of N MB over one connection (segments/s and
  * Gbit/s of payload), then N short connections each doing an SMTP-sized
@@ -12,7 +12,9 @@
  * frames with Linux's SYN options) answered with cookies: SYNs/s. Both
  * stacks' segments count (every segment is built by one instance and parsed
  * by the other), per second of CPU time the process used, so on a shared
- * machine it is still the speed of one core.
+ * machine it is still the speed of one core. With --ip6 all three run over
+ * IPv6 (2001:db8::1 and ::2, the peer found by Neighbor Discovery), for
+ * the cost of IPv6 against IPv4's in back-to-back runs.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -42,6 +44,9 @@ static struct side A, B;
 static uint64_t now = 1000;
 static uint8_t payload[65536];
 static unsigned conns_done;
+static int ip6;                        /* --ip6 */
+static const uint8_t a_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+static const uint8_t b_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
 
 static unsigned wire_put(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t t)
 {
@@ -130,8 +135,11 @@ static void side_make(struct side *s, struct side *peer, uint32_t ip, uint8_t ma
 	char err[128];
 	struct vr_net_conf c = {
 		.mac = { 0x02, 0, 0, 0, 0, mac_last }, .ip = ip, .prefix = 24, .pkts = 16384,
-		.tx = wire_put, .tx_arg = &peer->in,
+		.tx = wire_put, .tx_arg = &peer->in, .prefix6 = 64,
 	};
+
+	if (ip6)
+		memcpy(c.ip6, mac_last == 1 ? a_ip6 : b_ip6, 16);
 
 	s->net = vr_net_new(&c, err, sizeof(err));
 	s->tcp = s->net ? vr_tcp_new(s->net, tc, now, err, sizeof(err)) : NULL;
@@ -197,6 +205,35 @@ static size_t syn_frame(uint8_t *f, uint16_t sport, uint32_t seq)
 	return 14 + 20 + 40;
 }
 
+/* syn_frame over IPv6, A to B. */
+static size_t syn6_frame(uint8_t *f, uint16_t sport, uint32_t seq)
+{
+	uint8_t v4[128];
+	size_t len = syn_frame(v4, sport, seq);
+	uint8_t *ip = f + 14, *th = ip + 40;
+
+	memcpy(f, v4, 12);
+	be16(f + 12, 0x86dd);
+	be32(ip, 0x60000000u);
+	be16(ip + 4, 40);
+	ip[6] = 6;
+	ip[7] = 64;
+	memcpy(ip + 8, a_ip6, 16);
+	memcpy(ip + 24, b_ip6, 16);
+	memcpy(th, v4 + 34, len - 34);
+	be16(th + 16, 0);
+	be16(th + 16, vr_net_csum_fold(vr_net_csum_add(
+		vr_net_csum_pseudo6(a_ip6, b_ip6, 6, 40), th, 40)));
+	return 14 + 40 + 40;
+}
+
+static struct vr_tcp_conn *connect_b(int *err)
+{
+	if (ip6)
+		return vr_tcp_connect6(A.tcp, b_ip6, 25, &a_cb, NULL, now, err);
+	return vr_tcp_connect(A.tcp, 0x0a000002u, 25, &a_cb, NULL, now, err);
+}
+
 static double cpu_seconds(void)
 {
 	struct timespec ts;
@@ -215,7 +252,8 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "mbytes", required_argument, NULL, 'm' }, { "conns", required_argument, NULL, 'c' },
 		{ "rcvbuf", required_argument, NULL, 'r' }, { "sndbuf", required_argument, NULL, 's' },
-		{ "syns", required_argument, NULL, 'y' }, { NULL, 0, NULL, 0 },
+		{ "syns", required_argument, NULL, 'y' }, { "ip6", no_argument, NULL, '6' },
+		{ NULL, 0, NULL, 0 },
 	};
 	struct vr_tcp_conf tc = { .rcvbuf = 256 * 1024, .sndbuf = 256 * 1024, .max_conns = 64 };
 	uint64_t mbytes = 512, nconns = 100000, nsyns = 1000000;
@@ -228,9 +266,10 @@ int main(int argc, char **argv)
 		case 'r': tc.rcvbuf = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 's': tc.sndbuf = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'y': nsyns = strtoull(optarg, NULL, 10); break;
+		case '6': ip6 = 1; break;
 		default:
 			fprintf(stderr, "usage: bench_tcp [--mbytes N] [--conns N] [--syns N] "
-					"[--rcvbuf B] [--sndbuf B]\n");
+					"[--rcvbuf B] [--sndbuf B] [--ip6]\n");
 			return 2;
 		}
 	}
@@ -242,7 +281,7 @@ int main(int argc, char **argv)
 	/* Bulk: one connection, mbytes one way. */
 	int err;
 	A.to_send = mbytes << 20;
-	A.c = vr_tcp_connect(A.tcp, 0x0a000002u, 25, &a_cb, NULL, now, &err);
+	A.c = connect_b(&err);
 	double t0 = cpu_seconds();
 	unsigned long i = 0;
 	while (B.recvd < A.to_send)
@@ -268,7 +307,7 @@ int main(int argc, char **argv)
 		A.to_send = 30;
 		A.sent = A.recvd = 0;
 		B.to_send = 30;
-		A.c = vr_tcp_connect(A.tcp, 0x0a000002u, 25, &a_cb, NULL, now, &err);
+		A.c = connect_b(&err);
 		if (!A.c) {
 			fprintf(stderr, "bench_tcp: connect: %d\n", err);
 			return 1;
@@ -291,7 +330,9 @@ int main(int argc, char **argv)
 		unsigned n = 0;
 		for (; n < VR_NET_BURST && k + n < nsyns; n++) {
 			uint64_t x = k + n;
-			size_t len = syn_frame(syn, (uint16_t)(1024 + x % 60000), (uint32_t)(x * 2654435761u));
+			uint16_t sport = (uint16_t)(1024 + x % 60000);
+			uint32_t seq = (uint32_t)(x * 2654435761u);
+			size_t len = ip6 ? syn6_frame(syn, sport, seq) : syn_frame(syn, sport, seq);
 			burst[n] = vr_net_pkt_alloc(B.net);
 			memcpy(burst[n]->data, syn, len);
 			burst[n]->len = (uint16_t)len;
