@@ -37,24 +37,24 @@ struct tcp_listener *tcp_listener_find(struct vr_tcp *t, uint16_t port)
 static uint32_t cookie_mac(const struct vr_tcp *t, const struct vr_flow_key *k,
 			   uint32_t peer_isn, uint64_t count, uint8_t opt)
 {
-	uint8_t b[49];
-	size_t a = 0;
+	uint8_t b[25 + 24];
+	uint8_t *o = b;
 
-	/* An IPv4 tuple is hashed as before IPv6 came; an IPv6 one with its addresses. */
-	if (k->v6) {
+	/* An IPv6 tuple's addresses first; an IPv4 one is hashed as before IPv6 came. */
+	if (VR_UNLIKELY(k->v6)) {
 		memcpy(b, k->laddr6, 16);
 		memcpy(b + 16, k->raddr6, 16);
-		a = 24;
+		o = b + 24;
 	} else {
 		memcpy(b, &k->laddr, 4);
 		memcpy(b + 4, &k->raddr, 4);
 	}
-	memcpy(b + a + 8, &k->lport, 2);
-	memcpy(b + a + 10, &k->rport, 2);
-	memcpy(b + a + 12, &peer_isn, 4);
-	memcpy(b + a + 16, &count, 8);
-	b[a + 24] = opt;
-	return (uint32_t)vr_siphash24(t->cookie_key, b, a + 25) & 0xffffff;
+	memcpy(o + 8, &k->lport, 2);
+	memcpy(o + 10, &k->rport, 2);
+	memcpy(o + 12, &peer_isn, 4);
+	memcpy(o + 16, &count, 8);
+	o[24] = opt;
+	return (uint32_t)vr_siphash24(t->cookie_key, b, (size_t)(o - b) + 25) & 0xffffff;
 }
 
 static void cookie_send(struct vr_tcp *t, const struct vr_flow_key *k, const struct tcp_seg *s,
