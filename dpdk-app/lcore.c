@@ -86,12 +86,10 @@ static inline uint32_t rd32(const uint8_t *p)
 }
 
 /*
- * The worker owning m's flow; *arp_reply set for an ARP reply or an IPv6
- * neighbour advertisement (every worker's: each keeps its own neighbour
- * cache). Frames that are not unfragmented IPv4 TCP or IPv6 TCP without
- * extension headers are ours (ND solicitations, pings: any worker answers).
+ * frame_owner for an IPv6 frame f of len bytes (at least Ethernet + 8).
+ * XXX an ICMPv6 packet-too-big (like IPv4's fragmentation-needed) stays on
+ * the worker that received it, which drops it unless it owns the quoted flow.
  */
-/* frame_owner for an IPv6 frame f of len bytes (at least Ethernet + 8). */
 static unsigned frame_owner6(const struct dpdk_worker *w, const struct rte_mbuf *m,
 			     const uint8_t *f, unsigned len, bool *arp_reply)
 {
@@ -120,6 +118,12 @@ static unsigned frame_owner6(const struct dpdk_worker *w, const struct rte_mbuf 
 	return (h % d->reta_size) % d->n_workers;
 }
 
+/*
+ * The worker owning m's flow; *arp_reply set for an ARP reply or an IPv6
+ * neighbour advertisement (every worker's: each keeps its own neighbour
+ * cache). Frames that are not unfragmented IPv4 TCP or IPv6 TCP without
+ * extension headers are ours (ND solicitations, pings: any worker answers).
+ */
 static unsigned frame_owner(const struct dpdk_worker *w, const struct rte_mbuf *m,
 			    bool *arp_reply)
 {
