@@ -221,9 +221,12 @@ void vr_net_pkt_free(struct vr_pkt *p)
 {
 	struct vr_net *n = p->net;
 
-	/* A second free would hand the slot out twice: fail loudly, here. */
+	/* A second free would hand the slot out twice: fail loudly, here. On a
+	 * worker the line goes to its thread's log ring, which abort() would
+	 * lose: vr_log_close() writes the rings out first. */
 	if (VR_UNLIKELY(!p->data)) {
 		vr_log_err("event=net_pkt_double_free slot=%u", p->idx);
+		vr_log_close();
 		abort();
 	}
 	if (p->ext && n->conf.ext_free)

@@ -4,9 +4,12 @@
  * checksums checked by an independent RFC 1071 sum, every malformed IPv4
  * header dropped under its own counter, resolve-on-send with its pending
  * queue, retries and expiry on a virtual clock, the bounded cache, path-MTU
- * messages handed to the hook, and the pool coming back whole.
+ * messages handed to the hook, the pool coming back whole, and a double
+ * free's log line surviving the abort() it ends in on a worker thread.
  */
 #include <errno.h>
+#include <sched.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
 #include <cmocka.h>
+
+#include "vmrelay/log.h"
 
 #include "vmrelay/net.h"
 #include "test_bytes.h"
@@ -659,6 +666,49 @@ static void test_pool_exhaustion(void **state)
 		vr_net_pkt_free(held[i]);
 }
 
+/*
+ * A worker's log lines go to its thread's ring (vr_log_thread_async) and
+ * the logging thread writes them out later: the double free's line must be
+ * written out before abort() ends the process, or the one line that says
+ * why is lost. The child runs on one cpu so that the logging thread,
+ * woken by the line, does not get to write it first by running beside us.
+ */
+static void test_double_free_logged_before_abort(void **state)
+{
+	struct vr_net *n = *state;
+	char dir[] = "/tmp/test_net.XXXXXX", path[64];
+	int status;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/log", dir);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		cpu_set_t one;
+		CPU_ZERO(&one);
+		CPU_SET(sched_getcpu(), &one);
+		sched_setaffinity(0, sizeof(one), &one);
+		if (vr_log_open(path, VR_LOG_INFO) < 0)
+			_exit(99);
+		vr_log_thread_async();
+		struct vr_pkt *p = vr_net_pkt_alloc(n);
+		vr_net_pkt_free(p);
+		vr_net_pkt_free(p);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGABRT);
+	char text[4096] = "";
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	text[fread(text, 1, sizeof(text) - 1, f)] = 0;
+	fclose(f);
+	assert_non_null(strstr(text, " err event=net_pkt_double_free slot="));
+	unlink(path);
+	rmdir(dir);
+}
+
 static int ext_freed;
 static void ext_free(void *arg, void *ext)
 {
@@ -737,6 +787,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_tx_refused_is_freed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pool_exhaustion, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_wrapped_bytes_given_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_double_free_logged_before_abort, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conf_errors_named, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
