@@ -288,10 +288,14 @@ int main(int argc, char **argv)
 		turn(i++);
 	double t1 = cpu_seconds();
 	uint64_t segs = segments();
-	printf("bulk: %llu MB in %.3f s CPU: %.0f segments/s, %.2f Gbit/s payload, %llu retransmits\n",
+	/* The receiver's ACKs per data segment: 0.5 is an ACK every second segment. */
+	const struct vr_tcp_stats *sa = vr_tcp_stats(A.tcp), *sb = vr_tcp_stats(B.tcp);
+	printf("bulk: %llu MB in %.3f s CPU: %.0f segments/s, %.2f Gbit/s payload, %llu retransmits, "
+	       "%.3f ACKs per data segment (%llu window updates)\n",
 	       (unsigned long long)mbytes, t1 - t0, segs / (t1 - t0),
-	       (double)(mbytes << 20) * 8 / (t1 - t0) / 1e9,
-	       (unsigned long long)vr_tcp_stats(A.tcp)->retransmits);
+	       (double)(mbytes << 20) * 8 / (t1 - t0) / 1e9, (unsigned long long)sa->retransmits,
+	       (double)sb->segs_out / (double)sa->segs_out,
+	       (unsigned long long)sb->window_updates);
 	resetting = 1;
 	vr_tcp_abort(A.c);
 	A.c = NULL;

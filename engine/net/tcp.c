@@ -629,19 +629,26 @@ size_t vr_tcp_peek(const struct vr_tcp_conn *c, const uint8_t **data)
 
 void vr_tcp_consume(struct vr_tcp_conn *c, size_t n)
 {
-	uint32_t before = tcp_rcv_window(c);
-
 	if (n > c->rlen)
 		n = c->rlen;
 	c->rhead = (uint32_t)((c->rhead + n) % c->t->conf.rcvbuf);
 	c->rlen -= (uint32_t)n;
 	/*
-	 * RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): tell the peer only once
-	 * the window has grown by a full segment or half the buffer.
+	 * RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): a window update of its
+	 * own only when the window the peer was last told of is down to half
+	 * the buffer and this read opens it by two segments or half the buffer
+	 * (Linux's rule, near enough). Otherwise the peer has room to send and
+	 * the ACK every second segment (tcp_in.c) carries the window. Measured
+	 * against what the peer was told, not the window before this read: a
+	 * reader of each segment as it comes sent an update per segment
+	 * whenever the payload plus the window scale's rounding reached the MSS
+	 * (1428-byte IPv6 payloads did).
 	 */
-	uint32_t after = tcp_rcv_window(c);
-	if (after > before && (c->state == TCP_ESTABLISHED || c->state == TCP_FIN_WAIT_1 ||
-			       c->state == TCP_FIN_WAIT_2)) {
+	uint32_t adv = seq_gt(c->rcv_adv, c->rcv_nxt) ? c->rcv_adv - c->rcv_nxt : 0;
+	uint32_t half = c->t->conf.rcvbuf / 2;
+	if (!c->ack_now && adv <= half && tcp_rcv_window(c) >= adv + VR_MIN(2u * c->mss, half) &&
+	    (c->state == TCP_ESTABLISHED || c->state == TCP_FIN_WAIT_1 ||
+	     c->state == TCP_FIN_WAIT_2)) {
 		c->ack_now = 1;
 		vr_net_count(&c->t->st.window_updates, 1);
 		tcp_conn_queue(c);

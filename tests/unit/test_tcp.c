@@ -1,7 +1,8 @@
 /*
  * test_tcp.c - TCP in the packetdrill style (test_tcp_harness.c): the
  * handshakes and their options, ISNs, RSTs for closed ports, malformed
- * segments, data both ways with delayed ACKs, out-of-order reassembly with
+ * segments, data both ways with delayed ACKs, a reader's ACK every second
+ * segment at any MSS, out-of-order reassembly with
  * SACK blocks, active open, refusal and SYN retries.
  */
 #include <errno.h>
@@ -167,6 +168,45 @@ static void test_every_second_segment_acked(void **state)
 	assert_int_equal(a->ack, PISN + 1 + 2920);
 }
 
+/*
+ * A bulk receiver that reads each segment as it comes ACKs every second
+ * one (RFC 1122 4.2.3.2), whatever the payload's relation to the MSS and to
+ * the window scale's rounding: the window the read opens is not worth an
+ * update of its own while the peer was told of more than half the buffer
+ * (RFC 9293 3.8.6.2.2; test_tcp_rtx's zero window has the update it needs).
+ * 1428 bytes is IPv6's payload at MTU 1500 beside timestamps, 1448 IPv4's.
+ */
+static void test_reader_acks_every_second_segment(void **state)
+{
+	static const struct { uint16_t mss, len; uint32_t rcvbuf; } cases[] = {
+		{ 1460, 1448, 0 }, { 1440, 1428, 0 }, { 1460, 1460, 0 }, { 1220, 1208, 0 },
+		{ 1460, 1448, 256 * 1024 }, { 1440, 1428, 256 * 1024 }, { 1440, 1428, 100000 },
+	};
+	static char blk[1460], buf[2048];
+
+	memset(blk, 'a', sizeof(blk));
+	for (unsigned k = 0; k < VR_ARRAY_SIZE(cases); k++) {
+		tconf.rcvbuf = cases[k].rcvbuf;
+		fixture_remake();
+		open_passive(&(struct opts){ .mss = cases[k].mss, .ws = 7 }, 65535);
+		uint32_t seq = PISN + 1;
+		unsigned acks = 0;
+		for (unsigned i = 0; i < 16; i++) {
+			peer_send(PORT, seq, iss + 1, F_ACK, 65535, blk, cases[k].len, NULL);
+			seq += cases[k].len;
+			assert_int_equal(vr_tcp_read(conn, buf, sizeof(buf)), cases[k].len);
+			tick(0);
+			for (unsigned j = 0; j < nout; j++)
+				assert_int_equal(out[j].ack, seq);
+			acks += nout;
+			nout = 0;
+		}
+		assert_int_equal(acks, 8);
+		/* A buffer over twice the SYN's unscaled 64 KB opens past it once. */
+		assert_int_equal(st()->window_updates, cases[k].rcvbuf / 2 > 0xffff);
+	}
+}
+
 static void test_ooo_reassembly_sack(void **state)
 {
 	char buf[32];
@@ -290,6 +330,8 @@ int main(void)
 		cmocka_unit_test(test_drop_names),
 		cmocka_unit_test_setup_teardown(test_data_and_delayed_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_every_second_segment_acked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reader_acks_every_second_segment, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_reassembly_sack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_active_open, setup, teardown),
