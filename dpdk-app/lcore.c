@@ -13,8 +13,11 @@
  * dpdk.c); one that arrives elsewhere is passed to the owner's inbox ring and
  * the owner processes it with its own. ARP replies are copied to every worker,
  * since each stack keeps its own neighbour cache and the reply to a request
- * one worker sent may arrive at another. Everything else (ARP requests, ICMP)
- * is answered by whichever worker receives it.
+ * one worker sent may arrive at another. An ICMP fragmentation-needed or
+ * ICMPv6 packet-too-big belongs to the worker owning the TCP flow it quotes
+ * (the quoted header is one we sent: its 4-tuple, turned round, hashes as
+ * the flow's frames do). Everything else (ARP requests, pings, ND
+ * solicitations) is answered by whichever worker receives it.
  *
  * Received frames are not copied: each mbuf is wrapped in a stack packet
  * descriptor (vr_net_pkt_wrap) and given back through ext_free when the stack
@@ -25,6 +28,7 @@
  * the stack builds in its own pool are copied into an mbuf on the way out.
  */
 #include <poll.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
 #include <rte_ethdev.h>
@@ -85,11 +89,62 @@ static inline uint32_t rd32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* The worker owning an IPv4 TCP flow, by the software Toeplitz hash (host order). */
+static unsigned tuple_owner4(const struct vr_dpdk *d, uint32_t src, uint32_t dst, uint16_t sport,
+			     uint16_t dport)
+{
+	struct rte_ipv4_tuple t = { .src_addr = src, .dst_addr = dst, .sport = sport, .dport = dport };
+	uint32_t h = rte_softrss((uint32_t *)&t, RTE_THASH_V4_L4_LEN, d->rss_key);
+
+	return (h % d->reta_size) % d->n_workers;
+}
+
+/* The same for IPv6: src and dst as they sit in a header (network order). */
+static unsigned tuple_owner6(const struct vr_dpdk *d, const uint8_t *src, const uint8_t *dst,
+			     uint16_t sport, uint16_t dport)
+{
+	struct rte_ipv6_hdr ip;
+	union rte_thash_tuple t;
+
+	memcpy(ip.src_addr, src, 16);
+	memcpy(ip.dst_addr, dst, 16);
+	rte_thash_load_v6_addrs(&ip, &t);
+	t.v6.sport = sport;
+	t.v6.dport = dport;
+	uint32_t h = rte_softrss((uint32_t *)&t, RTE_THASH_V6_L4_LEN, d->rss_key);
+	return (h % d->reta_size) % d->n_workers;
+}
+
 /*
- * frame_owner for an IPv6 frame f of len bytes (at least Ethernet + 8).
- * XXX an ICMPv6 packet-too-big (like IPv4's fragmentation-needed) stays on
- * the worker that received it, which drops it unless it owns the quoted flow.
+ * The owner of the TCP flow an ICMP fragmentation-needed quotes (icmp: its
+ * ICMP header, len bytes to the frame's end), or self. The quoted header
+ * went from us to the peer, so the peer's side is its destination; the
+ * NIC's RSS hash is of the ICMP packet's own addresses, not the flow's,
+ * so it is always hashed here.
  */
+static unsigned quoted_owner4(const struct dpdk_worker *w, const uint8_t *icmp, unsigned len)
+{
+	const uint8_t *q = icmp + 8;
+	unsigned ihl = (q[0] & 0xf) * 4u;
+
+	if (len < 8 + 20 + 4 || icmp[0] != 3 || icmp[1] != 4 || (q[0] >> 4) != 4 || ihl < 20 ||
+	    q[9] != IPPROTO_TCP || len < 8 + ihl + 4)
+		return w->id;
+	return tuple_owner4(w->d, rd32(q + 16), rd32(q + 12), rd16(q + ihl + 2), rd16(q + ihl));
+}
+
+/* The same for an ICMPv6 packet-too-big quoting TCP without extension headers. */
+static unsigned quoted_owner6(const struct dpdk_worker *w, const uint8_t *icmp, unsigned len)
+{
+	const struct rte_ipv6_hdr *q = (const struct rte_ipv6_hdr *)(icmp + 8);
+	const uint8_t *l4 = icmp + 8 + sizeof(*q);
+
+	if (len < 8 + sizeof(*q) + 4 || icmp[0] != 2 || q->proto != IPPROTO_TCP)
+		return w->id;
+	return tuple_owner6(w->d, q->dst_addr, q->src_addr, rd16(l4 + 2), rd16(l4));
+}
+
+/* frame_owner for an IPv6 frame f of len bytes (at least Ethernet + 8). */
 static unsigned frame_owner6(const struct dpdk_worker *w, const struct rte_mbuf *m,
 			     const uint8_t *f, unsigned len, bool *arp_reply)
 {
@@ -101,28 +156,23 @@ static unsigned frame_owner6(const struct dpdk_worker *w, const struct rte_mbuf 
 		return w->id;
 	if (ip->proto == IPPROTO_ICMPV6) {
 		*arp_reply = l4[0] == 136;       /* ND_NEIGHBOR_ADVERT */
-		return w->id;
+		if (d->n_workers == 1)
+			return w->id;
+		return quoted_owner6(w, l4, len - RTE_ETHER_HDR_LEN - sizeof(*ip));
 	}
 	if (ip->proto != IPPROTO_TCP || d->n_workers == 1)
 		return w->id;
-	uint32_t h;
-	if (d->rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH)) {
-		h = m->hash.rss;
-	} else {
-		union rte_thash_tuple t;
-		rte_thash_load_v6_addrs(ip, &t);
-		t.v6.sport = rd16(l4);
-		t.v6.dport = rd16(l4 + 2);
-		h = rte_softrss((uint32_t *)&t, RTE_THASH_V6_L4_LEN, d->rss_key);
-	}
-	return (h % d->reta_size) % d->n_workers;
+	if (d->rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH))
+		return (m->hash.rss % d->reta_size) % d->n_workers;
+	return tuple_owner6(d, ip->src_addr, ip->dst_addr, rd16(l4), rd16(l4 + 2));
 }
 
 /*
  * The worker owning m's flow; *arp_reply set for an ARP reply or an IPv6
  * neighbour advertisement (every worker's: each keeps its own neighbour
  * cache). Frames that are not unfragmented IPv4 TCP or IPv6 TCP without
- * extension headers are ours (ND solicitations, pings: any worker answers).
+ * extension headers, nor an ICMP error quoting such a flow, are ours (ND
+ * solicitations, pings: any worker answers).
  */
 static unsigned frame_owner(const struct dpdk_worker *w, const struct rte_mbuf *m,
 			    bool *arp_reply)
@@ -146,20 +196,14 @@ static unsigned frame_owner(const struct dpdk_worker *w, const struct rte_mbuf *
 	const uint8_t *ip = f + RTE_ETHER_HDR_LEN;
 	unsigned ihl = (ip[0] & 0xf) * 4u;
 	if (len < RTE_ETHER_HDR_LEN + 20 || (ip[0] >> 4) != 4 || ihl < 20 ||
-	    ip[9] != IPPROTO_TCP || ((ip[6] & 0x3f) | ip[7]) ||
+	    (ip[9] != IPPROTO_TCP && ip[9] != IPPROTO_ICMP) || ((ip[6] & 0x3f) | ip[7]) ||
 	    len < RTE_ETHER_HDR_LEN + ihl + 4)
 		return w->id;
-	uint32_t h;
-	if (d->rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH)) {
-		h = m->hash.rss;
-	} else {
-		struct rte_ipv4_tuple t = {
-			.src_addr = rd32(ip + 12), .dst_addr = rd32(ip + 16),
-			.sport = rd16(ip + ihl), .dport = rd16(ip + ihl + 2),
-		};
-		h = rte_softrss((uint32_t *)&t, RTE_THASH_V4_L4_LEN, d->rss_key);
-	}
-	return (h % d->reta_size) % d->n_workers;
+	if (ip[9] == IPPROTO_ICMP)
+		return quoted_owner4(w, ip + ihl, len - RTE_ETHER_HDR_LEN - ihl);
+	if (d->rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH))
+		return (m->hash.rss % d->reta_size) % d->n_workers;
+	return tuple_owner4(d, rd32(ip + 12), rd32(ip + 16), rd16(ip + ihl), rd16(ip + ihl + 2));
 }
 
 /* Hands frames to this worker's stack, each mbuf wrapped, not copied. */
@@ -445,6 +489,7 @@ static const struct vr_ctl_io_counter io_counters[] = {
 	NET(arp_requests_rx, "ARP requests received."),
 	NET(arp_replies_tx, "ARP replies sent."),
 	NET(icmp_echo_rx, "ICMP echo requests received."),
+	NET(icmp_pmtu_rx, "ICMP fragmentation-needed and ICMPv6 packet-too-big received."),
 	{ "net_dropped", "Frames the stack dropped below TCP, for any reason (the "
 	  "reasons are in the worker_stats log line at exit).", SRC_NET_DROPS, 0 },
 	WRK(steered, "Frames passed to the worker owning their flow."),
@@ -468,6 +513,7 @@ static const struct vr_ctl_io_counter io_counters[] = {
 	TCP(cookies_accepted, "ACKs accepted for a SYN cookie."),
 	TCP(challenge_acks, "Challenge ACKs sent (RFC 5961)."),
 	TCP(timeouts, "TCP connections given up on."),
+	TCP(pmtu_updates, "Path MTU messages that lowered a connection's MSS."),
 	{ "tcp_dropped", "TCP segments dropped, for any reason.", SRC_TCP_DROPS, 0 },
 };
 

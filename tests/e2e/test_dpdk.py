@@ -7,7 +7,9 @@ clients in a "VPS" network namespace, without hugepages or a NIC:
                       concurrent connections, SIGTERM in mid-session.
   AfPacketTwoWorkers  two workers on two af_packet queues (the kernel's
                       fanout is not our flow hash: frames are passed to the
-                      worker owning their flow): concurrent sessions, mail.
+                      worker owning their flow): concurrent sessions, mail,
+                      ICMP fragmentation-needed passed to the worker owning
+                      the session it quotes.
   AfXdp               one worker on net_af_xdp (an AF_XDP socket on the
                       veth, XDP program attached by the PMD): ping, swaks
                       with STARTTLS, 300 concurrent connections, the idle
@@ -511,6 +513,33 @@ class AfPacketTwoWorkers(AfPacketBase, unittest.TestCase):
     LCORES = "--lcores 0@0,1@1,2@1"
     SUFFIX = "b"
 
+    def test_1_frag_needed_steered_to_owner(self):
+        """Fragmentation-needed messages quoting a live session's segment in
+        flight, from 8 routers' addresses (the kernel's fanout puts them on
+        either queue): each reaches the worker that owns the session, whose
+        MSS each lowers (8 MTUs, each below the last)."""
+        relay_mac = link_mac(self.ns_relay, self.if_relay)
+        vps_mac = link_mac(self.ns_vps, self.if_vps)
+        net = self.relay_ip.rsplit(".", 1)[0]
+        me = net + ".50"
+
+        def run():
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)) as sock:
+                sock.bind((self.if_vps, 0))
+                sock.settimeout(0.2)
+                seq = hold_unacked(sock, relay_mac, vps_mac, self.relay_ip, me, 40050)
+                quoted = tcp_segment(self.relay_ip, me, PORT, 40050, seq, 1001, 0x18)
+                for i in range(8):
+                    sock.send(relay_mac + vps_mac + b"\x08\x00" +
+                              frag_needed("%s.%d" % (net, 100 + i), 1400 - 10 * i, quoted))
+                    time.sleep(0.05)    # in order, whichever way each goes
+            time.sleep(0.2)
+        self.vps(run)
+        m = self.io_metrics()
+        owner = max(m["tcp_pmtu_updates"], key=m["tcp_pmtu_updates"].get)
+        self.assertEqual(m["tcp_pmtu_updates"], {owner: 8, str(1 - int(owner)): 0})
+        self.assertEqual(m["icmp_pmtu_rx"], {owner: 8, str(1 - int(owner)): 0})
+
     def test_sessions_on_both_workers(self):
         self.assertEqual(self.vps(concurrent, self.relay_ip, 600), "ok")
         self.swaks_tls()
@@ -524,9 +553,10 @@ class AfPacketTwoWorkers(AfPacketBase, unittest.TestCase):
         # connection came after them
         self.assertEqual({w: o for w, (_, o) in stats.items()},
                          {w: int(v) for w, v in live["tcp_passive_opens"].items()})
-        # 601 connections spread over both workers by the flow hash, and
-        # the frames the kernel's fanout put on the other queue handed over
-        self.assertEqual(sum(o for _, o in stats.values()), 601)
+        # 601 connections (and test_1's) spread over both workers by the
+        # flow hash, and the frames the kernel's fanout put on the other
+        # queue handed over
+        self.assertEqual(sum(o for _, o in stats.values()), 602)
         for w, (steered, opens) in stats.items():
             self.assertGreater(opens, 100, w)
         self.assertGreater(sum(s for s, _ in stats.values()), 0)
@@ -705,17 +735,74 @@ class AfPacketFaults(AfPacketBase, unittest.TestCase):
         self.assertGreater(int(m.group(1)), 0)
 
 
-def tcp_segment(src, dst, sport, dport, seq, ack, flags, window=65535):
-    """An IPv4 header and a TCP header (no options, no payload), checksums
-    filled in: for a raw socket with IP_HDRINCL."""
+def ip_packet(src, dst, proto, payload):
+    """An IPv4 header (DF, no options, checksum filled in) before payload."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0x4000, 64, proto, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    return ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:] + payload
+
+
+def tcp_segment(src, dst, sport, dport, seq, ack, flags, window=65535, options=b""):
+    """An IPv4 header and a TCP header (options padded to words by the
+    caller, no payload), checksums filled in: for a raw socket with
+    IP_HDRINCL."""
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, window, 0, 0)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, (5 + len(options) // 4) << 4, flags,
+                      window, 0, 0) + options
     csum = checksum(s + d + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp)) + tcp)
     tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64,
-                     socket.IPPROTO_TCP, 0, s, d)
-    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-    return ip + tcp
+    return ip_packet(src, dst, socket.IPPROTO_TCP, tcp)
+
+
+def frag_needed(src, mtu, quoted):
+    """ICMP fragmentation needed (RFC 1191) from src, quoting the IPv4
+    packet quoted (its header and the first 8 bytes after it)."""
+    icmp = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + quoted[:28]
+    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+    dst = socket.inet_ntoa(quoted[12:16])
+    return ip_packet(src, dst, socket.IPPROTO_ICMP, icmp)
+
+
+def link_mac(ns, ifname):
+    r = sh("ip", "-n", ns, "-j", "link", "show", ifname)
+    return bytes.fromhex(json.loads(r.stdout)[0]["address"].replace(":", ""))
+
+
+def hold_unacked(sock, relay_mac, vps_mac, relay_ip, me, sport):
+    """A session from me:sport (an address no kernel owns, whose ARP this
+    answers) to relay_ip:25 over the packet socket sock, that never
+    acknowledges the relay's data: its banner stays in flight, as a path
+    MTU message requires. Returns the banner's sequence number."""
+    def send(ip):
+        sock.send(relay_mac + vps_mac + b"\x08\x00" + ip)
+    send(tcp_segment(me, relay_ip, sport, PORT, 1000, 0, 0x02,
+                     options=b"\x02\x04\x05\xb4"))        # MSS 1460
+    isn = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            f = sock.recv(2048)
+        except socket.timeout:
+            continue
+        etype = f[12:14]
+        if etype == b"\x08\x06" and f[20:22] == b"\x00\x01" and f[38:42] == socket.inet_aton(me):
+            sock.send(f[6:12] + vps_mac + b"\x08\x06" + f[14:20] + b"\x00\x02" + vps_mac +
+                      f[38:42] + f[22:28] + f[28:32])   # our ARP reply
+            continue
+        if etype != b"\x08\x00" or f[23] != socket.IPPROTO_TCP:
+            continue
+        ip = f[14:]
+        ihl = (ip[0] & 15) * 4
+        tcp = ip[ihl:]
+        sp, dp, seq = struct.unpack("!HHI", tcp[:8])
+        if ip[12:16] != socket.inet_aton(relay_ip) or (sp, dp) != (PORT, sport):
+            continue
+        if isn is None and tcp[13] == 0x12:              # SYN-ACK
+            isn = seq
+            send(tcp_segment(me, relay_ip, sport, PORT, 1001, isn + 1, 0x10))
+        elif isn is not None and len(tcp) > (tcp[12] >> 4) * 4:
+            return seq                                   # the banner: never acked
+    raise AssertionError("no banner from the relay")
 
 
 def raw_sender():
