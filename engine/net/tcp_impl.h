@@ -31,6 +31,7 @@
 #define TCP_TS_LEN       12          /* NOP NOP TS: what timestamps cost per segment */
 #define TCP_PAWS_IDLE_MS (24u * 86400 * 1000)  /* RFC 7323 §5.5: ts_recent goes stale */
 #define TCP_TLP_MIN_MS   10          /* the earliest tail loss probe */
+#define TCP_WCDELACK_MS  200         /* RFC 8985 §7.2: a peer's worst case delayed ACK */
 #define TCP_CHALLENGE_PER_S 10          /* challenge ACKs a connection sends a second */
 #define TCP_PMTU_MIN     552         /* a floor under ICMP's word, as Linux's min_pmtu */
 #define TCP_PMTU6_MIN    VR_NET_IP6_MTU_MIN  /* RFC 8201 §4: IPv6 never goes below */
@@ -118,7 +119,7 @@ struct vr_tcp_conn {
 	uint8_t *rbuf;
 	uint32_t rhead, rlen;
 	struct tcp_range ooo[TCP_OOO_MAX];   /* most recent first (RFC 2018 §4) */
-	uint8_t segs_unacked;        /* full segments since our last ACK */
+	uint32_t rcv_wup;            /* rcv_nxt when our last ACK left */
 	uint16_t rcv_mss;            /* the largest segment seen: what "full" means */
 
 	/* Timestamps (RFC 7323): ours run at 1 ms from a per-tuple offset. */

@@ -424,8 +424,15 @@ static int data_input(struct vr_tcp_conn *c, const struct tcp_seg *s, uint64_t n
 	if (c->nooo) {
 		ooo_pull(c);
 		c->ack_now = 1;              /* it filled (part of) a hole */
-	} else if (s->len >= c->rcv_mss && ++c->segs_unacked >= 2) {
-		c->ack_now = 1;              /* RFC 5681 §4.2: every second full segment */
+	} else if (c->rcv_nxt - c->rcv_wup > c->rcv_mss) {
+		/*
+		 * RFC 5681 §4.2: every second full segment; counted in bytes, as
+		 * Linux does, so a full segment and a short one are ACKed at once
+		 * too. Held, they would leave two segments out at the sender,
+		 * whose tail loss probe comes after two RTTs, not after our
+		 * delayed ACK (RFC 8985 §7.2 allows for that only with one out).
+		 */
+		c->ack_now = 1;
 	} else if (!c->delack_at) {
 		c->delack_at = now + t->conf.delack_ms;
 	}

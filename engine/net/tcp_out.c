@@ -211,7 +211,7 @@ static int seg_send(struct vr_tcp_conn *c, uint32_t seq, uint32_t len, uint8_t f
 		c->rcv_adv = c->rcv_nxt + wnd;
 		c->ack_now = 0;
 		c->delack_at = 0;
-		c->segs_unacked = 0;
+		c->rcv_wup = c->rcv_nxt;
 	}
 	vr_net_count(&t->st.sack_blocks_sent, nsack);
 	vr_net_count(&t->st.bytes_out, len);
@@ -343,19 +343,22 @@ void tcp_rtx_timeout(struct vr_tcp_conn *c, uint64_t now)
  * (cc_dupack then recovers at once) or its ACK ends the episode. In
  * recovery the probe is the first hole again: a lost retransmission is the
  * commonest RTO left (RACK's reordering window does this, §6.2). One probe
- * per episode, and none for a single segment in flight, where the peer's
- * delayed ACK is as likely as a loss.
+ * per episode. With a single segment in flight the peer may be holding its
+ * ACK for it (a delayed ACK, or the relay's until its 250): §7.2 adds the
+ * worst case delayed ACK, which puts the probe after our 200 ms RTO floor
+ * unless the RTO is longer.
  */
 static void tlp_arm(struct vr_tcp_conn *c, uint64_t now)
 {
 	uint32_t flight = c->snd_max - c->snd_una;
 
-	if (c->tlp_at || c->tlp_high || c->persist || !c->sack_ok ||
-	    !c->srtt8 || flight <= c->mss || !c->rtx_at)
+	if (c->tlp_at || c->tlp_high || c->persist || !c->sack_ok || !c->srtt8 || !c->rtx_at)
 		return;
-	uint64_t at = now + VR_MAX(2u * (c->srtt8 >> 3), TCP_TLP_MIN_MS);
-	if (at < c->rtx_at)
-		c->tlp_at = at;
+	uint64_t pto = VR_MAX(2u * (c->srtt8 >> 3), TCP_TLP_MIN_MS);
+	if (flight <= c->mss)
+		pto += TCP_WCDELACK_MS;
+	if (now + pto < c->rtx_at)
+		c->tlp_at = now + pto;
 }
 
 void tcp_tlp_timeout(struct vr_tcp_conn *c, uint64_t now)

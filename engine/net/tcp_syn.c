@@ -125,6 +125,7 @@ static struct vr_tcp_conn *cookie_check(struct vr_tcp *t, struct tcp_listener *l
 	c->irs = peer_isn;
 	c->rcv_nxt = s->seq;
 	c->rcv_adv = s->seq;
+	c->rcv_wup = s->seq;
 	c->iss = isn;
 	c->snd_una = c->snd_nxt = c->snd_max = s->ack;
 	c->recover = c->iss;

@@ -2,7 +2,7 @@
  * test_tcp.c - TCP in the packetdrill style (test_tcp_harness.c): the
  * handshakes and their options, ISNs, RSTs for closed ports, malformed
  * segments, data both ways with delayed ACKs, a reader's ACK every second
- * segment at any MSS, out-of-order reassembly with
+ * segment at any MSS, more than a segment's worth ACKed at once, out-of-order reassembly with
  * SACK blocks, active open, refusal and SYN retries.
  */
 #include <errno.h>
@@ -207,6 +207,30 @@ static void test_reader_acks_every_second_segment(void **state)
 	}
 }
 
+/*
+ * More than a full segment unacknowledged is ACKed at once, as Linux does,
+ * even when the second segment is not full: a message's tail of a full
+ * segment and a short one would otherwise wait for the reply behind it
+ * (the relay's 250 after fsync) while the sender, two segments out, sends
+ * a tail loss probe after two RTTs. A short one alone still waits.
+ */
+static void test_full_and_short_segment_acked_at_once(void **state)
+{
+	static char blk[1460];
+
+	open_passive(&(struct opts){ .mss = 1460, .ws = -1 }, 65535);
+	memset(blk, 'a', sizeof(blk));
+	peer_send(PORT, PISN + 1, iss + 1, F_ACK, 65535, blk, 1460, NULL);
+	assert_int_equal(nout, 0);
+	peer_send(PORT, PISN + 1461, iss + 1, F_ACK | F_PSH, 65535, ".\r\n", 3, NULL);
+	assert_int_equal(one()->ack, PISN + 1464);
+	peer_send(PORT, PISN + 1464, iss + 1, F_ACK | F_PSH, 65535, "QUIT\r\n", 6, NULL);
+	assert_int_equal(nout, 0);
+	tick(40);
+	assert_int_equal(one()->ack, PISN + 1470);
+	assert_int_equal(st()->delayed_acks, 1);
+}
+
 static void test_ooo_reassembly_sack(void **state)
 {
 	char buf[32];
@@ -331,6 +355,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_data_and_delayed_ack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_every_second_segment_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reader_acks_every_second_segment, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_full_and_short_segment_acked_at_once, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_reassembly_sack, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ooo_bounded, setup, teardown),

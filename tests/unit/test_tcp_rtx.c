@@ -198,10 +198,35 @@ static void test_no_probe_for_one_segment(void **state)
 	assert_int_equal(nout, 1);
 	nout = 0;
 	tick(199);
-	assert_int_equal(nout, 0);                 /* a delayed ACK is as likely: wait for the RTO */
+	assert_int_equal(nout, 0);                 /* the probe would wait 210 ms: the RTO first */
 	tick(1);
 	assert_int_equal(one()->seq, iss + 1);
 	assert_int_equal(st()->tlp_probes, 0);
+}
+
+/*
+ * RFC 8985 §7.2: with one segment out the probe allows for the peer's
+ * delayed ACK (2 RTTs, 10 ms at least, plus 200 ms), so it only comes
+ * before an RTO longer than that (here a 1 s floor); with more out it
+ * comes after 2 RTTs (test_tail_loss_probe).
+ */
+static void test_one_segment_probe_waits_for_delayed_ack(void **state)
+{
+	tconf.rto_min_ms = 1000;
+	fixture_remake();
+	open_passive(&sack1000, 65535);
+	assert_int_equal(vr_tcp_send(conn, blk, 500), 500);
+	tick(0);
+	assert_int_equal(nout, 1);
+	nout = 0;
+	tick(209);
+	assert_int_equal(nout, 0);
+	tick(1);
+	struct seg *s = one();
+	assert_int_equal(s->seq, iss + 1);
+	assert_int_equal(s->len, 500);
+	assert_int_equal(st()->tlp_probes, 1);
+	assert_int_equal(st()->rto_expired, 0);
 }
 
 static void test_peer_zero_window_probes(void **state)
@@ -354,6 +379,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_sack_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tail_loss_probe, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_probe_for_one_segment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_segment_probe_waits_for_delayed_ack, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_peer_zero_window_probes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_own_window_shuts_and_reopens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_buffer_full_writable, setup, teardown),
