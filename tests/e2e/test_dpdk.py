@@ -26,7 +26,9 @@ clients in a "VPS" network namespace, without hugepages or a NIC:
                       and [::]: ping -6 (Neighbor Discovery both ways), swaks
                       -6 plain and with STARTTLS from an address in the
                       account's /64 (accepted, the log naming it), refused
-                      from one outside it; IPv6 sessions on both workers.
+                      from one outside it; IPv6 sessions on both workers;
+                      packet-too-big passed to the worker owning the session
+                      it quotes.
 
 Each class makes its namespaces (the relay's own, so that the kernel there
 has no address on the relay's interface and stays out of its traffic, and
@@ -377,6 +379,36 @@ class DpdkBase:
     def message(self, subject):
         return R.message(subject, sender="user@example.com")
 
+    def assert_path_mtu_steered(self, relay_ip, me, routers):
+        """ICMP fragmentation-needed or ICMPv6 packet-too-big messages from
+        each of routers (the kernel's fanout puts them on either queue),
+        quoting the banner a session from me has in flight: each reaches the
+        worker owning the session, whose MSS each lowers (MTUs 1400, 1390,
+        ..., each below the last)."""
+        relay_mac = link_mac(self.ns_relay, self.if_relay)
+        vps_mac = link_mac(self.ns_vps, self.if_vps)
+        v6 = ":" in me
+
+        def run():
+            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)) as sock:
+                sock.bind((self.if_vps, 0))
+                sock.settimeout(0.2)
+                seq = hold_unacked(sock, relay_mac, vps_mac, relay_ip, me, 40050)
+                quoted = (tcp6_segment if v6 else tcp_segment)(relay_ip, me, PORT, 40050, seq,
+                                                               1001, 0x18)
+                for i, router in enumerate(routers):
+                    icmp = (packet_too_big if v6 else frag_needed)(router, 1400 - 10 * i, quoted)
+                    sock.send(relay_mac + vps_mac + (b"\x86\xdd" if v6 else b"\x08\x00") + icmp)
+                    time.sleep(0.05)    # in order, whichever way each goes
+            time.sleep(0.2)
+        before = self.io_metrics()
+        self.vps(run)
+        after = self.io_metrics()
+        for name in ("tcp_pmtu_updates", "icmp_pmtu_rx"):
+            got = {w: after[name][w] - before[name].get(w, 0) for w in after[name]}
+            owner = max(got, key=got.get)
+            self.assertEqual(got, {owner: len(routers), str(1 - int(owner)): 0}, name)
+
     def assert_idle_worker_sleeps(self):
         """With a session open and silent, the worker sleeps (on its packet
         or XDP socket) instead of polling: the relay uses under 5% of a cpu
@@ -514,31 +546,9 @@ class AfPacketTwoWorkers(AfPacketBase, unittest.TestCase):
     SUFFIX = "b"
 
     def test_1_frag_needed_steered_to_owner(self):
-        """Fragmentation-needed messages quoting a live session's segment in
-        flight, from 8 routers' addresses (the kernel's fanout puts them on
-        either queue): each reaches the worker that owns the session, whose
-        MSS each lowers (8 MTUs, each below the last)."""
-        relay_mac = link_mac(self.ns_relay, self.if_relay)
-        vps_mac = link_mac(self.ns_vps, self.if_vps)
         net = self.relay_ip.rsplit(".", 1)[0]
-        me = net + ".50"
-
-        def run():
-            with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)) as sock:
-                sock.bind((self.if_vps, 0))
-                sock.settimeout(0.2)
-                seq = hold_unacked(sock, relay_mac, vps_mac, self.relay_ip, me, 40050)
-                quoted = tcp_segment(self.relay_ip, me, PORT, 40050, seq, 1001, 0x18)
-                for i in range(8):
-                    sock.send(relay_mac + vps_mac + b"\x08\x00" +
-                              frag_needed("%s.%d" % (net, 100 + i), 1400 - 10 * i, quoted))
-                    time.sleep(0.05)    # in order, whichever way each goes
-            time.sleep(0.2)
-        self.vps(run)
-        m = self.io_metrics()
-        owner = max(m["tcp_pmtu_updates"], key=m["tcp_pmtu_updates"].get)
-        self.assertEqual(m["tcp_pmtu_updates"], {owner: 8, str(1 - int(owner)): 0})
-        self.assertEqual(m["icmp_pmtu_rx"], {owner: 8, str(1 - int(owner)): 0})
+        self.assert_path_mtu_steered(self.relay_ip, net + ".50",
+                                     ["%s.%d" % (net, 100 + i) for i in range(8)])
 
     def test_sessions_on_both_workers(self):
         self.assertEqual(self.vps(concurrent, self.relay_ip, 600), "ok")
@@ -742,16 +752,47 @@ def ip_packet(src, dst, proto, payload):
     return ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:] + payload
 
 
-def tcp_segment(src, dst, sport, dport, seq, ack, flags, window=65535, options=b""):
-    """An IPv4 header and a TCP header (options padded to words by the
-    caller, no payload), checksums filled in: for a raw socket with
-    IP_HDRINCL."""
-    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+def tcp_header(sport, dport, seq, ack, flags, window, options, pseudo):
+    """A TCP header (options padded to words by the caller, no payload),
+    its checksum over pseudo, the pseudo-header less the length."""
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, (5 + len(options) // 4) << 4, flags,
                       window, 0, 0) + options
-    csum = checksum(s + d + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp)) + tcp)
-    tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
-    return ip_packet(src, dst, socket.IPPROTO_TCP, tcp)
+    csum = checksum(pseudo + struct.pack("!H", len(tcp)) + tcp)
+    return tcp[:16] + struct.pack("!H", csum) + tcp[18:]
+
+
+def tcp_segment(src, dst, sport, dport, seq, ack, flags, window=65535, options=b""):
+    """An IPv4 header and a TCP header, checksums filled in: for a raw
+    socket with IP_HDRINCL."""
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + b"\0\x06"
+    return ip_packet(src, dst, socket.IPPROTO_TCP,
+                     tcp_header(sport, dport, seq, ack, flags, window, options, pseudo))
+
+
+def ip6_packet(src, dst, nh, payload):
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), nh, 255,    # as ND requires
+                       socket.inet_pton(socket.AF_INET6, src),
+                       socket.inet_pton(socket.AF_INET6, dst)) + payload
+
+
+def pseudo6(src, dst, nh):
+    """RFC 8200 8.1's pseudo-header less the length, which the caller adds
+    as 16 bits (the upper 16 are zero, and the order of the words does not
+    change their sum)."""
+    return (socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst) +
+            struct.pack("!HBB", 0, 0, nh))
+
+
+def tcp6_segment(src, dst, sport, dport, seq, ack, flags, window=65535, options=b""):
+    return ip6_packet(src, dst, socket.IPPROTO_TCP,
+                      tcp_header(sport, dport, seq, ack, flags, window, options,
+                                 pseudo6(src, dst, socket.IPPROTO_TCP)))
+
+
+def icmp6_packet(src, dst, body):
+    """An ICMPv6 message (body from its type on, checksum zero) in IPv6."""
+    csum = checksum(pseudo6(src, dst, 58) + struct.pack("!H", len(body)) + body)
+    return ip6_packet(src, dst, 58, body[:2] + struct.pack("!H", csum) + body[4:])
 
 
 def frag_needed(src, mtu, quoted):
@@ -763,20 +804,32 @@ def frag_needed(src, mtu, quoted):
     return ip_packet(src, dst, socket.IPPROTO_ICMP, icmp)
 
 
+def packet_too_big(src, mtu, quoted):
+    """ICMPv6 packet too big (RFC 4443 3.2) from src, quoting quoted."""
+    dst = socket.inet_ntop(socket.AF_INET6, quoted[8:24])
+    return icmp6_packet(src, dst, struct.pack("!BBHI", 2, 0, 0, mtu) + quoted)
+
+
 def link_mac(ns, ifname):
     r = sh("ip", "-n", ns, "-j", "link", "show", ifname)
     return bytes.fromhex(json.loads(r.stdout)[0]["address"].replace(":", ""))
 
 
 def hold_unacked(sock, relay_mac, vps_mac, relay_ip, me, sport):
-    """A session from me:sport (an address no kernel owns, whose ARP this
-    answers) to relay_ip:25 over the packet socket sock, that never
-    acknowledges the relay's data: its banner stays in flight, as a path
-    MTU message requires. Returns the banner's sequence number."""
+    """A session from me:sport (an address no kernel owns, whose ARP or
+    neighbour solicitation this answers) to relay_ip:25, IPv4 or IPv6, over
+    the packet socket sock, that never acknowledges the relay's data: its
+    banner stays in flight, as a path MTU message requires. Returns the
+    banner's sequence number."""
+    v6 = ":" in me
+    segment = tcp6_segment if v6 else tcp_segment
+    etype = b"\x86\xdd" if v6 else b"\x08\x00"
+    fam = socket.AF_INET6 if v6 else socket.AF_INET
+    me_b, relay_b = socket.inet_pton(fam, me), socket.inet_pton(fam, relay_ip)
+
     def send(ip):
-        sock.send(relay_mac + vps_mac + b"\x08\x00" + ip)
-    send(tcp_segment(me, relay_ip, sport, PORT, 1000, 0, 0x02,
-                     options=b"\x02\x04\x05\xb4"))        # MSS 1460
+        sock.send(relay_mac + vps_mac + etype + ip)
+    send(segment(me, relay_ip, sport, PORT, 1000, 0, 0x02, options=b"\x02\x04\x05\xb4"))
     isn = None
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -784,22 +837,32 @@ def hold_unacked(sock, relay_mac, vps_mac, relay_ip, me, sport):
             f = sock.recv(2048)
         except socket.timeout:
             continue
-        etype = f[12:14]
-        if etype == b"\x08\x06" and f[20:22] == b"\x00\x01" and f[38:42] == socket.inet_aton(me):
+        if f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x01" and f[38:42] == me_b:
             sock.send(f[6:12] + vps_mac + b"\x08\x06" + f[14:20] + b"\x00\x02" + vps_mac +
-                      f[38:42] + f[22:28] + f[28:32])   # our ARP reply
+                      f[38:42] + f[22:28] + f[28:32])   # ARP reply
             continue
-        if etype != b"\x08\x00" or f[23] != socket.IPPROTO_TCP:
+        if f[12:14] != etype:
             continue
         ip = f[14:]
-        ihl = (ip[0] & 15) * 4
-        tcp = ip[ihl:]
+        if v6:
+            if ip[6] == 58 and ip[40] == 135 and ip[48:64] == me_b:   # solicitation
+                src = socket.inet_ntop(fam, ip[8:24])
+                na = struct.pack("!BBHI", 136, 0, 0, 0x60000000) + me_b + b"\x02\x01" + vps_mac
+                sock.send(f[6:12] + vps_mac + etype + icmp6_packet(me, src, na))
+                continue
+            if ip[6] != socket.IPPROTO_TCP or ip[8:24] != relay_b:
+                continue
+            tcp = ip[40:]
+        else:
+            if ip[9] != socket.IPPROTO_TCP or ip[12:16] != relay_b:
+                continue
+            tcp = ip[(ip[0] & 15) * 4:]
         sp, dp, seq = struct.unpack("!HHI", tcp[:8])
-        if ip[12:16] != socket.inet_aton(relay_ip) or (sp, dp) != (PORT, sport):
+        if (sp, dp) != (PORT, sport):
             continue
         if isn is None and tcp[13] == 0x12:              # SYN-ACK
             isn = seq
-            send(tcp_segment(me, relay_ip, sport, PORT, 1001, isn + 1, 0x10))
+            send(segment(me, relay_ip, sport, PORT, 1001, isn + 1, 0x10))
         elif isn is not None and len(tcp) > (tcp[12] >> 4) * 4:
             return seq                                   # the banner: never acked
     raise AssertionError("no banner from the relay")
@@ -957,6 +1020,11 @@ class AfPacketIPv6(AfPacketBase, unittest.TestCase):
         self.assertEqual(sorted(opens), ["0", "1"])
         for w, n in opens.items():
             self.assertGreater(n, 40, w)
+
+    def test_7_packet_too_big_steered_to_owner(self):
+        net6 = self.relay_ip6.rsplit("::", 1)[0]
+        self.assert_path_mtu_steered(self.relay_ip6, net6 + ":1::50",
+                                     ["%s::%x" % (net6, 0x100 + i) for i in range(8)])
 
     def test_9_sigterm(self):
         self.assert_clean_stop()
