@@ -9,9 +9,9 @@
  * up to DPDK_GRACE_MS, then resets what is left and sends those resets
  * before it returns.
  *
- * Steering: a TCP frame belongs to the worker its 4-tuple hashes to (see
- * dpdk.c); one that arrives elsewhere is passed to the owner's inbox ring and
- * the owner processes it with its own. ARP replies are copied to every worker,
+ * Steering (steer.c): a TCP frame belongs to the worker its 4-tuple hashes
+ * to (see dpdk.c); one that arrives elsewhere is passed to the owner's inbox
+ * ring and the owner processes it with its own. ARP replies are copied to every worker,
  * since each stack keeps its own neighbour cache and the reply to a request
  * one worker sent may arrive at another. An ICMP fragmentation-needed or
  * ICMPv6 packet-too-big belongs to the worker owning the TCP flow it quotes
@@ -28,18 +28,16 @@
  * the stack builds in its own pool are copied into an mbuf on the way out.
  */
 #include <poll.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <sys/prctl.h>
 #include <rte_ethdev.h>
-#include <rte_ip.h>
 #include <rte_lcore.h>
-#include <rte_thash.h>
 #include <urcu-qsbr.h>
 
 #include "vmrelay/clock.h"
 #include "vmrelay/log.h"
 #include "dpdk_impl.h"
+#include "steer.h"
 
 /*
  * A worker that found nothing to do IDLE_ROUNDS rounds in a row sleeps. Where
@@ -79,131 +77,18 @@ static inline void count(uint64_t *c, uint64_t n)
 	__atomic_store_n(c, *c + n, __ATOMIC_RELAXED);
 }
 
-static inline uint16_t rd16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static inline uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* The worker owning an IPv4 TCP flow, by the software Toeplitz hash (host order). */
-static unsigned tuple_owner4(const struct vr_dpdk *d, uint32_t src, uint32_t dst, uint16_t sport,
-			     uint16_t dport)
-{
-	struct rte_ipv4_tuple t = { .src_addr = src, .dst_addr = dst, .sport = sport, .dport = dport };
-	uint32_t h = rte_softrss((uint32_t *)&t, RTE_THASH_V4_L4_LEN, d->rss_key);
-
-	return (h % d->reta_size) % d->n_workers;
-}
-
-/* The same for IPv6: src and dst as they sit in a header (network order). */
-static unsigned tuple_owner6(const struct vr_dpdk *d, const uint8_t *src, const uint8_t *dst,
-			     uint16_t sport, uint16_t dport)
-{
-	struct rte_ipv6_hdr ip;
-	union rte_thash_tuple t;
-
-	memcpy(ip.src_addr, src, 16);
-	memcpy(ip.dst_addr, dst, 16);
-	rte_thash_load_v6_addrs(&ip, &t);
-	t.v6.sport = sport;
-	t.v6.dport = dport;
-	uint32_t h = rte_softrss((uint32_t *)&t, RTE_THASH_V6_L4_LEN, d->rss_key);
-	return (h % d->reta_size) % d->n_workers;
-}
-
-/*
- * The owner of the TCP flow an ICMP fragmentation-needed quotes (icmp: its
- * ICMP header, len bytes to the frame's end), or self. The quoted header
- * went from us to the peer, so the peer's side is its destination; the
- * NIC's RSS hash is of the ICMP packet's own addresses, not the flow's,
- * so it is always hashed here.
- */
-static unsigned quoted_owner4(const struct dpdk_worker *w, const uint8_t *icmp, unsigned len)
-{
-	const uint8_t *q = icmp + 8;
-	unsigned ihl = (q[0] & 0xf) * 4u;
-
-	if (len < 8 + 20 + 4 || icmp[0] != 3 || icmp[1] != 4 || (q[0] >> 4) != 4 || ihl < 20 ||
-	    q[9] != IPPROTO_TCP || len < 8 + ihl + 4)
-		return w->id;
-	return tuple_owner4(w->d, rd32(q + 16), rd32(q + 12), rd16(q + ihl + 2), rd16(q + ihl));
-}
-
-/* The same for an ICMPv6 packet-too-big quoting TCP without extension headers. */
-static unsigned quoted_owner6(const struct dpdk_worker *w, const uint8_t *icmp, unsigned len)
-{
-	const struct rte_ipv6_hdr *q = (const struct rte_ipv6_hdr *)(icmp + 8);
-	const uint8_t *l4 = icmp + 8 + sizeof(*q);
-
-	if (len < 8 + sizeof(*q) + 4 || icmp[0] != 2 || q->proto != IPPROTO_TCP)
-		return w->id;
-	return tuple_owner6(w->d, q->dst_addr, q->src_addr, rd16(l4 + 2), rd16(l4));
-}
-
-/* frame_owner for an IPv6 frame f of len bytes (at least Ethernet + 8). */
-static unsigned frame_owner6(const struct dpdk_worker *w, const struct rte_mbuf *m,
-			     const uint8_t *f, unsigned len, bool *arp_reply)
-{
-	const struct vr_dpdk *d = w->d;
-	const struct rte_ipv6_hdr *ip = (const struct rte_ipv6_hdr *)(f + RTE_ETHER_HDR_LEN);
-	const uint8_t *l4 = f + RTE_ETHER_HDR_LEN + sizeof(*ip);
-
-	if (len < RTE_ETHER_HDR_LEN + sizeof(*ip) + 4)
-		return w->id;
-	if (ip->proto == IPPROTO_ICMPV6) {
-		*arp_reply = l4[0] == 136;       /* ND_NEIGHBOR_ADVERT */
-		if (d->n_workers == 1)
-			return w->id;
-		return quoted_owner6(w, l4, len - RTE_ETHER_HDR_LEN - sizeof(*ip));
-	}
-	if (ip->proto != IPPROTO_TCP || d->n_workers == 1)
-		return w->id;
-	if (d->rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH))
-		return (m->hash.rss % d->reta_size) % d->n_workers;
-	return tuple_owner6(d, ip->src_addr, ip->dst_addr, rd16(l4), rd16(l4 + 2));
-}
-
-/*
- * The worker owning m's flow; *arp_reply set for an ARP reply or an IPv6
- * neighbour advertisement (every worker's: each keeps its own neighbour
- * cache). Frames that are not unfragmented IPv4 TCP or IPv6 TCP without
- * extension headers, nor an ICMP error quoting such a flow, are ours (ND
- * solicitations, pings: any worker answers).
- */
+/* The worker owning m's flow (steer.c); *arp_reply for a frame every worker needs. */
 static unsigned frame_owner(const struct dpdk_worker *w, const struct rte_mbuf *m,
 			    bool *arp_reply)
 {
 	const struct vr_dpdk *d = w->d;
-	const uint8_t *f = rte_pktmbuf_mtod(m, const uint8_t *);
-	unsigned len = m->data_len;
+	const struct vr_dpdk_steer st = {
+		.n_workers = d->n_workers, .reta_size = d->reta_size, .rss_key = d->rss_key,
+	};
+	bool hw = d->rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH);
 
-	*arp_reply = false;
-	if (len < RTE_ETHER_HDR_LEN + 8)
-		return w->id;
-	uint16_t type = rd16(f + 12);
-	if (type == RTE_ETHER_TYPE_ARP) {
-		*arp_reply = rd16(f + RTE_ETHER_HDR_LEN + 6) == 2;
-		return w->id;
-	}
-	if (type == RTE_ETHER_TYPE_IPV6)
-		return frame_owner6(w, m, f, len, arp_reply);
-	if (type != RTE_ETHER_TYPE_IPV4 || d->n_workers == 1)
-		return w->id;
-	const uint8_t *ip = f + RTE_ETHER_HDR_LEN;
-	unsigned ihl = (ip[0] & 0xf) * 4u;
-	if (len < RTE_ETHER_HDR_LEN + 20 || (ip[0] >> 4) != 4 || ihl < 20 ||
-	    (ip[9] != IPPROTO_TCP && ip[9] != IPPROTO_ICMP) || ((ip[6] & 0x3f) | ip[7]) ||
-	    len < RTE_ETHER_HDR_LEN + ihl + 4)
-		return w->id;
-	if (ip[9] == IPPROTO_ICMP)
-		return quoted_owner4(w, ip + ihl, len - RTE_ETHER_HDR_LEN - ihl);
-	if (d->rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH))
-		return (m->hash.rss % d->reta_size) % d->n_workers;
-	return tuple_owner4(d, rd32(ip + 12), rd32(ip + 16), rd16(ip + ihl), rd16(ip + ihl + 2));
+	return vr_dpdk_frame_owner(&st, rte_pktmbuf_mtod(m, const uint8_t *), m->data_len,
+				   hw ? &m->hash.rss : NULL, w->id, arp_reply);
 }
 
 /* Hands frames to this worker's stack, each mbuf wrapped, not copied. */
