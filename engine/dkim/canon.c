@@ -224,7 +224,7 @@ scan64(bool relaxed, const uint8_t *p, size_t *pi, size_t n, uint8_t **po,
 }
 
 /* Whether scan64() runs here: asked once, the answer kept. */
-static bool have_block64(void)
+static bool have_scan64(void)
 {
 	static int have = -1;
 
@@ -253,7 +253,7 @@ scan(struct vr_dkim_body *b, bool relaxed, const uint8_t *p, size_t *pi, size_t 
 	int rc = 0;
 
 #if defined(__x86_64__)
-	const bool wide = have_block64();
+	const bool wide = have_scan64();
 #endif
 
 	for (;;) {
