@@ -223,14 +223,11 @@ scan64(bool relaxed, const uint8_t *p, size_t *pi, size_t n, uint8_t **po,
 	*po = o;
 }
 
-/* Whether scan64() runs here: asked once, the answer kept. */
+/* Whether scan64() runs here: two bit tests of what libgcc read from
+ * CPUID at start, so no cache (and no race between signing threads). */
 static bool have_scan64(void)
 {
-	static int have = -1;
-
-	if (have < 0)
-		have = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi2");
-	return have;
+	return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vbmi2");
 }
 #endif
 
