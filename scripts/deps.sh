@@ -7,7 +7,7 @@ packages=(
 	# build
 	build-essential meson ninja-build pkg-config clang
 	libdpdk-dev liburcu-dev libinih-dev libjansson-dev libjemalloc-dev
-	libssl-dev libunbound-dev libhiredis-dev libcmocka-dev libclang-rt-14-dev
+	libssl-dev libsodium-dev libunbound-dev libhiredis-dev libcmocka-dev libclang-rt-14-dev
 	# libunbound.pc names these as private requirements, and meson asks
 	libevent-dev nettle-dev
 	# test peers and tools
