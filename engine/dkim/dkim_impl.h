@@ -18,6 +18,10 @@
  * lock and a provider lookup per message. NULL if OpenSSL has none. */
 const EVP_MD *vr_dkim_sha256(void);
 
+/* libsodium's 64-byte Ed25519 secret key made for pkey when it loaded
+ * (key.c), or NULL: not an Ed25519 key loaded by vr_dkim_key_load(). */
+const uint8_t *vr_dkim_ed25519_sk(const EVP_PKEY *pkey);
+
 #define VR_DKIM_STAGE 8192
 
 /*

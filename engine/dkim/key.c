@@ -7,6 +7,12 @@
  * bad key file fails the load (and the reload keeps the old table) rather
  * than the first delivery. A loaded EVP_PKEY is only read afterwards, which
  * OpenSSL allows from any number of threads.
+ *
+ * Ed25519 signs with libsodium (2-2.7x faster than OpenSSL 3.0 here, same
+ * bytes: RFC 8032 signatures are deterministic). Its 64-byte secret key is
+ * made from the seed OpenSSL read and hangs off the EVP_PKEY as ex_data, so
+ * it lives and dies with that refcounted key however the accounts table
+ * shares it, and is wiped when the key is freed.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,6 +23,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <sodium.h>
 
 #include "vmrelay/log.h"
 #include "dkim_impl.h"
@@ -33,6 +40,80 @@ const EVP_MD *vr_dkim_sha256(void)
 {
 	pthread_once(&sha256_once, sha256_fetch);
 	return sha256;
+}
+
+/* sodium_init() and the ex_data slot, once, on whichever thread loads the
+ * first key; both are read-only afterwards. */
+static int ed25519_idx = -1;
+static pthread_once_t ed25519_once = PTHREAD_ONCE_INIT;
+
+/* The key's own copy goes with it: a duplicate gets none rather than a
+ * second owner of the same buffer. */
+static int ed25519_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d,
+		       int idx, long argl, void *argp)
+{
+	*from_d = NULL;
+	return 1;
+}
+
+/* Plain malloc, wiped on free: sodium_malloc's guard pages would cost a
+ * few mappings and locked pages per key, and a table has thousands. */
+static void ed25519_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+			 void *argp)
+{
+	if (ptr) {
+		sodium_memzero(ptr, crypto_sign_SECRETKEYBYTES);
+		free(ptr);
+	}
+}
+
+static void ed25519_setup(void)
+{
+	if (sodium_init() >= 0)
+		ed25519_idx = EVP_PKEY_get_ex_new_index(0, NULL, NULL, ed25519_dup,
+							 ed25519_free);
+}
+
+const uint8_t *vr_dkim_ed25519_sk(const EVP_PKEY *pkey)
+{
+	return ed25519_idx < 0 ? NULL : EVP_PKEY_get_ex_data(pkey, ed25519_idx);
+}
+
+/* Makes libsodium's secret key from the seed and attaches it to pkey,
+ * refusing a key whose public half libsodium derives otherwise than
+ * OpenSSL (a seed both should expand alike: RFC 8032 5.1.5). */
+static int ed25519_attach(EVP_PKEY *pkey, const char *path, char *err, size_t errlen)
+{
+	uint8_t seed[crypto_sign_SEEDBYTES], pk[crypto_sign_PUBLICKEYBYTES], ossl_pk[32];
+	size_t seedlen = sizeof(seed), pklen = sizeof(ossl_pk);
+	uint8_t *sk = NULL;
+	int rc = -EINVAL;
+
+	pthread_once(&ed25519_once, ed25519_setup);
+	if (ed25519_idx < 0) {
+		snprintf(err, errlen, "%s: libsodium failed to initialise", path);
+		return -EIO;
+	}
+	if (EVP_PKEY_get_raw_private_key(pkey, seed, &seedlen) != 1 || seedlen != sizeof(seed) ||
+	    EVP_PKEY_get_raw_public_key(pkey, ossl_pk, &pklen) != 1 || pklen != sizeof(ossl_pk))
+		snprintf(err, errlen, "%s: OpenSSL gives no raw Ed25519 key", path);
+	else if (!(sk = malloc(crypto_sign_SECRETKEYBYTES)))
+		rc = -ENOMEM, snprintf(err, errlen, "%s: out of memory", path);
+	else if (crypto_sign_seed_keypair(pk, sk, seed) != 0 ||
+		 sodium_memcmp(pk, ossl_pk, sizeof(pk)) != 0)
+		snprintf(err, errlen, "%s: libsodium derives another Ed25519 public key from it "
+			 "than OpenSSL does: refused", path);
+	else if (EVP_PKEY_set_ex_data(pkey, ed25519_idx, sk) != 1)
+		rc = -ENOMEM, snprintf(err, errlen, "%s: out of memory", path);
+	else
+		rc = 0;
+	sodium_memzero(seed, sizeof(seed));
+	if (rc < 0 && sk) {
+		sodium_memzero(sk, crypto_sign_SECRETKEYBYTES);
+		free(sk);
+	}
+	ERR_clear_error();
+	return rc;
 }
 
 /* An encrypted key would make OpenSSL prompt on the terminal: refuse. */
@@ -79,6 +160,11 @@ int vr_dkim_key_load(struct vr_dkim_key *k, char *err, size_t errlen)
 			 k->key, bits, VR_DKIM_RSA_MIN_BITS);
 		EVP_PKEY_free(pkey);
 		return -EKEYREJECTED;
+	}
+	int rc;
+	if (k->alg == VR_DKIM_ED25519_SHA256 && (rc = ed25519_attach(pkey, k->key, err, errlen)) < 0) {
+		EVP_PKEY_free(pkey);
+		return rc;
 	}
 	/* RFC 8301 3.2: signers SHOULD use 2048 bits; 1024 still verifies. */
 	if (k->alg == VR_DKIM_RSA_SHA256 && bits < 2048)

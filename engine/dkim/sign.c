@@ -10,9 +10,9 @@
  * hash and signs it: dual signing costs one body hash and one header pass.
  *
  * A signer can be reset for the next message and keeps what it allocated,
- * including each key's signing context: setting one up (OpenSSL fetches
- * the algorithm by name) costs a few microseconds, some 5% of an Ed25519
- * signature. A freed signer is kept as its thread's spare, and the next
+ * including each RSA key's signing context: setting one up (OpenSSL
+ * fetches the algorithm by name) costs a few microseconds. Ed25519 needs
+ * none: libsodium signs with the secret key made when the key loaded. A freed signer is kept as its thread's spare, and the next
  * new one on that thread is the spare reset, so a caller that makes a
  * signer per message pays no more than one that resets its own.
  */
@@ -26,6 +26,7 @@
 
 #include <openssl/err.h>
 #include <openssl/rsa.h>
+#include <sodium.h>
 
 #include "dkim_impl.h"
 
@@ -58,13 +59,12 @@ static const char *const canon_names[] = {
 /* A header block buffer grown past this is given back between messages. */
 #define HDR_KEEP (64u * 1024)
 
-/* A key's signing context, ready for the next signature. It holds a
+/* An RSA key's signing context, ready for the next signature. It holds a
  * reference to pkey, so pkey stays valid (and its address cannot be
  * reused by another key) while cached, even across a table reload. */
 struct key_ctx {
 	const EVP_PKEY *pkey;
-	EVP_MD_CTX *md;              /* Ed25519: EVP_DigestSign one-shot */
-	EVP_PKEY_CTX *pk;            /* RSA: EVP_PKEY_sign */
+	EVP_PKEY_CTX *pk;            /* EVP_PKEY_sign */
 };
 
 /* A header field we sign: where it sits in the header block. */
@@ -231,7 +231,6 @@ int vr_dkim_signer_reset_for(struct vr_dkim_signer *s, const struct vr_account *
 
 static void key_ctx_free(struct key_ctx *c)
 {
-	EVP_MD_CTX_free(c->md);
 	EVP_PKEY_CTX_free(c->pk);
 	*c = (struct key_ctx){ 0 };
 }
@@ -573,42 +572,41 @@ static int openssl_fail(struct vr_dkim_signer *s, const char *what)
 	return fail(s, -EIO, "%s: %s", what, e);
 }
 
-/* RFC 6376 3.3.1: RSASSA-PKCS1-v1_5 over the SHA-256 hash; RFC 8463 3:
- * PureEdDSA over the same 32-byte hash. The context is the key's cached
- * one, or set up now in the slot used longest ago. */
+/* RFC 8463 3: PureEdDSA over the 32-byte SHA-256 hash, by libsodium with
+ * the secret key made at load (key.c); RFC 6376 3.3.1: RSASSA-PKCS1-v1_5
+ * over the same hash, by OpenSSL with the key's cached context, or one
+ * set up now in the slot used longest ago. */
 static int sign_hash(struct vr_dkim_signer *s, const struct vr_dkim_key *k,
 		     const uint8_t hash[32], uint8_t *sig, size_t *siglen)
 {
-	struct key_ctx *c = NULL;
-	bool ok = true;
+	if (k->alg == VR_DKIM_ED25519_SHA256) {
+		const uint8_t *sk = vr_dkim_ed25519_sk(k->pkey);
+		unsigned long long n;
 
+		if (!sk || *siglen < crypto_sign_BYTES ||
+		    crypto_sign_detached(sig, &n, hash, 32, sk) != 0)
+			return fail(s, -EIO, "%s: no Ed25519 signing key", k->key);
+		*siglen = (size_t)n;
+		return 0;
+	}
+
+	struct key_ctx *c = NULL;
 	for (unsigned i = 0; i < KEY_CTX && !c; i++)
 		if (s->keys[i].pkey == k->pkey)
 			c = &s->keys[i];
 	if (!c) {
 		c = &s->keys[s->next_key++ % KEY_CTX];
 		key_ctx_free(c);
-		if (k->alg == VR_DKIM_ED25519_SHA256) {
-			c->md = EVP_MD_CTX_new();
-			ok = c->md && EVP_DigestSignInit_ex(c->md, NULL, NULL, NULL, NULL, k->pkey,
-							    NULL) == 1;
-		} else {
-			c->pk = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL);
-			ok = c->pk && EVP_PKEY_sign_init(c->pk) == 1 &&
-			     EVP_PKEY_CTX_set_rsa_padding(c->pk, RSA_PKCS1_PADDING) == 1 &&
-			     EVP_PKEY_CTX_set_signature_md(c->pk, vr_dkim_sha256()) == 1;
-		}
-		if (!ok) {
+		c->pk = EVP_PKEY_CTX_new_from_pkey(NULL, k->pkey, NULL);
+		if (!c->pk || EVP_PKEY_sign_init(c->pk) != 1 ||
+		    EVP_PKEY_CTX_set_rsa_padding(c->pk, RSA_PKCS1_PADDING) != 1 ||
+		    EVP_PKEY_CTX_set_signature_md(c->pk, vr_dkim_sha256()) != 1) {
 			key_ctx_free(c);
 			return openssl_fail(s, k->key);
 		}
 		c->pkey = k->pkey;
 	}
-	if (c->md)
-		ok = EVP_DigestSign(c->md, sig, siglen, hash, 32) == 1;
-	else
-		ok = EVP_PKEY_sign(c->pk, sig, siglen, hash, 32) == 1;
-	return ok ? 0 : openssl_fail(s, k->key);
+	return EVP_PKEY_sign(c->pk, sig, siglen, hash, 32) == 1 ? 0 : openssl_fail(s, k->key);
 }
 
 /* Signatures up to RSA-8192 and their base64 sit on the stack; larger
