@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -664,6 +665,99 @@ static void corpus_build(void)
 	free(m);
 }
 
+/*
+ * The signed header hash rebuilt here from the message and the signature
+ * field alone (RFC 6376 3.7, 5.4.2: each name in h= takes that name's
+ * next field from the bottom, none once they run out; then the signature
+ * field through "b=" with no CRLF), hashed, and signed by OpenSSL's
+ * EVP_DigestSign: base64 of that, which our b= (libsodium's) must equal.
+ */
+static void openssl_b(const char *msg, size_t len, const char *sig, enum vr_dkim_canon canon,
+		      char *out)
+{
+	const char *end = strstr(msg, "\r\n\r\n");
+	size_t hlen = end ? (size_t)(end - msg) + 2 : len;
+	const char *fields[64];
+	size_t flen[64], n = 0, used[64] = { 0 };
+	struct vr_buf in;
+
+	for (size_t i = 0; i < hlen; n++) {
+		assert_true(n < VR_ARRAY_SIZE(fields));
+		fields[n] = msg + i;
+		do {
+			const char *eol = memchr(msg + i, '\n', hlen - i);
+			i = eol ? (size_t)(eol - msg) + 1 : hlen;
+		} while (i < hlen && (msg[i] == ' ' || msg[i] == '\t'));
+		flen[n] = (size_t)(msg + i - fields[n]);
+	}
+	vr_buf_init(&in, 0);
+	char names[512];
+	snprintf(names, sizeof(names), "%s", tag(sig, "h"));
+	for (char *save, *name = strtok_r(names, ":", &save); name; name = strtok_r(NULL, ":", &save)) {
+		size_t nl = strlen(name), j = n;
+		while (j-- > 0) {
+			if (strncasecmp(fields[j], name, nl) != 0 || fields[j][nl] != ':' || used[j])
+				continue;
+			used[j] = 1;
+			assert_int_equal(vr_dkim_header_canon(canon, (const uint8_t *)fields[j], flen[j],
+							      &in), 0);
+			break;
+		}
+	}
+	const char *b = sig;
+	while ((b = strstr(b + 1, "b="))) {
+		const char *q = b - 1;
+		while (strchr(" \t\r\n", *q))
+			q--;
+		if (*q == ';')
+			break;
+	}
+	assert_non_null(b);
+	assert_int_equal(vr_dkim_header_canon(canon, (const uint8_t *)sig, (size_t)(b + 2 - sig),
+					      &in), 0);
+
+	uint8_t hash[32], raw[64];
+	size_t rawlen = sizeof(raw);
+	EVP_Digest(vr_buf_head(&in), in.len, hash, NULL, EVP_sha256(), NULL);
+	vr_buf_free(&in);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	assert_non_null(md);
+	assert_int_equal(EVP_DigestSignInit_ex(md, NULL, NULL, NULL, NULL, ed_key.pkey, NULL), 1);
+	assert_int_equal(EVP_DigestSign(md, raw, &rawlen, hash, 32), 1);
+	EVP_MD_CTX_free(md);
+	assert_int_equal(rawlen, 64);
+	EVP_EncodeBlock((unsigned char *)out, raw, 64);
+}
+
+/*
+ * Ed25519 is deterministic (RFC 8032 5.1.6): libsodium, which signs, and
+ * OpenSSL, which signed before, give the same b= for every corpus message
+ * in all four canonicalisation pairs, alone and beside an RSA signature.
+ */
+static void test_ed25519_openssl_identical(void **state)
+{
+	static const struct vr_dkim_opts canons[] = {
+		{ VR_DKIM_RELAXED, VR_DKIM_RELAXED }, { VR_DKIM_SIMPLE, VR_DKIM_SIMPLE },
+		{ VR_DKIM_RELAXED, VR_DKIM_SIMPLE }, { VR_DKIM_SIMPLE, VR_DKIM_RELAXED },
+	};
+	const struct vr_dkim_domain *doms[] = { &ed_dom, &dual_dom };
+	unsigned compared = 0;
+
+	for (size_t d = 0; d < VR_ARRAY_SIZE(doms); d++)
+		for (size_t c = 0; c < VR_ARRAY_SIZE(canons); c++)
+			for (size_t i = 0; i < n_corpus; i++) {
+				const struct corpus *m = &corpus[i];
+				char *sig = sign(doms[d], &canons[c], m->msg, m->len), want[90];
+				openssl_b(m->msg, m->len, sig, canons[c].header, want);
+				if (strcmp(tag(sig, "b"), want) != 0)
+					fail_msg("%s (%zu/%zu): b= %s, OpenSSL's %s", m->name, d, c,
+						 tag(sig, "b"), want);
+				compared++;
+				free(sig);
+			}
+	assert_int_equal(compared, 2 * 4 * n_corpus);
+}
+
 static void test_chunks(void **state)
 {
 	static const struct vr_dkim_opts canons[] = {
@@ -949,6 +1043,7 @@ int main(void)
 		cmocka_unit_test(test_error_keeps_out),
 		cmocka_unit_test(test_new_for),
 		cmocka_unit_test(test_chunks),
+		cmocka_unit_test(test_ed25519_openssl_identical),
 		cmocka_unit_test(test_reset),
 		cmocka_unit_test(test_thread_spare),
 		cmocka_unit_test(test_verify),
