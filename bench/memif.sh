@@ -170,7 +170,7 @@ run_one() {
 		>"$dir/measure.out" 2>"$dir/load.err" ||
 		die "$e: measure.py failed:"$'\n'"$(tail_of "$dir/load.err")"
 	read -r _ cpu lrc <<<"$(sed -E 's/[a-z_]+=//g' "$dir/measure.out")"
-	((lrc == 0)) || die "$e: vmrelay-bench exited with status $lrc:"$'\n'"$(tail_of "$dir/load.err")"
+	((lrc == 0)) || die "$e: vmrelay-bench exited with status $lrc:"$'\n'"$(tail_of "$dir/load.err")"$'\n'"failures and errors by reply: $("$PY" -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d.get("failures"), d.get("errors"), d.get("transport"))' "$dir/load.json" 2>&1)"
 	total=$((total + MESSAGES))
 	verify_vmrelay "$dir" "$total"
 	stop_vmrelay "$dir"
