@@ -331,7 +331,12 @@ int main(int argc, char **argv)
 					 ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")
 					 : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
 		struct vr_dkim_key key = { .selector = "bench", .alg = algs[i].alg,
-					   .key = "(generated)", .pkey = pkey };
+					   .key = "(generated)" };
+		char err[256];
+		if (!pkey || vr_dkim_key_adopt(&key, pkey, err, sizeof(err)) < 0) {
+			fprintf(stderr, "bench_dkim: %s\n", pkey ? err : "no key generated");
+			return 1;
+		}
 		struct vr_dkim_domain d = { .name = "example.com", .keys = &key, .n_keys = 1 };
 		struct bench b;
 		bench_init(&b, &d, msg, len);

@@ -148,6 +148,11 @@ int vr_dkim_key_load(struct vr_dkim_key *k, char *err, size_t errlen)
 			 k->key);
 		return -EINVAL;
 	}
+	return vr_dkim_key_adopt(k, pkey, err, errlen);
+}
+
+int vr_dkim_key_adopt(struct vr_dkim_key *k, EVP_PKEY *pkey, char *err, size_t errlen)
+{
 	if (!EVP_PKEY_is_a(pkey, algs[k->alg].type)) {
 		snprintf(err, errlen, "%s: key type %s, but %s needs %s", k->key,
 			 EVP_PKEY_get0_type_name(pkey), algs[k->alg].name, algs[k->alg].type);

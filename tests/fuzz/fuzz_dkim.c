@@ -39,8 +39,9 @@ static struct vr_dkim_signer *kept[4];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	key.pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-	if (!key.pkey)
+	char err[256];
+	EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+	if (!pkey || vr_dkim_key_adopt(&key, pkey, err, sizeof(err)) < 0)
 		abort();
 	return 0;
 }
