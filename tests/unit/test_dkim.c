@@ -675,7 +675,7 @@ static void corpus_build(void)
 static void openssl_b(const char *msg, size_t len, const char *sig, enum vr_dkim_canon canon,
 		      char *out)
 {
-	const char *end = strstr(msg, "\r\n\r\n");
+	const char *end = memmem(msg, len, "\r\n\r\n", 4);   /* msg has no NUL */
 	size_t hlen = end ? (size_t)(end - msg) + 2 : len;
 	const char *fields[64];
 	size_t flen[64], n = 0, used[64] = { 0 };
@@ -696,7 +696,8 @@ static void openssl_b(const char *msg, size_t len, const char *sig, enum vr_dkim
 	for (char *save, *name = strtok_r(names, ":", &save); name; name = strtok_r(NULL, ":", &save)) {
 		size_t nl = strlen(name), j = n;
 		while (j-- > 0) {
-			if (strncasecmp(fields[j], name, nl) != 0 || fields[j][nl] != ':' || used[j])
+			if (flen[j] <= nl || strncasecmp(fields[j], name, nl) != 0 ||
+			    fields[j][nl] != ':' || used[j])
 				continue;
 			used[j] = 1;
 			assert_int_equal(vr_dkim_header_canon(canon, (const uint8_t *)fields[j], flen[j],
