@@ -383,11 +383,13 @@ int main(int argc, char **argv)
 			double ceiling = (1 / rate[RAW]) / (1 / rate[RAW] + 1 / rate[HASH]);
 			ratios[i][3][r] = 100 * ceiling;
 			ratios[i][4][r] = 100 * rate[RESET] / (rate[RAW] * ceiling);
-			printf("%-8s %5u %12.1f %12.1f %12.1f %12.1f %12.1f %12.1f %8.1f%% %8.1f%% "
-			       "%8.1f%% %8.1f%% %9.1f%%", algs[i].name, r + 1, speed, rate[RAW],
-			       b.n[SODIUM] ? b.n[SODIUM] / b.user[SODIUM] : 0, rate[HASH], rate[NEW],
-			       rate[RESET], ratios[i][0][r], ratios[i][1][r], ratios[i][2][r],
-			       ratios[i][3][r], ratios[i][4][r]);
+			char sod[16] = "-";
+			if (b.n[SODIUM])
+				snprintf(sod, sizeof(sod), "%.1f", rate[SODIUM]);
+			printf("%-8s %5u %12.1f %12.1f %12s %12.1f %12.1f %12.1f %8.1f%% %8.1f%% "
+			       "%8.1f%% %8.1f%% %9.1f%%", algs[i].name, r + 1, speed, rate[RAW], sod,
+			       rate[HASH], rate[NEW], rate[RESET], ratios[i][0][r], ratios[i][1][r],
+			       ratios[i][2][r], ratios[i][3][r], ratios[i][4][r]);
 			if (b.n[SODIUM]) {
 				double sceil = (1 / rate[SODIUM]) / (1 / rate[SODIUM] + 1 / rate[HASH]);
 				ratios[i][5][r] = 100 * rate[RESET] / rate[SODIUM];
