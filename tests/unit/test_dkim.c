@@ -3,7 +3,8 @@
  * keys (every way a key file can be wrong), the signature field's shape
  * (h= list, folding), errors, chunking at every byte, and every signature
  * over a corpus of awkward messages verified by dkimpy and by opendkim
- * (tests/data/dkim/verify.py, run on /usr/bin/python3).
+ * (tests/data/dkim/verify.py, run on /usr/bin/python3), each Ed25519 one
+ * (libsodium's) byte for byte what OpenSSL signs.
  *
  * Keys are the test keys in tests/data/dkim (DKIM_TESTDATA).
  */
