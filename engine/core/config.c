@@ -184,12 +184,7 @@ void vr_config_defaults(struct vr_config *cfg)
 	strcpy(cfg->timezone, "UTC");
 	/* Postfix's backoff (5 minutes doubling to about an hour) and its
 	 * five-day maximal_queue_lifetime. */
-	/* A delivery thread serves all its connections from one event loop, so
-	 * threads are for CPU only: one per two CPUs leaves the rest to the SMTP
-	 * workers and the committer (bench/e2e.sh on 2 CPUs: 1 thread 4741
-	 * msgs/s end to end and 0.178 CPU s/1000, 2 threads 3858 and 0.192). */
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	cfg->delivery_workers = cpus >= 4 ? (unsigned)VR_MIN(cpus / 2, 64) : 1;
+	cfg->delivery_workers = 2;    /* they mostly wait on the network */
 	cfg->retry_first_s = 300;
 	cfg->retry_max_s = 3600;
 	cfg->max_age_s = 5 * 86400;

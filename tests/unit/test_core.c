@@ -262,8 +262,6 @@ static void test_config_defaults(void **state)
 	assert_int_equal(cfg.n_listen, 0);
 	assert_string_equal(cfg.tls_cert, "");
 	assert_string_equal(cfg.smarthost, "");
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	assert_int_equal(cfg.delivery_workers, cpus >= 4 ? VR_MIN(cpus / 2, 64) : 1);
 }
 
 static void test_config_values(void **state)
@@ -277,7 +275,7 @@ static void test_config_values(void **state)
 		"idle_timeout_ms = 1500\n"
 		"[io]\nworkers = 64\nmode = kernel\n"
 		"[limits]\nper_day = 20000\nper_day_max = 20000\n"
-		"[delivery]\nworkers = 3\nsmarthost = [::1]:25\nretry_first_s = 60\n"
+		"[delivery]\nworkers = 2\nsmarthost = [::1]:25\nretry_first_s = 60\n"
 		"retry_max_s = 60\nresolver = 127.0.0.53\n"
 		"[cluster]\nredis = localhost:6379\n"
 		"[dns]\nspf_name = _spf.relay.example\n");
@@ -289,7 +287,7 @@ static void test_config_values(void **state)
 	assert_int_equal(cfg.idle_timeout_ms, 1500);
 	assert_int_equal(cfg.workers, 64);
 	assert_int_equal(cfg.per_day, 20000);
-	assert_int_equal(cfg.delivery_workers, 3);
+	assert_int_equal(cfg.delivery_workers, 2);
 	assert_string_equal(cfg.smarthost, "[::1]:25");
 	assert_string_equal(cfg.redis, "localhost:6379");
 	assert_int_equal(cfg.retry_max_s, 60);
