@@ -25,6 +25,7 @@
 
 #include "vmrelay/net.h"
 #include "test_bytes.h"
+#include "test_net_harness.h"
 
 #define OUR_IP  0x0a000001u            /* 10.0.0.1/24 */
 #define PEER_IP 0x0a000002u
@@ -36,28 +37,6 @@ static const uint8_t our_mac[6] = { 0x02, 0, 0, 0, 0, 0x01 };
 static const uint8_t peer_mac[6] = { 0x02, 0, 0, 0, 0, 0x02 };
 static const uint8_t gw_mac[6] = { 0x02, 0, 0, 0, 0, 0xfe };
 static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
-
-/* What the stack transmitted, copied out. */
-struct frame {
-	uint8_t b[2048];
-	size_t len;
-};
-static struct frame sent[64];
-static unsigned nsent;
-static unsigned tx_accept = ~0u;       /* frames the fake port takes per burst */
-
-static unsigned tx_capture(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t now)
-{
-	unsigned take = n < tx_accept ? n : tx_accept;
-
-	for (unsigned i = 0; i < take; i++) {
-		assert_true(nsent < VR_ARRAY_SIZE(sent));
-		memcpy(sent[nsent].b, pkts[i]->data, pkts[i]->len);
-		sent[nsent++].len = pkts[i]->len;
-		vr_net_pkt_free(pkts[i]);
-	}
-	return take;
-}
 
 /* The path-MTU hook's last call. */
 static struct vr_net_pmtu pmtu_seen;
@@ -97,25 +76,6 @@ static int setup(void **state)
 	pmtu_calls = 0;
 	*state = net_make(conf_default());
 	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct vr_net *n = *state;
-
-	assert_int_equal(vr_net_pkt_in_use(n), 0);
-	vr_net_free(n);
-	return 0;
-}
-
-static void inject(struct vr_net *n, const uint8_t *b, size_t len, uint64_t now)
-{
-	struct vr_pkt *p = vr_net_pkt_alloc(n);
-
-	assert_non_null(p);
-	memcpy(p->data, b, len);
-	p->len = (uint16_t)len;
-	vr_net_rx(n, &p, 1, now);
 }
 
 static size_t eth(uint8_t *f, const uint8_t *dst, const uint8_t *src, uint16_t type)

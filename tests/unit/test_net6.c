@@ -20,6 +20,7 @@
 
 #include "vmrelay/net.h"
 #include "test_bytes.h"
+#include "test_net_harness.h"
 
 #define T0 1000000u
 
@@ -35,24 +36,6 @@ static const uint8_t our_ll[16] = { 0xfe, 0x80, [11] = 0xff, 0xfe, 0, 0, 1 };
 static const uint8_t all_nodes[16] = { 0xff, 0x02, [15] = 1 };
 static const uint8_t our_group[16] = { 0xff, 0x02, [11] = 1, 0xff, 0, 0, 1 };
 static const uint8_t our_group_mac[6] = { 0x33, 0x33, 0xff, 0, 0, 1 };
-
-struct frame {
-	uint8_t b[2048];
-	size_t len;
-};
-static struct frame sent[64];
-static unsigned nsent;
-
-static unsigned tx_capture(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t now)
-{
-	for (unsigned i = 0; i < n; i++) {
-		assert_true(nsent < VR_ARRAY_SIZE(sent));
-		memcpy(sent[nsent].b, pkts[i]->data, pkts[i]->len);
-		sent[nsent++].len = pkts[i]->len;
-		vr_net_pkt_free(pkts[i]);
-	}
-	return n;
-}
 
 static struct vr_net_pmtu pmtu_seen;
 static uint8_t pmtu_src[16], pmtu_dst[16], pmtu_l4[8];
@@ -91,25 +74,6 @@ static int setup(void **state)
 	pmtu_calls = 0;
 	*state = n;
 	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct vr_net *n = *state;
-
-	assert_int_equal(vr_net_pkt_in_use(n), 0);
-	vr_net_free(n);
-	return 0;
-}
-
-static void inject(struct vr_net *n, const uint8_t *b, size_t len, uint64_t now)
-{
-	struct vr_pkt *p = vr_net_pkt_alloc(n);
-
-	assert_non_null(p);
-	memcpy(p->data, b, len);
-	p->len = (uint16_t)len;
-	vr_net_rx(n, &p, 1, now);
 }
 
 /* RFC 8200 §8.1's pseudo-header, summed as 16-bit words for rfc1071(). */
