@@ -343,7 +343,7 @@ struct recheck {
 	bool failed;                  /* in: some record definitely wrong or missing */
 	long long now;
 	unsigned max_checks, after_s; /* [dns] unverify_checks, unverify_after_s */
-	bool changed, unverified;     /* out */
+	bool unverified;              /* out */
 	long long checks, since;      /* out: the count after this check */
 };
 
@@ -387,7 +387,6 @@ static int note_recheck(json_t *obj, void *arg, char *err, size_t errlen)
 			return -1;
 		json_object_del(d, "check_failures");
 		json_object_del(d, "failing_since");
-		rc->changed = true;
 		return 0;
 	}
 	rc->checks = (n ? json_integer_value(n) : 0) + 1;
@@ -401,7 +400,6 @@ static int note_recheck(json_t *obj, void *arg, char *err, size_t errlen)
 		json_object_set_new(d, "check_failures", json_integer(rc->checks));
 		json_object_set_new(d, "failing_since", json_integer(rc->since));
 	}
-	rc->changed = true;
 	return 0;
 }
 
