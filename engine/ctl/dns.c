@@ -316,6 +316,20 @@ static int mark_verified(json_t *obj, void *arg, char *err, size_t errlen)
 	return -1;
 }
 
+/* Reloads after j's domain was marked as (verified or unverified) in the
+ * accounts file; a failure goes to reply's verify_error. 0 or -1. */
+static int reload(struct vr_ctl *c, const struct job *j, const char *as, json_t *reply)
+{
+	char why[1024];
+
+	if (c->ops.reload && c->ops.reload(c->ops.arg, why, sizeof(why)) >= 0)
+		return 0;
+	json_object_set_new(reply, "verify_error", json_sprintf(
+		"%s marks %s %s, but the reload failed: %s", c->ops.cfg->accounts, j->domain, as,
+		c->ops.reload ? why : "this relay cannot reload"));
+	return -1;
+}
+
 /* All records check out for a pending domain: record it, then reload. */
 static void verify(struct vr_ctl *c, const struct job *j, json_t *reply)
 {
@@ -327,12 +341,8 @@ static void verify(struct vr_ctl *c, const struct job *j, json_t *reply)
 		return;
 	}
 	vr_log_info("event=dns_verified domain=%s account=%s", j->domain, j->account);
-	if (!c->ops.reload || c->ops.reload(c->ops.arg, why, sizeof(why)) < 0) {
-		json_object_set_new(reply, "verify_error", json_sprintf(
-			"%s marks %s verified, but the reload failed: %s", c->ops.cfg->accounts,
-			j->domain, c->ops.reload ? why : "this relay cannot reload"));
+	if (reload(c, j, "verified", reply) < 0)
 		return;
-	}
 	json_object_set_new(reply, "verified", json_true());
 	json_object_set_new(reply, "verified_now", json_true());
 }
@@ -433,12 +443,8 @@ static void recheck(struct vr_ctl *c, const struct job *j, bool failed, json_t *
 	}
 	vr_log_warn("event=dns_unverified domain=%s account=%s checks=%lld since=%lld",
 		    j->domain, j->account, rc.checks, rc.since);
-	if (!c->ops.reload || c->ops.reload(c->ops.arg, why, sizeof(why)) < 0) {
-		json_object_set_new(reply, "verify_error", json_sprintf(
-			"%s marks %s unverified, but the reload failed: %s", cfg->accounts,
-			j->domain, c->ops.reload ? why : "this relay cannot reload"));
+	if (reload(c, j, "unverified", reply) < 0)
 		return;
-	}
 	json_object_set_new(reply, "verified", json_false());
 	json_object_set_new(reply, "unverified_now", json_true());
 }
