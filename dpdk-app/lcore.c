@@ -69,14 +69,6 @@
 #define IDLE_SLEEP_EMPTY_US  1000
 #define IDLE_WAIT_US         1000
 
-/* Adds n to one of the worker's own counters. It is the only writer, so no
- * atomic read-modify-write is needed; the relaxed store keeps the control
- * thread's concurrent read of it (vr_dpdk_ctl_io) whole. */
-static inline void count(uint64_t *c, uint64_t n)
-{
-	__atomic_store_n(c, *c + n, __ATOMIC_RELAXED);
-}
-
 /* The worker owning m's flow (steer.c); *arp_reply for a frame every worker needs. */
 static unsigned frame_owner(const struct dpdk_worker *w, const struct rte_mbuf *m,
 			    bool *arp_reply)
@@ -102,7 +94,7 @@ static void rx_local(struct dpdk_worker *w, struct rte_mbuf **m, unsigned n, uin
 						   m[i]->data_len, rte_pktmbuf_headroom(m[i]),
 						   rte_pktmbuf_tailroom(m[i]), m[i]);
 		if (!p) {
-			count(&w->st.no_desc, 1);
+			vr_net_count(&w->st.no_desc, 1);
 			rte_pktmbuf_free(m[i]);
 			continue;
 		}
@@ -126,12 +118,12 @@ static void arp_share(struct dpdk_worker *w, struct rte_mbuf *m)
 			continue;
 		struct rte_mbuf *c = rte_pktmbuf_copy(m, d->mp, 0, UINT32_MAX);
 		if (!c || rte_ring_enqueue(d->w[i].inbox, c) < 0) {
-			count(&w->st.inbox_full, 1);
+			vr_net_count(&w->st.inbox_full, 1);
 			if (c)
 				rte_pktmbuf_free(c);
 			continue;
 		}
-		count(&w->st.arp_copies, 1);
+		vr_net_count(&w->st.arp_copies, 1);
 	}
 }
 
@@ -146,7 +138,7 @@ static unsigned rx_port(struct dpdk_worker *w, uint64_t now)
 	for (unsigned i = 0; i < n; i++) {
 		bool arp_reply;
 		if (m[i]->nb_segs != 1) {
-			count(&w->st.rx_multiseg, 1);
+			vr_net_count(&w->st.rx_multiseg, 1);
 			rte_pktmbuf_free(m[i]);
 			continue;
 		}
@@ -156,9 +148,9 @@ static unsigned rx_port(struct dpdk_worker *w, uint64_t now)
 		if (owner == w->id) {
 			mine[k++] = m[i];
 		} else if (rte_ring_enqueue(d->w[owner].inbox, m[i]) == 0) {
-			count(&w->st.steered, 1);
+			vr_net_count(&w->st.steered, 1);
 		} else {
-			count(&w->st.inbox_full, 1);
+			vr_net_count(&w->st.inbox_full, 1);
 			rte_pktmbuf_free(m[i]);
 		}
 	}
@@ -182,7 +174,7 @@ static void tx_flush(struct dpdk_worker *w)
 		return;
 	uint16_t sent = rte_eth_tx_burst(w->d->port, (uint16_t)w->id, w->tx, (uint16_t)w->ntx);
 	if (sent < w->ntx) {
-		count(&w->st.tx_full, w->ntx - sent);
+		vr_net_count(&w->st.tx_full, w->ntx - sent);
 		rte_pktmbuf_free_bulk(w->tx + sent, w->ntx - sent);
 	}
 	w->ntx = 0;
@@ -202,7 +194,7 @@ unsigned vr_dpdk_tx(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t now)
 		} else {
 			m = rte_pktmbuf_alloc(w->d->mp);
 			if (!m) {
-				count(&w->st.tx_nombuf, 1);
+				vr_net_count(&w->st.tx_nombuf, 1);
 				return i;       /* the stack frees the rest */
 			}
 			memcpy(rte_pktmbuf_mtod(m, uint8_t *), p->data, p->len);
