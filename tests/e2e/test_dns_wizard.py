@@ -58,10 +58,15 @@ def dkim_txt(alg, pem):
     return "v=DKIM1; k=%s; p=%s" % (alg, base64.b64encode(raw).decode())
 
 
-class WizardTest(unittest.TestCase):
+class WizardBase(unittest.TestCase):
+    """A relay resolving through nsd serving ZONES, with [dns] set up
+    (and DNS_EXTRA added to that section)."""
+    ZONES = {}
+    DNS_EXTRA = ""
+
     @classmethod
     def setUpClass(cls):
-        cls.nsd = Nsd({DOMAIN: "www A 127.0.0.80", PENDING: "www A 127.0.0.81"}).start()
+        cls.nsd = Nsd(cls.ZONES).start()
         cls.dir = tempfile.mkdtemp(prefix="vr-wizard-")
         secret = os.path.join(cls.dir, "dns.secret")
         with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
@@ -70,7 +75,7 @@ class WizardTest(unittest.TestCase):
         with open(cls.r.config_path, "a") as f:
             f.write("\n[delivery]\nresolver = %s\ndns_timeout_ms = 3000\n"
                     "\n[dns]\nspf_name = %s\nkey_zone = %s\nsecret_file = %s\n"
-                    % (cls.nsd.address, SPF_NAME, KEY_ZONE, secret))
+                    % (cls.nsd.address, SPF_NAME, KEY_ZONE, secret) + cls.DNS_EXTRA)
         cls.r.start()
 
     @classmethod
@@ -79,6 +84,10 @@ class WizardTest(unittest.TestCase):
         cls.r.cleanup()
         cls.nsd.stop()
         subprocess.run(["rm", "-rf", cls.dir])
+
+
+class WizardTest(WizardBase):
+    ZONES = {DOMAIN: "www A 127.0.0.80", PENDING: "www A 127.0.0.81"}
 
     def ctl(self, *args, human=False):
         out = self.r.ctl(*args, human=human)
@@ -217,33 +226,14 @@ class WizardTest(unittest.TestCase):
         self.assertEqual(reply["error"], "usage: dns-check DOMAIN")
 
 
-class WizardUnverifyTest(unittest.TestCase):
+class WizardUnverifyTest(WizardBase):
     """A verified domain whose records disappear: counted, reported and
     logged at each check, un-verified only after [dns] unverify_checks
     checks in a row, the first unverify_after_s ago; a passing check clears
     the count, and verifies the domain again once it was un-verified."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.nsd = Nsd({DOMAIN: "www A 127.0.0.80"}).start()
-        cls.dir = tempfile.mkdtemp(prefix="vr-wizard-")
-        secret = os.path.join(cls.dir, "dns.secret")
-        with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
-            f.write(SECRET + b"\n")
-        cls.r = Relay(workers=1, tls=False, accounts=ACCOUNTS)
-        with open(cls.r.config_path, "a") as f:
-            f.write("\n[delivery]\nresolver = %s\ndns_timeout_ms = 3000\n"
-                    "\n[dns]\nspf_name = %s\nkey_zone = %s\nsecret_file = %s\n"
-                    "unverify_checks = 2\nunverify_after_s = 600\n"
-                    % (cls.nsd.address, SPF_NAME, KEY_ZONE, secret))
-        cls.r.start()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.r.stop()
-        cls.r.cleanup()
-        cls.nsd.stop()
-        subprocess.run(["rm", "-rf", cls.dir])
+    ZONES = {DOMAIN: "www A 127.0.0.80"}
+    DNS_EXTRA = "unverify_checks = 2\nunverify_after_s = 600\n"
 
     def check(self):
         reply = json.loads(self.r.ctl("dns-check", DOMAIN).stdout)
