@@ -133,10 +133,7 @@ void vr_net_ipv4_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 	 * XXX RFC 791 TTL: not checked on input. We are the destination, and
 	 * RFC 1122 §3.2.1.7 forbids a host to discard a datagram for a low TTL.
 	 */
-	p->data += ihl;
-	p->headroom = (uint16_t)(p->headroom + ihl);
-	p->tailroom = (uint16_t)(p->tailroom + (p->len - total));   /* Ethernet padding */
-	p->len = (uint16_t)(total - ihl);
+	pkt_pull(p, ihl, total);
 	if (ip.proto == VR_NET_IP_PROTO_ICMP)
 		vr_net_icmp_rx(n, p, &ip, now);
 	else if (ip.proto == VR_NET_IP_PROTO_TCP && n->conf.tcp_rx)
@@ -164,10 +161,7 @@ int vr_net_ip_output(struct vr_net *n, struct vr_pkt *p, uint32_t dst, uint8_t p
 		net_drop(n, p, VR_NET_DROP_NO_ROUTE);
 		return -EHOSTUNREACH;
 	}
-	p->data -= VR_NET_IP_HDR;
-	p->headroom = (uint16_t)(p->headroom - VR_NET_IP_HDR);
-	p->len = (uint16_t)(p->len + VR_NET_IP_HDR);
-	uint8_t *h = p->data;
+	uint8_t *h = pkt_push(p, VR_NET_IP_HDR);
 	h[0] = 0x45;
 	h[1] = 0;
 	wr16(h + 2, p->len);

@@ -145,10 +145,7 @@ void vr_net_ipv6_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		return;
 	}
 	ip.proto = nh;
-	p->data += off;
-	p->headroom = (uint16_t)(p->headroom + off);
-	p->tailroom = (uint16_t)(p->tailroom + (p->len - total));   /* Ethernet padding */
-	p->len = (uint16_t)(total - off);
+	pkt_pull(p, off, total);
 	if (nh == VR_NET_IP_PROTO_ICMP6)
 		vr_net_icmp6_rx(n, p, &ip, now);
 	else if (n->conf.tcp_rx)
@@ -204,11 +201,10 @@ int vr_net_ip6_output(struct vr_net *n, struct vr_pkt *p, const uint8_t *src,
 	}
 	if (proto == VR_NET_IP_PROTO_ICMP6 && p->len && p->data[0] >= 133 && p->data[0] <= 137)
 		hops = 255;                  /* every ND message, unicast ones too */
-	p->data -= VR_NET_IP6_HDR;
-	p->headroom = (uint16_t)(p->headroom - VR_NET_IP6_HDR);
-	uint8_t *h = p->data;
+	uint16_t plen = p->len;
+	uint8_t *h = pkt_push(p, VR_NET_IP6_HDR);
 	wr32(h, 0x60000000u);                /* version 6, class 0, no flow label */
-	wr16(h + 4, p->len);
+	wr16(h + 4, plen);
 	h[6] = proto;
 	h[7] = hops;
 	if (src)
@@ -216,7 +212,6 @@ int vr_net_ip6_output(struct vr_net *n, struct vr_pkt *p, const uint8_t *src,
 	else
 		vr_net_ip6_src(n, dst, h + 8);
 	memcpy(h + 24, dst, VR_NET_IP6_LEN);
-	p->len = (uint16_t)(p->len + VR_NET_IP6_HDR);
 	if (!nh) {
 		const uint8_t mac[VR_NET_MAC_LEN] = { 0x33, 0x33, dst[12], dst[13], dst[14], dst[15] };
 		vr_net_eth_output(n, p, mac, ETH_TYPE_IPV6, now);

@@ -296,9 +296,7 @@ void vr_net_eth_output(struct vr_net *n, struct vr_pkt *p, const uint8_t *dst_ma
 		       uint16_t type, uint64_t now)
 {
 	/* Room is certain: every caller's packet gave up or was made with more. */
-	p->data -= VR_NET_ETH_HDR;
-	p->len = (uint16_t)(p->len + VR_NET_ETH_HDR);
-	p->headroom = (uint16_t)(p->headroom - VR_NET_ETH_HDR);
+	pkt_push(p, VR_NET_ETH_HDR);
 	memcpy(p->data, dst_mac, VR_NET_MAC_LEN);
 	memcpy(p->data + 6, n->conf.mac, VR_NET_MAC_LEN);
 	wr16(p->data + 12, type);
@@ -330,9 +328,7 @@ static void eth_rx(struct vr_net *n, struct vr_pkt *p, uint64_t now)
 		return;
 	}
 	uint16_t type = rd16(p->data + 12);
-	p->data += VR_NET_ETH_HDR;
-	p->len = (uint16_t)(p->len - VR_NET_ETH_HDR);
-	p->headroom = (uint16_t)(p->headroom + VR_NET_ETH_HDR);
+	pkt_pull(p, VR_NET_ETH_HDR, p->len);
 	if (type == ETH_TYPE_IPV4)
 		vr_net_ipv4_rx(n, p, now);
 	else if (type == ETH_TYPE_ARP)

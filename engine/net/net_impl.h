@@ -76,6 +76,25 @@ static inline void net_drop(struct vr_net *n, struct vr_pkt *p, enum vr_net_drop
 	vr_net_pkt_free(p);
 }
 
+/* Steps past a header of hdr bytes read at p->data; bytes from end on
+ * (Ethernet padding after an IP datagram) go back to the tailroom. */
+static inline void pkt_pull(struct vr_pkt *p, unsigned hdr, unsigned end)
+{
+	p->data += hdr;
+	p->headroom = (uint16_t)(p->headroom + hdr);
+	p->tailroom = (uint16_t)(p->tailroom + (p->len - end));
+	p->len = (uint16_t)(end - hdr);
+}
+
+/* Makes room for a header of hdr bytes before p->data (the caller checked the headroom). */
+static inline uint8_t *pkt_push(struct vr_pkt *p, unsigned hdr)
+{
+	p->data -= hdr;
+	p->headroom = (uint16_t)(p->headroom - hdr);
+	p->len = (uint16_t)(p->len + hdr);
+	return p->data;
+}
+
 static inline uint16_t rd16(const uint8_t *b) { return (uint16_t)(b[0] << 8 | b[1]); }
 static inline uint32_t rd32(const uint8_t *b)
 {
