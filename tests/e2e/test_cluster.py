@@ -57,14 +57,18 @@ class Redis:
         self.cluster = cluster
         self.proc = None
 
-    def start(self):
+    def args(self):
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", self.dir, "--save", "", "--appendonly", "yes",
                 "--appendfsync", "always", "--logfile", os.path.join(self.dir, "log")]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file",
                      os.path.join(self.dir, "nodes.conf")]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+        return args
+
+    def start(self):
+        """Starts redis-server with args() and waits until cli() gets PONG."""
+        self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
