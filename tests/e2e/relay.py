@@ -101,6 +101,18 @@ def message(subject, body=b"Hello.\r\n", sender="user@example.com",
     return head + extra + b"\r\n" + body
 
 
+def wait_dpdk_start(proc, log, timeout=30):
+    """Waits until log() shows that a relay on DPDK (proc) started; raises
+    with the log if it exits first or does not start within timeout s."""
+    deadline = time.monotonic() + timeout
+    while not re.search(r"event=start .*io=dpdk", log()):
+        if proc.poll() is not None:
+            raise RuntimeError("vmrelay exited with %d:\n%s" % (proc.returncode, log()))
+        if time.monotonic() > deadline:
+            raise RuntimeError("vmrelay did not start:\n" + log())
+        time.sleep(0.05)
+
+
 class Relay:
     """A vmrelay process with its own directory, ports and spool."""
 

@@ -13,7 +13,6 @@ Needs root (DPDK).
 """
 
 import os
-import re
 import subprocess
 import tempfile
 import time
@@ -100,11 +99,7 @@ class BenchOverMemif(unittest.TestCase):
         with open(cls.log_path, "ab") as log:
             cls.proc = subprocess.Popen([R.VMRELAY, "-c", os.path.join(cls.dir, "relay.ini")],
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while not re.search(r"event=start .*io=dpdk", cls.log()):
-            if cls.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("vmrelay did not start:\n" + cls.log())
-            time.sleep(0.05)
+        R.wait_dpdk_start(cls.proc, cls.log)
 
     @classmethod
     def log(cls):

@@ -304,14 +304,7 @@ class DpdkBase:
                                      "-c", cls.config],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
-        deadline = time.monotonic() + 30
-        while not re.search(r"event=start .*io=dpdk", cls.log()):
-            if cls.proc.poll() is not None:
-                raise RuntimeError("vmrelay exited with %d:\n%s" % (cls.proc.returncode,
-                                                                    cls.log()))
-            if time.monotonic() > deadline:
-                raise RuntimeError("vmrelay did not start:\n" + cls.log())
-            time.sleep(0.05)
+        R.wait_dpdk_start(cls.proc, cls.log)
 
     @classmethod
     def log(cls):
