@@ -53,8 +53,10 @@ static int conn_read(struct io_conn *c, uint64_t now, int reads)
 
 	while (reads-- > 0 && !c->rd_eof && !vr_io_sess_closing(&c->ss)) {
 		size_t space = vr_session_rx_space(c->ss.s);
-		if (space == 0)
+		if (space == 0) {
+			c->rx_stalled = true;
 			break;
+		}
 		size_t want = VR_MIN(space, sizeof(c->w->rbuf));
 		ssize_t n = recv(c->fd, buf, want, 0);
 		if (n > 0) {
@@ -119,8 +121,14 @@ void vr_io_conn_service(struct io_conn *c, uint64_t now)
 		conn_finish(c, now);
 		return;
 	}
+	/* Input interest stays while the session has no room (a message
+	 * being committed) until input actually waits: a client that waits
+	 * for its reply, as most do, then costs no epoll_ctl per message;
+	 * one that pipelines ahead is read again once there is room. */
 	uint32_t want = rc > 0 ? EPOLLOUT : 0;
-	if (!closing && !c->rd_eof && vr_session_rx_space(c->ss.s) > 0)
+	if (vr_session_rx_space(c->ss.s) > 0)
+		c->rx_stalled = false;
+	if (!closing && !c->rd_eof && !c->rx_stalled)
 		want |= EPOLLIN;
 
 	uint64_t deadline = vr_io_session_deadline(c->ss.s, closing, &c->ss.drain_until, now);

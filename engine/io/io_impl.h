@@ -87,6 +87,7 @@ struct io_conn {
 	int fd;
 	uint32_t events;          /* interest registered with epoll */
 	bool rd_eof;              /* peer's FIN seen */
+	bool rx_stalled;          /* input waited while the session had no room */
 	struct sockaddr_storage peer, local;
 };
 
