@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_bytes.h"
 #include "vmrelay/tcp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -48,10 +49,6 @@ static const uint8_t peer_mac[6] = { 0x02, 0, 0, 0, 0, 0x02 };
 static const uint8_t our_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
 static const uint8_t peer_ip6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 2 };
 
-static uint16_t be16(const uint8_t *b) { return (uint16_t)(b[0] << 8 | b[1]); }
-static uint32_t be32(const uint8_t *b) { return (uint32_t)be16(b) << 16 | be16(b + 2); }
-static void wr16(uint8_t *b, uint16_t v) { b[0] = (uint8_t)(v >> 8); b[1] = (uint8_t)v; }
-static void wr32(uint8_t *b, uint32_t v) { wr16(b, (uint16_t)(v >> 16)); wr16(b + 2, (uint16_t)v); }
 
 /* The connections the owner holds, and the peer's view of the harness-made ones. */
 static struct vr_tcp_conn *held[2 * NCONN + 2];
@@ -74,23 +71,23 @@ static unsigned tx_check(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t n
 		size_t len = pkts[i]->len;
 		if (len < 14 + 20 || memcmp(f + 6, our_mac, 6) != 0)
 			abort();
-		if (be16(f + 12) == 0x0800 && f[14 + 9] == 6) {
+		if (get16(f + 12) == 0x0800 && f[14 + 9] == 6) {
 			const uint8_t *ip = f + 14, *th = ip + 20;
-			size_t tl = be16(ip + 2) - 20u;
+			size_t tl = get16(ip + 2) - 20u;
 			if (vr_net_csum_fold(vr_net_csum_add(0, ip, 20)) || tl < 20 || tl + 34 != len ||
 			    (th[12] >> 4) * 4u < 20 || (th[12] >> 4) * 4u > tl ||
-			    vr_net_csum_fold(vr_net_csum_add(vr_net_csum_pseudo(OUR_IP, be32(ip + 16),
+			    vr_net_csum_fold(vr_net_csum_add(vr_net_csum_pseudo(OUR_IP, get32(ip + 16),
 										6, (uint16_t)tl),
 							     th, tl)))
 				abort();
-			if (th[13] == 0x12 && be16(th) == PORT) {
-				last_synack_port = be16(th + 2);
-				last_synack_seq = be32(th + 4);
+			if (th[13] == 0x12 && get16(th) == PORT) {
+				last_synack_port = get16(th + 2);
+				last_synack_seq = get32(th + 4);
 			}
 		}
-		if (be16(f + 12) == 0x86dd) {
+		if (get16(f + 12) == 0x86dd) {
 			const uint8_t *ip = f + 14, *l4 = ip + 40;
-			size_t tl = be16(ip + 4);
+			size_t tl = get16(ip + 4);
 			if (len < 14 + 40 || ip[0] >> 4 != 6 || tl + 54 != len ||
 			    (ip[6] != 6 && ip[6] != 58) ||
 			    vr_net_csum_fold(vr_net_csum_add(vr_net_csum_pseudo6(ip + 8, ip + 24,
@@ -100,9 +97,9 @@ static unsigned tx_check(void *arg, struct vr_pkt **pkts, unsigned n, uint64_t n
 			if (ip[6] == 6 && (tl < 20 || (l4[12] >> 4) * 4u < 20 ||
 					   (l4[12] >> 4) * 4u > tl))
 				abort();
-			if (ip[6] == 6 && l4[13] == 0x12 && be16(l4) == PORT) {
-				last_synack_port = be16(l4 + 2);
-				last_synack_seq = be32(l4 + 4);
+			if (ip[6] == 6 && l4[13] == 0x12 && get16(l4) == PORT) {
+				last_synack_port = get16(l4 + 2);
+				last_synack_seq = get32(l4 + 4);
 			}
 		}
 		vr_net_pkt_free(pkts[i]);
@@ -147,10 +144,10 @@ static void ip6_in(struct vr_net *n, uint8_t proto, const uint8_t *l4, size_t le
 		len = sizeof(f) - 54;
 	memcpy(f, our_mac, 6);
 	memcpy(f + 6, peer_mac, 6);
-	wr16(f + 12, 0x86dd);
+	put16(f + 12, 0x86dd);
 	uint8_t *ip = f + 14;
-	wr32(ip, 0x60000000u);
-	wr16(ip + 4, (uint16_t)len);
+	put32(ip, 0x60000000u);
+	put16(ip + 4, (uint16_t)len);
 	ip[6] = proto;
 	ip[7] = 64;
 	memcpy(ip + 8, peer_ip6, 16);
@@ -158,8 +155,8 @@ static void ip6_in(struct vr_net *n, uint8_t proto, const uint8_t *l4, size_t le
 	memcpy(ip + 40, l4, len);
 	unsigned at = proto == 6 ? 16 : 2;
 	if (len >= at + 2) {
-		wr16(ip + 40 + at, 0);
-		wr16(ip + 40 + at, vr_net_csum_fold(vr_net_csum_add(
+		put16(ip + 40 + at, 0);
+		put16(ip + 40 + at, vr_net_csum_fold(vr_net_csum_add(
 			vr_net_csum_pseudo6(peer_ip6, our_ip6, proto, (uint32_t)len), ip + 40, len)));
 	}
 	frame_in(n, f, 54 + len, now);
@@ -174,20 +171,20 @@ static void ip_in(struct vr_net *n, uint8_t proto, const uint8_t *l4, size_t len
 		len = sizeof(f) - 34;
 	memcpy(f, our_mac, 6);
 	memcpy(f + 6, peer_mac, 6);
-	wr16(f + 12, 0x0800);
+	put16(f + 12, 0x0800);
 	uint8_t *ip = f + 14;
 	memset(ip, 0, 20);
 	ip[0] = 0x45;
-	wr16(ip + 2, (uint16_t)(20 + len));
+	put16(ip + 2, (uint16_t)(20 + len));
 	ip[8] = 64;
 	ip[9] = proto;
-	wr32(ip + 12, PEER_IP);
-	wr32(ip + 16, OUR_IP);
-	wr16(ip + 10, vr_net_csum_fold(vr_net_csum_add(0, ip, 20)));
+	put32(ip + 12, PEER_IP);
+	put32(ip + 16, OUR_IP);
+	put16(ip + 10, vr_net_csum_fold(vr_net_csum_add(0, ip, 20)));
 	memcpy(ip + 20, l4, len);
 	if (proto == 6 && len >= 20) {
-		wr16(ip + 20 + 16, 0);
-		wr16(ip + 20 + 16, vr_net_csum_fold(vr_net_csum_add(
+		put16(ip + 20 + 16, 0);
+		put16(ip + 20 + 16, vr_net_csum_fold(vr_net_csum_add(
 			vr_net_csum_pseudo(PEER_IP, OUR_IP, 6, (uint16_t)len), ip + 20, len)));
 	}
 	frame_in(n, f, 34 + len, now);
@@ -198,13 +195,13 @@ static void seg_in(struct vr_net *n, int v6, uint16_t sport, uint32_t seq, uint3
 {
 	uint8_t th[20] = { 0 };
 
-	wr16(th, sport);
-	wr16(th + 2, PORT);
-	wr32(th + 4, seq);
-	wr32(th + 8, ack);
+	put16(th, sport);
+	put16(th + 2, PORT);
+	put32(th + 4, seq);
+	put32(th + 8, ack);
 	th[12] = 5 << 4;
 	th[13] = flags;
-	wr16(th + 14, 65535);
+	put16(th + 14, 65535);
 	if (v6)
 		ip6_in(n, 6, th, sizeof(th), now);
 	else
@@ -245,16 +242,16 @@ static void icmp6_in(struct vr_net *n, unsigned idx, uint16_t mtu, uint32_t seqo
 	uint8_t m[8 + 48] = { 2 };
 	uint8_t *q = m + 8;
 
-	wr32(m + 4, mtu);
-	wr32(q, 0x60000000u);
-	wr16(q + 4, 1440);
+	put32(m + 4, mtu);
+	put32(q, 0x60000000u);
+	put16(q + 4, 1440);
 	q[6] = 6;
 	q[7] = 64;
 	memcpy(q + 8, our_ip6, 16);
 	memcpy(q + 24, peer_ip6, 16);
-	wr16(q + 40, PORT);
-	wr16(q + 42, (uint16_t)(PORT6_BASE + idx % NCONN));
-	wr32(q + 44, our_isn[1][idx % NCONN] + 1 + seqoff);
+	put16(q + 40, PORT);
+	put16(q + 42, (uint16_t)(PORT6_BASE + idx % NCONN));
+	put32(q + 44, our_isn[1][idx % NCONN] + 1 + seqoff);
 	ip6_in(n, 58, m, sizeof(m), now);
 }
 
@@ -263,17 +260,17 @@ static void icmp_in(struct vr_net *n, unsigned idx, uint16_t mtu, uint32_t seqof
 	uint8_t m[8 + 28] = { 3, 4 };
 	uint8_t *q = m + 8;
 
-	wr16(m + 6, mtu);
+	put16(m + 6, mtu);
 	q[0] = 0x45;
-	wr16(q + 2, 1500);
+	put16(q + 2, 1500);
 	q[8] = 64;
 	q[9] = 6;
-	wr32(q + 12, OUR_IP);
-	wr32(q + 16, PEER_IP);
-	wr16(q + 20, PORT);
-	wr16(q + 22, (uint16_t)(40000 + idx % NCONN));
-	wr32(q + 24, our_isn[0][idx % NCONN] + 1 + seqoff);
-	wr16(m + 2, vr_net_csum_fold(vr_net_csum_add(0, m, sizeof(m))));
+	put32(q + 12, OUR_IP);
+	put32(q + 16, PEER_IP);
+	put16(q + 20, PORT);
+	put16(q + 22, (uint16_t)(40000 + idx % NCONN));
+	put32(q + 24, our_isn[0][idx % NCONN] + 1 + seqoff);
+	put16(m + 2, vr_net_csum_fold(vr_net_csum_add(0, m, sizeof(m))));
 	ip_in(n, 1, m, sizeof(m), now);
 }
 
@@ -303,8 +300,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* The peer's ARP request (so its MAC is known), then NCONN handshakes. */
 	uint8_t arp[42] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x06,
 			    0, 1, 0x08, 0, 6, 4, 0, 1, 0x02, 0, 0, 0, 0, 0x02 };
-	wr32(arp + 28, PEER_IP);
-	wr32(arp + 38, OUR_IP);
+	put32(arp + 28, PEER_IP);
+	put32(arp + 38, OUR_IP);
 	frame_in(n, arp, sizeof(arp), now);
 	/* The peer's IPv6 neighbour solicitation, for the same. */
 	uint8_t ns[32] = { 135 };
@@ -315,14 +312,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static uint8_t nsf[14 + 40 + 32];
 	memcpy(nsf, (const uint8_t[6]){ 0x33, 0x33, 0xff, 0, 0, 1 }, 6);
 	memcpy(nsf + 6, peer_mac, 6);
-	wr16(nsf + 12, 0x86dd);
-	wr32(nsf + 14, 0x60000000u);
-	wr16(nsf + 18, sizeof(ns));
+	put16(nsf + 12, 0x86dd);
+	put32(nsf + 14, 0x60000000u);
+	put16(nsf + 18, sizeof(ns));
 	nsf[20] = 58;
 	nsf[21] = 255;
 	memcpy(nsf + 22, peer_ip6, 16);
 	memcpy(nsf + 38, (const uint8_t[16]){ 0xff, 0x02, [11] = 1, 0xff, 0, 0, 1 }, 16);
-	wr16(ns + 2, vr_net_csum_fold(vr_net_csum_add(
+	put16(ns + 2, vr_net_csum_fold(vr_net_csum_add(
 		vr_net_csum_pseudo6(nsf + 22, nsf + 38, 58, sizeof(ns)), ns, sizeof(ns))));
 	memcpy(nsf + 54, ns, sizeof(ns));
 	frame_in(n, nsf, sizeof(nsf), now);
@@ -349,7 +346,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size -= 2;
 		if (kind == 0 && size >= 3) {
 			unsigned idx = data[0];
-			size_t len = be16(data + 1);
+			size_t len = get16(data + 1);
 			data += 3;
 			size -= 3;
 			len = len < size ? len : size;
@@ -357,10 +354,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			len = len < sizeof(seg) ? len : sizeof(seg);
 			memcpy(seg, data, len);
 			if (idx < NCONN && len >= 20) {
-				wr16(seg, (uint16_t)((v6 ? PORT6_BASE : 40000) + idx));
-				wr16(seg + 2, PORT);
-				wr32(seg + 4, be32(seg + 4) + 5001);
-				wr32(seg + 8, be32(seg + 8) + our_isn[v6][idx] + 1);
+				put16(seg, (uint16_t)((v6 ? PORT6_BASE : 40000) + idx));
+				put16(seg + 2, PORT);
+				put32(seg + 4, get32(seg + 4) + 5001);
+				put32(seg + 8, get32(seg + 8) + our_isn[v6][idx] + 1);
 			}
 			if (v6)
 				ip6_in(n, 6, seg, len, now);
@@ -369,7 +366,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			data += len;
 			size -= len;
 		} else if (kind == 1 && size >= 2) {
-			size_t len = be16(data);
+			size_t len = get16(data);
 			data += 2;
 			size -= 2;
 			len = len < size ? len : size;
@@ -382,9 +379,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			size -= 3;
 		} else if (kind == 3 && size >= 7) {
 			if (v6)
-				icmp6_in(n, data[0], be16(data + 1), be32(data + 3), now);
+				icmp6_in(n, data[0], get16(data + 1), get32(data + 3), now);
 			else
-				icmp_in(n, data[0], be16(data + 1), be32(data + 3), now);
+				icmp_in(n, data[0], get16(data + 1), get32(data + 3), now);
 			data += 7;
 			size -= 7;
 		} else {
