@@ -12,18 +12,26 @@
  *
  * Writing a log costs an fdatasync (0.2 to several ms on a virtio disk);
  * done in the delivery loop it would stall every connection of the thread
- * behind the disk. So a log, once flushed (vr_spool_log_flush), has a
- * thread of its own that writes and syncs in group commits: whatever the
- * owner appended while the last fdatasync ran goes in the next one. The
- * owner only appends to a buffer under a mutex it rarely has to wait for.
- * Each group is written at once (readers such as `queue show` see it),
- * but synced SYNC_GAP_MS after the last sync at the earliest: a busy
- * thread's deliveries would otherwise cost an fdatasync (a journal
- * commit) every few messages, half of the relay's syncs. Nothing waits on
- * them: a record is about mail already handed on (a crash within the gap
- * costs a second delivery, as one in flight does), and what must be
- * durable before it is answered (an operator's command) asks with
- * vr_spool_log_sync(), which skips the gap.
+ * behind the disk. So the owner only writes: vr_spool_log_flush puts what
+ * was appended into the file (the page cache; readers such as `queue
+ * show` see it at once) and keeps it in a buffer until it is synced; the
+ * log's own syncer thread only fdatasyncs, SYNC_GAP_MS after the last
+ * sync at the earliest, everything written up to then: a busy thread's
+ * deliveries would otherwise cost an fdatasync (a journal commit) every
+ * few messages, half of the relay's syncs. Waking a thread costs a futex
+ * call and context switches on both sides, so the owner wakes the syncer
+ * only when it is idle (the first write after a sync); while writes keep
+ * coming the syncer goes on by itself, one timed wait and one sync per
+ * gap. Nothing waits on a sync: a record is about mail already handed on
+ * (a crash within the gap costs a second delivery, as one in flight
+ * does), and what must be durable before it is answered (an operator's
+ * command) asks with vr_spool_log_sync(), which skips the gap.
+ *
+ * Only the owner writes to a file or replaces it, and it replaces it only
+ * between syncs: for a roll, or when a write or a sync failed (the syncer
+ * only records that), the unsynced records go again into a fresh file.
+ * A new file costs the owner its header's fdatasync; that is once at the
+ * start, once an hour, or after an error.
  *
  * A restart reads every log into one array sorted by queue ID (events of
  * one message in the order they happened), then scans the messages and
@@ -56,33 +64,49 @@
 /* The least time between two fdatasyncs of a log. */
 #define SYNC_GAP_MS 10u
 
+/* A position in what a log was given: bytes and records since open. */
+struct log_pos {
+	uint64_t bytes, recs;
+};
+
 struct vr_spool_log {
 	char *dir;
 	int statefd;                  /* DIR/state */
 	unsigned id;
 	uint64_t seq;                 /* of the next file to create */
 	uint32_t salt;
-	struct vr_seg seg;            /* fd -1: none yet, or given up */
 	void (*on_seal)(const char *name, void *arg);
 	void *on_seal_arg;
 
-	/* Shared with the syncer thread, under mu. */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;            /* syncer: a kick or stop; sync(): a round done */
-	struct vr_buf buf;            /* encoded records the owner appended */
+	/* The owner's alone (the thread that appends, flushes and syncs). */
+	struct vr_buf buf;            /* appended since the last flush */
 	size_t n_pending;             /* ... and how many */
-	struct vr_buf wbuf;           /* written, not synced yet; or kept after a failed round */
-	size_t w_pending;
-	size_t wdone;                 /* syncer's: bytes of wbuf in the file, at its end */
 	struct vr_buf sealed;         /* sealed files' names (NUL-ended) for on_seal */
-	uint64_t rounds;              /* rounds finished, failed or not */
-	int last_rc;                  /* of the last round */
-	int unreported_rc;            /* a failed round vr_spool_log_flush() has not told */
-	bool busy, kicked, stop;
-	bool urgent;                  /* a sync() waits: no gap before the sync */
-	uint64_t sync_ms;             /* when the last sync started (monotonic) */
-	bool has_syncer;              /* owner's: the thread runs */
+	int broken;                   /* -errno: a write to seg failed, it takes no more */
+	bool has_syncer;              /* the thread runs */
 	pthread_t syncer;
+
+	/*
+	 * Shared with the syncer thread, under mu. seg is the owner's, but it
+	 * replaces seg.fd only under mu and with no sync in flight (!syncing),
+	 * and writes to it without mu; the syncer reads seg.fd under mu only.
+	 */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;            /* syncer's: armed, urgent or stop */
+	pthread_cond_t done_cv;       /* sync()'s: a sync round ended */
+	struct vr_seg seg;            /* fd -1: none yet, or given up */
+	struct vr_buf wbuf;           /* given, not synced: bytes [synced, added) */
+	struct log_pos added;         /* moved from buf to wbuf */
+	struct log_pos in_file;       /* of those, in seg's file: up to where a sync covers */
+	struct log_pos synced;        /* durable */
+	int sync_rc;                  /* -errno: a sync failed, the owner replaces the file */
+	int unreported_rc;            /* a failed sync vr_spool_log_flush() has not told */
+	bool armed;                   /* the syncer has bytes to sync: it needs no wake */
+	bool syncing;                 /* an fdatasync of seg.fd is in flight */
+	bool urgent;                  /* a sync() waits: no gap before the sync */
+	bool stop;
+	unsigned waiters;             /* sync() calls waiting on done_cv */
+	uint64_t sync_ms;             /* when the last sync started (monotonic) */
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) VR_PRINTF(3, 4);
@@ -206,11 +230,12 @@ struct vr_spool_log *vr_spool_log_open(const char *dir, unsigned id, char *err, 
 		goto fail;
 	pthread_mutex_init(&log->mu, NULL);
 	pthread_condattr_t ca;
-	/* Timed waits (the gap between rounds) on the clock vr_clock_ms reads. */
+	/* Timed waits (the gap between syncs) on the clock vr_clock_ms reads. */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&log->cv, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&log->done_cv, NULL);
 	if (!(log->dir = strdup(dir)))
 		goto fail;
 	log->id = id;
@@ -239,6 +264,7 @@ fail:
 		free(log->dir);
 		pthread_mutex_destroy(&log->mu);
 		pthread_cond_destroy(&log->cv);
+		pthread_cond_destroy(&log->done_cv);
 	}
 	free(log);
 	errno = -rc;
@@ -248,20 +274,16 @@ fail:
 int vr_spool_log_append(struct vr_spool_log *log, const struct vr_spool_event *ev)
 {
 	size_t size = vr_rec_event_size(ev);
-	int rc = -ENOMEM;
 
 	if (!size)
 		return -EINVAL;
-	pthread_mutex_lock(&log->mu);
 	uint8_t *p = vr_buf_reserve(&log->buf, size);
-	if (p) {
-		vr_rec_event_encode(p, ev, log->salt);
-		vr_buf_commit(&log->buf, size);
-		log->n_pending++;
-		rc = 0;
-	}
-	pthread_mutex_unlock(&log->mu);
-	return rc;
+	if (!p)
+		return -ENOMEM;
+	vr_rec_event_encode(p, ev, log->salt);
+	vr_buf_commit(&log->buf, size);
+	log->n_pending++;
+	return 0;
 }
 
 size_t vr_spool_log_pending(const struct vr_spool_log *log)
@@ -269,7 +291,7 @@ size_t vr_spool_log_pending(const struct vr_spool_log *log)
 	struct vr_spool_log *l = (struct vr_spool_log *)log;   /* the mutex only */
 
 	pthread_mutex_lock(&l->mu);
-	size_t n = l->n_pending + l->w_pending;
+	size_t n = l->n_pending + (size_t)(l->added.recs - l->synced.recs);
 	pthread_mutex_unlock(&l->mu);
 	return n;
 }
@@ -282,32 +304,23 @@ void vr_spool_log_on_seal(struct vr_spool_log *log, void (*fn)(const char *name,
 }
 
 /* Done with the current file: nothing more goes into it. Its name waits
- * in sealed for the owner's thread (seal_notify), since on_seal is the
- * owner's and a seal may happen in the syncer. Called with mu unlocked. */
+ * in sealed for seal_notify, which calls on_seal outside mu. */
 static void log_seal(struct vr_spool_log *log)
 {
 	vr_seg_close(&log->seg);
-	pthread_mutex_lock(&log->mu);
 	vr_buf_append(&log->sealed, log->seg.name, strlen(log->seg.name) + 1);
-	pthread_mutex_unlock(&log->mu);
 }
 
-/* In the owner's thread: tells on_seal of the files sealed since. */
+/* Tells on_seal of the files sealed since. */
 static void seal_notify(struct vr_spool_log *log)
 {
-	struct vr_buf names;
+	const char *p = (const char *)vr_buf_head(&log->sealed);
+	const char *end = p + vr_buf_len(&log->sealed);
 
-	vr_buf_init(&names, 0);
-	pthread_mutex_lock(&log->mu);
-	if (vr_buf_len(&log->sealed) && vr_buf_append(&names, vr_buf_head(&log->sealed),
-						      vr_buf_len(&log->sealed)) == 0)
-		vr_buf_reset(&log->sealed);
-	pthread_mutex_unlock(&log->mu);
-	const char *p = (const char *)vr_buf_head(&names), *end = p + vr_buf_len(&names);
 	for (; p < end; p += strlen(p) + 1)
 		if (log->on_seal)
 			log->on_seal(p, log->on_seal_arg);
-	vr_buf_free(&names);
+	vr_buf_reset(&log->sealed);
 }
 
 static void log_abandon(struct vr_spool_log *log, const char *what, int err)
@@ -317,18 +330,33 @@ static void log_abandon(struct vr_spool_log *log, const char *what, int err)
 	log_seal(log);
 }
 
-/* Writes what of b is not in the file yet and, if sync, fdatasyncs it, in
- * the current file or a new one (all of b again after a failure). Only
- * one thread at a time (the syncer, or the owner when there is none). */
-static int log_write(struct vr_spool_log *log, const struct vr_buf *b, bool sync)
+/* Rolled like segments, so that a log can go with the mail it is about. */
+static bool roll_due(const struct vr_spool_log *log)
+{
+	return log->seg.len >= VR_SEG_ROLL_BYTES ||
+	       vr_clock_wall_us() - log->seg.created_us >= VR_SEG_ROLL_US;
+}
+
+/*
+ * Seals the current file, if any, and writes every unsynced byte (wbuf)
+ * to a new one: after a failed write or fdatasync (the file is never
+ * trusted again, as with segments) or for a roll. Those bytes may be in
+ * the old file too; an event applied twice changes nothing. Owner, mu
+ * held, no sync in flight: the syncer takes seg.fd under mu only.
+ */
+static int log_reopen(struct vr_spool_log *log)
 {
 	int rc;
 
-	/* Rolled like segments, so that a log can go with the mail it is
-	 * about; never with bytes in it still to sync. */
-	if (log->seg.fd >= 0 && !log->wdone && (log->seg.len >= VR_SEG_ROLL_BYTES ||
-				 vr_clock_wall_us() - log->seg.created_us >= VR_SEG_ROLL_US))
-		log_seal(log);
+	if (log->seg.fd >= 0) {
+		if (log->sync_rc)
+			log_abandon(log, "fdatasync", -log->sync_rc);
+		else if (log->broken)
+			log_abandon(log, "write", -log->broken);
+		else
+			log_seal(log);
+	}
+	log->sync_rc = log->broken = 0;
 	while (log->seg.fd < 0) {
 		log_name(log->seg.name, log->id, log->seq++);
 		rc = vr_seg_create_named(&log->seg, log->statefd, log->id, log->seq - 1, log->salt);
@@ -340,119 +368,152 @@ static int log_write(struct vr_spool_log *log, const struct vr_buf *b, bool sync
 			return rc;
 		}
 	}
-	/* seg.len counts what was written: wdone bytes of it are b's. */
-	struct iovec iov = { (void *)(vr_buf_head(b) + log->wdone), vr_buf_len(b) - log->wdone };
-	rc = vr_seg_write(&log->seg, &iov, 1);
-	if (rc < 0) {
-		log->wdone = 0;
-		log_abandon(log, "write", -rc);
+	struct iovec iov = { (void *)vr_buf_head(&log->wbuf), vr_buf_len(&log->wbuf) };
+	if ((rc = vr_seg_write(&log->seg, &iov, 1)) < 0) {
+		log->broken = rc;
 		return rc;
 	}
-	log->seg.len += vr_buf_len(b) - log->wdone;
-	log->wdone = vr_buf_len(b);
-	if (!sync)
-		return 0;
-	log->wdone = 0;
-	if (fdatasync(log->seg.fd) < 0) {
-		/* As with segments: after a failed fdatasync the file is never
-		 * trusted again; its events go to a fresh file. */
-		rc = -errno;
-		log_abandon(log, "fdatasync", -rc);
-		return rc;
-	}
+	log->seg.len += vr_buf_len(&log->wbuf);
+	log->in_file = log->added;
 	return 0;
 }
 
 /*
- * One group: what was appended joins what is not synced yet (or a failed
- * round kept), and is written, and synced if sync, with mu released, so
- * the owner appends meanwhile. Called with mu held; returns with it held.
+ * Owner, mu held: a new file if this one is due for a roll or given up
+ * (never while a sync of it is in flight: then at a later call), and the
+ * syncer armed if the file has bytes to sync. Waking the syncer is the
+ * costly part (a futex call and two context switches), so only an idle
+ * one is woken: an armed one looks again after its gap by itself.
  */
-static int log_round(struct vr_spool_log *log, bool sync)
+static int log_settle(struct vr_spool_log *log)
 {
 	int rc = 0;
 
-	if (vr_buf_len(&log->buf)) {
-		if (vr_buf_append(&log->wbuf, vr_buf_head(&log->buf), vr_buf_len(&log->buf)) < 0) {
-			rc = -ENOMEM;
-			goto done;
-		}
-		log->w_pending += log->n_pending;
-		log->n_pending = 0;
-		vr_buf_reset(&log->buf);
+	if (!log->syncing && log->added.bytes > log->synced.bytes &&
+	    (log->seg.fd < 0 || log->broken || log->sync_rc || roll_due(log)))
+		rc = log_reopen(log);
+	if (!log->armed && log->seg.fd >= 0 && !log->sync_rc &&
+	    log->in_file.bytes > log->synced.bytes) {
+		log->armed = true;
+		if (log->has_syncer)
+			pthread_cond_signal(&log->cv);
 	}
-	if (!vr_buf_len(&log->wbuf))
-		goto done;
-	log->busy = true;
-	pthread_mutex_unlock(&log->mu);
-	rc = log_write(log, &log->wbuf, sync);
-	pthread_mutex_lock(&log->mu);
-	log->busy = false;
-	if (rc == 0 && sync) {
-		vr_buf_reset(&log->wbuf);
-		log->w_pending = 0;
-	} else if (rc < 0) {
-		log->unreported_rc = rc;
-	}
-done:
-	log->last_rc = rc;
-	log->rounds++;
-	pthread_cond_broadcast(&log->cv);
 	return rc;
 }
 
-/* Written and waiting for its sync (not what a failed round kept). */
-static bool unsynced(const struct vr_spool_log *log)
+/*
+ * Owner: writes what was appended since the last call to the file (the
+ * page cache: readers see it at once, nothing waits on the disk) and
+ * moves it to wbuf, where it stays until synced. The write is done
+ * without mu; only the owner writes to or replaces seg. Returns with mu
+ * held: 0, or the -errno of this call's write or new file (the events
+ * stay buffered and go to a new file at a later call).
+ */
+static int log_push(struct vr_spool_log *log)
 {
-	return vr_buf_len(&log->wbuf) && log->last_rc == 0;
-}
+	size_t n = vr_buf_len(&log->buf);
+	bool wrote = false;
+	int rc = 0;
 
-static bool sync_due(const struct vr_spool_log *log)
-{
-	return log->urgent || log->stop || vr_clock_ms() >= log->sync_ms + SYNC_GAP_MS;
-}
-
-/* Waits, mu held, for a kick or stop; with bytes to sync, until it is due. */
-static void syncer_wait(struct vr_spool_log *log)
-{
-	if (!unsynced(log)) {
-		pthread_cond_wait(&log->cv, &log->mu);
-		return;
+	if (n && log->seg.fd >= 0 && !log->broken) {
+		struct iovec iov = { (void *)vr_buf_head(&log->buf), n };
+		if ((rc = vr_seg_write(&log->seg, &iov, 1)) < 0) {
+			log->broken = rc;
+		} else {
+			log->seg.len += n;
+			wrote = true;
+		}
 	}
-	struct timespec ts;
-	uint64_t due = log->sync_ms + SYNC_GAP_MS, now = vr_clock_ms();
-	if (now >= due)
-		return;
-	uint64_t left = due - now;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	uint64_t ns = (uint64_t)ts.tv_nsec + left * 1000000u;
-	ts.tv_sec += (time_t)(ns / 1000000000u);
-	ts.tv_nsec = (long)(ns % 1000000000u);
-	pthread_cond_timedwait(&log->cv, &log->mu, &ts);
+	pthread_mutex_lock(&log->mu);
+	if (n && vr_buf_append(&log->wbuf, vr_buf_head(&log->buf), n) < 0) {
+		/* Kept in buf for the next call; not in wbuf, so not in this
+		 * file either, or a failed sync could lose them. */
+		if (wrote)
+			log->broken = -ENOMEM;
+		rc = -ENOMEM;
+	} else if (n) {
+		log->added.bytes += n;
+		log->added.recs += log->n_pending;
+		if (wrote)
+			log->in_file = log->added;
+		vr_buf_reset(&log->buf);
+		log->n_pending = 0;
+	}
+	int src = log_settle(log);
+	return rc ? rc : src;
 }
 
-/* The syncer: a round per kick, and again while the owner appended during
- * the last one (the next group); a round syncs when SYNC_GAP_MS passed
- * since the last sync, else only writes, and the sync follows when due.
- * A failed round waits for a kick. */
+/*
+ * One fdatasync of what is in the file, mu released meanwhile; what the
+ * owner writes during it goes in the next one. A failure only marks the
+ * file given up: the owner replaces it (log_reopen), since it is the one
+ * that writes to it. Called with mu held; returns with it held.
+ */
+static int log_sync_round(struct vr_spool_log *log)
+{
+	struct log_pos mark = log->in_file;
+	int fd = log->seg.fd, rc = 0;
+
+	if (fd < 0 || log->sync_rc || mark.bytes <= log->synced.bytes) {
+		log->armed = false;
+		goto done;
+	}
+	log->syncing = true;
+	log->urgent = false;
+	log->sync_ms = vr_clock_ms();
+	pthread_mutex_unlock(&log->mu);
+	if (fdatasync(fd) < 0)
+		rc = -errno;
+	pthread_mutex_lock(&log->mu);
+	log->syncing = false;
+	if (rc == 0) {
+		vr_buf_consume(&log->wbuf, (size_t)(mark.bytes - log->synced.bytes));
+		log->synced = mark;
+	} else {
+		log->sync_rc = log->unreported_rc = rc;
+	}
+	log->armed = rc == 0 && log->in_file.bytes > log->synced.bytes;
+done:
+	if (log->waiters)
+		pthread_cond_broadcast(&log->done_cv);
+	return rc;
+}
+
+/* Waits, mu held, until the gap since the last sync is over, or a sync()
+ * or close asks; false on stop. */
+static bool syncer_gap(struct vr_spool_log *log)
+{
+	for (;;) {
+		if (log->stop)
+			return false;
+		uint64_t due = log->sync_ms + SYNC_GAP_MS, now = vr_clock_ms();
+		if (log->urgent || now >= due)
+			return true;
+		struct timespec ts;
+		uint64_t left = due - now;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t ns = (uint64_t)ts.tv_nsec + left * 1000000u;
+		ts.tv_sec += (time_t)(ns / 1000000000u);
+		ts.tv_nsec = (long)(ns % 1000000000u);
+		pthread_cond_timedwait(&log->cv, &log->mu, &ts);
+	}
+}
+
+/* The syncer: sleeps until the owner arms it (the first write after a
+ * sync), then syncs once the gap is over, and again while the owner wrote
+ * meanwhile, with no word from it. Stops at once on stop: close syncs
+ * what is left itself. */
 static void *syncer_main(void *arg)
 {
 	struct vr_spool_log *log = arg;
 
 	pthread_mutex_lock(&log->mu);
 	for (;;) {
-		while (!log->kicked && !log->stop && !(unsynced(log) && sync_due(log)))
-			syncer_wait(log);
-		if (!log->kicked && !unsynced(log))
-			break;              /* stop, nothing left to sync */
-		bool sync = sync_due(log);
-		log->kicked = false;
-		if (sync) {
-			log->urgent = false;
-			log->sync_ms = vr_clock_ms();
-		}
-		if (log_round(log, sync) == 0 && vr_buf_len(&log->buf))
-			log->kicked = true;
+		while (!log->armed && !log->stop)
+			pthread_cond_wait(&log->cv, &log->mu);
+		if (!syncer_gap(log))
+			break;
+		log_sync_round(log);
 	}
 	pthread_mutex_unlock(&log->mu);
 	return NULL;
@@ -475,15 +536,9 @@ int vr_spool_log_flush(struct vr_spool_log *log)
 		snprintf(name, sizeof(name), "vr-statelog-%u", log->id % 100);
 		pthread_setname_np(log->syncer, name);
 	}
-	pthread_mutex_lock(&log->mu);
-	/* New records, or a failed round's to try again; written ones are
-	 * synced when due without a kick. */
-	if ((vr_buf_len(&log->buf) || (vr_buf_len(&log->wbuf) && log->last_rc < 0)) &&
-	    !log->busy && !log->kicked) {
-		log->kicked = true;
-		pthread_cond_broadcast(&log->cv);
-	}
-	rc = log->unreported_rc;
+	rc = log_push(log);
+	if (log->unreported_rc)
+		rc = log->unreported_rc;
 	log->unreported_rc = 0;
 	pthread_mutex_unlock(&log->mu);
 	seal_notify(log);
@@ -492,31 +547,30 @@ int vr_spool_log_flush(struct vr_spool_log *log)
 
 int vr_spool_log_sync(struct vr_spool_log *log)
 {
-	int rc = 0;
+	int rc = log_push(log);
+	uint64_t target = log->added.bytes;
 
-	pthread_mutex_lock(&log->mu);
-	if (!log->has_syncer) {
-		if (vr_buf_len(&log->buf) || vr_buf_len(&log->wbuf))
-			rc = log_round(log, true);
-		log->unreported_rc = 0;
-	} else {
-		/* A round under way may have taken its buffer before our
-		 * events: only one that starts after this call counts. */
-		uint64_t until = log->rounds + (log->busy ? 2 : 1);
-		log->kicked = true;
-		log->urgent = true;
-		pthread_cond_broadcast(&log->cv);
-		for (;;) {
-			if (!log->busy && !vr_buf_len(&log->buf) && !vr_buf_len(&log->wbuf))
-				break;
-			if (log->rounds >= until && !log->busy && log->last_rc < 0) {
-				rc = log->last_rc;
-				break;
-			}
-			pthread_cond_wait(&log->cv, &log->mu);
+	while (rc == 0 && log->synced.bytes < target) {
+		if (log->syncing) {
+			log->waiters++;
+			pthread_cond_wait(&log->done_cv, &log->mu);
+			log->waiters--;
+		} else if (log->sync_rc) {
+			rc = log->sync_rc;          /* replaced at the next call */
+		} else if (log->in_file.bytes < log->added.bytes) {
+			rc = log_settle(log);       /* put off while a sync was in flight */
+		} else if (!log->has_syncer) {
+			rc = log_sync_round(log);
+		} else {
+			/* No gap: someone waits. */
+			log->urgent = log->armed = true;
+			pthread_cond_signal(&log->cv);
+			log->waiters++;
+			pthread_cond_wait(&log->done_cv, &log->mu);
+			log->waiters--;
 		}
-		log->unreported_rc = 0;
 	}
+	log->unreported_rc = 0;
 	pthread_mutex_unlock(&log->mu);
 	seal_notify(log);
 	return rc;
@@ -529,7 +583,7 @@ void vr_spool_log_close(struct vr_spool_log *log)
 	if (log->has_syncer) {
 		pthread_mutex_lock(&log->mu);
 		log->stop = true;
-		pthread_cond_broadcast(&log->cv);
+		pthread_cond_signal(&log->cv);
 		pthread_mutex_unlock(&log->mu);
 		pthread_join(log->syncer, NULL);
 		log->has_syncer = false;
@@ -541,6 +595,7 @@ void vr_spool_log_close(struct vr_spool_log *log)
 	vr_buf_free(&log->sealed);
 	pthread_mutex_destroy(&log->mu);
 	pthread_cond_destroy(&log->cv);
+	pthread_cond_destroy(&log->done_cv);
 	close(log->statefd);
 	free(log->dir);
 	free(log);

@@ -234,21 +234,25 @@ struct vr_spool_event {
  * A state log: the delivery thread `id`'s own append-only file of events,
  * DIR/state/d<id>-<seq>.log (a segment header and records, as record.c
  * says), one per run and thread. One owner thread appends events to a
- * buffer; vr_spool_log_flush() hands them to the log's own syncer thread,
- * which writes and fdatasyncs in group commits (what was appended while
- * one fdatasync ran goes in the next), so the owner never waits on the
- * disk; vr_spool_log_sync() waits until everything appended is durable.
+ * buffer; vr_spool_log_flush() writes them to the file (not synced:
+ * readers see them at once) and leaves the fdatasync to the log's own
+ * syncer thread, which syncs whatever was written since its last sync,
+ * at most once per 10 ms, so the owner never waits on the disk and a
+ * flush per loop round costs no wake of the syncer;
+ * vr_spool_log_sync() waits until everything appended is durable.
  *
- * The promise: an event is durable once a sync returned 0, or about one
- * fdatasync (a few ms) after a flush; a crash loses at most the events of
+ * The promise: an event is durable once a sync returned 0, or about 10 ms
+ * plus one fdatasync after a flush; a crash loses at most the events of
  * that window. For a delivery thread that means a recipient accepted by
  * the next hop in the last few ms before a crash may be delivered again
  * after the restart (as Postfix repeats mail it sent but had not yet
  * removed from its queue); nothing is lost, since only a durable
- * DELIVERED, BOUNCED, EXPIRED or DELETED ends a recipient.
+ * DELIVERED, BOUNCED, EXPIRED or DELETED ends a recipient. All the calls
+ * are the owner's.
  */
 struct vr_spool_log;
-/* NULL + err (and errno) on failure. The file is created at the first sync. */
+/* NULL + err (and errno) on failure. The file is created at the first
+ * flush or sync. */
 struct vr_spool_log *vr_spool_log_open(const char *dir, unsigned id, char *err, size_t errlen);
 /* Buffers ev. 0, -EINVAL (not a state record: type, qid or text too long)
  * or -ENOMEM. */
@@ -263,11 +267,12 @@ size_t vr_spool_log_pending(const struct vr_spool_log *log);
  */
 int vr_spool_log_sync(struct vr_spool_log *log);
 /*
- * Starts making what was appended durable, in the log's syncer thread
- * (started at the first call), and returns at once; the owner's on_seal
- * hears of sealed files here. 0, or the -errno of a background write that
- * failed since the last call (its events stay buffered and go to a new
- * file with the next round, as with vr_spool_log_sync).
+ * Writes what was appended to the file and returns: the log's syncer
+ * thread (started at the first call) makes it durable within about 10 ms.
+ * The owner's on_seal hears of sealed files here. 0, or the -errno of a
+ * write or background sync that failed since the last call (its events
+ * stay buffered and go to a new file, at this call or a later one, as
+ * with vr_spool_log_sync).
  */
 int vr_spool_log_flush(struct vr_spool_log *log);
 /* Stops the syncer, syncs what is buffered (errors logged), closes, frees. */

@@ -13,6 +13,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -57,6 +58,8 @@ static int fail_fdatasync, fail_ftruncate, fail_pthread_create;
  */
 static const char *slow_segment;
 static int slow_waiting, slow_release;
+/* fdatasyncs of state logs (a path with /state/) so far. */
+static unsigned state_syncs;
 
 static bool fd_path_has(int fd, const char *part)
 {
@@ -77,6 +80,8 @@ int fdatasync(int fd)
 
 	if (e)
 		return errno = e, -1;
+	if (fd_path_has(fd, "/state/"))
+		__atomic_add_fetch(&state_syncs, 1, __ATOMIC_RELAXED);
 	if (slow && fd_path_has(fd, slow)) {
 		__atomic_store_n(&slow_waiting, 1, __ATOMIC_RELEASE);
 		while (!__atomic_load_n(&slow_release, __ATOMIC_ACQUIRE))
@@ -1645,6 +1650,149 @@ static void test_state_log_sync_failure(void **state)
 	assert_int_equal(f.v[1].pending, 1);
 }
 
+/* The intact records of every state log of dir: a reader's view. */
+static unsigned state_records(void)
+{
+	char path[512];
+	unsigned n = 0;
+
+	snprintf(path, sizeof(path), "%s/state", dir);
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fdopendir(dup(fd));
+	assert_non_null(d);
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		struct vr_seg_reader r;
+		struct vr_rec rec;
+		uint64_t off;
+		int k;
+		if (de->d_name[0] == '.' || vr_seg_reader_open(&r, fd, de->d_name) < 0)
+			continue;
+		while ((k = vr_seg_reader_next(&r, &rec, &off)) != VR_SEG_EOF)
+			n += k == VR_SEG_RECORD;
+		vr_seg_reader_close(&r);
+	}
+	closedir(d);
+	close(fd);
+	return n;
+}
+
+/* Voluntary context switches (sleeps) of this process's thread named comm
+ * so far, from /proc: how often it was woken. */
+static unsigned long thread_sleeps(const char *comm)
+{
+	char path[300], line[128];
+	unsigned long n = 0;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		bool match = fgets(line, sizeof(line), f) && strncmp(line, comm, strlen(comm)) == 0 &&
+			     line[strlen(comm)] == '\n';
+		fclose(f);
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", de->d_name);
+		if (!match || !(f = fopen(path, "r")))
+			continue;
+		while (fgets(line, sizeof(line), f))
+			sscanf(line, "voluntary_ctxt_switches: %lu", &n);
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+/* A flush per delivery-loop round does not cost a wake of the syncer
+ * each, nor a sync: the syncer wakes and syncs about once per gap (10 ms)
+ * whatever the rounds in between, and what they appended is all there
+ * after a sync and after close. */
+static void test_state_log_flush_batched(void **state)
+{
+	enum { ROUNDS = 1000 };
+	char qid[2][VR_QID_MAX], err[256];
+	struct vr_spool_envelope env = env_default;
+	commit_two(2, qid, &env);
+
+	struct vr_spool_log *log = vr_spool_log_open(dir, 0, err, sizeof(err));
+	assert_non_null(log);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[1], 0, 1, 10, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	unsigned syncs = __atomic_load_n(&state_syncs, __ATOMIC_RELAXED);
+	unsigned long sleeps = thread_sleeps("vr-statelog-0");
+	uint64_t t0 = vr_clock_ms();
+	for (unsigned i = 0; i < ROUNDS; i++) {
+		assert_int_equal(log_ev(log, VR_STATE_DEFERRED, qid[0], 0, i + 1, 11 + i, 500 + i,
+					"451 later"), 0);
+		assert_int_equal(vr_spool_log_flush(log), 0);
+		if (i % 10 == 0)
+			usleep(100);        /* a loop that also waits for its sockets */
+	}
+	uint64_t ms = vr_clock_ms() - t0;
+	syncs = __atomic_load_n(&state_syncs, __ATOMIC_RELAXED) - syncs;
+	sleeps = thread_sleeps("vr-statelog-0") - sleeps;
+	print_message("%u rounds in %" PRIu64 " ms: %u fdatasyncs, syncer slept %lu times\n",
+		      ROUNDS, ms, syncs, sleeps);
+	assert_true(syncs <= 2 + ms / 10);
+	/* Per gap: its timed wait, the fdatasync's waits for the disk, now
+	 * and then the mutex; never one per round. */
+	assert_true(sleeps <= 10 + 6 * (ms / 10));
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	assert_int_equal(vr_spool_log_pending(log), 0);
+	assert_int_equal(state_records(), ROUNDS + 1);
+	struct qfound f = { 0 };
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &f), 0);
+	assert_int_equal(f.v[0].attempts, ROUNDS);
+	assert_true(f.v[0].next_us == 500 + ROUNDS - 1);
+	assert_int_equal(f.v[1].pending, 1);
+
+	/* Flushed, not synced: close does it. */
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[1], 1, 1, 2000, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_flush(log), 0);
+	vr_spool_log_close(log);
+	assert_int_equal(state_records(), ROUNDS + 2);
+	memset(&f, 0, sizeof(f));
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &f), 0);
+	assert_int_equal(f.v[1].pending, 0);
+}
+
+/* A flushed record is in the file when flush returns, before its sync:
+ * `queue show` sees it even while the disk hangs. */
+static void test_state_log_flush_visible(void **state)
+{
+	char qid[1][VR_QID_MAX], err[256];
+	struct vr_spool_envelope env = env_default;
+	commit_two(1, qid, &env);
+
+	struct vr_spool_log *log = vr_spool_log_open(dir, 0, err, sizeof(err));
+	assert_non_null(log);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 0, 1, 10, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	__atomic_store_n(&slow_waiting, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&slow_release, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&slow_segment, "/state/", __ATOMIC_RELEASE);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 1, 1, 11, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_flush(log), 0);
+	struct qfound f = { 0 };
+	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &f), 0);
+	assert_int_equal(f.v[0].pending, 0);
+	assert_int_equal(state_records(), 2);
+	/* The syncer hangs in its fdatasync: not durable yet. */
+	for (int i = 0; i < 5000 && !__atomic_load_n(&slow_waiting, __ATOMIC_ACQUIRE); i++)
+		usleep(1000);
+	assert_true(__atomic_load_n(&slow_waiting, __ATOMIC_ACQUIRE));
+	assert_int_equal(vr_spool_log_pending(log), 1);
+	__atomic_store_n(&slow_release, 1, __ATOMIC_RELEASE);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	assert_int_equal(vr_spool_log_pending(log), 0);
+	vr_spool_log_close(log);
+}
+
 static void test_state_log_damage(void **state)
 {
 	char qid[2][VR_QID_MAX], err[256], path[512];
@@ -2088,6 +2236,8 @@ int main(void)
 		cmocka_unit_test_setup(test_state_recovery, test_setup),
 		cmocka_unit_test_setup(test_state_log_flush, test_setup),
 		cmocka_unit_test_setup_teardown(test_state_log_sync_failure, test_setup, faults_teardown),
+		cmocka_unit_test_setup(test_state_log_flush_batched, test_setup),
+		cmocka_unit_test_setup_teardown(test_state_log_flush_visible, test_setup, faults_teardown),
 		cmocka_unit_test_setup(test_state_log_damage, test_setup),
 		cmocka_unit_test_setup(test_commit_hook, test_setup),
 		cmocka_unit_test_setup(test_compact, test_setup),
