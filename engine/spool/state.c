@@ -357,6 +357,7 @@ static int log_reopen(struct vr_spool_log *log)
 			log_seal(log);
 	}
 	log->sync_rc = log->broken = 0;
+	log->in_file = log->synced;   /* nothing unsynced is in the new file yet */
 	while (log->seg.fd < 0) {
 		log_name(log->seg.name, log->id, log->seq++);
 		rc = vr_seg_create_named(&log->seg, log->statefd, log->id, log->seq - 1, log->salt);

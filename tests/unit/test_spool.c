@@ -1614,20 +1614,31 @@ static void test_state_log_flush(void **state)
 	vr_spool_log_close(log);
 }
 
+/* Commits n two-recipient messages (their IDs to qid) and opens state log
+ * 0 with one event in its first file, durable: qid[0]'s recipient 0
+ * delivered. */
+static struct vr_spool_log *log_started(unsigned n, char (*qid)[VR_QID_MAX])
+{
+	char err[256];
+	struct vr_spool_envelope env = env_default;
+	commit_two(n, qid, &env);
+
+	struct vr_spool_log *log = vr_spool_log_open(dir, 0, err, sizeof(err));
+	assert_non_null(log);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 0, 1, 10, 0, "250 ok"), 0);
+	assert_int_equal(vr_spool_log_sync(log), 0);
+	return log;
+}
+
 /* Records are written at once and synced a little later: an fdatasync
  * that fails (after a group went into the file unsynced, or with it)
  * costs no record - they all go again into a fresh file - and the owner
  * hears of it from a later flush. */
 static void test_state_log_sync_failure(void **state)
 {
-	char qid[2][VR_QID_MAX], err[256];
-	struct vr_spool_envelope env = env_default;
-	commit_two(2, qid, &env);
+	char qid[2][VR_QID_MAX];
+	struct vr_spool_log *log = log_started(2, qid);
 
-	struct vr_spool_log *log = vr_spool_log_open(dir, 0, err, sizeof(err));
-	assert_non_null(log);
-	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 0, 1, 11, 0, "250 ok"), 0);
-	assert_int_equal(vr_spool_log_sync(log), 0);
 	fail_set(&fail_fdatasync, EIO);
 	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 1, 1, 12, 0, "250 ok"), 0);
 	int rc = vr_spool_log_flush(log);
@@ -1715,19 +1726,13 @@ static unsigned long thread_sleeps(const char *comm)
 static void test_state_log_flush_batched(void **state)
 {
 	enum { ROUNDS = 1000 };
-	char qid[2][VR_QID_MAX], err[256];
-	struct vr_spool_envelope env = env_default;
-	commit_two(2, qid, &env);
-
-	struct vr_spool_log *log = vr_spool_log_open(dir, 0, err, sizeof(err));
-	assert_non_null(log);
-	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[1], 0, 1, 10, 0, "250 ok"), 0);
-	assert_int_equal(vr_spool_log_sync(log), 0);
+	char qid[2][VR_QID_MAX];
+	struct vr_spool_log *log = log_started(2, qid);
 	unsigned syncs = __atomic_load_n(&state_syncs, __ATOMIC_RELAXED);
 	unsigned long sleeps = thread_sleeps("vr-statelog-0");
 	uint64_t t0 = vr_clock_ms();
 	for (unsigned i = 0; i < ROUNDS; i++) {
-		assert_int_equal(log_ev(log, VR_STATE_DEFERRED, qid[0], 0, i + 1, 11 + i, 500 + i,
+		assert_int_equal(log_ev(log, VR_STATE_DEFERRED, qid[1], 0, i + 1, 11 + i, 500 + i,
 					"451 later"), 0);
 		assert_int_equal(vr_spool_log_flush(log), 0);
 		if (i % 10 == 0)
@@ -1747,32 +1752,27 @@ static void test_state_log_flush_batched(void **state)
 	assert_int_equal(state_records(), ROUNDS + 1);
 	struct qfound f = { 0 };
 	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &f), 0);
-	assert_int_equal(f.v[0].attempts, ROUNDS);
-	assert_true(f.v[0].next_us == 500 + ROUNDS - 1);
-	assert_int_equal(f.v[1].pending, 1);
+	assert_int_equal(f.v[1].attempts, ROUNDS);
+	assert_true(f.v[1].next_us == 500 + ROUNDS - 1);
+	assert_int_equal(f.v[0].pending, 1);
 
 	/* Flushed, not synced: close does it. */
-	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[1], 1, 1, 2000, 0, "250 ok"), 0);
+	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 1, 1, 2000, 0, "250 ok"), 0);
 	assert_int_equal(vr_spool_log_flush(log), 0);
 	vr_spool_log_close(log);
 	assert_int_equal(state_records(), ROUNDS + 2);
 	memset(&f, 0, sizeof(f));
 	assert_int_equal(vr_spool_queue_scan(dir, qcollect, &f), 0);
-	assert_int_equal(f.v[1].pending, 0);
+	assert_int_equal(f.v[0].pending, 0);
 }
 
 /* A flushed record is in the file when flush returns, before its sync:
  * `queue show` sees it even while the disk hangs. */
 static void test_state_log_flush_visible(void **state)
 {
-	char qid[1][VR_QID_MAX], err[256];
-	struct vr_spool_envelope env = env_default;
-	commit_two(1, qid, &env);
+	char qid[1][VR_QID_MAX];
+	struct vr_spool_log *log = log_started(1, qid);
 
-	struct vr_spool_log *log = vr_spool_log_open(dir, 0, err, sizeof(err));
-	assert_non_null(log);
-	assert_int_equal(log_ev(log, VR_STATE_DELIVERED, qid[0], 0, 1, 10, 0, "250 ok"), 0);
-	assert_int_equal(vr_spool_log_sync(log), 0);
 	__atomic_store_n(&slow_waiting, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&slow_release, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&slow_segment, "/state/", __ATOMIC_RELEASE);
