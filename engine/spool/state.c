@@ -559,7 +559,7 @@ int vr_spool_log_sync(struct vr_spool_log *log)
 		} else if (log->sync_rc) {
 			rc = log->sync_rc;          /* replaced at the next call */
 		} else if (log->in_file.bytes < log->added.bytes) {
-			rc = log_settle(log);       /* put off while a sync was in flight */
+			rc = log_reopen(log);       /* put off while a sync was in flight */
 		} else if (!log->has_syncer) {
 			rc = log_sync_round(log);
 		} else {
