@@ -6,11 +6,12 @@
  * it. Destinations resolve their MX here and open connections as their
  * ready jobs call for, up to CONN_MAX each.
  *
- * Durability: state records are appended as outcomes arrive and handed
- * to the state log's syncer once per loop iteration (vr_spool_log_flush),
- * which makes them durable in group commits while the loop goes on: an
- * fdatasync here would hold every connection of the thread for its
- * milliseconds. Operator commands still wait for theirs.
+ * Durability: state records are appended as outcomes arrive and written
+ * to the state log once per loop iteration (vr_spool_log_flush); the
+ * log's syncer makes them durable in group commits, one fdatasync per
+ * 10 ms at most, while the loop goes on: an fdatasync here would hold
+ * every connection of the thread for its milliseconds. Operator commands
+ * still wait for theirs.
  */
 #include <errno.h>
 #include <limits.h>
