@@ -25,7 +25,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <openssl/ssl.h>
 #include <urcu-qsbr.h>     /* before any urcu/ header: cds_lfht and call_rcu to QSBR */
 #include <urcu/rculfhash.h>
 
@@ -33,6 +32,7 @@
 #include "vmrelay/common.h"
 #include "vmrelay/log.h"
 #include "vmrelay/policy.h"
+#include "vmrelay/tls.h"
 
 #include "cluster_impl.h"
 
@@ -959,7 +959,7 @@ void vr_cluster_free(struct vr_cluster *c)
 	}
 	if (c->efd >= 0)
 		close(c->efd);
-	SSL_CTX_free(c->redis.tls);
+	vr_tls_ctx_free(c->redis.tls);
 	free(c->list);
 	free(c);
 }

@@ -116,17 +116,17 @@ int vr_cl_grant_parse(const struct redisReply *r, struct vr_cl_grant *g);
 /* --- conn.c --- */
 
 struct vr_cl_conn;
-typedef struct ssl_ctx_st SSL_CTX;
+struct vr_tls_ctx;
 
-/* A TLS client context that verifies servers against the CA file ca, with
- * a client certificate if cert and key are not NULL. NULL with err naming
- * the key and file at fault. */
-SSL_CTX *vr_cl_tls_ctx_new(const char *ca, const char *cert, const char *key, char *err,
-			   size_t errlen);
+/* An engine/tls client context that verifies servers against the CA file
+ * ca, with a client certificate if cert and key are not NULL. NULL with
+ * err naming the key and file at fault ("tls_ca FILE: ..."). */
+struct vr_tls_ctx *vr_cl_tls_ctx_new(const char *ca, const char *cert, const char *key,
+				     char *err, size_t errlen);
 /* Connects to host:port within timeout_ms, then TLS if tls is not NULL (the
  * server's certificate must name tls_name, or host if it is NULL or "").
  * NULL with err. */
-struct vr_cl_conn *vr_cl_conn_open(const char *host, int port, SSL_CTX *tls,
+struct vr_cl_conn *vr_cl_conn_open(const char *host, int port, struct vr_tls_ctx *tls,
 				   const char *tls_name, uint32_t timeout_ms, char *err,
 				   size_t errlen);
 /* hiredis's reader, with replies that refuse arrays longer than any we
@@ -155,7 +155,7 @@ struct vr_cl_redis {
 	unsigned n_sentinels;
 	char master_name[128];
 	char master[VR_CL_ADDR_MAX];  /* as the sentinels last said; "" = ask */
-	SSL_CTX *tls;                 /* NULL: plain; the owner's, borrowed */
+	struct vr_tls_ctx *tls;       /* NULL: plain; the owner's, borrowed */
 	char tls_name[256];           /* the name servers' certificates carry */
 	char password[256];           /* "" = no AUTH */
 	char sha[41];

@@ -10,11 +10,13 @@
  * hiredis 0.14 (Debian 12's) has no TLS, hence our own socket. The socket
  * is non-blocking and every wait is a poll() bounded by the call's
  * deadline, so a server that stops answering costs at most timeout_ms.
- * engine/tls works over memory BIOs for the userspace stack; over a plain
- * kernel socket SSL_set_fd is the simpler fit. OpenSSL writes to the
- * socket itself, without MSG_NOSIGNAL: vmrelay ignores SIGPIPE.
+ * The TLS context, its files and the session's peer check (a host name,
+ * or an IP address against IP SANs) are engine/tls's; only the I/O is
+ * ours: engine/tls's sessions run over memory BIOs for the userspace
+ * stack, while over a plain kernel socket an fd-bound SSL is the simpler
+ * fit. OpenSSL writes to the socket itself, without MSG_NOSIGNAL: vmrelay
+ * ignores SIGPIPE.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
@@ -23,7 +25,6 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 
 #include "vmrelay/clock.h"
 #include "vmrelay/common.h"
+#include "vmrelay/tls.h"
 
 #include "cluster_impl.h"
 
@@ -133,63 +135,24 @@ redisReader *vr_cl_reader_new(void)
 	return redisReaderCreateWithFunctions(&reply_fns);
 }
 
-/* OpenSSL's first queued error as text, the queue cleared. */
-static const char *ssl_error(char *buf, size_t len)
+struct vr_tls_ctx *vr_cl_tls_ctx_new(const char *ca, const char *cert, const char *key,
+				     char *err, size_t errlen)
 {
-	unsigned long e = ERR_get_error();
+	struct vr_tls_ctx *ctx = vr_tls_client_ctx_new(err, errlen);
+	char why[400];
 
-	if (e)
-		ERR_error_string_n(e, buf, len);
+	if (!ctx)
+		return NULL;
+	/* engine/tls names the file; the setting in front says which one */
+	if (vr_tls_client_ctx_verify(ctx, ca, why, sizeof(why)) < 0)
+		snprintf(err, errlen, "tls_ca %s", why);
+	else if (cert && vr_tls_client_ctx_cert(ctx, cert, why, sizeof(why)) < 0)
+		snprintf(err, errlen, "tls_cert %s", why);
+	else if (key && vr_tls_client_ctx_key(ctx, key, why, sizeof(why)) < 0)
+		snprintf(err, errlen, "tls_key %s", why);
 	else
-		snprintf(buf, len, "%s", errno ? strerror(errno) : "connection closed");
-	ERR_clear_error();
-	return buf;
-}
-
-static int file_readable(const char *key, const char *file, char *err, size_t errlen)
-{
-	if (access(file, R_OK) == 0)
-		return 0;
-	snprintf(err, errlen, "%s %s: %s", key, file, strerror(errno));
-	return -1;
-}
-
-SSL_CTX *vr_cl_tls_ctx_new(const char *ca, const char *cert, const char *key, char *err,
-			   size_t errlen)
-{
-	char ssl[160];
-	SSL_CTX *ctx;
-
-	/* plain access() first: "No such file or directory" says more than
-	 * OpenSSL's "system library" chain */
-	if (file_readable("tls_ca", ca, err, errlen) < 0 ||
-	    (cert && file_readable("tls_cert", cert, err, errlen) < 0) ||
-	    (key && file_readable("tls_key", key, err, errlen) < 0))
-		return NULL;
-	ERR_clear_error();
-	ctx = SSL_CTX_new(TLS_client_method());
-	if (!ctx) {
-		snprintf(err, errlen, "TLS context: %s", ssl_error(ssl, sizeof(ssl)));
-		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
-		snprintf(err, errlen, "tls_ca %s: %s", ca, ssl_error(ssl, sizeof(ssl)));
-		goto fail;
-	}
-	if (cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		snprintf(err, errlen, "tls_cert %s: %s", cert, ssl_error(ssl, sizeof(ssl)));
-		goto fail;
-	}
-	if (key && (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
-		    SSL_CTX_check_private_key(ctx) != 1)) {
-		snprintf(err, errlen, "tls_key %s: %s", key, ssl_error(ssl, sizeof(ssl)));
-		goto fail;
-	}
-	return ctx;
-fail:
-	SSL_CTX_free(ctx);
+		return ctx;
+	vr_tls_ctx_free(ctx);
 	return NULL;
 }
 
@@ -328,21 +291,14 @@ static int tcp_connect(const char *host, int port, uint64_t deadline, char *err,
 
 /* The TLS session on c->fd: the server's certificate must chain to the CA
  * and name `name` (an IP address is matched against IP SANs). */
-static int tls_start(struct vr_cl_conn *c, SSL_CTX *ctx, const char *name, uint64_t deadline,
-		     char *err, size_t errlen)
+static int tls_start(struct vr_cl_conn *c, struct vr_tls_ctx *ctx, const char *name,
+		     uint64_t deadline, char *err, size_t errlen)
 {
-	unsigned char ip[16];
 	char ssl[160];
-	bool is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
 
-	ERR_clear_error();
-	c->ssl = SSL_new(ctx);
-	if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1 ||
-	    (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name)
-		   : SSL_set1_host(c->ssl, name) && SSL_set_tlsext_host_name(c->ssl, name)) != 1) {
-		snprintf(err, errlen, "TLS session: %s", ssl_error(ssl, sizeof(ssl)));
+	c->ssl = vr_tls_ssl_new(ctx, c->fd, name, err, errlen);
+	if (!c->ssl)
 		return -1;
-	}
 	for (;;) {
 		int rc = SSL_connect(c->ssl);
 		if (rc == 1)
@@ -356,13 +312,13 @@ static int tls_start(struct vr_cl_conn *c, SSL_CTX *ctx, const char *name, uint6
 		}
 		if (ssl_wait(c, rc, deadline) < 0) {
 			snprintf(err, errlen, "TLS handshake: %s",
-				 errno == ETIMEDOUT ? "timed out" : ssl_error(ssl, sizeof(ssl)));
+				 errno == ETIMEDOUT ? "timed out" : vr_tls_ssl_error(ssl, sizeof(ssl)));
 			return -1;
 		}
 	}
 }
 
-struct vr_cl_conn *vr_cl_conn_open(const char *host, int port, SSL_CTX *tls,
+struct vr_cl_conn *vr_cl_conn_open(const char *host, int port, struct vr_tls_ctx *tls,
 				   const char *tls_name, uint32_t timeout_ms, char *err,
 				   size_t errlen)
 {
@@ -426,7 +382,7 @@ io_fail:
 	if (errno == ETIMEDOUT)
 		snprintf(err, errlen, "no reply in %u ms", c->timeout_ms);
 	else
-		snprintf(err, errlen, "%s", c->ssl ? ssl_error(buf, sizeof(buf))
+		snprintf(err, errlen, "%s", c->ssl ? vr_tls_ssl_error(buf, sizeof(buf))
 			 : errno ? strerror(errno) : "connection closed");
 	return NULL;
 }

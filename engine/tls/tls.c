@@ -12,8 +12,17 @@
  * clearing it and, on failure, keeps the first entry as text in the
  * connection, so vr_tls_error() explains the failure that was reported
  * rather than some stale one from another connection on the same thread.
+ *
+ * Client contexts serve SMTP delivery (opportunistic, or DANE per
+ * connection) and engine/cluster's Redis connection (a CA file, a client
+ * certificate, a server named by host name or IP address). Both set up a
+ * session's peer in peer_set(); the cluster's blocking socket gets a plain
+ * fd-bound SSL from vr_tls_ssl_new() instead of the memory BIOs, which
+ * would only add a copy and a poll loop of their own there.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,36 +50,61 @@ struct vr_tls {
 
 /* --- contexts --- */
 
-static void ctx_error(char *err, size_t errlen, const char *file, const char *what)
+/* OpenSSL's first queued error as text in buf, the queue cleared. False
+ * (buf untouched) if none was queued. */
+static bool first_error(char *buf, size_t len)
 {
-	char ssl[120] = "";
 	unsigned long e = ERR_peek_error();
 
 	if (e)
-		ERR_error_string_n(e, ssl, sizeof(ssl));
+		ERR_error_string_n(e, buf, len);
 	ERR_clear_error();
+	return e != 0;
+}
+
+static void ctx_error(char *err, size_t errlen, const char *file, const char *what)
+{
+	char ssl[120] = "";
+
+	first_error(ssl, sizeof(ssl));
 	snprintf(err, errlen, "%s%s%s%s%s", file ? file : "", file ? ": " : "", what,
 		 *ssl ? ": " : "", ssl);
 }
 
-/* Options both sides share. */
-static SSL_CTX *ctx_new(const SSL_METHOD *method, char *err, size_t errlen)
+const char *vr_tls_ssl_error(char *buf, size_t len)
 {
-	SSL_CTX *ssl = SSL_CTX_new(method);
-
-	if (!ssl) {
-		ctx_error(err, errlen, NULL, "cannot create TLS context");
-		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION);
-	/* Client-initiated TLS 1.2 renegotiation only costs us CPU. */
-	SSL_CTX_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
-	/* An idle session keeps ~34 KiB of record buffers otherwise; with
-	 * thousands of mostly idle SMTP sessions per worker that adds up. */
-	SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-	return ssl;
+	if (!first_error(buf, len))
+		snprintf(buf, len, "%s", errno ? strerror(errno) : "connection closed");
+	return buf;
 }
 
+/* A context with the options both sides share. NULL + err. */
+static struct vr_tls_ctx *ctx_new(const SSL_METHOD *method, char *err, size_t errlen)
+{
+	struct vr_tls_ctx *ctx = calloc(1, sizeof(*ctx));
+
+	ERR_clear_error();
+	if (!ctx) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ctx->ssl = SSL_CTX_new(method);
+	if (!ctx->ssl) {
+		ctx_error(err, errlen, NULL, "cannot create TLS context");
+		free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx->ssl, TLS1_2_VERSION);
+	/* Client-initiated TLS 1.2 renegotiation only costs us CPU. */
+	SSL_CTX_set_options(ctx->ssl, SSL_OP_NO_RENEGOTIATION);
+	/* An idle session keeps ~34 KiB of record buffers otherwise; with
+	 * thousands of mostly idle SMTP sessions per worker that adds up. */
+	SSL_CTX_set_mode(ctx->ssl, SSL_MODE_RELEASE_BUFFERS);
+	return ctx;
+}
+
+/* Plain access() first: "No such file or directory" beats OpenSSL's
+ * "system library" chain for the commonest mistake. */
 static int check_readable(const char *file, char *err, size_t errlen)
 {
 	if (access(file, R_OK) == 0)
@@ -79,67 +113,69 @@ static int check_readable(const char *file, char *err, size_t errlen)
 	return -1;
 }
 
+static int load_chain(SSL_CTX *ssl, const char *cert_file, char *err, size_t errlen)
+{
+	ERR_clear_error();
+	if (check_readable(cert_file, err, errlen) < 0)
+		return -1;
+	if (SSL_CTX_use_certificate_chain_file(ssl, cert_file) != 1) {
+		ctx_error(err, errlen, cert_file, "cannot load certificate chain");
+		return -1;
+	}
+	return 0;
+}
+
+/* The key of the chain loaded before; cert_file, if known, is named when
+ * they do not match. */
+static int load_key(SSL_CTX *ssl, const char *key_file, const char *cert_file, char *err,
+		    size_t errlen)
+{
+	ERR_clear_error();
+	if (check_readable(key_file, err, errlen) < 0)
+		return -1;
+	/* Loading the key already compares it with the certificate of its
+	 * type; the final check catches a key of another type. */
+	if (SSL_CTX_use_PrivateKey_file(ssl, key_file, SSL_FILETYPE_PEM) != 1) {
+		unsigned long e = ERR_peek_error();
+		if (ERR_GET_LIB(e) != ERR_LIB_X509 ||
+		    ERR_GET_REASON(e) != X509_R_KEY_VALUES_MISMATCH) {
+			ctx_error(err, errlen, key_file, "cannot load private key");
+			return -1;
+		}
+	} else if (SSL_CTX_check_private_key(ssl) == 1) {
+		return 0;
+	}
+	ERR_clear_error();
+	snprintf(err, errlen, "%s: private key does not match the certificate%s%s", key_file,
+		 cert_file ? " in " : "", cert_file ? cert_file : "");
+	return -1;
+}
+
 struct vr_tls_ctx *vr_tls_server_ctx_new(const char *cert_file, const char *key_file,
 					 char *err, size_t errlen)
 {
-	struct vr_tls_ctx *ctx = calloc(1, sizeof(*ctx));
+	struct vr_tls_ctx *ctx = ctx_new(TLS_server_method(), err, errlen);
 
-	ERR_clear_error();
-	if (!ctx) {
-		snprintf(err, errlen, "out of memory");
+	if (!ctx)
 		return NULL;
-	}
-	/* Plain access() first: "No such file or directory" beats OpenSSL's
-	 * "system library" chain for the commonest mistake. */
-	if (check_readable(cert_file, err, errlen) < 0 || check_readable(key_file, err, errlen) < 0)
-		goto fail;
-	ctx->ssl = ctx_new(TLS_server_method(), err, errlen);
-	if (!ctx->ssl)
-		goto fail;
 	SSL_CTX_set_options(ctx->ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	/* Stateless tickets resume sessions without the shared session cache,
 	 * whose lock every worker thread would otherwise contend on. */
 	SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_OFF);
-	if (SSL_CTX_use_certificate_chain_file(ctx->ssl, cert_file) != 1) {
-		ctx_error(err, errlen, cert_file, "cannot load certificate chain");
-		goto fail;
+	if (load_chain(ctx->ssl, cert_file, err, errlen) < 0 ||
+	    load_key(ctx->ssl, key_file, cert_file, err, errlen) < 0) {
+		vr_tls_ctx_free(ctx);
+		return NULL;
 	}
-	/* Loading the key already compares it with the certificate of its
-	 * type; the final check catches a key of another type. */
-	if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key_file, SSL_FILETYPE_PEM) != 1) {
-		unsigned long e = ERR_peek_error();
-		if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
-		    ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
-			goto mismatch;
-		ctx_error(err, errlen, key_file, "cannot load private key");
-		goto fail;
-	}
-	if (SSL_CTX_check_private_key(ctx->ssl) != 1)
-		goto mismatch;
 	return ctx;
-mismatch:
-	ERR_clear_error();
-	snprintf(err, errlen, "%s: private key does not match the certificate in %s", key_file,
-		 cert_file);
-fail:
-	vr_tls_ctx_free(ctx);
-	return NULL;
 }
 
 struct vr_tls_ctx *vr_tls_client_ctx_new(char *err, size_t errlen)
 {
-	struct vr_tls_ctx *ctx = calloc(1, sizeof(*ctx));
+	struct vr_tls_ctx *ctx = ctx_new(TLS_client_method(), err, errlen);
 
-	ERR_clear_error();
-	if (!ctx) {
-		snprintf(err, errlen, "out of memory");
+	if (!ctx)
 		return NULL;
-	}
-	ctx->ssl = ctx_new(TLS_client_method(), err, errlen);
-	if (!ctx->ssl) {
-		free(ctx);
-		return NULL;
-	}
 	/* RFC 7435 opportunistic security: encrypt even when we cannot
 	 * authenticate the server. */
 	SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_NONE, NULL);
@@ -173,6 +209,18 @@ int vr_tls_client_ctx_verify(struct vr_tls_ctx *ctx, const char *ca_file, char *
 	return 0;
 }
 
+int vr_tls_client_ctx_cert(struct vr_tls_ctx *ctx, const char *cert_file, char *err,
+			   size_t errlen)
+{
+	return load_chain(ctx->ssl, cert_file, err, errlen);
+}
+
+int vr_tls_client_ctx_key(struct vr_tls_ctx *ctx, const char *key_file, char *err,
+			  size_t errlen)
+{
+	return load_key(ctx->ssl, key_file, NULL, err, errlen);
+}
+
 void vr_tls_ctx_free(struct vr_tls_ctx *ctx)
 {
 	if (!ctx)
@@ -183,7 +231,29 @@ void vr_tls_ctx_free(struct vr_tls_ctx *ctx)
 
 /* --- connections --- */
 
-struct vr_tls *vr_tls_new(struct vr_tls_ctx *ctx, bool server, const char *sni)
+/*
+ * A client session's peer: a host name goes out as SNI (RFC 6066 3: never
+ * an address); a verifying context checks the server's certificate for it,
+ * an address against the IP SANs. 0, or -1 (no peer to verify, or ENOMEM).
+ */
+static int peer_set(SSL *ssl, bool verify, const char *peer)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	bool ip = peer && (inet_pton(AF_INET, peer, addr) == 1 ||
+			   inet_pton(AF_INET6, peer, addr) == 1);
+
+	if (peer && !ip && SSL_set_tlsext_host_name(ssl, peer) != 1)
+		return -1;
+	if (!verify)
+		return 0;
+	if (!peer)
+		return -1;
+	if (ip)
+		return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), peer) == 1 ? 0 : -1;
+	return SSL_set1_host(ssl, peer) == 1 ? 0 : -1;
+}
+
+struct vr_tls *vr_tls_new(struct vr_tls_ctx *ctx, bool server, const char *peer)
 {
 	struct vr_tls *t = calloc(1, sizeof(*t));
 
@@ -203,9 +273,7 @@ struct vr_tls *vr_tls_new(struct vr_tls_ctx *ctx, bool server, const char *sni)
 		return t;
 	}
 	SSL_set_connect_state(t->ssl);
-	if (sni && SSL_set_tlsext_host_name(t->ssl, sni) != 1)
-		goto fail_ssl;
-	if (ctx->verify && (!sni || SSL_set1_host(t->ssl, sni) != 1))
+	if (peer_set(t->ssl, ctx->verify, peer) < 0)
 		goto fail_ssl;
 	return t;
 fail:
@@ -215,6 +283,21 @@ fail_ssl:
 	SSL_free(t->ssl);
 	free(t);
 	ERR_clear_error();
+	return NULL;
+}
+
+SSL *vr_tls_ssl_new(struct vr_tls_ctx *ctx, int fd, const char *peer, char *err,
+		    size_t errlen)
+{
+	ERR_clear_error();
+	SSL *ssl = SSL_new(ctx->ssl);
+
+	if (ssl && SSL_set_fd(ssl, fd) == 1 && peer_set(ssl, ctx->verify, peer) == 0) {
+		SSL_set_connect_state(ssl);
+		return ssl;
+	}
+	ctx_error(err, errlen, NULL, "cannot create TLS session");
+	SSL_free(ssl);
 	return NULL;
 }
 
@@ -290,10 +373,7 @@ static int io_result(struct vr_tls *t, int ret)
 		break;
 	}
 	t->failed = true;
-	unsigned long code = ERR_peek_error();
-	if (code) {
-		ERR_error_string_n(code, t->err, sizeof(t->err));
-	} else {
+	if (!first_error(t->err, sizeof(t->err))) {
 		/* SSL_ERROR_SYSCALL with an empty queue: a memory BIO cannot
 		 * fail, so OpenSSL gave up on the stream itself. */
 		snprintf(t->err, sizeof(t->err), "TLS failure (SSL_get_error %d)", e);
@@ -304,7 +384,6 @@ static int io_result(struct vr_tls *t, int ret)
 		snprintf(t->err + len, sizeof(t->err) - len, " (%s)",
 			 X509_verify_cert_error_string(verify));
 	}
-	ERR_clear_error();
 	return -EPROTO;
 }
 

@@ -5,6 +5,10 @@
  * The owner moves ciphertext: vr_tls_feed() what arrived from the network,
  * vr_tls_read() plaintext out, vr_tls_write() plaintext in, and send whatever
  * vr_tls_drain() appends to its output buffer. A vr_tls belongs to one thread.
+ *
+ * A client that moves bytes over a blocking socket of its own (engine/cluster's
+ * Redis connection) shares the contexts and the peer checks but not the
+ * memory BIOs: vr_tls_ssl_new() gives it a plain OpenSSL session on its fd.
  */
 #ifndef VR_TLS_H
 #define VR_TLS_H
@@ -26,17 +30,47 @@ struct vr_tls_ctx *vr_tls_client_ctx_new(char *err, size_t errlen);
 /*
  * Turns verification on for a client context, before its first connection:
  * the server's chain must lead to a CA in ca_file (NULL: the system store)
- * and its certificate must name the sni given to vr_tls_new() (a connection
- * without sni cannot be created then). A failed check fails the handshake
- * (-EPROTO, vr_tls_error() says why). 0 or -1 + err.
+ * and its certificate must carry the peer given to vr_tls_new() or
+ * vr_tls_ssl_new(): a host name as a DNS name, an IP address as an IP SAN
+ * (a connection without a peer cannot be created then). A failed check
+ * fails the handshake (-EPROTO, vr_tls_error() says why). 0 or -1 + err
+ * ("FILE: ...").
  */
 int vr_tls_client_ctx_verify(struct vr_tls_ctx *ctx, const char *ca_file, char *err,
 			     size_t errlen);
+/*
+ * A client certificate for servers that ask for one (Redis with
+ * tls-auth-clients), before the context's first connection: first its
+ * chain, then its private key, which must match it. Two calls so that the
+ * caller can name the setting at fault. 0 or -1 + err ("FILE: ...").
+ */
+int vr_tls_client_ctx_cert(struct vr_tls_ctx *ctx, const char *cert_file, char *err,
+			   size_t errlen);
+int vr_tls_client_ctx_key(struct vr_tls_ctx *ctx, const char *key_file, char *err,
+			  size_t errlen);
 void vr_tls_ctx_free(struct vr_tls_ctx *ctx);
 
-/* sni may be NULL; only used by client connections. NULL on -ENOMEM. */
-struct vr_tls *vr_tls_new(struct vr_tls_ctx *ctx, bool server, const char *sni);
+/*
+ * peer: a client's server, a host name or an IP address, or NULL; a name
+ * goes out as SNI (never an address, RFC 6066 3), and a verifying context
+ * checks the certificate against either. Servers pass NULL. NULL on -ENOMEM
+ * (or a verifying client without a peer).
+ */
+struct vr_tls *vr_tls_new(struct vr_tls_ctx *ctx, bool server, const char *peer);
 void vr_tls_free(struct vr_tls *t);
+
+/*
+ * A client session for the caller's own connected socket fd, set up as
+ * vr_tls_new() sets up a client (SNI, peer checks). The caller owns it
+ * (SSL_free) and drives it with SSL_connect/SSL_read/SSL_write. NULL + err.
+ */
+struct ssl_st;
+struct ssl_st *vr_tls_ssl_new(struct vr_tls_ctx *ctx, int fd, const char *peer, char *err,
+			      size_t errlen);
+/* For the owner of such a session: the calling thread's first queued
+ * OpenSSL error as text in buf, the queue cleared; with none queued,
+ * errno's text, or "connection closed" when errno is 0. Returns buf. */
+const char *vr_tls_ssl_error(char *buf, size_t len);
 
 /*
  * DANE (RFC 7672) on a client connection, before its handshake. Enable it

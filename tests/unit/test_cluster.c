@@ -1,6 +1,7 @@
 /*
  * test_cluster.c - quota leases (engine/cluster): block sizing from the
- * rate, the fail-safe share, refusal texts, the hash-tagged keys; then, with
+ * rate, the fail-safe share, refusal texts, the hash-tagged keys, the
+ * parameters' errors (one for a [cluster] TLS file names its setting); then, with
  * a real redis-server the test starts on a free loopback port, the Lua
  * script (grants never exceed a window, settling, a dead node's lease
  * charged at its expiry, the day), two nodes in one process sharing one
@@ -339,6 +340,15 @@ static void test_params_refused(void **state)
 	p.tls_key = "/etc/ssl/certs/ca-certificates.crt";
 	assert_null(vr_cluster_new(&p, err, sizeof(err)));
 	assert_non_null(strstr(err, "tls_key /etc/ssl/certs/ca-certificates.crt: "));
+	/* each file's error names its own setting (engine/tls names the file) */
+	p.tls_cert = "/nonexistent/cert.pem";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_string_equal(err, "tls_cert /nonexistent/cert.pem: No such file or directory");
+	p.tls_cert = p.tls_key;
+	p.tls_ca = "/etc/hostname";
+	assert_null(vr_cluster_new(&p, err, sizeof(err)));
+	assert_memory_equal(err, "tls_ca /etc/hostname: cannot load CA certificates: ", 51);
+	p.tls_ca = "/etc/ssl/certs/ca-certificates.crt";
 	p.tls_cert = p.tls_key = NULL;
 	c = vr_cluster_new(&p, err, sizeof(err));
 	assert_non_null(c);

@@ -2,9 +2,11 @@
  * test_tls.c - a server and a client vr_tls talking to each other in memory.
  *
  * The certificates are made here with OpenSSL's API (a P-256 key, a
- * self-signed certificate for relay.test) in a private temp directory, so
- * the test needs no fixture and no openssl binary. A second key gives the
- * "key does not match the certificate" case.
+ * self-signed certificate for relay.test and 127.0.0.1) in a private temp
+ * directory, so the test needs no fixture and no openssl binary. A second
+ * key gives the "key does not match the certificate" case. The client
+ * certificate and vr_tls_ssl_new() are tried over a socket pair against a
+ * plain OpenSSL server that asks for a client certificate, as Redis does.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -58,7 +61,7 @@ static void write_cert(const char *path, EVP_PKEY *key)
 	X509_set_pubkey(x, key);
 	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
 	X509_EXTENSION *san = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name,
-						  "DNS:relay.test");
+						  "DNS:relay.test, IP:127.0.0.1");
 	assert_non_null(san);
 	X509_add_ext(x, san, -1);
 	X509_EXTENSION_free(san);
@@ -440,6 +443,135 @@ static void test_verify(void **state)
 	pair_close(&p);
 }
 
+/* A name or an address, each checked against the certificate's own kind. */
+static void test_verify_ip(void **state)
+{
+	static const struct {
+		const char *peer;
+		int rc;
+		const char *why;
+	} cases[] = {
+		{ "127.0.0.1", 0, NULL },
+		{ "127.0.0.2", -EPROTO, "IP address mismatch" },
+		{ "::1", -EPROTO, "IP address mismatch" },
+		{ "relay.test", 0, NULL },
+		{ "127.0.0.1.example", -EPROTO, "hostname mismatch" },
+	};
+	char err[512];
+
+	for (size_t i = 0; i < VR_ARRAY_SIZE(cases); i++) {
+		struct pair p;
+		pair_open(&p, NULL);
+		vr_tls_free(p.cli);
+		assert_int_equal(vr_tls_client_ctx_verify(p.cctx, cert_path, err, sizeof(err)), 0);
+		assert_non_null(p.cli = vr_tls_new(p.cctx, false, cases[i].peer));
+		assert_int_equal(handshake(&p, 4096), cases[i].rc);
+		if (cases[i].why)
+			assert_non_null(strstr(vr_tls_error(p.cli), cases[i].why));
+		pair_close(&p);
+	}
+}
+
+/* What the raw server saw of the client in socket_handshake(). */
+struct seen {
+	char sni[64];                /* "" when none was sent */
+	bool client_cert;
+	char why[256];               /* the client's failure */
+};
+
+/*
+ * A vr_tls_ssl_new() client for peer on one end of a socket pair, a plain
+ * OpenSSL server with cert_path on the other that requires a client
+ * certificate signed by cert_path (ours is self-signed: itself). Both
+ * handshakes run turn by turn over non-blocking sockets. Returns the
+ * client's 0, or -EPROTO with seen->why.
+ */
+static int socket_handshake(struct vr_tls_ctx *cctx, const char *peer, struct seen *seen)
+{
+	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
+	char err[512];
+	int fd[2], rc = -EAGAIN;
+	bool srv_done = false;
+
+	memset(seen, 0, sizeof(*seen));
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fd), 0);
+	assert_int_equal(SSL_CTX_use_certificate_chain_file(sctx, cert_path), 1);
+	assert_int_equal(SSL_CTX_use_PrivateKey_file(sctx, key_path, SSL_FILETYPE_PEM), 1);
+	assert_int_equal(SSL_CTX_load_verify_locations(sctx, cert_path, NULL), 1);
+	SSL_CTX_set_verify(sctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	SSL *srv = SSL_new(sctx);
+	SSL_set_fd(srv, fd[1]);
+	SSL_set_accept_state(srv);
+	SSL *cli = vr_tls_ssl_new(cctx, fd[0], peer, err, sizeof(err));
+	if (!cli)
+		fail_msg("vr_tls_ssl_new: %s", err);
+	for (int round = 0; round < 20 && rc == -EAGAIN; round++) {
+		int c = SSL_do_handshake(cli);
+		if (c != 1 && SSL_get_error(cli, c) != SSL_ERROR_WANT_READ) {
+			rc = -EPROTO;
+			vr_tls_ssl_error(seen->why, sizeof(seen->why));
+		}
+		if (!srv_done) {
+			int s = SSL_do_handshake(srv);
+			srv_done = s == 1 || SSL_get_error(srv, s) != SSL_ERROR_WANT_READ;
+		}
+		/* TLS 1.3: the server checks the client's certificate after
+		 * the client has finished; wait for its verdict too */
+		if (c == 1 && srv_done)
+			rc = SSL_is_init_finished(srv) ? 0 : -EPROTO;
+	}
+	const char *sni = SSL_get_servername(srv, TLSEXT_NAMETYPE_host_name);
+	snprintf(seen->sni, sizeof(seen->sni), "%s", sni ? sni : "");
+	seen->client_cert = SSL_get0_peer_certificate(srv) != NULL;
+	SSL_free(cli);
+	SSL_free(srv);
+	SSL_CTX_free(sctx);
+	close(fd[0]);
+	close(fd[1]);
+	ERR_clear_error();
+	return rc;
+}
+
+/* The Redis client's set-up: CA file, client certificate, and a server
+ * given by address (no SNI, IP SAN checked) or by name (SNI). */
+static void test_client_cert(void **state)
+{
+	char err[512], want[512];
+	struct seen seen;
+	struct vr_tls_ctx *cctx = vr_tls_client_ctx_new(err, sizeof(err));
+
+	assert_non_null(cctx);
+	assert_int_equal(vr_tls_client_ctx_verify(cctx, cert_path, err, sizeof(err)), 0);
+	/* without a certificate of its own the server turns it away */
+	assert_int_equal(socket_handshake(cctx, "127.0.0.1", &seen), -EPROTO);
+	assert_false(seen.client_cert);
+
+	assert_int_equal(vr_tls_client_ctx_cert(cctx, cert_path, err, sizeof(err)), 0);
+	assert_int_equal(vr_tls_client_ctx_key(cctx, key_path, err, sizeof(err)), 0);
+	assert_int_equal(socket_handshake(cctx, "127.0.0.1", &seen), 0);
+	assert_true(seen.client_cert);
+	assert_string_equal(seen.sni, "");
+	assert_int_equal(socket_handshake(cctx, "relay.test", &seen), 0);
+	assert_string_equal(seen.sni, "relay.test");
+	assert_int_equal(socket_handshake(cctx, "127.0.0.9", &seen), -EPROTO);
+	assert_non_null(strstr(seen.why, "certificate verify failed"));
+	vr_tls_ctx_free(cctx);
+
+	/* the file at fault, named for the caller to put its setting before */
+	cctx = vr_tls_client_ctx_new(err, sizeof(err));
+	assert_int_equal(vr_tls_client_ctx_cert(cctx, "/nonexistent/c.pem", err, sizeof(err)), -1);
+	assert_string_equal(err, "/nonexistent/c.pem: No such file or directory");
+	assert_int_equal(vr_tls_client_ctx_cert(cctx, key_path, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s: cannot load certificate chain: error:", key_path);
+	assert_memory_equal(err, want, strlen(want));
+	assert_int_equal(vr_tls_client_ctx_cert(cctx, cert_path, err, sizeof(err)), 0);
+	assert_int_equal(vr_tls_client_ctx_key(cctx, other_key_path, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s: private key does not match the certificate",
+		 other_key_path);
+	assert_string_equal(err, want);
+	vr_tls_ctx_free(cctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -452,6 +584,8 @@ int main(void)
 		cmocka_unit_test(test_protocol_floor),
 		cmocka_unit_test(test_ctx_errors),
 		cmocka_unit_test(test_verify),
+		cmocka_unit_test(test_verify_ip),
+		cmocka_unit_test(test_client_cert),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
