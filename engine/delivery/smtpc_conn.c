@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -50,6 +51,11 @@ struct vr_smtpc_conn *vr_smtpc_conn_new(const struct vr_smtpc_params *p,
 		goto fail;
 	if (source && bind(k->fd, source, sa_len(source)) < 0)
 		goto fail_fd;
+	/* We write whole command groups ourselves; Nagle would hold a group's
+	 * short tail (the final dot, the next MAIL) until the body is
+	 * acknowledged, which a receiver waiting for that dot delays. */
+	int one = 1;
+	setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	vr_smtpc_connecting(k->c, now_ms);
 	k->connecting = true;
 	if (connect(k->fd, p->peer, sa_len(p->peer)) == 0) {
