@@ -6,7 +6,8 @@
 # (its own Ed25519 signer, durable spool, [delivery] smarthost = the far
 # sink). Both sign with the same Ed25519 key for bench.example, relaxed/
 # relaxed, and both relay to an smtp-sink of their own that keeps what it
-# gets (-D), so the two do the same work.
+# gets (-D, on a tmpfs of its own, as a remote MX has its own disk: see
+# launch_sink in bench/lib.sh), so the two do the same work.
 #
 # A run counts from the load's start until the far sink has counted the
 # last message (msgs/s end to end), and only if the load exits 0 with nothing
@@ -275,7 +276,7 @@ e2e_run() {
 	check=$("$PY" "$BENCH_DIR/e2e/dkimcheck.py" "$dir/relay.dump" --expect "$total" --pubkey "$PUBKEY" \
 		--domain bench.example --selector ed1 --sample "$SAMPLE" 2>"$dir/dkimcheck.err") ||
 		die "$name: the far sink's mail fails the DKIM check:"$'\n'"$(tail_of "$dir/dkimcheck.err" 12)"
-	rm -rf "$dir/relay.dump"    # checked; ~130 MB a run
+	sink_fs_umount "$dir/relay.dump"    # checked; ~130 MB a run, in memory
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$MESSAGES" "$wall" "$load_s" "$cpu" \
 		"$ctl_out" "$check" >>"$RUNS"
 	say "$(awk -v r="$round" -v n="$name" -v m="$MESSAGES" -v w="$wall" -v l="$load_s" -v c="$cpu" -v k="$check" -v x="$ctl_out" \
@@ -322,6 +323,7 @@ if has_engine vmrelay; then
 	mkdir -p "$WORK/vmrelay-preflight"
 	start_e2e_vmrelay "$WORK/vmrelay-preflight"
 	stop_e2e_vmrelay "$WORK/vmrelay-preflight"
+	sink_fs_umount "$WORK/vmrelay-preflight/relay.dump"
 fi
 
 meta_start
@@ -329,8 +331,8 @@ meta warmup "$WARMUP"
 meta sample "$SAMPLE"
 ((CTL == 0)) || meta ctl_rounds "$CTL_ROUNDS"
 PF_VERSION=$(postconf -d -h mail_version)
-has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance (bench/postfix/main.cf.in and master.cf.in, durable queue) with OpenDKIM $(opendkim -V 2>&1 | sed -nE '1s/.*v([0-9.]+).*/\1/p') (Debian's package) as its milter on a Unix socket beside the instance (bench/postfix/opendkim.conf.in: signing mode, Ed25519, relaxed/relaxed, milter_default_action = tempfail so that nothing leaves unsigned), relaying to an smtp-sink that keeps what it gets (-D); every run: its log showed each message accepted and status=sent, no reject, deferral or warning, the queue empty."
-has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers, ${VR_DELIVERY_WORKERS:-the default number of} delivery workers, durable spool, the bench account signing bench.example with the Ed25519 key (selector ed1), [delivery] smarthost = an smtp-sink that keeps what it gets (-D); every run: its log showed one result=sent delivery per message and no other attempt, \`vmrelay-spool check\` found every record intact, no err or warn line."
+has_engine postfix && meta engine_note "Postfix $PF_VERSION, a private instance (bench/postfix/main.cf.in and master.cf.in, durable queue) with OpenDKIM $(opendkim -V 2>&1 | sed -nE '1s/.*v([0-9.]+).*/\1/p') (Debian's package) as its milter on a Unix socket beside the instance (bench/postfix/opendkim.conf.in: signing mode, Ed25519, relaxed/relaxed, milter_default_action = tempfail so that nothing leaves unsigned), relaying to an smtp-sink that keeps what it gets (-D) on a tmpfs of its own (bench/lib.sh launch_sink says why); every run: its log showed each message accepted and status=sent, no reject, deferral or warning, the queue empty."
+has_engine vmrelay && meta engine_note "vmrelay at $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- engine dpdk-app include 2>/dev/null || echo ' (with uncommitted changes)'), kernel sockets, $WORKERS workers, ${VR_DELIVERY_WORKERS:-the default number of} delivery workers, durable spool, the bench account signing bench.example with the Ed25519 key (selector ed1), [delivery] smarthost = an smtp-sink that keeps what it gets (-D) on a tmpfs of its own (bench/lib.sh launch_sink says why); every run: its log showed one result=sent delivery per message and no other attempt, \`vmrelay-spool check\` found every record intact, no err or warn line."
 ((CTL == 0)) || meta engine_note "vmrelay+ctl: vmrelay as above while bench/e2e/ctlload.py sends up to $CTL control requests at $CTL_RATE/s from the start of the load until the last message reached the far sink, each on a connection of its own (as vmrelayctl does), in turn: stats, quota show bench, queue list, metrics, vps show $CLIENT_ADDR; every reply ok. Before the load, after the warm-up, the same commands were sent to the otherwise idle relay and its CPU over them, less its CPU over as long a quiet spell just before, is what the commands alone cost it. The ctl line gives how many were sent during the load, ctlload.py's own CPU seconds (a process apart: not in the relay's CPU), the relay's CPU for the commands alone and each command's reply time."
 
 e2e_rounds

@@ -90,6 +90,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	for d in "${POSTFIX_DIRS[@]}"; do stop_postfix_dir "$d"; done
 	for pid in "${CHILDREN[@]}"; do stop_child "$pid" || true; done
+	for d in "${SINK_FS[@]}"; do umount "$d" 2>/dev/null || true; done
 	dpdk_link_down
 	netns_down
 	if ((TEMP_WORK && !KEEP)); then
@@ -102,6 +103,21 @@ cleanup() {
 trap cleanup EXIT
 trap 'say "interrupted: stopping everything"; exit 130' INT
 trap 'say "terminated: stopping everything"; exit 143' TERM
+
+# A far sink's message directory on a tmpfs of its own (see launch_sink),
+# unmounted by sink_fs_umount or at exit.
+SINK_FS=()
+sink_fs_mount() {
+	mkdir -p "$1"
+	mount -t tmpfs -o size=2g,mode=0755 vr-bench-sink "$1" || die "cannot mount a tmpfs on $1"
+	SINK_FS+=("$1")
+}
+sink_fs_umount() {
+	local i
+	umount "$1" || die "cannot unmount $1"
+	for i in "${!SINK_FS[@]}"; do [[ ${SINK_FS[$i]} == "$1" ]] && unset "SINK_FS[$i]"; done
+	rmdir "$1"
+}
 
 forget_child() {
 	local pid=$1 i
@@ -154,11 +170,19 @@ sink_count() {
 # Starts smtp-sink on addr:port, counting into out; sets SINK_PID. With a
 # fourth argument, a directory, it also keeps every message there (-D: the
 # sink, user nobody, appends to files it names), as bench/e2e.sh's far sink
-# does to check the signatures.
+# does to check the signatures. That directory is a tmpfs of its own
+# (sink_fs_mount): the sink writes each message to a temporary file beside
+# its dump first (a create and an unlink per message), and on the work
+# directory's ext4, which skips inodes deleted in the last minutes when it
+# allocates one and reads each one's deletion time to do so, those creates
+# cost up to 4x as much after a run that deleted tens of thousands of files
+# (a Postfix queue, the last sink's temporary files). The far sink, a remote
+# MX in real life, is what bounds a vmrelay run: its figure then depended on
+# which run came before it.
 launch_sink() {
 	local addr=$1 port=$2 out=$3 dump=${4:-} maxconn=$((SESSIONS + 16 > 256 ? SESSIONS + 16 : 256))
 	if [[ -n $dump ]]; then
-		mkdir -p "$dump"
+		sink_fs_mount "$dump"
 		chown nobody "$dump"
 	fi
 	smtp-sink -u nobody -c ${dump:+-D "$dump/mail"} -m "$maxconn" "$addr:$port" "$maxconn" >"$out" 2>&1 &
