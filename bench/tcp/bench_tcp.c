@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "test_bytes.h"
 #include "vmrelay/tcp.h"
 
 #define QMAX 8192
@@ -171,9 +172,6 @@ static void turn(unsigned long i)
 	vr_tcp_poll(B.tcp, now);
 }
 
-static void be16(uint8_t *b, uint16_t v) { b[0] = (uint8_t)(v >> 8); b[1] = (uint8_t)v; }
-static void be32(uint8_t *b, uint32_t v) { be16(b, (uint16_t)(v >> 16)); be16(b + 2, (uint16_t)v); }
-
 /* A SYN from A's MAC and address to B's port 25, with Linux's options; returns its length. */
 static size_t syn_frame(uint8_t *f, uint16_t sport, uint32_t seq)
 {
@@ -183,24 +181,24 @@ static size_t syn_frame(uint8_t *f, uint16_t sport, uint32_t seq)
 
 	memcpy(f, (const uint8_t[6]){ 0x02, 0, 0, 0, 0, 2 }, 6);
 	memcpy(f + 6, (const uint8_t[6]){ 0x02, 0, 0, 0, 0, 1 }, 6);
-	be16(f + 12, 0x0800);
+	put16(f + 12, 0x0800);
 	memset(ip, 0, 20);
 	ip[0] = 0x45;
-	be16(ip + 2, 20 + 40);
+	put16(ip + 2, 20 + 40);
 	ip[8] = 64;
 	ip[9] = 6;
-	be32(ip + 12, 0x0a000001u);
-	be32(ip + 16, 0x0a000002u);
-	be16(ip + 10, vr_net_csum_fold(vr_net_csum_add(0, ip, 20)));
+	put32(ip + 12, 0x0a000001u);
+	put32(ip + 16, 0x0a000002u);
+	put16(ip + 10, vr_net_csum_fold(vr_net_csum_add(0, ip, 20)));
 	memset(th, 0, 20);
-	be16(th, sport);
-	be16(th + 2, 25);
-	be32(th + 4, seq);
+	put16(th, sport);
+	put16(th + 2, 25);
+	put32(th + 4, seq);
 	th[12] = 10 << 4;
 	th[13] = 0x02;
-	be16(th + 14, 64240);
+	put16(th + 14, 64240);
 	memcpy(th + 20, opts, sizeof(opts));
-	be16(th + 16, vr_net_csum_fold(vr_net_csum_add(
+	put16(th + 16, vr_net_csum_fold(vr_net_csum_add(
 		vr_net_csum_pseudo(0x0a000001u, 0x0a000002u, 6, 40), th, 40)));
 	return 14 + 20 + 40;
 }
@@ -213,16 +211,11 @@ static size_t syn6_frame(uint8_t *f, uint16_t sport, uint32_t seq)
 	uint8_t *ip = f + 14, *th = ip + 40;
 
 	memcpy(f, v4, 12);
-	be16(f + 12, 0x86dd);
-	be32(ip, 0x60000000u);
-	be16(ip + 4, 40);
-	ip[6] = 6;
-	ip[7] = 64;
-	memcpy(ip + 8, a_ip6, 16);
-	memcpy(ip + 24, b_ip6, 16);
+	put16(f + 12, 0x86dd);
+	put_ip6(ip, 40, 6, 64, a_ip6, b_ip6);
 	memcpy(th, v4 + 34, len - 34);
-	be16(th + 16, 0);
-	be16(th + 16, vr_net_csum_fold(vr_net_csum_add(
+	put16(th + 16, 0);
+	put16(th + 16, vr_net_csum_fold(vr_net_csum_add(
 		vr_net_csum_pseudo6(a_ip6, b_ip6, 6, 40), th, 40)));
 	return 14 + 40 + 40;
 }

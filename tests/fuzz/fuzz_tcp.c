@@ -146,12 +146,7 @@ static void ip6_in(struct vr_net *n, uint8_t proto, const uint8_t *l4, size_t le
 	memcpy(f + 6, peer_mac, 6);
 	put16(f + 12, 0x86dd);
 	uint8_t *ip = f + 14;
-	put32(ip, 0x60000000u);
-	put16(ip + 4, (uint16_t)len);
-	ip[6] = proto;
-	ip[7] = 64;
-	memcpy(ip + 8, peer_ip6, 16);
-	memcpy(ip + 24, our_ip6, 16);
+	put_ip6(ip, (uint16_t)len, proto, 64, peer_ip6, our_ip6);
 	memcpy(ip + 40, l4, len);
 	unsigned at = proto == 6 ? 16 : 2;
 	if (len >= at + 2) {
@@ -243,12 +238,7 @@ static void icmp6_in(struct vr_net *n, unsigned idx, uint16_t mtu, uint32_t seqo
 	uint8_t *q = m + 8;
 
 	put32(m + 4, mtu);
-	put32(q, 0x60000000u);
-	put16(q + 4, 1440);
-	q[6] = 6;
-	q[7] = 64;
-	memcpy(q + 8, our_ip6, 16);
-	memcpy(q + 24, peer_ip6, 16);
+	put_ip6(q, 1440, 6, 64, our_ip6, peer_ip6);
 	put16(q + 40, PORT);
 	put16(q + 42, (uint16_t)(PORT6_BASE + idx % NCONN));
 	put32(q + 44, our_isn[1][idx % NCONN] + 1 + seqoff);
@@ -313,12 +303,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(nsf, (const uint8_t[6]){ 0x33, 0x33, 0xff, 0, 0, 1 }, 6);
 	memcpy(nsf + 6, peer_mac, 6);
 	put16(nsf + 12, 0x86dd);
-	put32(nsf + 14, 0x60000000u);
-	put16(nsf + 18, sizeof(ns));
-	nsf[20] = 58;
-	nsf[21] = 255;
-	memcpy(nsf + 22, peer_ip6, 16);
-	memcpy(nsf + 38, (const uint8_t[16]){ 0xff, 0x02, [11] = 1, 0xff, 0, 0, 1 }, 16);
+	put_ip6(nsf + 14, sizeof(ns), 58, 255, peer_ip6,
+		(const uint8_t[16]){ 0xff, 0x02, [11] = 1, 0xff, 0, 0, 1 });
 	put16(ns + 2, vr_net_csum_fold(vr_net_csum_add(
 		vr_net_csum_pseudo6(nsf + 22, nsf + 38, 58, sizeof(ns)), ns, sizeof(ns))));
 	memcpy(nsf + 54, ns, sizeof(ns));

@@ -101,12 +101,7 @@ static size_t ip6_frame(uint8_t *f, const uint8_t *dst_mac, const uint8_t *src_m
 	memcpy(f + 6, src_mac, 6);
 	put16(f + 12, 0x86dd);
 	uint8_t *h = f + 14;
-	put32(h, 0x60000000u);
-	put16(h + 4, (uint16_t)(elen + blen));
-	h[6] = elen ? first_nh : nh;
-	h[7] = hops;
-	memcpy(h + 8, src, 16);
-	memcpy(h + 24, dst, 16);
+	put_ip6(h, (uint16_t)(elen + blen), elen ? first_nh : nh, hops, src, dst);
 	if (elen)
 		memcpy(h + 40, ext, elen);
 	uint8_t *b = h + 40 + elen;
@@ -408,12 +403,7 @@ static void test_too_big_to_hook(void **state)
 	b[0] = 2;
 	put32(b + 4, 1400);
 	uint8_t *q = b + 8;
-	put32(q, 0x60000000u);
-	put16(q + 4, 1440);
-	q[6] = 6;
-	q[7] = 64;
-	memcpy(q + 8, our_ip6, 16);
-	memcpy(q + 24, far_ip6, 16);
+	put_ip6(q, 1440, 6, 64, our_ip6, far_ip6);
 	put16(q + 40, 25);
 	put16(q + 42, 40000);
 	put32(q + 44, 0x01020304);
